@@ -1,0 +1,380 @@
+//! Kernite's `evaluate_execute`: from a validated request to a decision.
+//!
+//! The order is Kernite's: a denying guardrail decides alone; failing
+//! validation rules deny; otherwise every selected policy is checked (its
+//! conditions, then its rules or its bare effect); any reason denies, any
+//! applicable policy approves, and with neither the no-policy outcome applies.
+
+use std::cell::OnceCell;
+
+use super::python::{normalize_lower, to_str};
+use super::record::{Decision, DecisionRecord, MatchedPolicy, PolicyOutcome, Reason, RuleEvent, object};
+use super::rules::{evaluate_rules, python_dict};
+use super::trace::{TraceInput, trace_hash};
+use super::validate::{Condition, ConditionOp, Effect, NormalizedRequest, PolicyContextInput, PolicyInput};
+use super::value::{Map, Value};
+use super::Unanswerable;
+
+const DEFAULT_COMBINING_ALGORITHM: &str = "deny_overrides";
+const DEFAULT_TRACE_DOMAIN: &str = "kernite.execute.v1";
+
+/// A selected policy with Kernite's defaults filled in.
+struct Policy {
+    key: String,
+    policy_version: Value,
+    version: Value,
+    effect: Effect,
+    priority: Value,
+    name: String,
+    rules: Vec<Map>,
+    conditions: Vec<Condition>,
+    policy_id: Option<String>,
+    policy_version_id: Option<String>,
+    deny_reason_code: Option<String>,
+    deny_reason_message: Option<String>,
+}
+
+impl Policy {
+    fn from_input(input: &PolicyInput) -> Policy {
+        let key = input.policy_key.clone().unwrap_or_else(|| "policy".to_owned());
+        // `policy_version or version`, then `int()` with 0 as the fallback.
+        let policy_version = match (&input.policy_version, &input.version) {
+            (Some(v), _) if v.is_truthy() => v.clone(),
+            (_, Some(v)) => v.clone(),
+            _ => Value::Int(0),
+        };
+        Policy {
+            version: input.version.clone().unwrap_or_else(|| policy_version.clone()),
+            policy_version,
+            effect: input.effect.unwrap_or(Effect::Allow),
+            priority: input.priority.clone().unwrap_or(Value::Int(0)),
+            name: input.policy_name.clone().unwrap_or_else(|| key.clone()),
+            rules: input.rules.clone().unwrap_or_default(),
+            conditions: input.conditions.clone().unwrap_or_default(),
+            policy_id: input.policy_id.clone(),
+            policy_version_id: input.policy_version_id.clone(),
+            deny_reason_code: input.deny_reason_code.clone(),
+            deny_reason_message: input.deny_reason_message.clone(),
+            key,
+        }
+    }
+
+    /// `details` entries every reason and event of this policy carries.
+    fn attribution(&self) -> [(String, Value); 4] {
+        let optional = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Str);
+        [
+            ("policy_key".to_owned(), Value::str(&self.key)),
+            ("policy_id".to_owned(), optional(&self.policy_id)),
+            ("policy_version_id".to_owned(), optional(&self.policy_version_id)),
+            ("effect".to_owned(), Value::str(self.effect.as_str())),
+        ]
+    }
+}
+
+/// The policy context with every default applied.
+struct PolicyContext {
+    selected_policies: Vec<Policy>,
+    policy_selection_reason_code: String,
+    default_policy: Option<Map>,
+    guardrail_result: Option<Map>,
+    validation_rules: Vec<Map>,
+    combining_algorithm: String,
+    previous_trace_hash: Option<String>,
+    trace_domain: String,
+    no_policy_decision: Decision,
+    no_policy_reason_code: String,
+    no_policy_message: String,
+}
+
+impl PolicyContext {
+    fn resolve(input: Option<&PolicyContextInput>, request: &NormalizedRequest) -> PolicyContext {
+        let Some(input) = input else {
+            return PolicyContext {
+                selected_policies: Vec::new(),
+                policy_selection_reason_code: "out_of_scope_phase1".into(),
+                default_policy: None,
+                guardrail_result: None,
+                validation_rules: Vec::new(),
+                combining_algorithm: DEFAULT_COMBINING_ALGORITHM.into(),
+                previous_trace_hash: None,
+                trace_domain: DEFAULT_TRACE_DOMAIN.into(),
+                no_policy_decision: Decision::Approved,
+                no_policy_reason_code: "out_of_scope_phase1".into(),
+                no_policy_message: "Scope is outside governed policy context.".into(),
+            };
+        };
+        let selected_policies: Vec<Policy> =
+            input.selected_policies.iter().flatten().map(Policy::from_input).collect();
+        let in_governed_scope = || {
+            input.governed_scopes.iter().flatten().any(|(object_type, operation)| {
+                *object_type == request.object_type && *operation == request.operation
+            })
+        };
+        let governed = input.governed.unwrap_or_else(|| in_governed_scope() || !selected_policies.is_empty());
+
+        let policy_selection_reason_code = input.policy_selection_reason_code.clone().unwrap_or_else(|| {
+            if !selected_policies.is_empty() {
+                "policy_selected_workspace_default".into()
+            } else if governed {
+                "no_policy_found".into()
+            } else {
+                "out_of_scope_phase1".into()
+            }
+        });
+        let no_policy_decision = match input.no_policy_decision.as_deref() {
+            Some("denied") => Decision::Denied,
+            Some(_) => Decision::Approved,
+            None if governed => Decision::Denied,
+            None => Decision::Approved,
+        };
+        let (reason_code, message) = if governed {
+            ("no_matching_policy", "No active policy matched this governed request.")
+        } else {
+            ("out_of_scope_phase1", "Scope is outside governed policy context.")
+        };
+
+        PolicyContext {
+            selected_policies,
+            policy_selection_reason_code,
+            default_policy: input.default_policy.clone(),
+            guardrail_result: input.guardrail_result.clone(),
+            validation_rules: input.validation_rules.clone().unwrap_or_default(),
+            combining_algorithm: input.combining_algorithm.clone().unwrap_or_else(|| DEFAULT_COMBINING_ALGORITHM.into()),
+            previous_trace_hash: input.previous_trace_hash.clone(),
+            trace_domain: input.trace_domain.clone().unwrap_or_else(|| DEFAULT_TRACE_DOMAIN.into()),
+            no_policy_decision,
+            no_policy_reason_code: input.no_policy_reason_code.clone().unwrap_or_else(|| reason_code.into()),
+            no_policy_message: input.no_policy_message.clone().unwrap_or_else(|| message.into()),
+        }
+    }
+}
+
+/// Kernite's `_normalize_reasons` for reasons a guardrail supplies.
+fn guardrail_reasons(raw: &Value) -> Result<Vec<Reason>, Unanswerable> {
+    let field = "policy_context.guardrail_result.reasons";
+    let items: &[Value] = match raw {
+        v if !v.is_truthy() => &[],
+        Value::Array(items) => items,
+        _ => return Err(Unanswerable::new(field, "Kernite 0.1.6 needs a list of objects here")),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let Value::Object(reason) = item else {
+                return Err(Unanswerable::new(field, "Kernite 0.1.6 needs a list of objects here"));
+            };
+            let get = |key: &str| Value::or_null(reason.get(key));
+            let text_or = |key: &str, fallback: &str| match get(key) {
+                v if v.is_truthy() => to_str(v),
+                _ => fallback.to_owned(),
+            };
+            Ok(Reason {
+                code: text_or("code", "policy_denied"),
+                message: text_or("message", "Policy denied the request."),
+                rule_key: get("rule_key").clone(),
+                field_path: get("field_path").clone(),
+                details: match get("details") {
+                    v if !v.is_truthy() => Map::new(),
+                    v => python_dict(v, "policy_context.guardrail_result.reasons[].details")?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The request as conditions see it: the normalised request plus `action`.
+fn request_context(request: &NormalizedRequest) -> Value {
+    object([
+        ("workspace_id", Value::str(&request.workspace_id)),
+        ("principal", request.principal_value()),
+        ("object_type", Value::str(&request.object_type)),
+        ("operation", Value::str(&request.operation)),
+        ("action", Value::str(&request.operation)),
+        ("payload", Value::Object(request.payload.clone())),
+        ("resource", Value::Object(request.resource.clone())),
+        ("context", Value::Object(request.context.clone())),
+    ])
+}
+
+/// Kernite's condition path reader: empty tokens are skipped, so `"."` is the
+/// whole context; lists are not indexed.
+fn read_condition_path<'a>(context: &'a Value, path: &str) -> &'a Value {
+    let mut current = context;
+    for token in path.split('.').filter(|t| !t.is_empty()) {
+        match current {
+            Value::Object(map) => current = Value::or_null(map.get(token)),
+            _ => return &Value::Null,
+        }
+    }
+    current
+}
+
+fn condition_holds(condition: &Condition, context: &Value) -> bool {
+    let current = read_condition_path(context, &condition.left);
+    match condition.op {
+        ConditionOp::Eq => *current == condition.right,
+        ConditionOp::Neq => *current != condition.right,
+    }
+}
+
+#[derive(Default)]
+struct PoliciesOutcome {
+    reasons: Vec<Reason>,
+    events: Vec<RuleEvent>,
+    matched: Vec<MatchedPolicy>,
+    /// Indices into the selected policies, in order.
+    applicable: Vec<usize>,
+}
+
+fn evaluate_policies(policies: &[Policy], request: &NormalizedRequest) -> Result<PoliciesOutcome, Unanswerable> {
+    let mut outcome = PoliciesOutcome::default();
+    let context = OnceCell::new();
+    for (index, policy) in policies.iter().enumerate() {
+        let mut matched = MatchedPolicy {
+            policy_version_id: policy.policy_version_id.clone(),
+            policy_id: policy.policy_id.clone(),
+            policy_key: policy.key.clone(),
+            policy_name: policy.name.clone(),
+            effect: policy.effect,
+            priority: policy.priority.clone(),
+            version: [&policy.version, &policy.policy_version].into_iter().find(|v| v.is_truthy()).cloned().unwrap_or(Value::Int(0)),
+            rule_count: policy.rules.len(),
+            outcome: PolicyOutcome::Approved,
+            reason_codes: Vec::new(),
+            condition_count: policy.conditions.len(),
+        };
+
+        let context = context.get_or_init(|| request_context(request));
+        if !policy.conditions.iter().all(|c| condition_holds(c, context)) {
+            matched.outcome = PolicyOutcome::NotApplicable;
+            outcome.matched.push(matched);
+            continue;
+        }
+        outcome.applicable.push(index);
+
+        if policy.rules.is_empty() {
+            if policy.effect == Effect::Deny {
+                let code = policy.deny_reason_code.clone().unwrap_or_else(|| "policy_effect_deny".into());
+                let message = policy.deny_reason_message.clone().unwrap_or_else(|| format!("Policy {} denied the request.", policy.key));
+                let mut details: Map = policy.attribution().into_iter().collect();
+                details.insert("mode".into(), Value::str("unconditional"));
+                outcome.reasons.push(Reason {
+                    code: code.clone(),
+                    message,
+                    rule_key: Value::Null,
+                    field_path: Value::Null,
+                    details: details.clone(),
+                });
+                outcome.events.push(RuleEvent {
+                    rule_key: None,
+                    rule_type: "policy_effect".into(),
+                    status: super::record::RuleStatus::Failed,
+                    message: "Policy effect deny (no rules).".into(),
+                    reason_code: Some(code.clone()),
+                    field_path: None,
+                    details,
+                });
+                matched.outcome = PolicyOutcome::Denied;
+                matched.reason_codes = vec![code];
+            }
+            outcome.matched.push(matched);
+            continue;
+        }
+
+        // With rules, the effect is only reported: rules alone decide.
+        let rules = evaluate_rules(&policy.rules, &request.payload)?;
+        for mut event in rules.events {
+            event.details.extend(policy.attribution());
+            outcome.events.push(event);
+        }
+        if !rules.reasons.is_empty() {
+            matched.outcome = PolicyOutcome::Denied;
+            matched.reason_codes = rules.reasons.iter().map(|r| r.code.clone()).collect();
+            for mut reason in rules.reasons {
+                reason.details.extend(policy.attribution());
+                outcome.reasons.push(reason);
+            }
+        }
+        outcome.matched.push(matched);
+    }
+    Ok(outcome)
+}
+
+/// Decides a validated request.
+pub fn evaluate(request: &NormalizedRequest, policy_context: Option<&PolicyContextInput>) -> Result<DecisionRecord, Unanswerable> {
+    let context = PolicyContext::resolve(policy_context, request);
+    let guardrail = context.guardrail_result.clone().unwrap_or_default();
+    let guardrail_decision = normalize_lower(Value::or_null(guardrail.get("decision")).or(&Value::str("approved")));
+    // Kernite normalises the guardrail's reasons even when it approves.
+    let guardrail_reasons = guardrail_reasons(Value::or_null(guardrail.get("reasons")))?;
+
+    let mut rule_events = Vec::new();
+    let mut matched_policies = Vec::new();
+    let mut applicable = Vec::new();
+    let (decision, mut reasons) = if guardrail_decision == "denied" {
+        (Decision::Denied, guardrail_reasons)
+    } else {
+        let validation = evaluate_rules(&context.validation_rules, &request.payload)?;
+        rule_events.extend(validation.events);
+        if !validation.reasons.is_empty() {
+            (Decision::Denied, validation.reasons)
+        } else {
+            let policies = evaluate_policies(&context.selected_policies, request)?;
+            rule_events.extend(policies.events);
+            matched_policies = policies.matched;
+            applicable = policies.applicable;
+            if !policies.reasons.is_empty() {
+                (Decision::Denied, policies.reasons)
+            } else if !applicable.is_empty() {
+                (Decision::Approved, policies.reasons)
+            } else {
+                let reason = Reason::synthesized(&context.no_policy_reason_code, &context.no_policy_message);
+                (context.no_policy_decision, vec![reason])
+            }
+        }
+    };
+
+    let mut reason_codes: Vec<String> = reasons.iter().filter(|r| !r.code.is_empty()).map(|r| r.code.clone()).collect();
+    if decision == Decision::Denied && reason_codes.is_empty() {
+        reasons = vec![Reason::synthesized("policy_denied", "Policy denied the request.")];
+        reason_codes = vec!["policy_denied".into()];
+    }
+
+    let policy = match (&context.default_policy, applicable.first()) {
+        (Some(default), _) if !default.is_empty() => default.clone(),
+        (_, Some(&first)) => {
+            let first = &context.selected_policies[first];
+            Map::from_iter([
+                ("policy_key".to_owned(), Value::str(&first.key)),
+                ("policy_version".to_owned(), first.policy_version.clone()),
+            ])
+        }
+        _ => Map::new(),
+    };
+
+    let (trace_hash, ctx_id) = trace_hash(TraceInput {
+        domain: &context.trace_domain,
+        input: request.to_value(),
+        decision,
+        reason_codes: &reason_codes,
+        policy_selection_reason_code: &context.policy_selection_reason_code,
+        matched_policies: &matched_policies,
+        combining_algorithm: &context.combining_algorithm,
+        previous_trace_hash: &context.previous_trace_hash,
+    });
+
+    Ok(DecisionRecord {
+        ctx_id,
+        decision,
+        reason_codes,
+        reasons,
+        rule_events,
+        matched_policies,
+        combining_algorithm: context.combining_algorithm,
+        policy_selection_reason_code: context.policy_selection_reason_code,
+        policy,
+        trace_hash,
+        previous_trace_hash: context.previous_trace_hash,
+        idempotency_key: request.idempotency_key.clone(),
+    })
+}

@@ -1,0 +1,446 @@
+//! JSON text in and out, with the semantics of Python's `json` module.
+//!
+//! Reading follows `json.loads`: integers stay integers of any size, numbers
+//! with a fraction or exponent become floats, duplicate keys keep the last
+//! value. Three things Python accepts are refused, because Kernite either
+//! crashes on them or they are not JSON: lone surrogate escapes, the literals
+//! `NaN`/`Infinity`, and numbers that overflow to infinity (`1e400`). Nesting is
+//! bounded so that no input can exhaust the stack.
+//!
+//! Writing follows `json.dumps(..., ensure_ascii=False)` in the two layouts
+//! Kernite uses: canonical (sorted keys, `(",", ":")`), which is hashed, and
+//! the response layout of `kernite serve` (insertion order, `(", ", ": ")`).
+
+use std::fmt::Write as _;
+
+use num_bigint::BigInt;
+
+use super::python::{MAX_INT_DIGITS, float_repr};
+use super::value::{Map, Value};
+
+/// Deepest nesting of arrays and objects accepted.
+pub const MAX_DEPTH: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} at byte {offset}")]
+pub struct JsonError {
+    pub reason: &'static str,
+    pub offset: usize,
+}
+
+/// Parses one JSON document, as `json.loads` would (with the refusals above).
+pub fn parse(text: &str) -> Result<Value, JsonError> {
+    let mut parser = Parser { bytes: text.as_bytes(), text, pos: 0 };
+    parser.skip_whitespace();
+    let value = parser.value(0)?;
+    parser.skip_whitespace();
+    if parser.pos != parser.bytes.len() {
+        return Err(parser.error("extra data after the JSON value"));
+    }
+    Ok(value)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, reason: &'static str) -> JsonError {
+        JsonError { reason, offset: self.pos }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// JSON whitespace only: Python's decoder skips exactly these four.
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect_literal(&mut self, literal: &str, value: Value) -> Result<Value, JsonError> {
+        if self.text[self.pos..].starts_with(literal) {
+            self.pos += literal.len();
+            Ok(value)
+        } else {
+            Err(self.error("invalid literal"))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+        match self.peek() {
+            None => Err(self.error("expected a value, found the end of the input")),
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => self.string().map(Value::Str),
+            Some(b't') => self.expect_literal("true", Value::Bool(true)),
+            Some(b'f') => self.expect_literal("false", Value::Bool(false)),
+            Some(b'n') => self.expect_literal("null", Value::Null),
+            Some(b'N' | b'I') => Err(self.error("NaN and Infinity are not JSON numbers")),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.error("expected a value")),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error("nesting is deeper than 128 levels"));
+        }
+        self.pos += 1;
+        let mut map = Map::new();
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(map));
+        }
+        loop {
+            self.skip_whitespace();
+            if self.peek() != Some(b'"') {
+                return Err(self.error("expected a string key"));
+            }
+            let key = self.string()?;
+            self.skip_whitespace();
+            if self.peek() != Some(b':') {
+                return Err(self.error("expected ':' after an object key"));
+            }
+            self.pos += 1;
+            self.skip_whitespace();
+            let value = self.value(depth)?;
+            // A repeated key keeps its first position and takes the last value, as in Python.
+            map.insert(key, value);
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(map));
+                }
+                _ => return Err(self.error("expected ',' or '}' in an object")),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error("nesting is deeper than 128 levels"));
+        }
+        self.pos += 1;
+        let mut items = Vec::new();
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_whitespace();
+            items.push(self.value(depth)?);
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.error("expected ',' or ']' in an array")),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let digits = self.text.get(self.pos..self.pos + 4).ok_or_else(|| self.error("truncated \\u escape"))?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.error("invalid \\u escape"));
+        }
+        self.pos += 4;
+        Ok(u32::from_str_radix(digits, 16).expect("four hex digits"))
+    }
+
+    fn string(&mut self) -> Result<String, JsonError> {
+        self.pos += 1; // opening quote
+        let mut out = String::new();
+        loop {
+            let start = self.pos;
+            while let Some(b) = self.peek() {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            out.push_str(&self.text[start..self.pos]);
+            match self.peek() {
+                None => return Err(self.error("unterminated string")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    let escape = self.peek().ok_or_else(|| self.error("unterminated string"))?;
+                    self.pos += 1;
+                    match escape {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => out.push(self.unicode_escape()?),
+                        _ => return Err(self.error("invalid escape")),
+                    }
+                }
+                Some(_) => return Err(self.error("control character in a string")),
+            }
+        }
+    }
+
+    /// A `\uXXXX` escape, joining a surrogate pair. A lone surrogate is
+    /// refused: Python keeps it, then Kernite crashes encoding the hash input.
+    fn unicode_escape(&mut self) -> Result<char, JsonError> {
+        let first = self.hex4()?;
+        let code = match first {
+            0xd800..=0xdbff => {
+                if !self.text[self.pos..].starts_with("\\u") {
+                    return Err(self.error("lone surrogate in a \\u escape"));
+                }
+                self.pos += 2;
+                let second = self.hex4()?;
+                if !(0xdc00..=0xdfff).contains(&second) {
+                    return Err(self.error("lone surrogate in a \\u escape"));
+                }
+                0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
+            }
+            0xdc00..=0xdfff => return Err(self.error("lone surrogate in a \\u escape")),
+            code => code,
+        };
+        char::from_u32(code).ok_or_else(|| self.error("invalid \\u escape"))
+    }
+
+    /// Python's number grammar: `-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?`.
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.skip_digits(),
+            Some(b'I') => return Err(self.error("NaN and Infinity are not JSON numbers")),
+            _ => return Err(self.error("expected a digit")),
+        }
+        let int_end = self.pos;
+        let mut is_float = false;
+        if self.peek() == Some(b'.') && self.bytes.get(self.pos + 1).is_some_and(u8::is_ascii_digit) {
+            self.pos += 1;
+            self.skip_digits();
+            is_float = true;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            let mut end = self.pos + 1;
+            if matches!(self.bytes.get(end), Some(b'+' | b'-')) {
+                end += 1;
+            }
+            if self.bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                self.pos = end;
+                self.skip_digits();
+                is_float = true;
+            }
+        }
+        let literal = &self.text[start..self.pos];
+        if is_float {
+            let f: f64 = literal.parse().map_err(|_| self.error("invalid number"))?;
+            if f.is_infinite() {
+                return Err(JsonError { reason: "number is too large for a double", offset: start });
+            }
+            return Ok(Value::Float(f));
+        }
+        if int_end - start > MAX_INT_DIGITS {
+            return Err(JsonError { reason: "integer has more than 4300 digits", offset: start });
+        }
+        Ok(match literal.parse::<i64>() {
+            Ok(n) => Value::Int(n),
+            Err(_) => Value::from_bigint(literal.parse::<BigInt>().map_err(|_| self.error("invalid number"))?),
+        })
+    }
+
+    fn skip_digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+}
+
+/// The two `json.dumps` layouts Kernite uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `sort_keys=True, separators=(",", ":")`: the trace_hash pre-image.
+    Canonical,
+    /// Insertion order, `(", ", ": ")`: what `kernite serve` writes.
+    Response,
+}
+
+/// Writes `value` as `json.dumps(value, ensure_ascii=False, ...)` would.
+pub fn to_string(value: &Value, layout: Layout) -> String {
+    let mut out = String::with_capacity(256);
+    write_value(&mut out, value, layout);
+    out
+}
+
+pub fn write_value(out: &mut String, value: &Value, layout: Layout) {
+    let (item_sep, key_sep) = match layout {
+        Layout::Canonical => (",", ":"),
+        Layout::Response => (", ", ": "),
+    };
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::BigInt(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Float(f) => write_float(out, *f),
+        Value::Str(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                write_value(out, item, layout);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            let mut write_entry = |i: usize, key: &str, item: &Value| {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                write_string(out, key);
+                out.push_str(key_sep);
+                write_value(out, item, layout);
+            };
+            match layout {
+                Layout::Response => {
+                    for (i, (key, item)) in map.iter().enumerate() {
+                        write_entry(i, key, item);
+                    }
+                }
+                Layout::Canonical => {
+                    // Rust orders strings by UTF-8 bytes, which is code-point
+                    // order: the order Python's sort_keys gives.
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    for (i, (key, item)) in entries.into_iter().enumerate() {
+                        write_entry(i, key, item);
+                    }
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// `json.dumps` writes floats with `float.__repr__`, and the non-finite
+/// ones (which can arise from `float("inf")` inside Kernite) as JavaScript literals.
+fn write_float(out: &mut String, f: f64) {
+    if f.is_nan() {
+        out.push_str("NaN");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        out.push_str(&float_repr(f));
+    }
+}
+
+/// Python's string escaping with `ensure_ascii=False`: only the quote, the
+/// backslash and characters below U+0020 are escaped.
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(text: &str) -> String {
+        to_string(&parse(text).unwrap(), Layout::Canonical)
+    }
+
+    #[test]
+    fn numbers_keep_python_types_and_formatting() {
+        assert_eq!(canonical("[100, 100.0, 1E2, 1e16, 1e-5, -0, -0.0, 0.0001]"), "[100,100.0,100.0,1e+16,1e-05,0,-0.0,0.0001]");
+        assert_eq!(canonical("1180591620717411303424"), "1180591620717411303424");
+        assert_eq!(canonical("-9223372036854775809"), "-9223372036854775809");
+    }
+
+    #[test]
+    fn keys_sort_by_code_point_and_duplicates_keep_the_last_value() {
+        assert_eq!(canonical(r#"{"b":1,"a":2,"é":3,"Z":4,"a":5}"#), r#"{"Z":4,"a":5,"b":1,"é":3}"#);
+        let value = parse(r#"{"b":1,"a":2,"b":3}"#).unwrap();
+        assert_eq!(to_string(&value, Layout::Response), r#"{"b": 3, "a": 2}"#);
+    }
+
+    #[test]
+    fn strings_escape_like_python_with_ensure_ascii_false() {
+        assert_eq!(canonical(r#""a\"\\\/\b\f\n\r\t\u0001\u007f\u2028é😀""#), "\"a\\\"\\\\/\\b\\f\\n\\r\\t\\u0001\u{7f}\u{2028}é😀\"");
+        assert_eq!(canonical(r#""\ud83d\ude00""#), "\"😀\"");
+    }
+
+    #[test]
+    fn refuses_what_kernite_cannot_answer() {
+        for bad in [
+            "NaN", "-Infinity", "[Infinity]", "1e400", r#""\ud800""#, r#""\udc00x""#, "\"a\u{1}\"",
+            "01", "1.", ".5", "[1,]", r#"{"a":1,}"#, "", "  ", "[1] [2]", "tru", "\u{feff}{}",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_overflowing_the_stack() {
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse(&ok).is_ok());
+        let deep = "[".repeat(100_000);
+        assert_eq!(parse(&deep).unwrap_err().reason, "nesting is deeper than 128 levels");
+        let deep_objects = r#"{"a":"#.repeat(MAX_DEPTH + 1);
+        assert!(parse(&deep_objects).is_err());
+    }
+
+    #[test]
+    fn huge_integers_are_refused_like_python() {
+        assert!(parse(&"9".repeat(4300)).is_ok());
+        assert!(parse(&"9".repeat(4301)).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! What a decision is made of, and how it renders as Kernite's response body.
+//!
+//! Each `to_value` writes keys in the order Kernite builds its dicts, so that
+//! the response JSON is the same text `kernite serve` writes.
+
+use super::validate::Effect;
+use super::value::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approved,
+    Denied,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Denied => "denied",
+        }
+    }
+}
+
+/// One reason behind a decision. Reasons a guardrail supplies may carry any
+/// JSON as `rule_key` and `field_path`; Kernite passes them through.
+#[derive(Debug, Clone)]
+pub struct Reason {
+    pub code: String,
+    pub message: String,
+    pub rule_key: Value,
+    pub field_path: Value,
+    pub details: Map,
+}
+
+impl Reason {
+    /// A reason with no rule behind it (no-policy outcomes, the `policy_denied` fallback).
+    pub fn synthesized(code: &str, message: &str) -> Reason {
+        Reason { code: code.to_owned(), message: message.to_owned(), rule_key: Value::Null, field_path: Value::Null, details: Map::new() }
+    }
+
+    pub fn to_value(&self) -> Value {
+        object([
+            ("code", Value::str(&self.code)),
+            ("message", Value::str(&self.message)),
+            ("rule_key", self.rule_key.clone()),
+            ("field_path", self.field_path.clone()),
+            ("details", Value::Object(self.details.clone())),
+        ])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleStatus {
+    Passed,
+    Failed,
+}
+
+/// What one rule did, for the audit trail in `rule_events`.
+#[derive(Debug, Clone)]
+pub struct RuleEvent {
+    pub rule_key: Option<String>,
+    pub rule_type: String,
+    pub status: RuleStatus,
+    pub message: String,
+    pub reason_code: Option<String>,
+    pub field_path: Option<String>,
+    pub details: Map,
+}
+
+impl RuleEvent {
+    pub fn to_value(&self) -> Value {
+        let status = match self.status {
+            RuleStatus::Passed => "passed",
+            RuleStatus::Failed => "failed",
+        };
+        object([
+            ("rule_key", optional_str(&self.rule_key)),
+            ("rule_type", Value::str(&self.rule_type)),
+            ("status", Value::str(status)),
+            ("message", Value::str(&self.message)),
+            ("reason_code", optional_str(&self.reason_code)),
+            ("field_path", optional_str(&self.field_path)),
+            ("details", Value::Object(self.details.clone())),
+        ])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    Approved,
+    Denied,
+    NotApplicable,
+}
+
+/// One selected policy's verdict, in `matched_policies`.
+#[derive(Debug, Clone)]
+pub struct MatchedPolicy {
+    pub policy_version_id: Option<String>,
+    pub policy_id: Option<String>,
+    pub policy_key: String,
+    pub policy_name: String,
+    pub effect: Effect,
+    pub priority: Value,
+    pub version: Value,
+    pub rule_count: usize,
+    pub outcome: PolicyOutcome,
+    pub reason_codes: Vec<String>,
+    pub condition_count: usize,
+}
+
+impl MatchedPolicy {
+    /// The entry as Kernite writes it; `sorted_codes` gives the hashed form.
+    pub fn to_value(&self, sorted_codes: bool) -> Value {
+        let outcome = match self.outcome {
+            PolicyOutcome::Approved => "approved",
+            PolicyOutcome::Denied => "denied",
+            PolicyOutcome::NotApplicable => "not_applicable",
+        };
+        let mut codes = self.reason_codes.clone();
+        if sorted_codes {
+            codes.sort_unstable();
+        }
+        object([
+            ("policy_version_id", optional_str(&self.policy_version_id)),
+            ("policy_id", optional_str(&self.policy_id)),
+            ("policy_key", Value::str(&self.policy_key)),
+            ("policy_name", Value::str(&self.policy_name)),
+            ("effect", Value::str(self.effect.as_str())),
+            ("priority", self.priority.clone()),
+            ("version", self.version.clone()),
+            ("rule_count", Value::Int(self.rule_count as i64)),
+            ("decision", Value::str(outcome)),
+            ("reason_codes", Value::Array(codes.into_iter().map(Value::Str).collect())),
+            ("condition_count", Value::Int(self.condition_count as i64)),
+        ])
+    }
+}
+
+/// A complete Kernite decision: the `data` of the response, its ctx_id and message.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub ctx_id: String,
+    pub decision: Decision,
+    pub reason_codes: Vec<String>,
+    pub reasons: Vec<Reason>,
+    pub rule_events: Vec<RuleEvent>,
+    pub matched_policies: Vec<MatchedPolicy>,
+    pub combining_algorithm: String,
+    pub policy_selection_reason_code: String,
+    /// The `policy` object: the default policy, or the first applicable one's key and version.
+    pub policy: Map,
+    pub trace_hash: String,
+    pub previous_trace_hash: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl DecisionRecord {
+    pub fn message(&self) -> &'static str {
+        match self.decision {
+            Decision::Approved => "Approved by governance policy.",
+            Decision::Denied => "Denied by governance policy.",
+        }
+    }
+
+    /// Kernite's response body: `{ctx_id, message, data}`.
+    pub fn to_value(&self) -> Value {
+        let data = object([
+            ("decision", Value::str(self.decision.as_str())),
+            ("reason_codes", Value::Array(self.reason_codes.iter().map(Value::str).collect())),
+            ("reasons", Value::Array(self.reasons.iter().map(Reason::to_value).collect())),
+            ("rule_events", Value::Array(self.rule_events.iter().map(RuleEvent::to_value).collect())),
+            ("matched_policies", Value::Array(self.matched_policies.iter().map(|m| m.to_value(false)).collect())),
+            ("combining_algorithm", Value::str(&self.combining_algorithm)),
+            ("policy_selection_reason_code", Value::str(&self.policy_selection_reason_code)),
+            ("policy", Value::Object(self.policy.clone())),
+            ("trace_hash", Value::str(&self.trace_hash)),
+            ("previous_trace_hash", optional_str(&self.previous_trace_hash)),
+            ("idempotency_key", optional_str(&self.idempotency_key)),
+        ]);
+        object([("ctx_id", Value::str(&self.ctx_id)), ("message", Value::str(self.message())), ("data", data)])
+    }
+}
+
+pub fn optional_str(value: &Option<String>) -> Value {
+    value.as_ref().map_or(Value::Null, |s| Value::str(s))
+}
+
+/// An object from `(key, value)` pairs, in order.
+pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}

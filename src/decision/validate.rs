@@ -1,0 +1,584 @@
+//! Kernite's `validate_execute_request`: check the body, collect every error
+//! in Kernite's order, and normalise what is valid.
+//!
+//! Validation also prunes: unknown policy keys are dropped, numeric policy
+//! fields become integers, invalid conditions are removed. Evaluation runs on
+//! the pruned form, so it is the input of [`super::evaluate`].
+
+use super::python::{IntError, normalize_lower, normalize_string, to_int};
+use super::record::{object, optional_str};
+use super::value::{Map, Value};
+use super::Unanswerable;
+
+const ALLOWED_OPERATIONS: &str = "activate, archive, associate, create, delete, update";
+
+/// One validation error, as Kernite reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Required,
+    InvalidType,
+    InvalidValue,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Required => "required",
+            ErrorCode::InvalidType => "invalid_type",
+            ErrorCode::InvalidValue => "invalid_value",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionOp {
+    Eq,
+    Neq,
+}
+
+/// A policy condition that passed validation: `left op right`.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub left: String,
+    pub op: ConditionOp,
+    pub right: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub kind: String,
+    pub id: String,
+    pub attributes: Map,
+}
+
+/// The request as Kernite normalises it; this is the `input` that is hashed.
+#[derive(Debug, Clone)]
+pub struct NormalizedRequest {
+    pub workspace_id: String,
+    pub principal: Principal,
+    pub object_type: String,
+    pub operation: String,
+    pub payload: Map,
+    pub resource: Map,
+    pub context: Map,
+    pub idempotency_key: Option<String>,
+}
+
+/// A selected policy after validation: only the keys Kernite keeps.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyInput {
+    pub policy_key: Option<String>,
+    pub effect: Option<Effect>,
+    /// Integers, as Python's `int()` made them.
+    pub policy_version: Option<Value>,
+    pub version: Option<Value>,
+    pub priority: Option<Value>,
+    pub policy_id: Option<String>,
+    pub policy_version_id: Option<String>,
+    pub policy_name: Option<String>,
+    pub deny_reason_code: Option<String>,
+    pub deny_reason_message: Option<String>,
+    pub conditions: Option<Vec<Condition>>,
+    /// Rules are kept as the objects the caller sent; evaluation interprets them.
+    pub rules: Option<Vec<Map>>,
+}
+
+/// `policy_context` after validation; `None` fields were absent.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyContextInput {
+    pub governed: Option<bool>,
+    pub policy_selection_reason_code: Option<String>,
+    pub governed_scopes: Option<Vec<(String, String)>>,
+    pub selected_policies: Option<Vec<PolicyInput>>,
+    pub default_policy: Option<Map>,
+    pub validation_rules: Option<Vec<Map>>,
+    pub guardrail_result: Option<Map>,
+    pub no_policy_decision: Option<String>,
+    pub no_policy_reason_code: Option<String>,
+    pub no_policy_message: Option<String>,
+    pub previous_trace_hash: Option<String>,
+    pub combining_algorithm: Option<String>,
+    pub trace_domain: Option<String>,
+}
+
+/// The outcome of validation: the normalised request, and the errors that
+/// make it invalid (none for a valid request).
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub errors: Vec<FieldError>,
+    pub request: NormalizedRequest,
+    pub policy_context: Option<PolicyContextInput>,
+}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: impl Into<String>, code: ErrorCode, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), code, message: message.into() });
+    }
+}
+
+/// Validates a request body as Kernite 0.1.6 does.
+pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validation, Unanswerable> {
+    let mut errors = Errors(Vec::new());
+    let empty = Map::new();
+    let body = match body {
+        Value::Object(map) => map,
+        _ => {
+            errors.push("body", ErrorCode::InvalidType, "Request body must be an object.");
+            &empty
+        }
+    };
+    let get = |key: &str| Value::or_null(body.get(key));
+
+    let workspace_id = normalize_string(get("workspace_id"));
+    let object_type = normalize_lower(get("object_type"));
+    let operation = normalize_lower(get("operation"));
+
+    if workspace_id.is_empty() {
+        errors.push("workspace_id", ErrorCode::Required, "workspace_id is required.");
+    }
+    if object_type.is_empty() {
+        errors.push("object_type", ErrorCode::Required, "object_type is required.");
+    }
+    if operation.is_empty() {
+        errors.push("operation", ErrorCode::Required, "operation is required.");
+    } else if !ALLOWED_OPERATIONS.split(", ").any(|allowed| allowed == operation) {
+        errors.push("operation", ErrorCode::InvalidValue, format!("operation must be one of: {ALLOWED_OPERATIONS}"));
+    }
+
+    let payload = get("payload").as_object();
+    if payload.is_none() {
+        errors.push("payload", ErrorCode::InvalidType, "payload must be an object.");
+    }
+
+    let mut principal = Principal { kind: String::new(), id: String::new(), attributes: Map::new() };
+    match get("principal") {
+        Value::Object(raw) => {
+            principal.kind = normalize_lower(Value::or_null(raw.get("type")));
+            principal.id = normalize_string(Value::or_null(raw.get("id")));
+            if principal.kind.is_empty() {
+                errors.push("principal.type", ErrorCode::Required, "principal.type is required.");
+            }
+            if principal.id.is_empty() {
+                errors.push("principal.id", ErrorCode::Required, "principal.id is required.");
+            }
+            match Value::or_null(raw.get("attributes")) {
+                Value::Null => {}
+                Value::Object(attributes) => principal.attributes = attributes.clone(),
+                _ => errors.push("principal.attributes", ErrorCode::InvalidType, "principal.attributes must be an object."),
+            }
+        }
+        _ => errors.push("principal", ErrorCode::InvalidType, "principal must be an object."),
+    }
+
+    let resource = optional_object(get("resource"), "resource", &mut errors);
+    let context = optional_object(get("context"), "context", &mut errors);
+
+    let policy_context = match get("policy_context") {
+        Value::Null => None,
+        Value::Object(raw) => Some(validate_policy_context(raw, &mut errors)?),
+        _ => {
+            errors.push("policy_context", ErrorCode::InvalidType, "policy_context must be an object.");
+            None
+        }
+    };
+
+    Ok(Validation {
+        errors: errors.0,
+        request: NormalizedRequest {
+            workspace_id,
+            principal,
+            object_type,
+            operation,
+            payload: payload.cloned().unwrap_or_default(),
+            resource,
+            context,
+            idempotency_key: idempotency_key.map(str::to_owned),
+        },
+        policy_context,
+    })
+}
+
+fn optional_object(value: &Value, field: &str, errors: &mut Errors) -> Map {
+    match value {
+        Value::Null => Map::new(),
+        Value::Object(map) => map.clone(),
+        _ => {
+            errors.push(field, ErrorCode::InvalidType, format!("{field} must be an object."));
+            Map::new()
+        }
+    }
+}
+
+/// A field that must be a non-empty string once normalised, when present.
+fn non_empty_string(value: Option<&Value>, field: &str, errors: &mut Errors) -> Option<String> {
+    let value = value.filter(|v| !v.is_null())?;
+    let normalized = normalize_string(value);
+    if normalized.is_empty() {
+        errors.push(field, ErrorCode::InvalidValue, format!("{field} must be a non-empty string."));
+        return None;
+    }
+    Some(normalized)
+}
+
+/// An array of objects, each kept as sent.
+fn object_list(value: &Value, field: &str, errors: &mut Errors) -> Option<Vec<Map>> {
+    let items = match value {
+        Value::Null => return None,
+        Value::Array(items) => items,
+        _ => {
+            errors.push(field, ErrorCode::InvalidType, format!("{field} must be an array."));
+            return None;
+        }
+    };
+    let mut objects = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match item {
+            Value::Object(map) => objects.push(map.clone()),
+            _ => {
+                let item_field = format!("{field}[{index}]");
+                errors.push(&item_field, ErrorCode::InvalidType, format!("{item_field} must be an object."));
+            }
+        }
+    }
+    Some(objects)
+}
+
+fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyContextInput, Unanswerable> {
+    let get = |key: &str| Value::or_null(raw.get(key));
+    let mut normalized = PolicyContextInput::default();
+
+    match get("governed") {
+        Value::Null => {}
+        Value::Bool(governed) => normalized.governed = Some(*governed),
+        _ => errors.push("policy_context.governed", ErrorCode::InvalidType, "policy_context.governed must be a boolean."),
+    }
+
+    normalized.policy_selection_reason_code =
+        non_empty_string(raw.get("policy_selection_reason_code"), "policy_context.policy_selection_reason_code", errors);
+
+    match get("governed_scopes") {
+        Value::Null => {}
+        Value::Array(scopes) => {
+            let mut normalized_scopes = Vec::with_capacity(scopes.len());
+            for (index, scope) in scopes.iter().enumerate() {
+                let field = format!("policy_context.governed_scopes[{index}]");
+                let Value::Object(scope) = scope else {
+                    errors.push(&field, ErrorCode::InvalidType, format!("{field} must be an object."));
+                    continue;
+                };
+                let object_type = normalize_lower(Value::or_null(scope.get("object_type")));
+                let operation = normalize_lower(Value::or_null(scope.get("operation")));
+                if object_type.is_empty() || operation.is_empty() {
+                    errors.push(&field, ErrorCode::InvalidValue, format!("{field} must include object_type and operation."));
+                    continue;
+                }
+                normalized_scopes.push((object_type, operation));
+            }
+            normalized.governed_scopes = Some(normalized_scopes);
+        }
+        _ => errors.push(
+            "policy_context.governed_scopes",
+            ErrorCode::InvalidType,
+            "policy_context.governed_scopes must be an array.",
+        ),
+    }
+
+    match get("selected_policies") {
+        Value::Null => {}
+        Value::Array(policies) => {
+            let mut normalized_policies = Vec::with_capacity(policies.len());
+            for (index, policy) in policies.iter().enumerate() {
+                let field = format!("policy_context.selected_policies[{index}]");
+                match policy {
+                    Value::Object(policy) => normalized_policies.push(validate_policy(policy, &field, errors)?),
+                    _ => errors.push(&field, ErrorCode::InvalidType, format!("{field} must be an object.")),
+                }
+            }
+            normalized.selected_policies = Some(normalized_policies);
+        }
+        _ => errors.push(
+            "policy_context.selected_policies",
+            ErrorCode::InvalidType,
+            "policy_context.selected_policies must be an array.",
+        ),
+    }
+
+    match get("default_policy") {
+        Value::Null => {}
+        Value::Object(policy) => normalized.default_policy = Some(policy.clone()),
+        _ => errors.push(
+            "policy_context.default_policy",
+            ErrorCode::InvalidType,
+            "policy_context.default_policy must be an object.",
+        ),
+    }
+
+    normalized.validation_rules = object_list(get("validation_rules"), "policy_context.validation_rules", errors);
+
+    match get("guardrail_result") {
+        Value::Null => {}
+        Value::Object(result) => normalized.guardrail_result = Some(result.clone()),
+        _ => errors.push(
+            "policy_context.guardrail_result",
+            ErrorCode::InvalidType,
+            "policy_context.guardrail_result must be an object.",
+        ),
+    }
+
+    if let Some(decision) = raw.get("no_policy_decision").filter(|v| !v.is_null()) {
+        let decision = normalize_lower(decision);
+        if decision == "approved" || decision == "denied" {
+            normalized.no_policy_decision = Some(decision);
+        } else {
+            errors.push(
+                "policy_context.no_policy_decision",
+                ErrorCode::InvalidValue,
+                "policy_context.no_policy_decision must be one of: approved, denied.",
+            );
+        }
+    }
+
+    let string_field = |key: &str, errors: &mut Errors| non_empty_string(raw.get(key), &format!("policy_context.{key}"), errors);
+    normalized.no_policy_reason_code = string_field("no_policy_reason_code", errors);
+    normalized.no_policy_message = string_field("no_policy_message", errors);
+    normalized.previous_trace_hash = string_field("previous_trace_hash", errors);
+    normalized.combining_algorithm = string_field("combining_algorithm", errors);
+    normalized.trace_domain = string_field("trace_domain", errors);
+
+    Ok(normalized)
+}
+
+fn validate_policy(raw: &Map, field: &str, errors: &mut Errors) -> Result<PolicyInput, Unanswerable> {
+    let mut policy = PolicyInput {
+        policy_key: non_empty_string(raw.get("policy_key"), &format!("{field}.policy_key"), errors),
+        ..PolicyInput::default()
+    };
+
+    if let Some(effect) = raw.get("effect").filter(|v| !v.is_null()) {
+        match normalize_lower(effect).as_str() {
+            "allow" => policy.effect = Some(Effect::Allow),
+            "deny" => policy.effect = Some(Effect::Deny),
+            _ => errors.push(
+                format!("{field}.effect"),
+                ErrorCode::InvalidValue,
+                format!("{field}.effect must be one of: allow, deny."),
+            ),
+        }
+    }
+
+    for (key, slot) in [
+        ("policy_version", &mut policy.policy_version),
+        ("version", &mut policy.version),
+        ("priority", &mut policy.priority),
+    ] {
+        let Some(raw_number) = raw.get(key).filter(|v| !v.is_null()) else { continue };
+        match to_int(raw_number) {
+            Ok(number) => *slot = Some(number),
+            Err(IntError::Invalid) => errors.push(
+                format!("{field}.{key}"),
+                ErrorCode::InvalidType,
+                format!("{field}.{key} must be an integer."),
+            ),
+            Err(IntError::Overflow) => {
+                return Err(Unanswerable::new(format!("{field}.{key}"), "an infinite number cannot be an integer"));
+            }
+        }
+    }
+
+    // Empty identifiers are dropped silently, unlike the deny fields below.
+    for (key, slot) in [
+        ("policy_id", &mut policy.policy_id),
+        ("policy_version_id", &mut policy.policy_version_id),
+        ("policy_name", &mut policy.policy_name),
+    ] {
+        if let Some(value) = raw.get(key) {
+            *slot = Some(normalize_string(value)).filter(|s| !s.is_empty());
+        }
+    }
+
+    policy.deny_reason_code = non_empty_string(raw.get("deny_reason_code"), &format!("{field}.deny_reason_code"), errors);
+    policy.deny_reason_message =
+        non_empty_string(raw.get("deny_reason_message"), &format!("{field}.deny_reason_message"), errors);
+
+    match Value::or_null(raw.get("conditions")) {
+        Value::Null => {}
+        Value::Array(conditions) => {
+            policy.conditions = Some(validate_conditions(conditions, &format!("{field}.conditions"), errors));
+        }
+        _ => errors.push(
+            format!("{field}.conditions"),
+            ErrorCode::InvalidType,
+            format!("{field}.conditions must be an array."),
+        ),
+    }
+
+    policy.rules = object_list(Value::or_null(raw.get("rules")), &format!("{field}.rules"), errors);
+    Ok(policy)
+}
+
+fn validate_conditions(conditions: &[Value], field: &str, errors: &mut Errors) -> Vec<Condition> {
+    let mut valid = Vec::with_capacity(conditions.len());
+    for (index, condition) in conditions.iter().enumerate() {
+        let field = format!("{field}[{index}]");
+        let Value::Object(condition) = condition else {
+            errors.push(&field, ErrorCode::InvalidType, format!("{field} must be an object."));
+            continue;
+        };
+        let left = normalize_string(Value::or_null(condition.get("left")));
+        let op = match normalize_lower(Value::or_null(condition.get("op"))).as_str() {
+            "eq" => Some(ConditionOp::Eq),
+            "neq" => Some(ConditionOp::Neq),
+            _ => None,
+        };
+        if left.is_empty() {
+            errors.push(format!("{field}.left"), ErrorCode::Required, format!("{field}.left is required."));
+        }
+        if op.is_none() {
+            errors.push(format!("{field}.op"), ErrorCode::InvalidValue, format!("{field}.op must be one of: eq, neq."));
+        }
+        let Some(right) = condition.get("right") else {
+            errors.push(format!("{field}.right"), ErrorCode::Required, format!("{field}.right is required."));
+            continue;
+        };
+        if let (false, Some(op)) = (left.is_empty(), op) {
+            valid.push(Condition { left, op, right: right.clone() });
+        }
+    }
+    valid
+}
+
+/// Rendering for the `normalized` echo of a 400 body and for the hash input.
+impl NormalizedRequest {
+    pub fn principal_value(&self) -> Value {
+        object([
+            ("type", Value::str(&self.principal.kind)),
+            ("id", Value::str(&self.principal.id)),
+            ("attributes", Value::Object(self.principal.attributes.clone())),
+        ])
+    }
+
+    /// The request as Kernite hashes it: `policy_context` is not part of it.
+    pub fn to_value(&self) -> Value {
+        object([
+            ("workspace_id", Value::str(&self.workspace_id)),
+            ("principal", self.principal_value()),
+            ("object_type", Value::str(&self.object_type)),
+            ("operation", Value::str(&self.operation)),
+            ("payload", Value::Object(self.payload.clone())),
+            ("resource", Value::Object(self.resource.clone())),
+            ("context", Value::Object(self.context.clone())),
+            ("idempotency_key", optional_str(&self.idempotency_key)),
+        ])
+    }
+}
+
+/// Appends `key: value` when the value is present.
+fn put<T>(map: &mut Map, key: &str, value: &Option<T>, render: impl FnOnce(&T) -> Value) {
+    if let Some(value) = value {
+        map.insert(key.to_owned(), render(value));
+    }
+}
+
+fn objects(items: &[Map]) -> Value {
+    Value::Array(items.iter().cloned().map(Value::Object).collect())
+}
+
+impl PolicyInput {
+    pub fn to_value(&self) -> Value {
+        let mut map = Map::new();
+        let text = |s: &String| Value::str(s);
+        put(&mut map, "policy_key", &self.policy_key, text);
+        put(&mut map, "effect", &self.effect, |e| Value::str(e.as_str()));
+        put(&mut map, "policy_version", &self.policy_version, Value::clone);
+        put(&mut map, "version", &self.version, Value::clone);
+        put(&mut map, "priority", &self.priority, Value::clone);
+        put(&mut map, "policy_id", &self.policy_id, text);
+        put(&mut map, "policy_version_id", &self.policy_version_id, text);
+        put(&mut map, "policy_name", &self.policy_name, text);
+        put(&mut map, "deny_reason_code", &self.deny_reason_code, text);
+        put(&mut map, "deny_reason_message", &self.deny_reason_message, text);
+        put(&mut map, "conditions", &self.conditions, |conditions| {
+            Value::Array(
+                conditions
+                    .iter()
+                    .map(|c| {
+                        let op = match c.op {
+                            ConditionOp::Eq => "eq",
+                            ConditionOp::Neq => "neq",
+                        };
+                        object([("left", Value::str(&c.left)), ("op", Value::str(op)), ("right", c.right.clone())])
+                    })
+                    .collect(),
+            )
+        });
+        put(&mut map, "rules", &self.rules, |rules| objects(rules));
+        Value::Object(map)
+    }
+}
+
+impl PolicyContextInput {
+    pub fn to_value(&self) -> Value {
+        let mut map = Map::new();
+        let text = |s: &String| Value::str(s);
+        put(&mut map, "governed", &self.governed, |g| Value::Bool(*g));
+        put(&mut map, "policy_selection_reason_code", &self.policy_selection_reason_code, text);
+        put(&mut map, "governed_scopes", &self.governed_scopes, |scopes| {
+            Value::Array(
+                scopes
+                    .iter()
+                    .map(|(object_type, operation)| {
+                        object([("object_type", Value::str(object_type)), ("operation", Value::str(operation))])
+                    })
+                    .collect(),
+            )
+        });
+        put(&mut map, "selected_policies", &self.selected_policies, |policies| {
+            Value::Array(policies.iter().map(PolicyInput::to_value).collect())
+        });
+        put(&mut map, "default_policy", &self.default_policy, |p| Value::Object(p.clone()));
+        put(&mut map, "validation_rules", &self.validation_rules, |rules| objects(rules));
+        put(&mut map, "guardrail_result", &self.guardrail_result, |g| Value::Object(g.clone()));
+        put(&mut map, "no_policy_decision", &self.no_policy_decision, text);
+        put(&mut map, "no_policy_reason_code", &self.no_policy_reason_code, text);
+        put(&mut map, "no_policy_message", &self.no_policy_message, text);
+        put(&mut map, "previous_trace_hash", &self.previous_trace_hash, text);
+        put(&mut map, "combining_algorithm", &self.combining_algorithm, text);
+        put(&mut map, "trace_domain", &self.trace_domain, text);
+        Value::Object(map)
+    }
+}
+
+impl Validation {
+    /// The `normalized` object of Kernite's validation response.
+    pub fn normalized_value(&self) -> Value {
+        let mut value = self.request.to_value();
+        if let (Value::Object(map), Some(policy_context)) = (&mut value, &self.policy_context) {
+            map.insert("policy_context".into(), policy_context.to_value());
+        }
+        value
+    }
+}

@@ -1,0 +1,7 @@
+//! governance-sidecar: Kernite's decision contract over gRPC, with evidence
+//! that commits in one Postgres transaction with the write it governs.
+//!
+//! Data flows one way: [`api`] decodes a call and encodes its answer,
+//! [`decision`] decides (pure), [`evidence`] records and writes.
+
+pub mod decision;
