@@ -14,10 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let descriptors = protox::compile([proto], ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(
-        out_dir.join("governance_descriptor.bin"),
-        descriptors.encode_to_vec(),
-    )?;
+    fs::write(out_dir.join("governance_descriptor.bin"), descriptors.encode_to_vec())?;
 
     tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())

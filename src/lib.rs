@@ -4,4 +4,8 @@
 //! Data flows one way: [`api`] decodes a call and encodes its answer,
 //! [`decision`] decides (pure), [`evidence`] records and writes.
 
+pub mod api;
+pub mod config;
 pub mod decision;
+pub mod proto;
+pub mod server;

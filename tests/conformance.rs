@@ -59,11 +59,14 @@ fn every_conformance_case_matches_kernite() {
                 continue;
             }
         };
-        let (expected, got) = if *status == 400 { (without_ctx_id(expected), without_ctx_id(got)) } else { (expected, got) };
+        let (expected, got) =
+            if *status == 400 { (without_ctx_id(expected), without_ctx_id(got)) } else { (expected, got) };
         let expected_bytes = json::to_string(&expected, Layout::Canonical);
         let got_bytes = json::to_string(&got, Layout::Canonical);
         if got_status != *status || got != expected || got_bytes != expected_bytes {
-            failures.push(format!("{name}: status {got_status} (want {status})\n  want {expected_bytes}\n  got  {got_bytes}"));
+            failures.push(format!(
+                "{name}: status {got_status} (want {status})\n  want {expected_bytes}\n  got  {got_bytes}"
+            ));
         }
     }
 

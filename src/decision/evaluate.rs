@@ -7,13 +7,13 @@
 
 use std::cell::OnceCell;
 
+use super::Unanswerable;
 use super::python::{normalize_lower, to_str};
 use super::record::{Decision, DecisionRecord, MatchedPolicy, PolicyOutcome, Reason, RuleEvent, object};
 use super::rules::{evaluate_rules, python_dict};
 use super::trace::{TraceInput, trace_hash};
 use super::validate::{Condition, ConditionOp, Effect, NormalizedRequest, PolicyContextInput, PolicyInput};
 use super::value::{Map, Value};
-use super::Unanswerable;
 
 const DEFAULT_COMBINING_ALGORITHM: &str = "deny_overrides";
 const DEFAULT_TRACE_DOMAIN: &str = "kernite.execute.v1";
@@ -103,13 +103,13 @@ impl PolicyContext {
                 no_policy_message: "Scope is outside governed policy context.".into(),
             };
         };
-        let selected_policies: Vec<Policy> =
-            input.selected_policies.iter().flatten().map(Policy::from_input).collect();
-        let in_governed_scope = || {
-            input.governed_scopes.iter().flatten().any(|(object_type, operation)| {
-                *object_type == request.object_type && *operation == request.operation
-            })
-        };
+        let selected_policies: Vec<Policy> = input.selected_policies.iter().flatten().map(Policy::from_input).collect();
+        let in_governed_scope =
+            || {
+                input.governed_scopes.iter().flatten().any(|(object_type, operation)| {
+                    *object_type == request.object_type && *operation == request.operation
+                })
+            };
         let governed = input.governed.unwrap_or_else(|| in_governed_scope() || !selected_policies.is_empty());
 
         let policy_selection_reason_code = input.policy_selection_reason_code.clone().unwrap_or_else(|| {
@@ -139,7 +139,10 @@ impl PolicyContext {
             default_policy: input.default_policy.clone(),
             guardrail_result: input.guardrail_result.clone(),
             validation_rules: input.validation_rules.clone().unwrap_or_default(),
-            combining_algorithm: input.combining_algorithm.clone().unwrap_or_else(|| DEFAULT_COMBINING_ALGORITHM.into()),
+            combining_algorithm: input
+                .combining_algorithm
+                .clone()
+                .unwrap_or_else(|| DEFAULT_COMBINING_ALGORITHM.into()),
             previous_trace_hash: input.previous_trace_hash.clone(),
             trace_domain: input.trace_domain.clone().unwrap_or_else(|| DEFAULT_TRACE_DOMAIN.into()),
             no_policy_decision,
@@ -237,7 +240,11 @@ fn evaluate_policies(policies: &[Policy], request: &NormalizedRequest) -> Result
             policy_name: policy.name.clone(),
             effect: policy.effect,
             priority: policy.priority.clone(),
-            version: [&policy.version, &policy.policy_version].into_iter().find(|v| v.is_truthy()).cloned().unwrap_or(Value::Int(0)),
+            version: [&policy.version, &policy.policy_version]
+                .into_iter()
+                .find(|v| v.is_truthy())
+                .cloned()
+                .unwrap_or(Value::Int(0)),
             rule_count: policy.rules.len(),
             outcome: PolicyOutcome::Approved,
             reason_codes: Vec::new(),
@@ -255,7 +262,10 @@ fn evaluate_policies(policies: &[Policy], request: &NormalizedRequest) -> Result
         if policy.rules.is_empty() {
             if policy.effect == Effect::Deny {
                 let code = policy.deny_reason_code.clone().unwrap_or_else(|| "policy_effect_deny".into());
-                let message = policy.deny_reason_message.clone().unwrap_or_else(|| format!("Policy {} denied the request.", policy.key));
+                let message = policy
+                    .deny_reason_message
+                    .clone()
+                    .unwrap_or_else(|| format!("Policy {} denied the request.", policy.key));
                 let mut details: Map = policy.attribution().into_iter().collect();
                 details.insert("mode".into(), Value::str("unconditional"));
                 outcome.reasons.push(Reason {
@@ -301,7 +311,10 @@ fn evaluate_policies(policies: &[Policy], request: &NormalizedRequest) -> Result
 }
 
 /// Decides a validated request.
-pub fn evaluate(request: &NormalizedRequest, policy_context: Option<&PolicyContextInput>) -> Result<DecisionRecord, Unanswerable> {
+pub fn evaluate(
+    request: &NormalizedRequest,
+    policy_context: Option<&PolicyContextInput>,
+) -> Result<DecisionRecord, Unanswerable> {
     let context = PolicyContext::resolve(policy_context, request);
     let guardrail = context.guardrail_result.clone().unwrap_or_default();
     let guardrail_decision = normalize_lower(Value::or_null(guardrail.get("decision")).or(&Value::str("approved")));

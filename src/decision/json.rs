@@ -400,7 +400,10 @@ mod tests {
 
     #[test]
     fn numbers_keep_python_types_and_formatting() {
-        assert_eq!(canonical("[100, 100.0, 1E2, 1e16, 1e-5, -0, -0.0, 0.0001]"), "[100,100.0,100.0,1e+16,1e-05,0,-0.0,0.0001]");
+        assert_eq!(
+            canonical("[100, 100.0, 1E2, 1e16, 1e-5, -0, -0.0, 0.0001]"),
+            "[100,100.0,100.0,1e+16,1e-05,0,-0.0,0.0001]"
+        );
         assert_eq!(canonical("1180591620717411303424"), "1180591620717411303424");
         assert_eq!(canonical("-9223372036854775809"), "-9223372036854775809");
     }
@@ -414,15 +417,33 @@ mod tests {
 
     #[test]
     fn strings_escape_like_python_with_ensure_ascii_false() {
-        assert_eq!(canonical(r#""a\"\\\/\b\f\n\r\t\u0001\u007f\u2028é😀""#), "\"a\\\"\\\\/\\b\\f\\n\\r\\t\\u0001\u{7f}\u{2028}é😀\"");
+        assert_eq!(
+            canonical(r#""a\"\\\/\b\f\n\r\t\u0001\u007f\u2028é😀""#),
+            "\"a\\\"\\\\/\\b\\f\\n\\r\\t\\u0001\u{7f}\u{2028}é😀\""
+        );
         assert_eq!(canonical(r#""\ud83d\ude00""#), "\"😀\"");
     }
 
     #[test]
     fn refuses_what_kernite_cannot_answer() {
         for bad in [
-            "NaN", "-Infinity", "[Infinity]", "1e400", r#""\ud800""#, r#""\udc00x""#, "\"a\u{1}\"",
-            "01", "1.", ".5", "[1,]", r#"{"a":1,}"#, "", "  ", "[1] [2]", "tru", "\u{feff}{}",
+            "NaN",
+            "-Infinity",
+            "[Infinity]",
+            "1e400",
+            r#""\ud800""#,
+            r#""\udc00x""#,
+            "\"a\u{1}\"",
+            "01",
+            "1.",
+            ".5",
+            "[1,]",
+            r#"{"a":1,}"#,
+            "",
+            "  ",
+            "[1] [2]",
+            "tru",
+            "\u{feff}{}",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -62,12 +62,25 @@ impl InvalidRequest {
         let errors = self
             .errors
             .iter()
-            .map(|e| object([("field", Value::str(&e.field)), ("code", Value::str(e.code.as_str())), ("message", Value::str(&e.message))]))
+            .map(|e| {
+                object([
+                    ("field", Value::str(&e.field)),
+                    ("code", Value::str(e.code.as_str())),
+                    ("message", Value::str(&e.message)),
+                ])
+            })
             .collect();
         object([
             ("ctx_id", Value::str(ctx_id)),
             ("message", Value::str(INVALID_MESSAGE)),
-            ("data", object([("valid", Value::Bool(false)), ("errors", Value::Array(errors)), ("normalized", self.normalized.clone())])),
+            (
+                "data",
+                object([
+                    ("valid", Value::Bool(false)),
+                    ("errors", Value::Array(errors)),
+                    ("normalized", self.normalized.clone()),
+                ]),
+            ),
         ])
     }
 }

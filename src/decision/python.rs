@@ -160,7 +160,8 @@ pub fn float_repr(f: f64) -> String {
     // exact value (ties to even); Rust's exact formatting at that precision
     // rounds the same way, so the digits come from there.
     let shortest = format!("{:e}", f.abs());
-    let digit_count = shortest.split_once('e').expect("LowerExp writes an exponent").0.len() - usize::from(shortest.contains('.'));
+    let digit_count =
+        shortest.split_once('e').expect("LowerExp writes an exponent").0.len() - usize::from(shortest.contains('.'));
     let scientific = format!("{:.*e}", digit_count - 1, f.abs());
     let (mantissa, exponent) = scientific.split_once('e').expect("LowerExp writes an exponent");
     let exponent: i32 = exponent.parse().expect("LowerExp writes an integer exponent");
@@ -330,6 +331,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::excessive_precision)] // exact binary values are the point
     fn float_repr_matches_python() {
         let cases = [
             (1.0, "1.0"),
@@ -387,10 +389,7 @@ mod tests {
         assert_eq!(int(Value::str("1__0")), Err(IntError::Invalid));
         assert_eq!(int(Value::Float(f64::INFINITY)), Err(IntError::Overflow));
         assert_eq!(int(Value::Array(vec![])), Err(IntError::Invalid));
-        assert_eq!(
-            int(Value::Float(1e30)),
-            Ok(Value::from_bigint("1000000000000000019884624838656".parse().unwrap()))
-        );
+        assert_eq!(int(Value::Float(1e30)), Ok(Value::from_bigint("1000000000000000019884624838656".parse().unwrap())));
     }
 
     #[test]

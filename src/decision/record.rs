@@ -35,7 +35,13 @@ pub struct Reason {
 impl Reason {
     /// A reason with no rule behind it (no-policy outcomes, the `policy_denied` fallback).
     pub fn synthesized(code: &str, message: &str) -> Reason {
-        Reason { code: code.to_owned(), message: message.to_owned(), rule_key: Value::Null, field_path: Value::Null, details: Map::new() }
+        Reason {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            rule_key: Value::Null,
+            field_path: Value::Null,
+            details: Map::new(),
+        }
     }
 
     pub fn to_value(&self) -> Value {
@@ -182,7 +188,7 @@ impl DecisionRecord {
 }
 
 pub fn optional_str(value: &Option<String>) -> Value {
-    value.as_ref().map_or(Value::Null, |s| Value::str(s))
+    value.as_ref().map_or(Value::Null, Value::str)
 }
 
 /// An object from `(key, value)` pairs, in order.

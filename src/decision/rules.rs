@@ -1,9 +1,9 @@
 //! Kernite's `core.evaluate_policy_rules`: the four rule kinds, applied to a payload.
 
+use super::Unanswerable;
 use super::python::{FloatError, kernite_to_float, normalize_lower, normalize_string, to_str};
 use super::record::{Reason, RuleEvent, RuleStatus};
 use super::value::{Map, Value, float_greater};
-use super::Unanswerable;
 
 /// Kernite's rule path reader: an empty path reads nothing, empty tokens are
 /// keys (`"a..b"` looks up `""`), lists are not indexed.
@@ -148,10 +148,17 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
                         ("current".to_owned(), Value::Float(current)),
                         ("max".to_owned(), Value::Float(max)),
                     ]);
-                    Some(failure("Value exceeds max", &reason_code, reason_message.clone(), field_path.clone(), details))
+                    Some(failure(
+                        "Value exceeds max",
+                        &reason_code,
+                        reason_message.clone(),
+                        field_path.clone(),
+                        details,
+                    ))
                 }
                 _ => {
-                    let details = Map::from_iter([("field".to_owned(), path_value()), ("max".to_owned(), float_or_null(max))]);
+                    let details =
+                        Map::from_iter([("field".to_owned(), path_value()), ("max".to_owned(), float_or_null(max))]);
                     Some(failure(
                         "Rule or payload is not numeric",
                         &reason_code,

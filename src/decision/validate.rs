@@ -5,10 +5,10 @@
 //! fields become integers, invalid conditions are removed. Evaluation runs on
 //! the pruned form, so it is the input of [`super::evaluate`].
 
+use super::Unanswerable;
 use super::python::{IntError, normalize_lower, normalize_string, to_int};
 use super::record::{object, optional_str};
 use super::value::{Map, Value};
-use super::Unanswerable;
 
 const ALLOWED_OPERATIONS: &str = "activate, archive, associate, create, delete, update";
 
@@ -188,7 +188,11 @@ pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validatio
             match Value::or_null(raw.get("attributes")) {
                 Value::Null => {}
                 Value::Object(attributes) => principal.attributes = attributes.clone(),
-                _ => errors.push("principal.attributes", ErrorCode::InvalidType, "principal.attributes must be an object."),
+                _ => errors.push(
+                    "principal.attributes",
+                    ErrorCode::InvalidType,
+                    "principal.attributes must be an object.",
+                ),
             }
         }
         _ => errors.push("principal", ErrorCode::InvalidType, "principal must be an object."),
@@ -274,11 +278,16 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
     match get("governed") {
         Value::Null => {}
         Value::Bool(governed) => normalized.governed = Some(*governed),
-        _ => errors.push("policy_context.governed", ErrorCode::InvalidType, "policy_context.governed must be a boolean."),
+        _ => {
+            errors.push("policy_context.governed", ErrorCode::InvalidType, "policy_context.governed must be a boolean.")
+        }
     }
 
-    normalized.policy_selection_reason_code =
-        non_empty_string(raw.get("policy_selection_reason_code"), "policy_context.policy_selection_reason_code", errors);
+    normalized.policy_selection_reason_code = non_empty_string(
+        raw.get("policy_selection_reason_code"),
+        "policy_context.policy_selection_reason_code",
+        errors,
+    );
 
     match get("governed_scopes") {
         Value::Null => {}
@@ -293,7 +302,11 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
                 let object_type = normalize_lower(Value::or_null(scope.get("object_type")));
                 let operation = normalize_lower(Value::or_null(scope.get("operation")));
                 if object_type.is_empty() || operation.is_empty() {
-                    errors.push(&field, ErrorCode::InvalidValue, format!("{field} must include object_type and operation."));
+                    errors.push(
+                        &field,
+                        ErrorCode::InvalidValue,
+                        format!("{field} must include object_type and operation."),
+                    );
                     continue;
                 }
                 normalized_scopes.push((object_type, operation));
@@ -362,7 +375,8 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
         }
     }
 
-    let string_field = |key: &str, errors: &mut Errors| non_empty_string(raw.get(key), &format!("policy_context.{key}"), errors);
+    let string_field =
+        |key: &str, errors: &mut Errors| non_empty_string(raw.get(key), &format!("policy_context.{key}"), errors);
     normalized.no_policy_reason_code = string_field("no_policy_reason_code", errors);
     normalized.no_policy_message = string_field("no_policy_message", errors);
     normalized.previous_trace_hash = string_field("previous_trace_hash", errors);
@@ -420,7 +434,8 @@ fn validate_policy(raw: &Map, field: &str, errors: &mut Errors) -> Result<Policy
         }
     }
 
-    policy.deny_reason_code = non_empty_string(raw.get("deny_reason_code"), &format!("{field}.deny_reason_code"), errors);
+    policy.deny_reason_code =
+        non_empty_string(raw.get("deny_reason_code"), &format!("{field}.deny_reason_code"), errors);
     policy.deny_reason_message =
         non_empty_string(raw.get("deny_reason_message"), &format!("{field}.deny_reason_message"), errors);
 

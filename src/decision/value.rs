@@ -130,9 +130,7 @@ fn numbers_equal(a: Number<'_>, b: Number<'_>) -> bool {
             // A whole float outside the i64 range cannot equal an i64.
             f.fract() == 0.0 && f.to_i64() == Some(i)
         }
-        (Number::Big(b), Number::Float(f)) | (Number::Float(f), Number::Big(b)) => {
-            int_equals_float(b, f)
-        }
+        (Number::Big(b), Number::Float(f)) | (Number::Float(f), Number::Big(b)) => int_equals_float(b, f),
     }
 }
 
@@ -173,6 +171,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // exact binary values are the point
     fn big_integers_compare_exactly_with_floats() {
         let two_to_70 = Value::from_bigint(BigInt::from(2).pow(70));
         assert_eq!(two_to_70, Value::Float(2f64.powi(70)));

@@ -1,0 +1,168 @@
+//! Translation between the wire types and the engine's values, done once at the edge.
+
+use prost_types::value::Kind;
+
+use super::error::ApiError;
+use crate::decision::json::{self, Layout};
+use crate::decision::record::{Decision, DecisionRecord, Reason};
+use crate::decision::{Map, Value};
+use crate::proto;
+
+/// Doubles in this range that are whole numbers enter the engine as JSON integers.
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// The Kernite request body carried by either form of the `body` oneof.
+pub fn request_body(body: Option<proto::evaluate_request::Body>) -> Result<Value, ApiError> {
+    match body.ok_or(ApiError::MissingBody)? {
+        proto::evaluate_request::Body::Request(request) => typed_request(request),
+        proto::evaluate_request::Body::RequestJson(text) => json::parse(&text).map_err(ApiError::BadJson),
+    }
+}
+
+/// The typed form as the JSON body Kernite would receive. Empty strings
+/// stand for absent ones: Kernite treats both as missing.
+pub fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> {
+    let mut body = Map::new();
+    body.insert("workspace_id".into(), Value::Str(request.workspace_id));
+    if let Some(principal) = request.principal {
+        let mut map = Map::new();
+        map.insert("type".into(), Value::Str(principal.r#type));
+        map.insert("id".into(), Value::Str(principal.id));
+        if let Some(attributes) = principal.attributes {
+            map.insert("attributes".into(), from_struct(attributes, "principal.attributes")?);
+        }
+        body.insert("principal".into(), Value::Object(map));
+    }
+    body.insert("object_type".into(), Value::Str(request.object_type));
+    body.insert("operation".into(), Value::Str(request.operation));
+    for (key, part) in [
+        ("payload", request.payload),
+        ("resource", request.resource),
+        ("context", request.context),
+        ("policy_context", request.policy_context),
+    ] {
+        if let Some(part) = part {
+            body.insert(key.into(), from_struct(part, key)?);
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+pub fn from_struct(s: prost_types::Struct, field: &str) -> Result<Value, ApiError> {
+    let mut map = Map::with_capacity(s.fields.len());
+    for (key, value) in s.fields {
+        map.insert(key, from_proto_value(value, field)?);
+    }
+    Ok(Value::Object(map))
+}
+
+fn from_proto_value(value: prost_types::Value, field: &str) -> Result<Value, ApiError> {
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::Str(s),
+        Some(Kind::NumberValue(n)) if !n.is_finite() => {
+            return Err(ApiError::BadStruct(format!("{field}: NaN and infinite numbers are not JSON")));
+        }
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER => Value::Int(n as i64),
+        Some(Kind::NumberValue(n)) => Value::Float(n),
+        Some(Kind::StructValue(s)) => from_struct(s, field)?,
+        Some(Kind::ListValue(list)) => {
+            Value::Array(list.values.into_iter().map(|v| from_proto_value(v, field)).collect::<Result<_, _>>()?)
+        }
+    })
+}
+
+/// A value for a typed response field. Integers beyond 2^53 lose precision
+/// here, as any double would; `response_json` keeps them exact.
+pub fn to_proto_value(value: &Value) -> prost_types::Value {
+    use num_traits::ToPrimitive;
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Int(n) => Kind::NumberValue(*n as f64),
+        Value::BigInt(n) => Kind::NumberValue(n.to_f64().unwrap_or(f64::NAN)),
+        Value::Float(f) => Kind::NumberValue(*f),
+        Value::Str(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => {
+            Kind::ListValue(prost_types::ListValue { values: items.iter().map(to_proto_value).collect() })
+        }
+        Value::Object(map) => Kind::StructValue(to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn to_struct(map: &Map) -> prost_types::Struct {
+    prost_types::Struct { fields: map.iter().map(|(k, v)| (k.clone(), to_proto_value(v))).collect() }
+}
+
+/// Strings stay strings; other JSON (from a guardrail) is given as its text.
+fn optional_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::Str(s) => Some(s.clone()),
+        other => Some(json::to_string(other, Layout::Canonical)),
+    }
+}
+
+fn reason(reason: &Reason) -> proto::Reason {
+    proto::Reason {
+        code: reason.code.clone(),
+        message: reason.message.clone(),
+        rule_key: optional_text(&reason.rule_key),
+        field_path: optional_text(&reason.field_path),
+        details: Some(to_struct(&reason.details)),
+    }
+}
+
+pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
+    let policy_version = match record.policy.get("policy_version") {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    proto::EvaluateResponse {
+        decision: match record.decision {
+            Decision::Approved => proto::Decision::Approved,
+            Decision::Denied => proto::Decision::Denied,
+        }
+        .into(),
+        reason_codes: record.reason_codes.clone(),
+        reasons: record.reasons.iter().map(reason).collect(),
+        policy_selection_reason_code: record.policy_selection_reason_code.clone(),
+        policy: Some(proto::PolicyRef {
+            policy_key: record.policy.get("policy_key").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            policy_version,
+            document: Some(to_struct(&record.policy)),
+        }),
+        trace_hash: record.trace_hash.clone(),
+        ctx_id: record.ctx_id.clone(),
+        message: record.message().to_owned(),
+        idempotency_key: record.idempotency_key.clone(),
+        previous_trace_hash: record.previous_trace_hash.clone(),
+        combining_algorithm: record.combining_algorithm.clone(),
+        response_json: json::to_string(&record.to_value(), Layout::Response),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(n: f64) -> prost_types::Value {
+        prost_types::Value { kind: Some(Kind::NumberValue(n)) }
+    }
+
+    #[test]
+    fn whole_doubles_within_2_pow_53_become_integers() {
+        assert!(matches!(from_proto_value(number(3.0), "f"), Ok(Value::Int(3))));
+        assert!(matches!(from_proto_value(number(-0.0), "f"), Ok(Value::Int(0))));
+        assert!(matches!(
+            from_proto_value(number(9_007_199_254_740_992.0), "f"),
+            Ok(Value::Int(9_007_199_254_740_992))
+        ));
+        assert!(matches!(from_proto_value(number(9_007_199_254_740_994.0), "f"), Ok(Value::Float(_))));
+        assert!(matches!(from_proto_value(number(2.5), "f"), Ok(Value::Float(f)) if f == 2.5));
+        assert!(from_proto_value(number(f64::NAN), "f").is_err());
+        assert!(from_proto_value(number(f64::INFINITY), "f").is_err());
+    }
+}

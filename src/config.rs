@@ -1,0 +1,180 @@
+//! Command line, environment and config file, resolved once into typed settings.
+//!
+//! Every setting has a flag and a `GOVERNANCE_…` variable; `--config FILE`
+//! names a TOML file with the same keys (snake_case). A flag or variable wins
+//! over the file, and the file over the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "governance-sidecar",
+    version,
+    about = "Kernite policy decisions over gRPC, with evidence committed in one Postgres transaction with the write it governs."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API (Governance, grpc.health.v1, reflection).
+    Serve(ServeArgs),
+    /// Decide one Kernite request read as JSON from stdin and print Kernite's
+    /// response body. Exit status: 0 for a decision, 2 for an invalid request.
+    Evaluate {
+        /// The Idempotency-Key to decide with (part of the trace_hash).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Settings of `serve`. Every field is optional here so that flags,
+/// environment and file can be layered; [`ServeArgs::resolve`] applies defaults.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "GOVERNANCE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address of the gRPC listener. A sidecar talks to its own pod: loopback by default. [default: 127.0.0.1:50051]
+    #[arg(long, env = "GOVERNANCE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Largest request message accepted, in bytes. [default: 4194304]
+    #[arg(long, env = "GOVERNANCE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Requests processed at once across all connections; more wait. [default: 1024]
+    #[arg(long, env = "GOVERNANCE_CONCURRENCY_LIMIT")]
+    pub concurrency_limit: Option<usize>,
+
+    /// Upper bound on any call, in milliseconds, on top of the client's own deadline. [default: 30000]
+    #[arg(long, env = "GOVERNANCE_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+
+    /// HTTP/2 keepalive ping interval, in milliseconds. [default: 30000]
+    #[arg(long, env = "GOVERNANCE_KEEPALIVE_INTERVAL_MS")]
+    pub keepalive_interval_ms: Option<u64>,
+
+    /// How long to wait for a keepalive ping's answer, in milliseconds. [default: 10000]
+    #[arg(long, env = "GOVERNANCE_KEEPALIVE_TIMEOUT_MS")]
+    pub keepalive_timeout_ms: Option<u64>,
+
+    /// After SIGTERM/SIGINT, health reports NOT_SERVING for this long, in
+    /// milliseconds, before the listener closes and in-flight calls drain. [default: 0]
+    #[arg(long, env = "GOVERNANCE_SHUTDOWN_DELAY_MS")]
+    pub shutdown_delay_ms: Option<u64>,
+
+    /// Log format. [default: text]
+    #[arg(long, env = "GOVERNANCE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    /// Fills each unset setting from `other`.
+    fn or(self, other: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            config: self.config.or(other.config),
+            listen: self.listen.or(other.listen),
+            max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
+            concurrency_limit: self.concurrency_limit.or(other.concurrency_limit),
+            request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
+            keepalive_interval_ms: self.keepalive_interval_ms.or(other.keepalive_interval_ms),
+            keepalive_timeout_ms: self.keepalive_timeout_ms.or(other.keepalive_timeout_ms),
+            shutdown_delay_ms: self.shutdown_delay_ms.or(other.shutdown_delay_ms),
+            log_format: self.log_format.or(other.log_format),
+        }
+    }
+
+    /// Layers the config file under the flags and applies the defaults.
+    pub fn resolve(self) -> anyhow::Result<ServerSettings> {
+        let merged = match &self.config {
+            Some(path) => {
+                let file = read_config_file(path)?;
+                self.or(file)
+            }
+            None => self,
+        };
+        let ms = Duration::from_millis;
+        Ok(ServerSettings {
+            listen: merged.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            max_message_bytes: merged.max_message_bytes.unwrap_or(4 * 1024 * 1024),
+            concurrency_limit: merged.concurrency_limit.unwrap_or(1024).max(1),
+            request_timeout: ms(merged.request_timeout_ms.unwrap_or(30_000)),
+            keepalive_interval: ms(merged.keepalive_interval_ms.unwrap_or(30_000)),
+            keepalive_timeout: ms(merged.keepalive_timeout_ms.unwrap_or(10_000)),
+            shutdown_delay: ms(merged.shutdown_delay_ms.unwrap_or(0)),
+            log_format: merged.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<ServeArgs> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// The resolved settings of the gRPC server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_message_bytes: usize,
+    pub concurrency_limit: usize,
+    pub request_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub shutdown_delay: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServeArgs::default().resolve().expect("defaults need no file")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("gs-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sidecar.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:6000\"\nconcurrency_limit = 7\n").unwrap();
+        let cli = ServeArgs { config: Some(file), concurrency_limit: Some(9), ..ServeArgs::default() };
+        let settings = cli.resolve().unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(settings.concurrency_limit, 9);
+        assert_eq!(settings.max_message_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        let dir = std::env::temp_dir().join(format!("gs-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sidecar.toml");
+        std::fs::write(&file, "listne = \"127.0.0.1:6000\"\n").unwrap();
+        let cli = ServeArgs { config: Some(file), ..ServeArgs::default() };
+        assert!(cli.resolve().is_err());
+    }
+}

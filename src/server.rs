@@ -1,0 +1,85 @@
+//! Wires the gRPC server: Governance, health, reflection (v1 and v1alpha),
+//! limits, keepalive and graceful shutdown.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::GovernanceApi;
+use crate::config::ServerSettings;
+use crate::proto::governance_server::{GovernanceServer, SERVICE_NAME};
+
+/// Health names: "" is the server as a whole.
+const OVERALL: &str = "";
+
+/// Serves until `shutdown` resolves, then reports NOT_SERVING, waits the
+/// configured delay, stops accepting and lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    settings: &ServerSettings,
+    api: GovernanceApi,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let governance = GovernanceServer::new(api)
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+
+    let delay = settings.shutdown_delay;
+    let draining_health = health.clone();
+    let drain = async move {
+        shutdown.await;
+        tracing::info!(delay_ms = delay.as_millis() as u64, "shutting down: health is NOT_SERVING, draining");
+        set_health(&draining_health, ServingStatus::NotServing).await;
+        tokio::time::sleep(delay).await;
+    };
+
+    tracing::info!(address = %listener.local_addr()?, "serving gRPC");
+    Server::builder()
+        .timeout(settings.request_timeout)
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .tcp_nodelay(true)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(governance)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reflection knows our services, health, and the `google.rpc` error
+/// details, so that grpcurl can show a BadRequest instead of raw bytes.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status(OVERALL, status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,57 @@
+//! A real sidecar on an ephemeral loopback port, for integration tests.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::config::ServerSettings;
+use governance_sidecar::proto::governance_client::GovernanceClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(settings: ServerSettings, api: GovernanceApi) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
+        let address = listener.local_addr().unwrap();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            governance_sidecar::server::serve(listener, &settings, api, async {
+                let _ = signal.await;
+            })
+            .await
+        });
+        TestServer { address, shutdown: Some(shutdown), task }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connecting to the sidecar")
+    }
+
+    pub async fn client(&self) -> GovernanceClient<Channel> {
+        GovernanceClient::new(self.channel().await)
+    }
+
+    /// Sends the shutdown signal (as SIGTERM would) without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for the server to stop.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        self.task.await.expect("server task panicked")
+    }
+}
