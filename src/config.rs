@@ -12,6 +12,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::evidence::DatabaseSettings;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "governance-sidecar",
@@ -26,13 +28,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API (Governance, grpc.health.v1, reflection).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Decide one Kernite request read as JSON from stdin and print Kernite's
     /// response body. Exit status: 0 for a decision, 2 for an invalid request.
     Evaluate {
         /// The Idempotency-Key to decide with (part of the trace_hash).
         #[arg(long)]
         idempotency_key: Option<String>,
+    },
+    /// Apply the embedded schema migrations (safe with concurrent starters).
+    Migrate {
+        /// PostgreSQL URL.
+        #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
+        database_url: String,
     },
 }
 
@@ -86,6 +94,26 @@ pub struct ServeArgs {
     /// Log format. [default: text]
     #[arg(long, env = "GOVERNANCE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// PostgreSQL URL for ExecuteWithEvidence, e.g. postgresql://sidecar@127.0.0.1/app. Without it only Evaluate is served.
+    #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// TOML file declaring the mutations callers may name (see README).
+    #[arg(long, env = "GOVERNANCE_MUTATIONS")]
+    pub mutations: Option<PathBuf>,
+
+    /// Database connections in the pool. [default: 16]
+    #[arg(long, env = "GOVERNANCE_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+
+    /// How long a call waits for a database connection, in milliseconds; then it fails with UNAVAILABLE. [default: 2000]
+    #[arg(long, env = "GOVERNANCE_POOL_WAIT_TIMEOUT_MS")]
+    pub pool_wait_timeout_ms: Option<u64>,
+
+    /// Apply pending migrations before serving.
+    #[arg(long, env = "GOVERNANCE_MIGRATE")]
+    pub migrate: Option<bool>,
 }
 
 impl ServeArgs {
@@ -101,6 +129,11 @@ impl ServeArgs {
             keepalive_timeout_ms: self.keepalive_timeout_ms.or(other.keepalive_timeout_ms),
             shutdown_delay_ms: self.shutdown_delay_ms.or(other.shutdown_delay_ms),
             log_format: self.log_format.or(other.log_format),
+            database_url: self.database_url.or(other.database_url),
+            mutations: self.mutations.or(other.mutations),
+            pool_size: self.pool_size.or(other.pool_size),
+            pool_wait_timeout_ms: self.pool_wait_timeout_ms.or(other.pool_wait_timeout_ms),
+            migrate: self.migrate.or(other.migrate),
         }
     }
 
@@ -123,6 +156,13 @@ impl ServeArgs {
             keepalive_timeout: ms(merged.keepalive_timeout_ms.unwrap_or(10_000)),
             shutdown_delay: ms(merged.shutdown_delay_ms.unwrap_or(0)),
             log_format: merged.log_format.unwrap_or_default(),
+            database: merged.database_url.map(|url| DatabaseSettings {
+                url,
+                pool_size: merged.pool_size.unwrap_or(16).max(1),
+                wait_timeout: ms(merged.pool_wait_timeout_ms.unwrap_or(2_000)),
+            }),
+            mutations: merged.mutations,
+            migrate: merged.migrate.unwrap_or(false),
         })
     }
 }
@@ -143,6 +183,9 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     pub shutdown_delay: Duration,
     pub log_format: LogFormat,
+    pub database: Option<DatabaseSettings>,
+    pub mutations: Option<PathBuf>,
+    pub migrate: bool,
 }
 
 impl Default for ServerSettings {

@@ -7,5 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod decision;
+pub mod evidence;
+pub mod mutations;
 pub mod proto;
 pub mod server;

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::{Cli, Command, LogFormat};
+use governance_sidecar::config::{Cli, Command, LogFormat, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
+use governance_sidecar::evidence::{EvidenceStore, migrate};
+use governance_sidecar::mutations::Registry;
 use governance_sidecar::server;
 
 fn main() -> ExitCode {
@@ -25,17 +27,47 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            let settings = args.resolve()?;
+            let settings = (*args).resolve()?;
             init_logging(settings.log_format);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
+                let api = api_for(&settings).await?;
                 let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-                server::serve(listener, &settings, GovernanceApi::new(), server::termination_signal()).await
+                server::serve(listener, &settings, api, server::termination_signal()).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Evaluate { idempotency_key } => evaluate_stdin(idempotency_key.as_deref()),
+        Command::Migrate { database_url } => {
+            init_logging(LogFormat::Text);
+            tokio::runtime::Runtime::new()?.block_on(migrate(&database_url))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The service, with an evidence store when a database is configured.
+async fn api_for(settings: &ServerSettings) -> anyhow::Result<GovernanceApi> {
+    let Some(database) = &settings.database else {
+        tracing::info!("no database configured: serving Evaluate only");
+        return Ok(GovernanceApi::new());
+    };
+    if settings.migrate {
+        migrate(&database.url).await?;
+    }
+    let registry = match &settings.mutations {
+        Some(path) => Registry::load(path)?,
+        None => Registry::default(),
+    };
+    Ok(GovernanceApi::with_evidence(EvidenceStore::connect(database, registry).await?))
+}
+
+async fn migrate(url: &str) -> anyhow::Result<()> {
+    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let applied = migrate::migrate(&mut client).await?;
+    tracing::info!(?applied, latest = migrate::latest_version(), "schema is up to date");
+    Ok(())
 }
 
 /// Offline debugging: one request on stdin, Kernite's response body on stdout.

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use crate::decision::json::{self, Layout};
 use crate::decision::record::{Decision, DecisionRecord, Reason};
 use crate::decision::{Map, Value};
+use crate::evidence::Execution;
 use crate::proto;
 
 /// Doubles in this range that are whole numbers enter the engine as JSON integers.
@@ -16,6 +17,15 @@ pub fn request_body(body: Option<proto::evaluate_request::Body>) -> Result<Value
     match body.ok_or(ApiError::MissingBody)? {
         proto::evaluate_request::Body::Request(request) => typed_request(request),
         proto::evaluate_request::Body::RequestJson(text) => json::parse(&text).map_err(ApiError::BadJson),
+    }
+}
+
+/// ExecuteWithEvidence carries the same oneof as Evaluate.
+pub fn evaluate_body(body: proto::execute_with_evidence_request::Body) -> proto::evaluate_request::Body {
+    use proto::execute_with_evidence_request::Body;
+    match body {
+        Body::Request(request) => proto::evaluate_request::Body::Request(request),
+        Body::RequestJson(text) => proto::evaluate_request::Body::RequestJson(text),
     }
 }
 
@@ -141,6 +151,20 @@ pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
         previous_trace_hash: record.previous_trace_hash.clone(),
         combining_algorithm: record.combining_algorithm.clone(),
         response_json: json::to_string(&record.to_value(), Layout::Response),
+    }
+}
+
+pub fn execute_response(record: &DecisionRecord, execution: &Execution) -> proto::ExecuteWithEvidenceResponse {
+    proto::ExecuteWithEvidenceResponse {
+        decision: Some(evaluate_response(record)),
+        evidence_id: execution.evidence_id,
+        mutation_applied: execution.mutation_applied,
+        mutation_result: execution.result.as_ref().map(|result| proto::MutationResult {
+            rows_affected: result.rows_affected,
+            returning: result.returning.iter().map(to_struct).collect(),
+        }),
+        replayed: execution.replayed,
+        mode: proto::Mode::Enforce.into(),
     }
 }
 

@@ -7,6 +7,7 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::decision::json::{self, JsonError, Layout};
 use crate::decision::{InvalidRequest, Unanswerable};
+use crate::evidence::EvidenceError;
 
 /// The error domain named in `google.rpc.ErrorInfo`.
 const DOMAIN: &str = "governance.v1";
@@ -29,16 +30,23 @@ pub enum ApiError {
     Invalid { invalid: InvalidRequest, ctx_id: String },
     #[error("Kernite 0.1.6 cannot answer this request ({0})")]
     Unanswerable(#[from] Unanswerable),
+    #[error("the request names no mutation: set `mutation.name`")]
+    MissingMutation,
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
 }
 
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         let message = error.to_string();
         match error {
-            ApiError::MissingBody | ApiError::BadJson(_) | ApiError::BadStruct(_) | ApiError::Unanswerable(_) => {
-                Status::invalid_argument(message)
-            }
+            ApiError::MissingBody
+            | ApiError::BadJson(_)
+            | ApiError::BadStruct(_)
+            | ApiError::Unanswerable(_)
+            | ApiError::MissingMutation => Status::invalid_argument(message),
             ApiError::Invalid { invalid, ctx_id } => invalid_request_status(&invalid, &ctx_id),
+            ApiError::Evidence(error) => error.into(),
         }
     }
 }

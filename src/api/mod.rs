@@ -5,20 +5,32 @@ mod convert;
 pub mod error;
 mod telemetry;
 
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use crate::decision::{self, Answer, Decided, Value};
+use crate::decision::json::{Layout, write_value};
+use crate::decision::{self, Answer, Decided, Map, Value};
+use crate::evidence::{EvidenceError, EvidenceStore, GovernedWrite};
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
 pub use error::ApiError;
 use telemetry::RpcSpan;
 
 /// The `governance.v1.Governance` service.
 #[derive(Clone, Default)]
-pub struct GovernanceApi {}
+pub struct GovernanceApi {
+    /// Absent when no database is configured: Evaluate still works.
+    evidence: Option<Arc<EvidenceStore>>,
+}
 
 impl GovernanceApi {
     pub fn new() -> GovernanceApi {
-        GovernanceApi {}
+        GovernanceApi::default()
+    }
+
+    pub fn with_evidence(store: EvidenceStore) -> GovernanceApi {
+        GovernanceApi { evidence: Some(Arc::new(store)) }
     }
 }
 
@@ -32,10 +44,53 @@ impl proto::governance_server::Governance for GovernanceApi {
 
     async fn execute_with_evidence(
         &self,
-        _request: Request<ExecuteWithEvidenceRequest>,
+        request: Request<ExecuteWithEvidenceRequest>,
     ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
-        Err(Status::unimplemented("ExecuteWithEvidence needs a database; see the README"))
+        let rpc = RpcSpan::start("ExecuteWithEvidence");
+        let result = self.execute_with_evidence(request.into_inner(), &rpc).await;
+        rpc.finish(result).map(Response::new)
     }
+}
+
+impl GovernanceApi {
+    async fn execute_with_evidence(
+        &self,
+        request: ExecuteWithEvidenceRequest,
+        rpc: &RpcSpan,
+    ) -> Result<ExecuteWithEvidenceResponse, ApiError> {
+        let store = self.evidence.as_ref().ok_or(EvidenceError::NotConfigured)?;
+        let body = convert::request_body(request.body.map(convert::evaluate_body))?;
+        let decided = decide(&body, request.idempotency_key.as_deref())?;
+        rpc.record_decision(&decided.record);
+
+        let call = request.mutation.ok_or(ApiError::MissingMutation)?;
+        let caller_params = match call.params {
+            Some(params) => convert::from_struct(params, "mutation.params")?,
+            None => Value::Object(Map::new()),
+        };
+        let Value::Object(caller_params) = caller_params else { unreachable!("a Struct converts to an object") };
+        let mutation = store.mutation_for(&call.name, &decided)?;
+        let write = GovernedWrite {
+            decided: &decided,
+            mutation,
+            caller_params: &caller_params,
+            fingerprint: fingerprint(&body, &call.name, &caller_params),
+        };
+        let execution = store.execute(write).await?;
+        Ok(convert::execute_response(&decided.record, &execution))
+    }
+}
+
+/// What makes two calls "the same request" for idempotency: the whole body
+/// as canonical JSON, the mutation name and the caller's parameters.
+fn fingerprint(body: &Value, mutation: &str, caller_params: &Map) -> String {
+    let mut canonical = String::new();
+    write_value(&mut canonical, body, Layout::Canonical);
+    canonical.push('\n');
+    canonical.push_str(mutation);
+    canonical.push('\n');
+    write_value(&mut canonical, &Value::Object(caller_params.clone()), Layout::Canonical);
+    format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes())))
 }
 
 fn evaluate(request: EvaluateRequest, rpc: &RpcSpan) -> Result<EvaluateResponse, ApiError> {

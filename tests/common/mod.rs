@@ -55,3 +55,4 @@ impl TestServer {
         self.task.await.expect("server task panicked")
     }
 }
+pub mod postgres;

@@ -1,0 +1,165 @@
+//! A private PostgreSQL from the machine's installed server binaries, for
+//! `governance-sidecar dev` and for the tests: no setup, no shared state.
+//!
+//! The server runs in its own data directory, listens on 127.0.0.1 only, and
+//! dies with the process that started it (`PR_SET_PDEATHSIG`), so no test
+//! run leaves a server behind. As root it runs as the `postgres` system user,
+//! since PostgreSQL refuses to run as root.
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Where Debian installs the server binaries, newest version first.
+fn server_bin_dir() -> anyhow::Result<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "no PostgreSQL server binaries found under /usr/lib/postgresql; install them with \
+             `apt-get install postgresql` or pass --database-url"
+        ),
+    }
+}
+
+/// The user and group to run as: `postgres` when we are root, else ourselves.
+fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = CString::new("postgres").expect("no NUL");
+    // SAFETY: getpwnam returns null or a pointer to a static passwd record that
+    // we read immediately, before any other call could overwrite it.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    if entry.is_null() {
+        bail!("running as root needs a `postgres` system user to run PostgreSQL (it refuses root)");
+    }
+    // SAFETY: entry is non-null and points to a valid passwd record.
+    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+/// A running private server. Dropping it stops the server.
+pub struct LocalPostgres {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Child,
+}
+
+impl LocalPostgres {
+    /// Initialises `data_dir` if it is empty and starts a server on `port` (0: any free port).
+    ///
+    /// The server is tied to the calling thread's lifetime by the kernel, so
+    /// call this from a thread that lives as long as the server should.
+    pub fn start(data_dir: &Path, port: u16, durable: bool) -> anyhow::Result<LocalPostgres> {
+        let bin = server_bin_dir()?;
+        let owner = run_as()?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(data_dir, Some(uid), Some(gid))?;
+        }
+
+        if !data_dir.join("PG_VERSION").exists() {
+            let output = as_owner(Command::new(bin.join("initdb")), owner)
+                .args(["-D"])
+                .arg(data_dir)
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+                .output()
+                .context("running initdb")?;
+            if !output.status.success() {
+                bail!("initdb failed: {}", String::from_utf8_lossy(&output.stderr));
+            }
+        }
+
+        let port = if port == 0 { free_port()? } else { port };
+        let mut command = as_owner(Command::new(bin.join("postgres")), owner);
+        command
+            .arg("-D")
+            .arg(data_dir)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", data_dir.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data_dir.join("server.log"))?);
+        if !durable {
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        // SAFETY: prctl is async-signal-safe; the closure only calls it.
+        unsafe {
+            command.pre_exec(|| {
+                // SIGINT is PostgreSQL's "fast shutdown".
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().context("starting postgres")?;
+        let server = LocalPostgres { port, data_dir: data_dir.to_owned(), child };
+        server.wait_until_ready(Duration::from_secs(30))?;
+        Ok(server)
+    }
+
+    /// A libpq-style URL for `database` as the `postgres` superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn wait_until_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Accepting TCP is not yet accepting queries: ask pg_isready.
+                let ready = Command::new(server_bin_dir()?.join("pg_isready"))
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                    .stdout(Stdio::null())
+                    .status()?;
+                if ready.success() {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
+        bail!("PostgreSQL did not start within {timeout:?}:\n{log}")
+    }
+}
+
+impl Drop for LocalPostgres {
+    fn drop(&mut self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn as_owner(mut command: Command, owner: Option<(u32, u32)>) -> Command {
+    if let Some((uid, gid)) = owner {
+        command.uid(uid).gid(gid);
+        // The postgres user cannot read root's working directory.
+        command.current_dir("/");
+    }
+    command
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,104 @@
+//! Schema migrations, embedded in the binary.
+//!
+//! Several sidecars may start at once against one database: the migrator
+//! holds a session advisory lock on a connection of its own (not a pooled
+//! one, whose session could be reused) while it reads and applies versions.
+
+use tokio_postgres::Client;
+
+use super::EvidenceError;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration this binary knows, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "governance_events",
+        sql: include_str!("../../migrations/0001_governance_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "execution_outcome",
+        sql: include_str!("../../migrations/0002_execution_outcome.sql"),
+    },
+];
+
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Key of the advisory lock serialising migrators ("govsidec" in ASCII).
+const LOCK_KEY: i64 = 0x676f_7673_6964_6563;
+
+const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS governance_schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())";
+
+async fn current_version(client: &Client) -> Result<i32, EvidenceError> {
+    let exists: bool =
+        client.query_one("SELECT to_regclass('governance_schema_migrations') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client.query_one("SELECT coalesce(max(version), 0) FROM governance_schema_migrations", &[]).await?.get(0))
+}
+
+/// Applies the pending migrations; returns the versions applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, EvidenceError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
+    let result = apply_pending(client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
+    result
+}
+
+async fn apply_pending(client: &mut Client) -> Result<Vec<i32>, EvidenceError> {
+    client.batch_execute(CREATE_VERSION_TABLE).await?;
+    let current = current_version(client).await?;
+    refuse_newer(current)?;
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(migration.sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO governance_schema_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        applied.push(migration.version);
+    }
+    Ok(applied)
+}
+
+fn refuse_newer(current: i32) -> Result<(), EvidenceError> {
+    if current > latest_version() {
+        return Err(EvidenceError::Schema(format!(
+            "the database schema is at version {current}, newer than this binary knows ({}); \
+             run a newer governance-sidecar",
+            latest_version()
+        )));
+    }
+    Ok(())
+}
+
+/// Serving needs exactly the schema this binary knows.
+pub async fn check_schema(client: &Client) -> Result<(), EvidenceError> {
+    let current = current_version(client).await?;
+    refuse_newer(current)?;
+    if current < latest_version() {
+        return Err(EvidenceError::Schema(format!(
+            "the database schema is at version {current}, this binary needs {}; run `governance-sidecar migrate` \
+             or serve with --migrate",
+            latest_version()
+        )));
+    }
+    Ok(())
+}

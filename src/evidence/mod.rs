@@ -1,0 +1,404 @@
+//! Evidence in Postgres: the decision row and the write it governs commit in
+//! one transaction, or neither does.
+//!
+//! The evidence row is inserted first. With an idempotency key, that insert
+//! claims `(workspace_id, idempotency_key)` through the unique index: a
+//! concurrent duplicate waits on it, then finds the row and replays, so one
+//! key never yields two writes. Only then, and only if the decision allows
+//! it, the operator's mutation runs, and its result goes to an append-only
+//! side table. A failing mutation rolls all of it back; its evidence is then
+//! written alone, with outcome `error`, without claiming the key.
+
+pub mod local_postgres;
+pub mod migrate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use crate::decision::json::{self, Layout};
+use crate::decision::{Decided, Decision, Map, Value};
+use crate::mutations::{BindError, Builtins, Mutation, Registry, SqlValue};
+
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// Attempts for a transaction that fails with a serialization failure or deadlock.
+const MAX_ATTEMPTS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Schema(String),
+    #[error("no mutation named `{0}` is registered")]
+    UnknownMutation(String),
+    #[error("mutation `{name}` is bound to {object_type}/{operation}, not to this request's scope")]
+    MutationScope { name: String, object_type: String, operation: String },
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("the idempotency key is longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
+    KeyTooLong,
+    #[error("the idempotency key was already used with a different request (evidence id {evidence_id})")]
+    KeyReused { evidence_id: i64 },
+    #[error(
+        "the mutation failed with SQLSTATE {sqlstate} and was rolled back (ctx_id {ctx_id}, trace_hash {trace_hash}, error evidence id {evidence_id})"
+    )]
+    MutationFailed { sqlstate: String, ctx_id: String, trace_hash: String, evidence_id: i64 },
+    #[error("ExecuteWithEvidence needs a database: start with --database-url or use `governance-sidecar dev`")]
+    NotConfigured,
+}
+
+impl From<deadpool_postgres::PoolError> for EvidenceError {
+    fn from(error: deadpool_postgres::PoolError) -> EvidenceError {
+        EvidenceError::Unavailable(error.to_string())
+    }
+}
+
+impl From<EvidenceError> for tonic::Status {
+    fn from(error: EvidenceError) -> tonic::Status {
+        use tonic::Status;
+        let message = error.to_string();
+        match error {
+            EvidenceError::Unavailable(_) => Status::unavailable(message),
+            EvidenceError::Database(e) if e.is_closed() || e.as_db_error().is_none() => Status::unavailable(message),
+            EvidenceError::Database(_) | EvidenceError::Schema(_) => Status::internal(message),
+            EvidenceError::UnknownMutation(_) => Status::not_found(message),
+            EvidenceError::MutationScope { .. } => Status::permission_denied(message),
+            EvidenceError::Bind(_) | EvidenceError::KeyTooLong => Status::invalid_argument(message),
+            EvidenceError::KeyReused { .. } => Status::already_exists(message),
+            EvidenceError::MutationFailed { .. } => Status::aborted(message),
+            EvidenceError::NotConfigured => Status::failed_precondition(message),
+        }
+    }
+}
+
+/// How to reach Postgres.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: usize,
+    /// How long a call waits for a pooled connection (and to open one).
+    pub wait_timeout: Duration,
+}
+
+/// What a mutation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MutationResult {
+    pub rows_affected: u64,
+    pub returning: Vec<Map>,
+}
+
+/// How an ExecuteWithEvidence call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub evidence_id: i64,
+    pub mutation_applied: bool,
+    pub result: Option<MutationResult>,
+    pub replayed: bool,
+}
+
+/// One governed write, ready to commit.
+pub struct GovernedWrite<'a> {
+    pub decided: &'a Decided,
+    pub mutation: &'a Mutation,
+    pub caller_params: &'a Map,
+    /// Identifies the request for idempotency: same key and fingerprint replay.
+    pub fingerprint: String,
+}
+
+pub struct EvidenceStore {
+    pool: Pool,
+    registry: Arc<Registry>,
+}
+
+impl EvidenceStore {
+    /// Builds the pool, checks the schema and prepares every registered
+    /// statement, so that a bad mutation stops start-up with its name.
+    pub async fn connect(settings: &DatabaseSettings, registry: Registry) -> anyhow::Result<EvidenceStore> {
+        let pg_config: tokio_postgres::Config = settings.url.parse()?;
+        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(settings.wait_timeout))
+            .create_timeout(Some(settings.wait_timeout))
+            .recycle_timeout(Some(settings.wait_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        let client = pool.get().await.map_err(EvidenceError::from)?;
+        migrate::check_schema(&client).await?;
+        for mutation in registry.iter() {
+            for (i, statement) in mutation.statements.iter().enumerate() {
+                let prepared =
+                    client.prepare_typed(&statement.sql, &mutation.param_types(statement)).await.map_err(|e| {
+                        anyhow::anyhow!("mutation `{}`, statement {}: {}", mutation.name, i + 1, db_message(&e))
+                    })?;
+                if let Some(column) = prepared.columns().iter().find(|c| !returnable(c.type_())) {
+                    anyhow::bail!(
+                        "mutation `{}`, statement {}: RETURNING column `{}` has type {}, which cannot be returned \
+                         (cast it to text, bigint, double precision, boolean or jsonb)",
+                        mutation.name,
+                        i + 1,
+                        column.name(),
+                        column.type_()
+                    );
+                }
+            }
+        }
+        Ok(EvidenceStore { pool, registry: Arc::new(registry) })
+    }
+
+    /// The mutation a caller named, if it may govern this request.
+    pub fn mutation_for(&self, name: &str, decided: &Decided) -> Result<&Mutation, EvidenceError> {
+        let mutation = self.registry.get(name).ok_or_else(|| EvidenceError::UnknownMutation(name.to_owned()))?;
+        let request = &decided.request;
+        if mutation.object_type != request.object_type || mutation.operation != request.operation {
+            return Err(EvidenceError::MutationScope {
+                name: name.to_owned(),
+                object_type: mutation.object_type.clone(),
+                operation: mutation.operation.clone(),
+            });
+        }
+        Ok(mutation)
+    }
+
+    /// Records the decision and, if approved, applies the mutation, atomically.
+    pub async fn execute(&self, write: GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
+        let request = &write.decided.request;
+        if request.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
+            return Err(EvidenceError::KeyTooLong);
+        }
+        write.mutation.check_caller_params(write.caller_params)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_execute(&write).await {
+                Err(EvidenceError::Database(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::info!(attempt, sqlstate = ?e.code(), "retrying the transaction");
+                }
+                Err(EvidenceError::Database(e)) if e.as_db_error().is_some() && !is_retryable(&e) => {
+                    return Err(self.record_failure(&write, &e).await);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_execute(&self, write: &GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
+        let record = &write.decided.record;
+        let approved = record.decision == Decision::Approved;
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+
+        let outcome = if approved { "applied" } else { "not_applied" };
+        let inserted = insert_evidence(&transaction, write, outcome, true, None).await?;
+        let Some(evidence_id) = inserted else {
+            drop(transaction);
+            return self.replay(write, &client).await;
+        };
+
+        let result = if approved {
+            let builtins = Builtins {
+                request: &write.decided.request,
+                ctx_id: &record.ctx_id,
+                trace_hash: &record.trace_hash,
+                evidence_id,
+            };
+            let values = write.mutation.bind(&builtins, write.caller_params)?;
+            let result = run_mutation(&transaction, write.mutation, &values).await?;
+            transaction
+                .execute(
+                    "INSERT INTO governance_mutation_results (evidence_id, rows_affected, returning_rows) \
+                     VALUES ($1, $2, $3::text::jsonb)",
+                    &[&evidence_id, &(result.rows_affected as i64), &rows_json(&result.returning)],
+                )
+                .await?;
+            Some(result)
+        } else {
+            None
+        };
+        transaction.commit().await?;
+        Ok(Execution { evidence_id, mutation_applied: result.is_some(), result, replayed: false })
+    }
+
+    /// The stored outcome of an earlier call with the same key, or a refusal
+    /// if that call was a different request.
+    async fn replay(&self, write: &GovernedWrite<'_>, client: &impl GenericClient) -> Result<Execution, EvidenceError> {
+        let request = &write.decided.request;
+        let row = client
+            .query_one(
+                "SELECT e.id, e.request_fingerprint, r.rows_affected, r.returning_rows::text \
+                 FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id \
+                 WHERE e.workspace_id = $1 AND e.idempotency_key = $2",
+                &[&request.workspace_id, &request.idempotency_key],
+            )
+            .await?;
+        let evidence_id: i64 = row.get(0);
+        if row.get::<_, Option<String>>(1).as_deref() != Some(write.fingerprint.as_str()) {
+            return Err(EvidenceError::KeyReused { evidence_id });
+        }
+        let result = match (row.get::<_, Option<i64>>(2), row.get::<_, Option<String>>(3)) {
+            (Some(rows_affected), Some(returning)) => {
+                Some(MutationResult { rows_affected: rows_affected as u64, returning: parse_rows(&returning) })
+            }
+            _ => None,
+        };
+        Ok(Execution { evidence_id, mutation_applied: result.is_some(), result, replayed: true })
+    }
+
+    /// After a rollback: the evidence of the failed attempt, alone and
+    /// without the idempotency key, so that a corrected retry can succeed.
+    async fn record_failure(&self, write: &GovernedWrite<'_>, error: &tokio_postgres::Error) -> EvidenceError {
+        let sqlstate = error.code().map_or("XX000", SqlState::code).to_owned();
+        tracing::warn!(sqlstate, mutation = write.mutation.name, "mutation failed; transaction rolled back");
+        let record = &write.decided.record;
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(e) => return e.into(),
+        };
+        match insert_evidence(&client, write, "error", false, Some(&sqlstate)).await {
+            Ok(Some(evidence_id)) => EvidenceError::MutationFailed {
+                sqlstate,
+                ctx_id: record.ctx_id.clone(),
+                trace_hash: record.trace_hash.clone(),
+                evidence_id,
+            },
+            Ok(None) => EvidenceError::Schema("error evidence was not inserted".into()),
+            Err(e) => e,
+        }
+    }
+}
+
+fn is_retryable(error: &tokio_postgres::Error) -> bool {
+    matches!(error.code(), Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// A database error's own message, without the statement or its parameters.
+fn db_message(error: &tokio_postgres::Error) -> String {
+    error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
+}
+
+/// Inserts the evidence row; `None` when `claim_key` and the key is already taken.
+async fn insert_evidence(
+    client: &impl GenericClient,
+    write: &GovernedWrite<'_>,
+    outcome: &str,
+    claim_key: bool,
+    sqlstate: Option<&str>,
+) -> Result<Option<i64>, EvidenceError> {
+    let request = &write.decided.request;
+    let record = &write.decided.record;
+    let key = if claim_key { request.idempotency_key.as_deref() } else { None };
+    let reason_codes =
+        json::to_string(&Value::Array(record.reason_codes.iter().map(Value::str).collect()), Layout::Canonical);
+    let response_json = json::to_string(&record.to_value(), Layout::Response);
+    let params: [&(dyn ToSql + Sync); 13] = [
+        &request.workspace_id,
+        &request.principal.id,
+        &request.object_type,
+        &request.operation,
+        &record.decision.as_str(),
+        &reason_codes,
+        &record.ctx_id,
+        &record.trace_hash,
+        &key,
+        &response_json,
+        &outcome,
+        &write.mutation.name,
+        &write.fingerprint,
+    ];
+    let statement = client
+        .prepare_typed_cached(
+            "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
+             reason_codes, ctx_id, trace_hash, idempotency_key, response_json, outcome, mutation_name, \
+             request_fingerprint, error_sqlstate) \
+             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $14) \
+             ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING id",
+            &[],
+        )
+        .await?;
+    let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+    all.push(&sqlstate);
+    Ok(client.query_opt(&statement, &all).await?.map(|row| row.get(0)))
+}
+
+async fn run_mutation(
+    client: &impl GenericClient,
+    mutation: &Mutation,
+    values: &[SqlValue],
+) -> Result<MutationResult, EvidenceError> {
+    let mut result = MutationResult { rows_affected: 0, returning: Vec::new() };
+    for statement in &mutation.statements {
+        let prepared = client.prepare_typed_cached(&statement.sql, &mutation.param_types(statement)).await?;
+        let params: Vec<&(dyn ToSql + Sync)> = statement.params.iter().map(|&i| &values[i] as _).collect();
+        if prepared.columns().is_empty() {
+            result.rows_affected += client.execute(&prepared, &params).await?;
+        } else {
+            let rows = client.query(&prepared, &params).await?;
+            result.rows_affected += rows.len() as u64;
+            result.returning.extend(rows.iter().map(row_to_map));
+        }
+    }
+    Ok(result)
+}
+
+fn returnable(ty: &Type) -> bool {
+    [
+        Type::INT2,
+        Type::INT4,
+        Type::INT8,
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::BOOL,
+        Type::FLOAT4,
+        Type::FLOAT8,
+        Type::JSONB,
+        Type::JSON,
+    ]
+    .contains(ty)
+}
+
+fn row_to_map(row: &Row) -> Map {
+    let mut map = Map::new();
+    for (i, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        let value = if *ty == Type::INT2 {
+            row.get::<_, Option<i16>>(i).map(|n| Value::Int(n.into()))
+        } else if *ty == Type::INT4 {
+            row.get::<_, Option<i32>>(i).map(|n| Value::Int(n.into()))
+        } else if *ty == Type::INT8 {
+            row.get::<_, Option<i64>>(i).map(Value::Int)
+        } else if *ty == Type::BOOL {
+            row.get::<_, Option<bool>>(i).map(Value::Bool)
+        } else if *ty == Type::FLOAT4 {
+            row.get::<_, Option<f32>>(i).map(|f| Value::Float(f.into()))
+        } else if *ty == Type::FLOAT8 {
+            row.get::<_, Option<f64>>(i).map(Value::Float)
+        } else if *ty == Type::JSONB || *ty == Type::JSON {
+            row.get::<_, Option<serde_json::Value>>(i).and_then(|v| json::parse(&v.to_string()).ok())
+        } else {
+            row.get::<_, Option<String>>(i).map(Value::Str)
+        };
+        map.insert(column.name().to_owned(), value.unwrap_or(Value::Null));
+    }
+    map
+}
+
+fn rows_json(rows: &[Map]) -> String {
+    json::to_string(&Value::Array(rows.iter().cloned().map(Value::Object).collect()), Layout::Canonical)
+}
+
+fn parse_rows(text: &str) -> Vec<Map> {
+    match json::parse(text) {
+        Ok(Value::Array(rows)) => rows.into_iter().filter_map(|r| r.as_object().cloned()).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,437 @@
+//! The operator's registry of writes a caller may ask for by name.
+//!
+//! The caller never sends SQL. The operator declares, in a TOML file, each
+//! mutation's `(object_type, operation)`, its statements with `:named`
+//! parameters, and for each parameter its type and where its value comes from:
+//! a path in the governed request (the default, so that what is written is what
+//! was evaluated), a built-in, or, only where declared, the caller.
+//!
+//! ```toml
+//! [[mutations]]
+//! name = "create_invoice"
+//! object_type = "invoice"
+//! operation = "create"
+//! statements = ["INSERT INTO invoices (workspace_id, amount, currency) VALUES (:workspace_id, :amount, :currency) RETURNING id"]
+//! [mutations.params]
+//! workspace_id = { type = "text", builtin = "workspace_id" }
+//! amount = { type = "bigint", request = "payload.amount" }
+//! currency = { type = "text", request = "payload.currency" }
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+use crate::decision::{Map, NormalizedRequest, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    mutations: Vec<MutationSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MutationSpec {
+    name: String,
+    object_type: String,
+    operation: String,
+    statements: Vec<String>,
+    #[serde(default)]
+    params: HashMap<String, ParamSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamSpec {
+    r#type: ParamType,
+    request: Option<String>,
+    builtin: Option<Builtin>,
+    #[serde(default)]
+    caller: bool,
+    /// A missing value is bound as NULL instead of refusing the call.
+    #[serde(default)]
+    nullable: bool,
+}
+
+/// The SQL types a parameter may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    Text,
+    Bigint,
+    Integer,
+    #[serde(rename = "double precision")]
+    Double,
+    Boolean,
+    Jsonb,
+}
+
+impl ParamType {
+    fn sql_type(self) -> Type {
+        match self {
+            ParamType::Text => Type::TEXT,
+            ParamType::Bigint => Type::INT8,
+            ParamType::Integer => Type::INT4,
+            ParamType::Double => Type::FLOAT8,
+            ParamType::Boolean => Type::BOOL,
+            ParamType::Jsonb => Type::JSONB,
+        }
+    }
+}
+
+/// Values the sidecar itself supplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    WorkspaceId,
+    PrincipalId,
+    CtxId,
+    TraceHash,
+    EvidenceId,
+    IdempotencyKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A dotted path from the request root: `payload.amount`, `principal.attributes.x`.
+    Request(Vec<String>),
+    Builtin(Builtin),
+    Caller,
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub kind: ParamType,
+    pub source: Source,
+    pub nullable: bool,
+}
+
+/// One statement with its positional parameters (`$1` is `params[0]`).
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    pub name: String,
+    pub object_type: String,
+    pub operation: String,
+    pub params: Vec<Param>,
+    pub statements: Vec<Statement>,
+}
+
+impl Mutation {
+    pub fn param_types(&self, statement: &Statement) -> Vec<Type> {
+        statement.params.iter().map(|&i| self.params[i].kind.sql_type()).collect()
+    }
+}
+
+/// All registered mutations, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    mutations: HashMap<String, Mutation>,
+}
+
+impl Registry {
+    pub fn load(path: &Path) -> anyhow::Result<Registry> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading mutations file {}", path.display()))?;
+        Registry::parse(&text).with_context(|| format!("in mutations file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Registry> {
+        let file: RegistryFile = toml::from_str(text)?;
+        let mut mutations = HashMap::new();
+        for spec in file.mutations {
+            let name = spec.name.clone();
+            let mutation = compile(spec).with_context(|| format!("mutation `{name}`"))?;
+            if mutations.insert(name.clone(), mutation).is_some() {
+                bail!("mutation `{name}` is declared twice");
+            }
+        }
+        Ok(Registry { mutations })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Mutation> {
+        self.mutations.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Mutation> {
+        self.mutations.values()
+    }
+}
+
+fn compile(spec: MutationSpec) -> anyhow::Result<Mutation> {
+    if spec.statements.is_empty() {
+        bail!("has no statements");
+    }
+    let mut names: Vec<&String> = spec.params.keys().collect();
+    names.sort();
+    let mut params = Vec::with_capacity(names.len());
+    for name in names {
+        let p = &spec.params[name];
+        let source = match (&p.request, p.builtin, p.caller) {
+            (Some(path), None, false) => {
+                let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+                if path.iter().any(String::is_empty) {
+                    bail!("parameter `{name}`: request path has an empty segment");
+                }
+                Source::Request(path)
+            }
+            (None, Some(builtin), false) => Source::Builtin(builtin),
+            (None, None, true) => Source::Caller,
+            _ => bail!("parameter `{name}` needs exactly one of `request`, `builtin` or `caller = true`"),
+        };
+        params.push(Param { name: name.clone(), kind: p.r#type, source, nullable: p.nullable });
+    }
+    let statements = spec
+        .statements
+        .iter()
+        .enumerate()
+        .map(|(i, sql)| bind_named(sql, &params).with_context(|| format!("statement {}", i + 1)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Mutation { name: spec.name, object_type: spec.object_type, operation: spec.operation, params, statements })
+}
+
+/// Rewrites `:name` to `$n`, leaving `::casts`, quoted text and identifiers alone.
+fn bind_named(sql: &str, params: &[Param]) -> anyhow::Result<Statement> {
+    let mut out = String::with_capacity(sql.len());
+    let mut positions: Vec<usize> = Vec::new();
+    let chars: Vec<char> = sql.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\'' | '"' => {
+                // Copy a quoted run verbatim (a doubled quote stays inside it).
+                out.push(c);
+                i += 1;
+                while i < chars.len() {
+                    out.push(chars[i]);
+                    if chars[i] == c {
+                        if chars.get(i + 1) == Some(&c) {
+                            out.push(c);
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            ':' if chars.get(i + 1) == Some(&':') => {
+                out.push_str("::");
+                i += 2;
+            }
+            ':' if chars.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic() || *n == '_') => {
+                let start = i + 1;
+                let mut end = start;
+                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
+                    end += 1;
+                }
+                let name: String = chars[start..end].iter().collect();
+                let index = params
+                    .iter()
+                    .position(|p| p.name == name)
+                    .with_context(|| format!("`:{name}` is not a declared parameter"))?;
+                let position = match positions.iter().position(|&p| p == index) {
+                    Some(existing) => existing + 1,
+                    None => {
+                        positions.push(index);
+                        positions.len()
+                    }
+                };
+                out.push('$');
+                out.push_str(&position.to_string());
+                i = end;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(Statement { sql: out, params: positions })
+}
+
+/// A bound parameter value, typed as its declaration says.
+#[derive(Debug, Clone)]
+pub enum SqlValue {
+    Null,
+    Text(String),
+    Bigint(i64),
+    Integer(i32),
+    Double(f64),
+    Boolean(bool),
+    Jsonb(serde_json::Value),
+}
+
+impl ToSql for SqlValue {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            SqlValue::Null => Ok(IsNull::Yes),
+            SqlValue::Text(v) => v.to_sql(ty, out),
+            SqlValue::Bigint(v) => v.to_sql(ty, out),
+            SqlValue::Integer(v) => v.to_sql(ty, out),
+            SqlValue::Double(v) => v.to_sql(ty, out),
+            SqlValue::Boolean(v) => v.to_sql(ty, out),
+            SqlValue::Jsonb(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        // Each value is built for its declared type, which the statement was prepared with.
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Why a parameter cannot be bound; the message names the parameter, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("mutation parameter `{0}` has no value")]
+    Missing(String),
+    #[error("mutation parameter `{name}` must be {expected}")]
+    WrongType { name: String, expected: &'static str },
+    #[error("mutation parameter `{0}` is not declared as caller-supplied")]
+    NotCallerSupplied(String),
+}
+
+/// What built-ins resolve to for one call.
+pub struct Builtins<'a> {
+    pub request: &'a NormalizedRequest,
+    pub ctx_id: &'a str,
+    pub trace_hash: &'a str,
+    pub evidence_id: i64,
+}
+
+impl Mutation {
+    /// Refuses caller parameters the operator did not declare as caller-supplied.
+    pub fn check_caller_params(&self, caller: &Map) -> Result<(), BindError> {
+        for name in caller.keys() {
+            if !self.params.iter().any(|p| &p.name == name && p.source == Source::Caller) {
+                return Err(BindError::NotCallerSupplied(name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The values of every parameter, in declaration order.
+    pub fn bind(&self, builtins: &Builtins<'_>, caller: &Map) -> Result<Vec<SqlValue>, BindError> {
+        let request = builtins.request.to_value();
+        self.params
+            .iter()
+            .map(|param| {
+                let value = match &param.source {
+                    Source::Request(path) => read_path(&request, path),
+                    Source::Caller => caller.get(&param.name).cloned().unwrap_or(Value::Null),
+                    Source::Builtin(builtin) => builtin_value(*builtin, builtins),
+                };
+                convert(param, value)
+            })
+            .collect()
+    }
+}
+
+fn read_path(root: &Value, path: &[String]) -> Value {
+    let mut current = root;
+    for token in path {
+        match current {
+            Value::Object(map) => current = Value::or_null(map.get(token)),
+            _ => return Value::Null,
+        }
+    }
+    current.clone()
+}
+
+fn builtin_value(builtin: Builtin, b: &Builtins<'_>) -> Value {
+    match builtin {
+        Builtin::WorkspaceId => Value::str(&b.request.workspace_id),
+        Builtin::PrincipalId => Value::str(&b.request.principal.id),
+        Builtin::CtxId => Value::str(b.ctx_id),
+        Builtin::TraceHash => Value::str(b.trace_hash),
+        Builtin::EvidenceId => Value::Int(b.evidence_id),
+        Builtin::IdempotencyKey => b.request.idempotency_key.as_deref().map_or(Value::Null, Value::str),
+    }
+}
+
+fn convert(param: &Param, value: Value) -> Result<SqlValue, BindError> {
+    let wrong = |expected| BindError::WrongType { name: param.name.clone(), expected };
+    Ok(match (param.kind, value) {
+        (_, Value::Null) if param.nullable => SqlValue::Null,
+        (_, Value::Null) => return Err(BindError::Missing(param.name.clone())),
+        (ParamType::Text, Value::Str(s)) => SqlValue::Text(s),
+        (ParamType::Text, _) => return Err(wrong("a string")),
+        (ParamType::Bigint, Value::Int(n)) => SqlValue::Bigint(n),
+        (ParamType::Bigint, _) => return Err(wrong("an integer within 64 bits")),
+        (ParamType::Integer, Value::Int(n)) => {
+            SqlValue::Integer(i32::try_from(n).map_err(|_| wrong("a 32-bit integer"))?)
+        }
+        (ParamType::Integer, _) => return Err(wrong("a 32-bit integer")),
+        (ParamType::Double, Value::Int(n)) => SqlValue::Double(n as f64),
+        (ParamType::Double, Value::Float(f)) => SqlValue::Double(f),
+        (ParamType::Double, _) => return Err(wrong("a number")),
+        (ParamType::Boolean, Value::Bool(b)) => SqlValue::Boolean(b),
+        (ParamType::Boolean, _) => return Err(wrong("a boolean")),
+        (ParamType::Jsonb, value) => SqlValue::Jsonb(to_serde(&value)),
+    })
+}
+
+/// Our value as serde_json's, for `jsonb` parameters and columns.
+pub fn to_serde(value: &Value) -> serde_json::Value {
+    use crate::decision::json::{Layout, to_string};
+    // Our writer emits valid JSON for every finite value; serde_json reads it back.
+    serde_json::from_str(&to_string(value, Layout::Canonical)).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVOICE: &str = r#"
+        [[mutations]]
+        name = "create_invoice"
+        object_type = "invoice"
+        operation = "create"
+        statements = ["INSERT INTO invoices (workspace_id, amount, note, kind) VALUES (:workspace_id, :amount, :note::text, 'a:b') RETURNING id, :amount AS echoed"]
+        [mutations.params]
+        workspace_id = { type = "text", builtin = "workspace_id" }
+        amount = { type = "bigint", request = "payload.amount" }
+        note = { type = "text", caller = true, nullable = true }
+    "#;
+
+    #[test]
+    fn named_parameters_become_positional_and_repeat_their_position() {
+        let registry = Registry::parse(INVOICE).unwrap();
+        let mutation = registry.get("create_invoice").unwrap();
+        let statement = &mutation.statements[0];
+        assert_eq!(
+            statement.sql,
+            "INSERT INTO invoices (workspace_id, amount, note, kind) VALUES ($1, $2, $3::text, 'a:b') RETURNING id, $2 AS echoed"
+        );
+        let names: Vec<_> = statement.params.iter().map(|&i| mutation.params[i].name.as_str()).collect();
+        assert_eq!(names, ["workspace_id", "amount", "note"]);
+    }
+
+    #[test]
+    fn undeclared_parameters_and_ambiguous_sources_are_refused() {
+        let undeclared = INVOICE.replace(":note::text", ":nope");
+        assert!(
+            format!("{:#}", Registry::parse(&undeclared).unwrap_err()).contains("`:nope` is not a declared parameter")
+        );
+        let ambiguous = INVOICE.replace("caller = true,", "caller = true, request = \"payload.note\",");
+        assert!(Registry::parse(&ambiguous).is_err());
+        let unknown_type = INVOICE.replace("\"bigint\"", "\"money\"");
+        assert!(Registry::parse(&unknown_type).is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! A throwaway PostgreSQL for tests: `DATABASE_URL` if set, else a private
+//! server started once per test binary from the installed binaries. Each
+//! test gets a fresh database.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use governance_sidecar::evidence::local_postgres::LocalPostgres;
+
+/// The admin URL without a database name, e.g. `postgresql://postgres@127.0.0.1:5432`.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url);
+        }
+        let (sender, receiver) = std::sync::mpsc::channel();
+        // The server dies with the thread that started it: this one never ends.
+        std::thread::spawn(move || {
+            let dir = std::env::temp_dir().join(format!("governance-sidecar-test-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let server = LocalPostgres::start(&dir, 0, false).expect("starting a private PostgreSQL");
+            sender.send(server.url("")).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        receiver.recv().expect("PostgreSQL start-up thread").trim_end_matches('/').to_owned()
+    })
+}
+
+/// A new, empty database; returns its URL.
+pub async fn fresh_database() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("gs_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+    let admin = format!("{}/postgres", server_url());
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("admin connection");
+    tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("creating a test database");
+    format!("{}/{name}", server_url())
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connecting");
+    tokio::spawn(connection);
+    client
+}

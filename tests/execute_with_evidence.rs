@@ -1,0 +1,314 @@
+//! ExecuteWithEvidence against a real PostgreSQL, through the real gRPC server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use common::postgres::{connect, fresh_database};
+use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::config::ServerSettings;
+use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
+use governance_sidecar::mutations::Registry;
+use governance_sidecar::proto::{
+    Decision, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse, MutationCall,
+    execute_with_evidence_request::Body,
+};
+use tonic::Code;
+
+const INVOICES: &str = "CREATE TABLE invoices (
+    id bigserial PRIMARY KEY,
+    workspace_id text NOT NULL,
+    amount bigint NOT NULL CHECK (amount > 0),
+    currency text NOT NULL,
+    evidence_id bigint NOT NULL)";
+
+const REGISTRY: &str = r#"
+[[mutations]]
+name = "create_invoice"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, :amount, :currency, :evidence_id) RETURNING id"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+currency = { type = "text", request = "payload.currency" }
+evidence_id = { type = "bigint", builtin = "evidence_id" }
+
+[[mutations]]
+name = "archive_invoice"
+object_type = "invoice"
+operation = "archive"
+statements = ["DELETE FROM invoices WHERE id = :id"]
+[mutations.params]
+id = { type = "bigint", request = "resource.id" }
+"#;
+
+/// Allows invoices up to 1000 in USD or EUR.
+fn invoice_request(amount: i64, currency: &str) -> String {
+    format!(
+        r#"{{"workspace_id": "ws_1", "principal": {{"type": "user", "id": "usr_42"}}, "object_type": "invoice", "operation": "create", "payload": {{"amount": {amount}, "currency": "{currency}"}}, "policy_context": {{"governed": true, "selected_policies": [{{"policy_key": "invoice_create", "policy_version": 3, "rules": [{{"rule_key": "amount_limit", "rule_definition": {{"type": "max_value", "field": "amount", "max": 1000}}}}, {{"rule_key": "currency", "rule_definition": {{"type": "allowed_values", "field": "currency", "values": ["USD", "EUR"]}}}}]}}]}}}}"#
+    )
+}
+
+fn call(json: String, key: Option<&str>, mutation: &str) -> ExecuteWithEvidenceRequest {
+    ExecuteWithEvidenceRequest {
+        body: Some(Body::RequestJson(json)),
+        idempotency_key: key.map(str::to_owned),
+        mutation: Some(MutationCall { name: mutation.into(), params: None }),
+    }
+}
+
+struct Fixture {
+    server: TestServer,
+    db: tokio_postgres::Client,
+}
+
+async fn fixture() -> Fixture {
+    let url = fresh_database().await;
+    let mut admin = connect(&url).await;
+    migrate::migrate(&mut admin).await.unwrap();
+    admin.batch_execute(INVOICES).await.unwrap();
+    let settings = DatabaseSettings { url, pool_size: 8, wait_timeout: Duration::from_secs(2) };
+    let store = EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap()).await.unwrap();
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    Fixture { server, db: admin }
+}
+
+impl Fixture {
+    async fn count(&self, sql: &str) -> i64 {
+        self.db.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn execute(&self, request: ExecuteWithEvidenceRequest) -> Result<ExecuteWithEvidenceResponse, tonic::Status> {
+        self.server.client().await.execute_with_evidence(request).await.map(|r| r.into_inner())
+    }
+}
+
+#[tokio::test]
+async fn approved_call_commits_evidence_and_the_invoice_together() {
+    let f = fixture().await;
+    let response = f.execute(call(invoice_request(250, "USD"), Some("k1"), "create_invoice")).await.unwrap();
+    let decision = response.decision.as_ref().unwrap();
+    assert_eq!(decision.decision(), Decision::Approved);
+    assert!(response.mutation_applied && !response.replayed);
+    let result = response.mutation_result.unwrap();
+    assert_eq!(result.rows_affected, 1);
+    let invoice_id = &result.returning[0].fields["id"];
+
+    let row = f.db.query_one("SELECT id, amount, evidence_id FROM invoices", &[]).await.unwrap();
+    assert_eq!(
+        prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(row.get::<_, i64>(0) as f64)) },
+        *invoice_id
+    );
+    assert_eq!(row.get::<_, i64>(1), 250);
+    assert_eq!(row.get::<_, i64>(2), response.evidence_id);
+
+    let evidence =
+        f.db.query_one(
+            "SELECT decision, outcome, trace_hash, ctx_id, idempotency_key, reason_codes::text FROM governance_events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(evidence.get::<_, String>(0), "approved");
+    assert_eq!(evidence.get::<_, String>(1), "applied");
+    assert_eq!(evidence.get::<_, String>(2), decision.trace_hash);
+    assert_eq!(evidence.get::<_, String>(3), decision.ctx_id);
+    assert_eq!(evidence.get::<_, Option<String>>(4).as_deref(), Some("k1"));
+    assert_eq!(evidence.get::<_, String>(5), "[]");
+}
+
+#[tokio::test]
+async fn denied_call_records_evidence_and_writes_nothing_else() {
+    let f = fixture().await;
+    let response = f.execute(call(invoice_request(5000, "USD"), Some("k-denied"), "create_invoice")).await.unwrap();
+    assert_eq!(response.decision.unwrap().decision(), Decision::Denied);
+    assert!(!response.mutation_applied && response.mutation_result.is_none());
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+    let row =
+        f.db.query_one("SELECT id, decision, outcome, reason_codes::text FROM governance_events", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), response.evidence_id);
+    assert_eq!(row.get::<_, String>(1), "denied");
+    assert_eq!(row.get::<_, String>(2), "not_applied");
+    assert_eq!(row.get::<_, String>(3), r#"["amount_limit_denied"]"#);
+}
+
+#[tokio::test]
+async fn stored_response_json_is_the_kernite_response() {
+    let f = fixture().await;
+    let response = f.execute(call(invoice_request(5000, "USD"), None, "create_invoice")).await.unwrap();
+    let decision = response.decision.unwrap();
+    let stored: String = f.db.query_one("SELECT response_json::text FROM governance_events", &[]).await.unwrap().get(0);
+    let canonical = |text: &str| {
+        use governance_sidecar::decision::json::{Layout, parse, to_string};
+        to_string(&parse(text).unwrap(), Layout::Canonical)
+    };
+    assert_eq!(canonical(&stored), canonical(&decision.response_json));
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_replays_and_writes_nothing() {
+    let f = fixture().await;
+    let first = f.execute(call(invoice_request(250, "USD"), Some("k-replay"), "create_invoice")).await.unwrap();
+    let again = f.execute(call(invoice_request(250, "USD"), Some("k-replay"), "create_invoice")).await.unwrap();
+    assert!(again.replayed && again.mutation_applied);
+    assert_eq!(again.evidence_id, first.evidence_id);
+    assert_eq!(again.mutation_result, first.mutation_result);
+    assert_eq!(again.decision.unwrap().trace_hash, first.decision.unwrap().trace_hash);
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1);
+}
+
+#[tokio::test]
+async fn reusing_a_key_for_another_request_is_refused_and_writes_nothing() {
+    let f = fixture().await;
+    f.execute(call(invoice_request(250, "USD"), Some("k-reuse"), "create_invoice")).await.unwrap();
+    let status = f.execute(call(invoice_request(300, "USD"), Some("k-reuse"), "create_invoice")).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1);
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_calls_with_one_key_write_once() {
+    let f = fixture().await;
+    let mut calls = Vec::new();
+    for _ in 0..32 {
+        let mut client = f.server.client().await;
+        calls.push(tokio::spawn(async move {
+            client.execute_with_evidence(call(invoice_request(250, "USD"), Some("k-race"), "create_invoice")).await
+        }));
+    }
+    let mut evidence_ids = Vec::new();
+    let mut replays = 0;
+    for call in calls {
+        let response = call.await.unwrap().expect("every duplicate gets an answer").into_inner();
+        evidence_ids.push(response.evidence_id);
+        replays += usize::from(response.replayed);
+    }
+    evidence_ids.dedup();
+    assert_eq!(evidence_ids.len(), 1, "one evidence id for all");
+    assert_eq!(replays, 31);
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1);
+}
+
+#[tokio::test]
+async fn a_failing_mutation_rolls_back_and_leaves_one_error_row() {
+    let f = fixture().await;
+    // The policy allows a negative amount; the table's CHECK does not.
+    let status = f.execute(call(invoice_request(-5, "USD"), Some("k-fail"), "create_invoice")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted);
+    assert!(status.message().contains("SQLSTATE 23514"), "{}", status.message());
+    assert!(status.message().contains("trace_hash sha256:"));
+    assert!(!status.message().contains("-5"), "no parameter values in errors");
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+    let rows = f.db.query("SELECT outcome, error_sqlstate, idempotency_key FROM governance_events", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "error");
+    assert_eq!(rows[0].get::<_, Option<String>>(1).as_deref(), Some("23514"));
+    assert_eq!(rows[0].get::<_, Option<String>>(2), None, "the key is not claimed");
+    // The failed attempt did not claim the key: a corrected retry with it succeeds.
+    let retry = f.execute(call(invoice_request(5, "USD"), Some("k-fail"), "create_invoice")).await.unwrap();
+    assert!(retry.mutation_applied && !retry.replayed);
+}
+
+#[tokio::test]
+async fn unknown_or_mismatched_mutations_are_refused_and_write_nothing() {
+    let f = fixture().await;
+    let unknown = f.execute(call(invoice_request(250, "USD"), Some("k-x"), "drop_tables")).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let mismatched = f.execute(call(invoice_request(250, "USD"), Some("k-y"), "archive_invoice")).await.unwrap_err();
+    assert_eq!(mismatched.code(), Code::PermissionDenied);
+    let mut no_mutation = call(invoice_request(250, "USD"), None, "create_invoice");
+    no_mutation.mutation = None;
+    assert_eq!(f.execute(no_mutation).await.unwrap_err().code(), Code::InvalidArgument);
+    let mut undeclared = call(invoice_request(250, "USD"), None, "create_invoice");
+    undeclared.mutation.as_mut().unwrap().params = Some(prost_types::Struct {
+        fields: [("amount".to_owned(), prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(1.0)) })]
+            .into(),
+    });
+    assert_eq!(f.execute(undeclared).await.unwrap_err().code(), Code::InvalidArgument);
+    let long_key = "k".repeat(256);
+    assert_eq!(
+        f.execute(call(invoice_request(250, "USD"), Some(&long_key), "create_invoice")).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_backend_killed_mid_transaction_leaves_nothing_half_written() {
+    let f = fixture().await;
+    // A mutation that waits, so the transaction is open when its backend dies.
+    let registry = format!(
+        "{REGISTRY}\n[[mutations]]\nname = \"slow_invoice\"\nobject_type = \"invoice\"\noperation = \"create\"\nstatements = [\"SELECT pg_sleep(2)::text AS slept\", \"INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES ('w', 1, 'USD', 0)\"]\n"
+    );
+    let store_url = {
+        let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
+        format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1))
+    };
+    let settings = DatabaseSettings { url: store_url, pool_size: 2, wait_timeout: Duration::from_secs(2) };
+    let store = EvidenceStore::connect(&settings, Registry::parse(&registry).unwrap()).await.unwrap();
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let mut client = server.client().await;
+    let pending = tokio::spawn(async move {
+        client.execute_with_evidence(call(invoice_request(250, "USD"), Some("k-kill"), "slow_invoice")).await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let killed: i64 = f
+        .db
+        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    let status = pending.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events WHERE outcome <> 'error'").await, 0);
+}
+
+#[tokio::test]
+async fn concurrent_migrators_apply_each_version_once_and_newer_schemas_are_refused() {
+    let url = fresh_database().await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect(&url).await;
+            migrate::migrate(&mut client).await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for task in tasks {
+        applied.extend(task.await.unwrap());
+    }
+    applied.sort();
+    assert_eq!(applied, (1..=migrate::latest_version()).collect::<Vec<_>>());
+
+    let client = connect(&url).await;
+    migrate::check_schema(&client).await.unwrap();
+    client
+        .execute("INSERT INTO governance_schema_migrations (version, name) VALUES (999, 'future')", &[])
+        .await
+        .unwrap();
+    let error = migrate::check_schema(&client).await.unwrap_err();
+    assert!(error.to_string().contains("newer than this binary knows"), "{error}");
+}
+
+#[tokio::test]
+async fn a_bad_statement_stops_start_up_naming_the_mutation() {
+    let url = fresh_database().await;
+    let mut admin = connect(&url).await;
+    migrate::migrate(&mut admin).await.unwrap();
+    let registry = Registry::parse(
+        "[[mutations]]\nname = \"broken\"\nobject_type = \"x\"\noperation = \"create\"\nstatements = [\"INSERT INTO no_such_table VALUES (1)\"]\n",
+    )
+    .unwrap();
+    let settings = DatabaseSettings { url, pool_size: 1, wait_timeout: Duration::from_secs(2) };
+    let error = EvidenceStore::connect(&settings, registry).await.err().expect("start-up must fail");
+    assert!(error.to_string().contains("mutation `broken`"), "{error}");
+}
