@@ -31,9 +31,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(settings.log_format);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
+                let shutdown = server::termination_signal();
                 let api = api_for(&settings).await?;
                 let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-                server::serve(listener, &settings, api, server::termination_signal()).await
+                server::serve(listener, &settings, api, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
