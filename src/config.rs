@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::evidence::DatabaseSettings;
+use crate::evidence::redact::DEFAULT_KEY_PATTERNS;
+use crate::mutations::Mode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,12 +38,30 @@ pub enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Serve with a private PostgreSQL started from the machine's installed
+    /// server binaries (as the `postgres` user when root), migrated, with the
+    /// invoice example's table and mutation unless --mutations is given.
+    Dev(Box<DevArgs>),
     /// Apply the embedded schema migrations (safe with concurrent starters).
     Migrate {
         /// PostgreSQL URL.
         #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
         database_url: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the private PostgreSQL keeps its data; kept between runs. [default: $TMPDIR/governance-sidecar-dev]
+    #[arg(long, env = "GOVERNANCE_DEV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Port of the private PostgreSQL on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "GOVERNANCE_DEV_POSTGRES_PORT", default_value_t = 0)]
+    pub postgres_port: u16,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -114,6 +134,27 @@ pub struct ServeArgs {
     /// Apply pending migrations before serving.
     #[arg(long, env = "GOVERNANCE_MIGRATE")]
     pub migrate: Option<bool>,
+
+    /// Longest a database statement may run, in milliseconds; a mutation over it is rolled back. [default: 5000]
+    #[arg(long, env = "GOVERNANCE_STATEMENT_TIMEOUT_MS")]
+    pub statement_timeout_ms: Option<u64>,
+
+    /// PEM CA certificate(s) to verify Postgres with when the URL's sslmode is not `disable`. [default: system roots]
+    #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
+
+    /// Mode of mutations that do not set their own: enforce, observe or skip. [default: enforce]
+    #[arg(long, env = "GOVERNANCE_MODE", value_enum)]
+    pub mode: Option<Mode>,
+
+    /// Request paths whose values are masked in stored evidence, comma-separated (e.g. payload.card_number).
+    #[arg(long, env = "GOVERNANCE_REDACT_PATHS", value_delimiter = ',')]
+    pub redact_paths: Option<Vec<String>>,
+
+    /// Key-name patterns masked anywhere in stored evidence, comma-separated, case-insensitive, `*` wildcard.
+    /// [default: password,passwd,secret,*_secret,token,*_token,api_key,authorization,card_number,cvv]
+    #[arg(long, env = "GOVERNANCE_REDACT_KEYS", value_delimiter = ',')]
+    pub redact_keys: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -134,6 +175,11 @@ impl ServeArgs {
             pool_size: self.pool_size.or(other.pool_size),
             pool_wait_timeout_ms: self.pool_wait_timeout_ms.or(other.pool_wait_timeout_ms),
             migrate: self.migrate.or(other.migrate),
+            statement_timeout_ms: self.statement_timeout_ms.or(other.statement_timeout_ms),
+            database_ca_file: self.database_ca_file.or(other.database_ca_file),
+            mode: self.mode.or(other.mode),
+            redact_paths: self.redact_paths.or(other.redact_paths),
+            redact_keys: self.redact_keys.or(other.redact_keys),
         }
     }
 
@@ -160,9 +206,16 @@ impl ServeArgs {
                 url,
                 pool_size: merged.pool_size.unwrap_or(16).max(1),
                 wait_timeout: ms(merged.pool_wait_timeout_ms.unwrap_or(2_000)),
+                statement_timeout: ms(merged.statement_timeout_ms.unwrap_or(5_000)),
+                ca_file: merged.database_ca_file,
             }),
             mutations: merged.mutations,
             migrate: merged.migrate.unwrap_or(false),
+            mode: merged.mode.unwrap_or_default(),
+            redact_paths: merged.redact_paths.unwrap_or_default(),
+            redact_keys: merged
+                .redact_keys
+                .unwrap_or_else(|| DEFAULT_KEY_PATTERNS.iter().map(|k| (*k).to_owned()).collect()),
         })
     }
 }
@@ -186,6 +239,9 @@ pub struct ServerSettings {
     pub database: Option<DatabaseSettings>,
     pub mutations: Option<PathBuf>,
     pub migrate: bool,
+    pub mode: Mode,
+    pub redact_paths: Vec<String>,
+    pub redact_keys: Vec<String>,
 }
 
 impl Default for ServerSettings {

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::{Cli, Command, LogFormat, ServerSettings};
+use governance_sidecar::config::{Cli, Command, DevArgs, LogFormat, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
+use governance_sidecar::evidence::local_postgres::LocalPostgres;
+use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{EvidenceStore, migrate};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::server;
@@ -32,10 +34,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let shutdown = server::termination_signal();
-                let api = api_for(&settings).await?;
+                let api = api_for(&settings, None).await?;
                 let listener = tokio::net::TcpListener::bind(settings.listen).await?;
                 server::serve(listener, &settings, api, shutdown).await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev(args) => {
+            let DevArgs { data_dir, postgres_port, mut serve } = *args;
+            if serve.database_url.is_some() {
+                anyhow::bail!("`dev` starts its own PostgreSQL; use `serve` with --database-url for another one");
+            }
+            init_logging(serve.clone().resolve()?.log_format);
+            // The server is tied to this (the main) thread, which lives as long as we do.
+            let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("governance-sidecar-dev"));
+            let data_dir = std::path::absolute(&data_dir)?;
+            let postgres = LocalPostgres::start(&data_dir, postgres_port, true)?;
+            tracing::info!(url = postgres.url("postgres"), data_dir = %data_dir.display(), "private PostgreSQL is up");
+            serve.database_url = Some(postgres.url("postgres"));
+            serve.migrate = Some(true);
+            let settings = serve.resolve()?;
+            let example = settings.mutations.is_none().then_some(EXAMPLE_MUTATIONS);
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let shutdown = server::termination_signal();
+                let api = api_for(&settings, example).await?;
+                let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+                server::serve(listener, &settings, api, shutdown).await
+            })?;
+            drop(postgres);
             Ok(ExitCode::SUCCESS)
         }
         Command::Evaluate { idempotency_key } => evaluate_stdin(idempotency_key.as_deref()),
@@ -48,7 +74,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The service, with an evidence store when a database is configured.
-async fn api_for(settings: &ServerSettings) -> anyhow::Result<GovernanceApi> {
+/// `example` is a registry (with its schema) to use when no --mutations is given.
+async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
     let Some(database) = &settings.database else {
         tracing::info!("no database configured: serving Evaluate only");
         return Ok(GovernanceApi::new());
@@ -56,11 +83,27 @@ async fn api_for(settings: &ServerSettings) -> anyhow::Result<GovernanceApi> {
     if settings.migrate {
         migrate(&database.url).await?;
     }
-    let registry = match &settings.mutations {
-        Some(path) => Registry::load(path)?,
-        None => Registry::default(),
+    let registry = match (&settings.mutations, example) {
+        (Some(path), _) => Registry::load(path)?,
+        (None, Some(example)) => {
+            install_example_schema(&database.url).await?;
+            Registry::parse(example)?
+        }
+        (None, None) => Registry::default(),
     };
-    Ok(GovernanceApi::with_evidence(EvidenceStore::connect(database, registry).await?))
+    let redactor = Redactor::new(&settings.redact_paths, &settings.redact_keys)?;
+    Ok(GovernanceApi::with_evidence(EvidenceStore::connect(database, registry, settings.mode, redactor).await?))
+}
+
+/// The invoice example that `dev` serves unless --mutations is given.
+const EXAMPLE_SCHEMA: &str = include_str!("../deploy/examples/invoice/schema.sql");
+const EXAMPLE_MUTATIONS: &str = include_str!("../deploy/examples/invoice/mutations.toml");
+
+async fn install_example_schema(url: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.batch_execute(EXAMPLE_SCHEMA).await?;
+    Ok(())
 }
 
 async fn migrate(url: &str) -> anyhow::Result<()> {

@@ -34,12 +34,38 @@ struct RegistryFile {
     mutations: Vec<MutationSpec>,
 }
 
+/// How the operator runs governance for a mutation, as Kernite's
+/// `evaluate_execute_controlled` defines the modes. Never the caller's choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The decision gates the write.
+    #[default]
+    Enforce,
+    /// The real decision is recorded; the write goes through regardless.
+    Observe,
+    /// Nothing is evaluated; the write goes through and the evidence says so.
+    Skip,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Observe => "observe",
+            Mode::Skip => "skip",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MutationSpec {
     name: String,
     object_type: String,
     operation: String,
+    /// Overrides the server's default mode for this mutation.
+    mode: Option<Mode>,
     statements: Vec<String>,
     #[serde(default)]
     params: HashMap<String, ParamSpec>,
@@ -124,6 +150,7 @@ pub struct Mutation {
     pub name: String,
     pub object_type: String,
     pub operation: String,
+    pub mode: Option<Mode>,
     pub params: Vec<Param>,
     pub statements: Vec<Statement>,
 }
@@ -198,7 +225,14 @@ fn compile(spec: MutationSpec) -> anyhow::Result<Mutation> {
         .enumerate()
         .map(|(i, sql)| bind_named(sql, &params).with_context(|| format!("statement {}", i + 1)))
         .collect::<anyhow::Result<_>>()?;
-    Ok(Mutation { name: spec.name, object_type: spec.object_type, operation: spec.operation, params, statements })
+    Ok(Mutation {
+        name: spec.name,
+        object_type: spec.object_type,
+        operation: spec.operation,
+        mode: spec.mode,
+        params,
+        statements,
+    })
 }
 
 /// Rewrites `:name` to `$n`, leaving `::casts`, quoted text and identifiers alone.

@@ -2,6 +2,8 @@
 //! limits, keepalive and graceful shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -11,6 +13,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::GovernanceApi;
 use crate::config::ServerSettings;
+use crate::evidence::EvidenceStore;
 use crate::proto::governance_server::{GovernanceServer, SERVICE_NAME};
 
 /// Health names: "" is the server as a whole.
@@ -30,6 +33,7 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
     let governance = GovernanceServer::new(api)
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -38,6 +42,9 @@ pub async fn serve(
     let draining_health = health.clone();
     let drain = async move {
         shutdown.await;
+        if let Some(monitor) = database_monitor {
+            monitor.abort();
+        }
         tracing::info!(delay_ms = delay.as_millis() as u64, "shutting down: health is NOT_SERVING, draining");
         set_health(&draining_health, ServingStatus::NotServing).await;
         tokio::time::sleep(delay).await;
@@ -67,6 +74,32 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// How often the database is checked for the health of the Governance service.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Keeps `governance.v1.Governance` NOT_SERVING while Postgres does not
+/// answer, and SERVING again once it does. The overall status stays
+/// SERVING: Evaluate needs no database.
+async fn monitor_database(store: Arc<EvidenceStore>, health: HealthReporter) {
+    let mut serving = true;
+    let mut ticks = tokio::time::interval(DATABASE_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let answers = tokio::time::timeout(Duration::from_secs(2), store.ping()).await.unwrap_or(false);
+        if answers != serving {
+            serving = answers;
+            if serving {
+                tracing::info!("database is back: Governance is SERVING");
+                health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!("database does not answer: Governance is NOT_SERVING");
+                health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+            }
+        }
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

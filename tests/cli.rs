@@ -1,6 +1,6 @@
 //! The `governance-sidecar` binary itself: offline evaluation and SIGTERM.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -33,6 +33,76 @@ fn evaluate_prints_the_kernite_response_for_stdin() {
     assert!(stdout.contains(r#""valid": false"#));
 }
 
+/// Reads stderr until a line containing `needle`; returns that line.
+fn wait_for_line(stderr: &mut impl std::io::BufRead, needle: &str) -> String {
+    let mut line = String::new();
+    while !line.contains(needle) {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the process exited before logging {needle:?}");
+    }
+    line
+}
+
+fn terminate_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dev_serves_the_invoice_example_with_its_own_postgres() {
+    let data_dir = std::env::temp_dir().join(format!("governance-sidecar-cli-dev-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut child = Command::new(BINARY)
+        .args(["dev", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(&data_dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let postgres_line = wait_for_line(&mut stderr, "private PostgreSQL is up");
+    let serving = wait_for_line(&mut stderr, "serving gRPC");
+    let address = serving.split("\"address\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let postgres_port: u16 =
+        postgres_line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let response = runtime.block_on(async {
+        use governance_sidecar::proto::{
+            ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request::Body,
+            governance_client::GovernanceClient,
+        };
+        let mut client = GovernanceClient::connect(format!("http://{address}")).await.unwrap();
+        let body = r#"{"workspace_id": "ws_1", "principal": {"type": "user", "id": "usr_42"}, "object_type": "invoice", "operation": "create", "payload": {"amount": 250, "currency": "USD"}}"#;
+        client
+            .execute_with_evidence(ExecuteWithEvidenceRequest {
+                body: Some(Body::RequestJson(body.into())),
+                idempotency_key: Some("cli-dev-1".into()),
+                mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert!(response.mutation_applied && response.evidence_id > 0);
+    assert_eq!(response.mutation_result.unwrap().rows_affected, 1);
+
+    assert!(terminate_and_wait(&mut child).success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", postgres_port)).is_err(),
+        "the private PostgreSQL stopped with us"
+    );
+}
+
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut child = Command::new(BINARY)
@@ -42,20 +112,7 @@ fn sigterm_stops_the_server_cleanly() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving gRPC") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before serving");
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "server did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    wait_for_line(&mut stderr, "serving gRPC");
+    let status = terminate_and_wait(&mut child);
     assert!(status.success(), "{status:?}");
 }

@@ -8,8 +8,9 @@ use common::TestServer;
 use common::postgres::{connect, fresh_database};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
+use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
-use governance_sidecar::mutations::Registry;
+use governance_sidecar::mutations::{Mode, Registry};
 use governance_sidecar::proto::{
     Decision, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse, MutationCall,
     execute_with_evidence_request::Body,
@@ -33,6 +34,45 @@ statements = ["INSERT INTO invoices (workspace_id, amount, currency, evidence_id
 workspace_id = { type = "text", builtin = "workspace_id" }
 amount = { type = "bigint", request = "payload.amount" }
 currency = { type = "text", request = "payload.currency" }
+evidence_id = { type = "bigint", builtin = "evidence_id" }
+
+[[mutations]]
+name = "observe_invoice"
+object_type = "invoice"
+operation = "create"
+mode = "observe"
+statements = ["INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, :amount, :currency, :evidence_id)"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+currency = { type = "text", request = "payload.currency" }
+evidence_id = { type = "bigint", builtin = "evidence_id" }
+
+[[mutations]]
+name = "skip_invoice"
+object_type = "invoice"
+operation = "create"
+mode = "skip"
+statements = ["INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, :amount, :currency, :evidence_id)"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+currency = { type = "text", request = "payload.currency" }
+evidence_id = { type = "bigint", builtin = "evidence_id" }
+
+[[mutations]]
+name = "slow_insert"
+object_type = "invoice"
+operation = "create"
+statements = ["SELECT pg_sleep(1)::text AS slept", "INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES ('w', 1, 'USD', 0)"]
+
+[[mutations]]
+name = "flaky_invoice"
+object_type = "invoice"
+operation = "create"
+statements = ["SELECT fail_first_attempt() AS ok", "INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, 7, 'USD', :evidence_id)"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
 evidence_id = { type = "bigint", builtin = "evidence_id" }
 
 [[mutations]]
@@ -69,10 +109,46 @@ async fn fixture() -> Fixture {
     let mut admin = connect(&url).await;
     migrate::migrate(&mut admin).await.unwrap();
     admin.batch_execute(INVOICES).await.unwrap();
-    let settings = DatabaseSettings { url, pool_size: 8, wait_timeout: Duration::from_secs(2) };
-    let store = EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap()).await.unwrap();
+    // Raises a serialization failure on its first call only; the sequence
+    // counts calls across rolled-back transactions.
+    admin
+        .batch_execute(
+            "CREATE SEQUENCE attempts;
+             CREATE FUNCTION fail_first_attempt() RETURNS integer LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('attempts') = 1 THEN
+                     RAISE EXCEPTION 'simulated conflict' USING ERRCODE = 'serialization_failure';
+                 END IF;
+                 RETURN 1;
+             END $$;",
+        )
+        .await
+        .unwrap();
+    let store = store(&url, REGISTRY).await;
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
     Fixture { server, db: admin }
+}
+
+fn database(url: &str) -> DatabaseSettings {
+    DatabaseSettings {
+        url: url.to_owned(),
+        pool_size: 8,
+        wait_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+        ca_file: None,
+    }
+}
+
+/// A store with the default redaction (key patterns) plus `payload.card_number`.
+async fn store(url: &str, registry: &str) -> EvidenceStore {
+    store_with(database(url), registry).await
+}
+
+async fn store_with(settings: DatabaseSettings, registry: &str) -> EvidenceStore {
+    let keys: Vec<String> =
+        governance_sidecar::evidence::redact::DEFAULT_KEY_PATTERNS.iter().map(|k| k.to_string()).collect();
+    let redactor = Redactor::new(&["payload.card_number".to_owned()], &keys).unwrap();
+    EvidenceStore::connect(&settings, Registry::parse(registry).unwrap(), Mode::Enforce, redactor).await.unwrap()
 }
 
 impl Fixture {
@@ -250,8 +326,7 @@ async fn a_backend_killed_mid_transaction_leaves_nothing_half_written() {
         let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
         format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1))
     };
-    let settings = DatabaseSettings { url: store_url, pool_size: 2, wait_timeout: Duration::from_secs(2) };
-    let store = EvidenceStore::connect(&settings, Registry::parse(&registry).unwrap()).await.unwrap();
+    let store = store(&store_url, &registry).await;
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
     let mut client = server.client().await;
     let pending = tokio::spawn(async move {
@@ -308,7 +383,208 @@ async fn a_bad_statement_stops_start_up_naming_the_mutation() {
         "[[mutations]]\nname = \"broken\"\nobject_type = \"x\"\noperation = \"create\"\nstatements = [\"INSERT INTO no_such_table VALUES (1)\"]\n",
     )
     .unwrap();
-    let settings = DatabaseSettings { url, pool_size: 1, wait_timeout: Duration::from_secs(2) };
-    let error = EvidenceStore::connect(&settings, registry).await.err().expect("start-up must fail");
+    let error = EvidenceStore::connect(&database(&url), registry, Mode::Enforce, Redactor::default())
+        .await
+        .err()
+        .expect("start-up must fail");
     assert!(error.to_string().contains("mutation `broken`"), "{error}");
+}
+
+/// A request whose decision echoes secrets: a failing rule on the card
+/// number and on a password, and a guardrail reason carrying an API key.
+fn request_with_secrets() -> String {
+    r#"{"workspace_id": "ws_1", "principal": {"type": "user", "id": "usr_42"}, "object_type": "invoice", "operation": "create",
+        "payload": {"amount": 250, "currency": "USD", "card_number": "4111111111111111", "user": {"password": "hunter2-secret"}},
+        "policy_context": {"guardrail_result": {"decision": "approved", "reasons": []},
+          "default_policy": {"policy_key": "p", "api_key": "sk-live-DEADBEEF"},
+          "selected_policies": [{"policy_key": "cards", "rules": [
+            {"rule_key": "card_allowed", "rule_definition": {"type": "allowed_values", "field": "card_number", "values": ["0000"]}},
+            {"rule_key": "pw", "rule_definition": {"type": "allowed_values", "field": "user.password", "values": ["x"]}},
+            {"rule_key": "amount", "rule_definition": {"type": "max_value", "field": "amount", "max": 100}}]}]}}"#
+        .to_owned()
+}
+
+#[tokio::test]
+async fn secrets_are_masked_before_storage_while_trace_hash_stays_kernites() {
+    use governance_sidecar::decision::json::{Layout, parse, to_string};
+    let f = fixture().await;
+    let response = f.execute(call(request_with_secrets(), Some("k-secret"), "create_invoice")).await.unwrap();
+    let decision = response.decision.unwrap();
+    assert_eq!(decision.decision(), Decision::Denied);
+
+    // Nothing stored, in any column, contains a secret.
+    let everything: String =
+        f.db.query_one("SELECT string_agg(t::text, '|') FROM governance_events t", &[]).await.unwrap().get(0);
+    for secret in ["4111111111111111", "hunter2-secret", "sk-live-DEADBEEF"] {
+        assert!(!everything.contains(secret), "{secret} reached the table");
+    }
+    assert!(everything.contains("[REDACTED]"));
+
+    // The stored JSON is Kernite's response with exactly the listed paths masked.
+    let row =
+        f.db.query_one("SELECT response_json::text, redacted_paths::text FROM governance_events", &[]).await.unwrap();
+    let paths: Vec<String> = match parse(&row.get::<_, String>(1)).unwrap() {
+        governance_sidecar::decision::Value::Array(items) => {
+            items.into_iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        paths,
+        [
+            "data.policy.api_key",
+            "data.reasons[0].details.current",
+            "data.reasons[1].details.current",
+            "data.rule_events[0].details.current",
+            "data.rule_events[1].details.current",
+        ]
+    );
+    let mut expected = parse(&decision.response_json).unwrap();
+    for path in &paths {
+        mask(&mut expected, path);
+    }
+    let stored = parse(&row.get::<_, String>(0)).unwrap();
+    assert_eq!(to_string(&stored, Layout::Canonical), to_string(&expected, Layout::Canonical));
+    // The non-secret amount stays visible for auditors.
+    assert!(to_string(&stored, Layout::Canonical).contains(r#""current":250.0"#));
+
+    // The hash is over the unredacted input: Evaluate gives the same one.
+    let evaluated = f
+        .server
+        .client()
+        .await
+        .evaluate(governance_sidecar::proto::EvaluateRequest {
+            body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson(request_with_secrets())),
+            idempotency_key: Some("k-secret".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(evaluated.trace_hash, decision.trace_hash);
+}
+
+/// Replaces the value at a dotted path with `[0]` indices by the mask.
+fn mask(value: &mut governance_sidecar::decision::Value, path: &str) {
+    use governance_sidecar::decision::Value;
+    let mut current = value;
+    for segment in path.split('.') {
+        let (key, index) = match segment.split_once('[') {
+            Some((key, rest)) => (key, Some(rest.trim_end_matches(']').parse::<usize>().unwrap())),
+            None => (segment, None),
+        };
+        current = current.as_object_mut().unwrap().get_mut(key).unwrap();
+        if let Some(i) = index {
+            let Value::Array(items) = current else { panic!("{path}") };
+            current = &mut items[i];
+        }
+    }
+    *current = Value::str("[REDACTED]");
+}
+
+#[tokio::test]
+async fn observe_mode_records_the_real_decision_and_lets_the_write_through() {
+    let f = fixture().await;
+    let response = f.execute(call(invoice_request(5000, "USD"), None, "observe_invoice")).await.unwrap();
+    assert_eq!(response.mode(), governance_sidecar::proto::Mode::Observe);
+    assert_eq!(response.decision.unwrap().decision(), Decision::Denied);
+    assert!(response.mutation_applied);
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
+    let row = f.db.query_one("SELECT decision, mode, outcome FROM governance_events", &[]).await.unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2)),
+        ("denied".into(), "observe".into(), "applied".into())
+    );
+}
+
+#[tokio::test]
+async fn skip_mode_evaluates_nothing_and_says_so_in_the_evidence() {
+    let f = fixture().await;
+    let response = f.execute(call(invoice_request(5000, "XXX"), None, "skip_invoice")).await.unwrap();
+    assert_eq!(response.mode(), governance_sidecar::proto::Mode::Skip);
+    assert!(response.decision.is_none() && response.mutation_applied);
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
+    let row = f.db.query_one("SELECT decision, mode, trace_hash, ctx_id FROM governance_events", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "skipped");
+    assert_eq!(row.get::<_, String>(1), "skip");
+    assert_eq!(row.get::<_, String>(2), "", "nothing was hashed");
+    assert!(row.get::<_, String>(3).starts_with("ctx_"));
+    // Skip still validates: an invalid request writes nothing.
+    let invalid = f.execute(call(r#"{"workspace_id": "ws_1"}"#.into(), None, "skip_invoice")).await.unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1);
+}
+
+#[tokio::test]
+async fn a_mutation_over_the_statement_timeout_is_cancelled_and_rolled_back() {
+    let f = fixture().await;
+    let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
+    let url = format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1));
+    let settings = DatabaseSettings { statement_timeout: Duration::from_millis(200), ..database(&url) };
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let status = server
+        .client()
+        .await
+        .execute_with_evidence(call(invoice_request(250, "USD"), Some("k-slow"), "slow_insert"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{}", status.message());
+    assert!(started.elapsed() < Duration::from_millis(900), "cancelled before the sleep ended");
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+    let sqlstate: Option<String> =
+        f.db.query_one("SELECT error_sqlstate FROM governance_events", &[]).await.unwrap().get(0);
+    assert_eq!(sqlstate.as_deref(), Some("57014"));
+    // The sidecar stays responsive.
+    let ok =
+        server.client().await.execute_with_evidence(call(invoice_request(250, "USD"), None, "create_invoice")).await;
+    assert!(ok.is_ok());
+}
+
+#[tokio::test]
+async fn typed_requests_work_end_to_end_too() {
+    use governance_sidecar::proto::{ExecuteRequest, Principal};
+    use prost_types::{Struct, Value as V, value::Kind};
+    let f = fixture().await;
+    let text = |s: &str| V { kind: Some(Kind::StringValue(s.into())) };
+    let payload = Struct {
+        fields: [
+            ("amount".to_owned(), V { kind: Some(Kind::NumberValue(42.0)) }),
+            ("currency".to_owned(), text("EUR")),
+        ]
+        .into(),
+    };
+    let request = ExecuteWithEvidenceRequest {
+        body: Some(Body::Request(ExecuteRequest {
+            workspace_id: "ws_typed".into(),
+            principal: Some(Principal { r#type: "service".into(), id: "billing".into(), attributes: None }),
+            object_type: "invoice".into(),
+            operation: "create".into(),
+            payload: Some(payload),
+            ..Default::default()
+        })),
+        idempotency_key: Some("typed-1".into()),
+        mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+    };
+    let response = f.execute(request).await.unwrap();
+    assert!(response.mutation_applied);
+    let row = f.db.query_one("SELECT workspace_id, amount, currency FROM invoices", &[]).await.unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, String>(2)),
+        ("ws_typed".into(), 42, "EUR".into())
+    );
+}
+
+#[tokio::test]
+async fn a_serialization_failure_is_retried_and_commits_once() {
+    let f = fixture().await;
+    let response = f.execute(call(invoice_request(250, "USD"), Some("k-flaky"), "flaky_invoice")).await.unwrap();
+    assert!(response.mutation_applied && !response.replayed);
+    let attempts: i64 = f.db.query_one("SELECT last_value FROM attempts", &[]).await.unwrap().get(0);
+    assert_eq!(attempts, 2, "one failed attempt, one committed");
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1, "the failed attempt left no row");
 }

@@ -7,6 +7,7 @@ use crate::decision::json::{self, Layout};
 use crate::decision::record::{Decision, DecisionRecord, Reason};
 use crate::decision::{Map, Value};
 use crate::evidence::Execution;
+use crate::mutations::Mode;
 use crate::proto;
 
 /// Doubles in this range that are whole numbers enter the engine as JSON integers.
@@ -154,9 +155,13 @@ pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
     }
 }
 
-pub fn execute_response(record: &DecisionRecord, execution: &Execution) -> proto::ExecuteWithEvidenceResponse {
+pub fn execute_response(
+    record: Option<&DecisionRecord>,
+    mode: Mode,
+    execution: &Execution,
+) -> proto::ExecuteWithEvidenceResponse {
     proto::ExecuteWithEvidenceResponse {
-        decision: Some(evaluate_response(record)),
+        decision: record.map(evaluate_response),
         evidence_id: execution.evidence_id,
         mutation_applied: execution.mutation_applied,
         mutation_result: execution.result.as_ref().map(|result| proto::MutationResult {
@@ -164,7 +169,12 @@ pub fn execute_response(record: &DecisionRecord, execution: &Execution) -> proto
             returning: result.returning.iter().map(to_struct).collect(),
         }),
         replayed: execution.replayed,
-        mode: proto::Mode::Enforce.into(),
+        mode: match mode {
+            Mode::Enforce => proto::Mode::Enforce,
+            Mode::Observe => proto::Mode::Observe,
+            Mode::Skip => proto::Mode::Skip,
+        }
+        .into(),
     }
 }
 

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::decision::json::{Layout, write_value};
 use crate::decision::{self, Answer, Decided, Map, Value};
 use crate::evidence::{EvidenceError, EvidenceStore, GovernedWrite};
+use crate::mutations::Mode;
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
 pub use error::ApiError;
 use telemetry::RpcSpan;
@@ -31,6 +32,11 @@ impl GovernanceApi {
 
     pub fn with_evidence(store: EvidenceStore) -> GovernanceApi {
         GovernanceApi { evidence: Some(Arc::new(store)) }
+    }
+
+    /// The evidence store, for the server's health monitor.
+    pub fn evidence(&self) -> Option<Arc<EvidenceStore>> {
+        self.evidence.clone()
     }
 }
 
@@ -60,24 +66,36 @@ impl GovernanceApi {
     ) -> Result<ExecuteWithEvidenceResponse, ApiError> {
         let store = self.evidence.as_ref().ok_or(EvidenceError::NotConfigured)?;
         let body = convert::request_body(request.body.map(convert::evaluate_body))?;
-        let decided = decide(&body, request.idempotency_key.as_deref())?;
-        rpc.record_decision(&decided.record);
-
         let call = request.mutation.ok_or(ApiError::MissingMutation)?;
         let caller_params = match call.params {
             Some(params) => convert::from_struct(params, "mutation.params")?,
             None => Value::Object(Map::new()),
         };
         let Value::Object(caller_params) = caller_params else { unreachable!("a Struct converts to an object") };
-        let mutation = store.mutation_for(&call.name, &decided)?;
+
+        let validation = match decision::validate(&body, request.idempotency_key.as_deref())? {
+            Ok(validation) => validation,
+            Err(invalid) => return Err(ApiError::Invalid { invalid, ctx_id: random_ctx_id() }),
+        };
+        let mutation = store.mutation_for(&call.name, &validation.request)?;
+        let mode = store.mode_for(mutation);
+        let record = match mode {
+            Mode::Skip => None,
+            Mode::Enforce | Mode::Observe => Some(decision::evaluate(&validation)?),
+        };
+        if let Some(record) = &record {
+            rpc.record_decision(record);
+        }
         let write = GovernedWrite {
-            decided: &decided,
+            request: &validation.request,
+            decision: record.as_ref(),
+            mode,
             mutation,
             caller_params: &caller_params,
             fingerprint: fingerprint(&body, &call.name, &caller_params),
         };
         let execution = store.execute(write).await?;
-        Ok(convert::execute_response(&decided.record, &execution))
+        Ok(convert::execute_response(record.as_ref(), mode, &execution))
     }
 }
 

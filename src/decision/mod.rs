@@ -18,7 +18,7 @@ pub mod validate;
 pub mod value;
 
 pub use record::{Decision, DecisionRecord, Reason};
-pub use validate::{ErrorCode, FieldError, NormalizedRequest};
+pub use validate::{ErrorCode, FieldError, NormalizedRequest, Validation};
 pub use value::{Map, Value};
 
 use record::object;
@@ -91,13 +91,31 @@ pub enum Answer {
     Invalid(InvalidRequest),
 }
 
-/// Validates and decides a Kernite execute request body.
-pub fn execute(body: &Value, idempotency_key: Option<&str>) -> Result<Answer, Unanswerable> {
+/// Validates a Kernite execute request body: the normalised request, or Kernite's 400.
+pub fn validate(
+    body: &Value,
+    idempotency_key: Option<&str>,
+) -> Result<Result<Validation, InvalidRequest>, Unanswerable> {
     let validation = validate::validate(body, idempotency_key)?;
-    if !validation.errors.is_empty() {
-        let normalized = validation.normalized_value();
-        return Ok(Answer::Invalid(InvalidRequest { errors: validation.errors, normalized }));
+    if validation.errors.is_empty() {
+        return Ok(Ok(validation));
     }
-    let record = evaluate::evaluate(&validation.request, validation.policy_context.as_ref())?;
-    Ok(Answer::Decided(Box::new(Decided { request: validation.request, record })))
+    let normalized = validation.normalized_value();
+    Ok(Err(InvalidRequest { errors: validation.errors, normalized }))
+}
+
+/// Decides a validated request.
+pub fn evaluate(validation: &Validation) -> Result<DecisionRecord, Unanswerable> {
+    evaluate::evaluate(&validation.request, validation.policy_context.as_ref())
+}
+
+/// Validates and decides a Kernite execute request body, as Kernite's `execute_request`.
+pub fn execute(body: &Value, idempotency_key: Option<&str>) -> Result<Answer, Unanswerable> {
+    match validate(body, idempotency_key)? {
+        Err(invalid) => Ok(Answer::Invalid(invalid)),
+        Ok(validation) => {
+            let record = evaluate(&validation)?;
+            Ok(Answer::Decided(Box::new(Decided { request: validation.request, record })))
+        }
+    }
 }

@@ -69,9 +69,11 @@ impl LocalPostgres {
     pub fn start(data_dir: &Path, port: u16, durable: bool) -> anyhow::Result<LocalPostgres> {
         let bin = server_bin_dir()?;
         let owner = run_as()?;
+        let data_dir = &std::path::absolute(data_dir)?;
         std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(data_dir, Some(uid), Some(gid))?;
+            ensure_traversable(data_dir)?;
         }
 
         if !data_dir.join("PG_VERSION").exists() {
@@ -158,6 +160,23 @@ fn as_owner(mut command: Command, owner: Option<(u32, u32)>) -> Command {
         command.current_dir("/");
     }
     command
+}
+
+/// The `postgres` user must be able to reach the data directory.
+fn ensure_traversable(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for ancestor in data_dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            bail!(
+                "the postgres user cannot reach {}: {} is not traversable by others; choose a data directory \
+                 elsewhere (e.g. under /tmp or /var/tmp)",
+                data_dir.display(),
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<u16> {

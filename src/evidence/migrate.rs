@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "execution_outcome",
         sql: include_str!("../../migrations/0002_execution_outcome.sql"),
     },
+    Migration {
+        version: 3,
+        name: "mode_and_redaction",
+        sql: include_str!("../../migrations/0003_mode_and_redaction.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

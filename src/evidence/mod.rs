@@ -11,6 +11,8 @@
 
 pub mod local_postgres;
 pub mod migrate;
+pub mod redact;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +23,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
 use crate::decision::json::{self, Layout};
-use crate::decision::{Decided, Decision, Map, Value};
-use crate::mutations::{BindError, Builtins, Mutation, Registry, SqlValue};
+use crate::decision::record::object;
+use crate::decision::{Decision, DecisionRecord, Map, NormalizedRequest, Value};
+use crate::mutations::{BindError, Builtins, Mode, Mutation, Registry, SqlValue};
+use redact::Redactor;
 
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
@@ -74,6 +78,9 @@ impl From<EvidenceError> for tonic::Status {
             EvidenceError::MutationScope { .. } => Status::permission_denied(message),
             EvidenceError::Bind(_) | EvidenceError::KeyTooLong => Status::invalid_argument(message),
             EvidenceError::KeyReused { .. } => Status::already_exists(message),
+            EvidenceError::MutationFailed { sqlstate, .. } if sqlstate == SqlState::QUERY_CANCELED.code() => {
+                Status::deadline_exceeded(message)
+            }
             EvidenceError::MutationFailed { .. } => Status::aborted(message),
             EvidenceError::NotConfigured => Status::failed_precondition(message),
         }
@@ -87,6 +94,11 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     /// How long a call waits for a pooled connection (and to open one).
     pub wait_timeout: Duration,
+    /// Longest any statement may run; a mutation over it is cancelled and rolled back.
+    pub statement_timeout: Duration,
+    /// PEM file of the CA that signs the server's certificate, for `sslmode=require`
+    /// (and stricter); the system's roots are used without it.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What a mutation did.
@@ -107,24 +119,60 @@ pub struct Execution {
 
 /// One governed write, ready to commit.
 pub struct GovernedWrite<'a> {
-    pub decided: &'a Decided,
+    pub request: &'a NormalizedRequest,
+    /// The decision; `None` in skip mode, where nothing is evaluated.
+    pub decision: Option<&'a DecisionRecord>,
+    pub mode: Mode,
     pub mutation: &'a Mutation,
     pub caller_params: &'a Map,
     /// Identifies the request for idempotency: same key and fingerprint replay.
     pub fingerprint: String,
 }
 
+impl GovernedWrite<'_> {
+    /// Whether the mutation may run: the decision gates it only in enforce mode.
+    fn allows_write(&self) -> bool {
+        match self.mode {
+            Mode::Enforce => self.decision.is_some_and(|d| d.decision == Decision::Approved),
+            Mode::Observe | Mode::Skip => true,
+        }
+    }
+}
+
+/// The evidence columns of one call, computed once (redaction included).
+struct EvidenceRow {
+    decision: &'static str,
+    reason_codes: String,
+    ctx_id: String,
+    trace_hash: String,
+    response_json: String,
+    redacted_paths: String,
+}
+
 pub struct EvidenceStore {
     pool: Pool,
     registry: Arc<Registry>,
+    default_mode: Mode,
+    redactor: Redactor,
 }
 
 impl EvidenceStore {
     /// Builds the pool, checks the schema and prepares every registered
     /// statement, so that a bad mutation stops start-up with its name.
-    pub async fn connect(settings: &DatabaseSettings, registry: Registry) -> anyhow::Result<EvidenceStore> {
-        let pg_config: tokio_postgres::Config = settings.url.parse()?;
-        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        registry: Registry,
+        default_mode: Mode,
+        redactor: Redactor,
+    ) -> anyhow::Result<EvidenceStore> {
+        let mut pg_config: tokio_postgres::Config = settings.url.parse()?;
+        // Per session, so it costs no round trip per transaction.
+        pg_config.options(format!("-c statement_timeout={}", settings.statement_timeout.as_millis()));
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match pg_config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => Manager::from_config(pg_config, NoTls, manager_config),
+            _ => Manager::from_config(pg_config, tls::connector(settings.ca_file.as_deref())?, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .wait_timeout(Some(settings.wait_timeout))
@@ -152,13 +200,25 @@ impl EvidenceStore {
                 }
             }
         }
-        Ok(EvidenceStore { pool, registry: Arc::new(registry) })
+        Ok(EvidenceStore { pool, registry: Arc::new(registry), default_mode, redactor })
+    }
+
+    /// Whether Postgres answers now (for the health of the Governance service).
+    pub async fn ping(&self) -> bool {
+        match self.pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// The operator's mode for a mutation.
+    pub fn mode_for(&self, mutation: &Mutation) -> Mode {
+        mutation.mode.unwrap_or(self.default_mode)
     }
 
     /// The mutation a caller named, if it may govern this request.
-    pub fn mutation_for(&self, name: &str, decided: &Decided) -> Result<&Mutation, EvidenceError> {
+    pub fn mutation_for(&self, name: &str, request: &NormalizedRequest) -> Result<&Mutation, EvidenceError> {
         let mutation = self.registry.get(name).ok_or_else(|| EvidenceError::UnknownMutation(name.to_owned()))?;
-        let request = &decided.request;
         if mutation.object_type != request.object_type || mutation.operation != request.operation {
             return Err(EvidenceError::MutationScope {
                 name: name.to_owned(),
@@ -171,53 +231,90 @@ impl EvidenceStore {
 
     /// Records the decision and, if approved, applies the mutation, atomically.
     pub async fn execute(&self, write: GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
-        let request = &write.decided.request;
-        if request.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
+        if write.request.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
             return Err(EvidenceError::KeyTooLong);
         }
         write.mutation.check_caller_params(write.caller_params)?;
+        let row = self.evidence_row(&write);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_execute(&write).await {
+            match self.try_execute(&write, &row).await {
                 Err(EvidenceError::Database(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
                     tracing::info!(attempt, sqlstate = ?e.code(), "retrying the transaction");
                 }
+                Err(EvidenceError::Database(e)) if is_connection_loss(&e) => {
+                    return Err(EvidenceError::Unavailable(db_message(&e)));
+                }
                 Err(EvidenceError::Database(e)) if e.as_db_error().is_some() && !is_retryable(&e) => {
-                    return Err(self.record_failure(&write, &e).await);
+                    return Err(self.record_failure(&write, &row, &e).await);
                 }
                 other => return other,
             }
         }
     }
 
-    async fn try_execute(&self, write: &GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
-        let record = &write.decided.record;
-        let approved = record.decision == Decision::Approved;
+    /// The evidence columns: the decision (or the skip), with secrets masked.
+    fn evidence_row(&self, write: &GovernedWrite<'_>) -> EvidenceRow {
+        let (decision, reason_codes, ctx_id, trace_hash, response) = match write.decision {
+            Some(record) => (
+                record.decision.as_str(),
+                Value::Array(record.reason_codes.iter().map(Value::str).collect()),
+                record.ctx_id.clone(),
+                record.trace_hash.clone(),
+                record.to_value(),
+            ),
+            None => {
+                // Nothing was decided, so nothing was hashed: a fresh ctx_id joins the logs.
+                let ctx_id = format!("ctx_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                let response = object([
+                    ("ctx_id", Value::str(&ctx_id)),
+                    ("message", Value::str("Governance skipped by operator mode.")),
+                    ("data", object([("decision", Value::str("skipped")), ("mode", Value::str("skip"))])),
+                ]);
+                ("skipped", Value::Array(Vec::new()), ctx_id, String::new(), response)
+            }
+        };
+        let redacted = self.redactor.redact_response(&response);
+        EvidenceRow {
+            decision,
+            reason_codes: json::to_string(&reason_codes, Layout::Canonical),
+            ctx_id,
+            trace_hash,
+            response_json: json::to_string(&redacted.value, Layout::Response),
+            redacted_paths: json::to_string(
+                &Value::Array(redacted.masked.into_iter().map(Value::Str).collect()),
+                Layout::Canonical,
+            ),
+        }
+    }
+
+    async fn try_execute(&self, write: &GovernedWrite<'_>, row: &EvidenceRow) -> Result<Execution, EvidenceError> {
+        let allowed = write.allows_write();
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
 
-        let outcome = if approved { "applied" } else { "not_applied" };
-        let inserted = insert_evidence(&transaction, write, outcome, true, None).await?;
+        let outcome = if allowed { "applied" } else { "not_applied" };
+        let inserted = insert_evidence(&transaction, write, row, outcome, true, None).await?;
         let Some(evidence_id) = inserted else {
             drop(transaction);
             return self.replay(write, &client).await;
         };
 
-        let result = if approved {
-            let builtins = Builtins {
-                request: &write.decided.request,
-                ctx_id: &record.ctx_id,
-                trace_hash: &record.trace_hash,
-                evidence_id,
-            };
+        let result = if allowed {
+            let builtins =
+                Builtins { request: write.request, ctx_id: &row.ctx_id, trace_hash: &row.trace_hash, evidence_id };
             let values = write.mutation.bind(&builtins, write.caller_params)?;
             let result = run_mutation(&transaction, write.mutation, &values).await?;
             transaction
                 .execute(
                     "INSERT INTO governance_mutation_results (evidence_id, rows_affected, returning_rows) \
                      VALUES ($1, $2, $3::text::jsonb)",
-                    &[&evidence_id, &(result.rows_affected as i64), &rows_json(&result.returning)],
+                    &[
+                        &evidence_id,
+                        &(result.rows_affected as i64),
+                        &rows_json(&self.redactor.redact_rows(&result.returning)),
+                    ],
                 )
                 .await?;
             Some(result)
@@ -231,7 +328,7 @@ impl EvidenceStore {
     /// The stored outcome of an earlier call with the same key, or a refusal
     /// if that call was a different request.
     async fn replay(&self, write: &GovernedWrite<'_>, client: &impl GenericClient) -> Result<Execution, EvidenceError> {
-        let request = &write.decided.request;
+        let request = write.request;
         let row = client
             .query_one(
                 "SELECT e.id, e.request_fingerprint, r.rows_affected, r.returning_rows::text \
@@ -255,19 +352,23 @@ impl EvidenceStore {
 
     /// After a rollback: the evidence of the failed attempt, alone and
     /// without the idempotency key, so that a corrected retry can succeed.
-    async fn record_failure(&self, write: &GovernedWrite<'_>, error: &tokio_postgres::Error) -> EvidenceError {
+    async fn record_failure(
+        &self,
+        write: &GovernedWrite<'_>,
+        row: &EvidenceRow,
+        error: &tokio_postgres::Error,
+    ) -> EvidenceError {
         let sqlstate = error.code().map_or("XX000", SqlState::code).to_owned();
         tracing::warn!(sqlstate, mutation = write.mutation.name, "mutation failed; transaction rolled back");
-        let record = &write.decided.record;
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(e) => return e.into(),
         };
-        match insert_evidence(&client, write, "error", false, Some(&sqlstate)).await {
+        match insert_evidence(&client, write, row, "error", false, Some(&sqlstate)).await {
             Ok(Some(evidence_id)) => EvidenceError::MutationFailed {
                 sqlstate,
-                ctx_id: record.ctx_id.clone(),
-                trace_hash: record.trace_hash.clone(),
+                ctx_id: row.ctx_id.clone(),
+                trace_hash: row.trace_hash.clone(),
                 evidence_id,
             },
             Ok(None) => EvidenceError::Schema("error evidence was not inserted".into()),
@@ -280,6 +381,18 @@ fn is_retryable(error: &tokio_postgres::Error) -> bool {
     matches!(error.code(), Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED)
 }
 
+/// The server went away (connection exception, or an operator/crash
+/// shutdown of the backend): nothing committed, and the request is not at fault.
+fn is_connection_loss(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => error.is_closed(),
+        Some(code) => {
+            code.code().starts_with("08")
+                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+        }
+    }
+}
+
 /// A database error's own message, without the statement or its parameters.
 fn db_message(error: &tokio_postgres::Error) -> String {
     error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
@@ -289,45 +402,44 @@ fn db_message(error: &tokio_postgres::Error) -> String {
 async fn insert_evidence(
     client: &impl GenericClient,
     write: &GovernedWrite<'_>,
+    row: &EvidenceRow,
     outcome: &str,
     claim_key: bool,
     sqlstate: Option<&str>,
 ) -> Result<Option<i64>, EvidenceError> {
-    let request = &write.decided.request;
-    let record = &write.decided.record;
+    let request = write.request;
     let key = if claim_key { request.idempotency_key.as_deref() } else { None };
-    let reason_codes =
-        json::to_string(&Value::Array(record.reason_codes.iter().map(Value::str).collect()), Layout::Canonical);
-    let response_json = json::to_string(&record.to_value(), Layout::Response);
-    let params: [&(dyn ToSql + Sync); 13] = [
-        &request.workspace_id,
-        &request.principal.id,
-        &request.object_type,
-        &request.operation,
-        &record.decision.as_str(),
-        &reason_codes,
-        &record.ctx_id,
-        &record.trace_hash,
-        &key,
-        &response_json,
-        &outcome,
-        &write.mutation.name,
-        &write.fingerprint,
-    ];
     let statement = client
         .prepare_typed_cached(
             "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
              reason_codes, ctx_id, trace_hash, idempotency_key, response_json, outcome, mutation_name, \
-             request_fingerprint, error_sqlstate) \
-             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $14) \
+             request_fingerprint, error_sqlstate, mode, redacted_paths) \
+             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $14, $15, \
+             $16::text::jsonb) \
              ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id",
             &[],
         )
         .await?;
-    let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
-    all.push(&sqlstate);
-    Ok(client.query_opt(&statement, &all).await?.map(|row| row.get(0)))
+    let params: [&(dyn ToSql + Sync); 16] = [
+        &request.workspace_id,
+        &request.principal.id,
+        &request.object_type,
+        &request.operation,
+        &row.decision,
+        &row.reason_codes,
+        &row.ctx_id,
+        &row.trace_hash,
+        &key,
+        &row.response_json,
+        &outcome,
+        &write.mutation.name,
+        &write.fingerprint,
+        &sqlstate,
+        &write.mode.as_str(),
+        &row.redacted_paths,
+    ];
+    Ok(client.query_opt(&statement, &params).await?.map(|row| row.get(0)))
 }
 
 async fn run_mutation(

@@ -45,3 +45,47 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// A private server of one test's own, which the test may stop and start
+/// again (same port, same data): for outage and TLS tests.
+pub struct OwnedPostgres {
+    pub port: u16,
+    pub data_dir: std::path::PathBuf,
+    commands: std::sync::mpsc::Sender<(bool, std::sync::mpsc::Sender<()>)>,
+}
+
+impl OwnedPostgres {
+    pub fn start(name: &str) -> OwnedPostgres {
+        let data_dir = std::env::temp_dir().join(format!("governance-sidecar-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (commands, receiver) = std::sync::mpsc::channel::<(bool, std::sync::mpsc::Sender<()>)>();
+        let dir = data_dir.clone();
+        // The server lives on this thread: it dies with it (PR_SET_PDEATHSIG).
+        std::thread::spawn(move || {
+            let mut server = None;
+            while let Ok((run, done)) = receiver.recv() {
+                server = None;
+                if run {
+                    server = Some(LocalPostgres::start(&dir, port, false).expect("starting PostgreSQL"));
+                }
+                let _ = done.send(());
+            }
+            drop(server);
+        });
+        let owned = OwnedPostgres { port, data_dir, commands };
+        owned.set_running(true);
+        owned
+    }
+
+    /// Starts or stops the server and waits until it is done.
+    pub fn set_running(&self, run: bool) {
+        let (done, wait) = std::sync::mpsc::channel();
+        self.commands.send((run, done)).unwrap();
+        wait.recv().unwrap();
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}

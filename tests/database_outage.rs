@@ -1,0 +1,161 @@
+//! The database going away and coming back, and TLS to Postgres, each on a
+//! private PostgreSQL of its own that the test stops, starts and reconfigures.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::postgres::{OwnedPostgres, connect};
+use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::config::ServerSettings;
+use governance_sidecar::evidence::redact::Redactor;
+use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
+use governance_sidecar::mutations::{Mode, Registry};
+use governance_sidecar::proto::{
+    EvaluateRequest, ExecuteWithEvidenceRequest, MutationCall, evaluate_request, execute_with_evidence_request,
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+const REGISTRY: &str = r#"
+[[mutations]]
+name = "create_note"
+object_type = "note"
+operation = "create"
+statements = ["INSERT INTO notes (workspace_id) VALUES (:workspace_id)"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+"#;
+
+const NOTE: &str = r#"{"workspace_id": "ws", "principal": {"type": "user", "id": "u"}, "object_type": "note", "operation": "create", "payload": {}}"#;
+
+fn note_call() -> ExecuteWithEvidenceRequest {
+    ExecuteWithEvidenceRequest {
+        body: Some(execute_with_evidence_request::Body::RequestJson(NOTE.into())),
+        idempotency_key: None,
+        mutation: Some(MutationCall { name: "create_note".into(), params: None }),
+    }
+}
+
+async fn prepare_schema(url: &str) {
+    let mut client = connect(url).await;
+    migrate::migrate(&mut client).await.unwrap();
+    client.batch_execute("CREATE TABLE notes (id bigserial PRIMARY KEY, workspace_id text NOT NULL)").await.unwrap();
+}
+
+fn settings(url: String, ca_file: Option<std::path::PathBuf>) -> DatabaseSettings {
+    DatabaseSettings {
+        url,
+        pool_size: 4,
+        wait_timeout: Duration::from_secs(1),
+        statement_timeout: Duration::from_secs(5),
+        ca_file,
+    }
+}
+
+async fn connect_store(settings: &DatabaseSettings) -> anyhow::Result<EvidenceStore> {
+    EvidenceStore::connect(settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, Redactor::default()).await
+}
+
+async fn governance_health(health: &mut HealthClient<tonic::transport::Channel>, service: &str) -> ServingStatus {
+    health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status()
+}
+
+async fn wait_for_health(health: &mut HealthClient<tonic::transport::Channel>, want: ServingStatus) -> Duration {
+    let started = Instant::now();
+    while governance_health(health, "governance.v1.Governance").await != want {
+        assert!(started.elapsed() < Duration::from_secs(15), "health never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn an_outage_fails_fast_flips_health_and_recovers_without_a_restart() {
+    let postgres = OwnedPostgres::start("outage");
+    prepare_schema(&postgres.url("postgres")).await;
+    let store = connect_store(&settings(postgres.url("postgres"), None)).await.unwrap();
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let mut client = server.client().await;
+    let mut health = HealthClient::new(server.channel().await);
+    assert!(client.execute_with_evidence(note_call()).await.is_ok());
+    assert_eq!(governance_health(&mut health, "governance.v1.Governance").await, ServingStatus::Serving);
+
+    postgres.set_running(false);
+    let started = Instant::now();
+    let status = client.execute_with_evidence(note_call()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(3), "fails fast: {:?}", started.elapsed());
+    wait_for_health(&mut health, ServingStatus::NotServing).await;
+    assert_eq!(governance_health(&mut health, "").await, ServingStatus::Serving, "the server as a whole still serves");
+    let evaluate =
+        EvaluateRequest { body: Some(evaluate_request::Body::RequestJson(NOTE.into())), idempotency_key: None };
+    assert!(client.evaluate(evaluate).await.is_ok(), "Evaluate needs no database");
+
+    postgres.set_running(true);
+    wait_for_health(&mut health, ServingStatus::Serving).await;
+    assert!(client.execute_with_evidence(note_call()).await.is_ok(), "the pool recovered by itself");
+    let notes: i64 =
+        connect(&postgres.url("postgres")).await.query_one("SELECT count(*) FROM notes", &[]).await.unwrap().get(0);
+    assert_eq!(notes, 2, "the call during the outage wrote nothing");
+}
+
+#[tokio::test]
+async fn postgres_over_tls_is_verified_against_the_configured_ca() {
+    use std::os::unix::fs::MetadataExt as _;
+    let postgres = OwnedPostgres::start("tls");
+    prepare_schema(&postgres.url("postgres")).await;
+    postgres.set_running(false);
+
+    // A CA and a server certificate for 127.0.0.1, made now.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+
+    let dir = &postgres.data_dir;
+    let owner = std::fs::metadata(dir).unwrap();
+    for (name, contents) in [("server.crt", server_cert.pem()), ("server.key", server_key.serialize_pem())] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    // TLS only: a plain connection is rejected, so success proves TLS.
+    std::fs::write(
+        dir.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("postgresql.auto.conf"),
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+    )
+    .unwrap();
+    postgres.set_running(true);
+
+    let ca_file = std::env::temp_dir().join(format!("governance-sidecar-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let tls_url = format!("{}?sslmode=require", postgres.url("postgres"));
+
+    let store = connect_store(&settings(tls_url.clone(), Some(ca_file))).await.expect("TLS with the right CA connects");
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    assert!(server.client().await.execute_with_evidence(note_call()).await.is_ok());
+
+    let plain = connect_store(&settings(postgres.url("postgres"), None)).await;
+    assert!(plain.is_err(), "without TLS the server refuses us");
+    let other_ca = std::env::temp_dir().join(format!("governance-sidecar-other-ca-{}.pem", std::process::id()));
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other_ca, other_params.self_signed(&other_key).unwrap().pem()).unwrap();
+    assert!(
+        connect_store(&settings(tls_url, Some(other_ca))).await.is_err(),
+        "a certificate from another CA is refused"
+    );
+}
