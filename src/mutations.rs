@@ -176,7 +176,7 @@ impl Registry {
 
     pub fn parse(text: &str) -> anyhow::Result<Registry> {
         let file: RegistryFile = toml::from_str(text)?;
-        let mut mutations = HashMap::new();
+        let mut mutations = HashMap::default();
         for spec in file.mutations {
             let name = spec.name.clone();
             let mutation = compile(spec).with_context(|| format!("mutation `{name}`"))?;

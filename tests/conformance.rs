@@ -30,7 +30,7 @@ fn without_ctx_id(mut response: Value) -> Value {
 /// Our answer in the corpus's shape: `(status, body)`.
 fn answer(request_json: &str, idempotency_key: Option<&str>) -> Result<(i64, Value), String> {
     let body = json::parse(request_json).map_err(|e| format!("request_json does not parse: {e}"))?;
-    match execute(&body, idempotency_key).map_err(|e| format!("engine refused: {e}"))? {
+    match execute(body, idempotency_key).map_err(|e| format!("engine refused: {e}"))? {
         Answer::Decided(decided) => Ok((200, decided.record.to_value())),
         Answer::Invalid(invalid) => Ok((400, invalid.to_value("ctx_random"))),
     }

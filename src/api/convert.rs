@@ -33,10 +33,10 @@ pub fn evaluate_body(body: proto::execute_with_evidence_request::Body) -> proto:
 /// The typed form as the JSON body Kernite would receive. Empty strings
 /// stand for absent ones: Kernite treats both as missing.
 pub fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> {
-    let mut body = Map::new();
+    let mut body = Map::default();
     body.insert("workspace_id".into(), Value::Str(request.workspace_id));
     if let Some(principal) = request.principal {
-        let mut map = Map::new();
+        let mut map = Map::default();
         map.insert("type".into(), Value::Str(principal.r#type));
         map.insert("id".into(), Value::Str(principal.id));
         if let Some(attributes) = principal.attributes {
@@ -60,7 +60,7 @@ pub fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> 
 }
 
 pub fn from_struct(s: prost_types::Struct, field: &str) -> Result<Value, ApiError> {
-    let mut map = Map::with_capacity(s.fields.len());
+    let mut map = Map::with_capacity_and_hasher(s.fields.len(), Default::default());
     for (key, value) in s.fields {
         map.insert(key, from_proto_value(value, field)?);
     }

@@ -69,11 +69,12 @@ impl GovernanceApi {
         let call = request.mutation.ok_or(ApiError::MissingMutation)?;
         let caller_params = match call.params {
             Some(params) => convert::from_struct(params, "mutation.params")?,
-            None => Value::Object(Map::new()),
+            None => Value::Object(Map::default()),
         };
         let Value::Object(caller_params) = caller_params else { unreachable!("a Struct converts to an object") };
 
-        let validation = match decision::validate(&body, request.idempotency_key.as_deref())? {
+        let fingerprint = fingerprint(&body, &call.name, &caller_params);
+        let validation = match decision::validate(body, request.idempotency_key.as_deref())? {
             Ok(validation) => validation,
             Err(invalid) => return Err(ApiError::Invalid { invalid, ctx_id: random_ctx_id() }),
         };
@@ -92,7 +93,7 @@ impl GovernanceApi {
             mode,
             mutation,
             caller_params: &caller_params,
-            fingerprint: fingerprint(&body, &call.name, &caller_params),
+            fingerprint,
         };
         let execution = store.execute(write).await?;
         Ok(convert::execute_response(record.as_ref(), mode, &execution))
@@ -113,13 +114,13 @@ fn fingerprint(body: &Value, mutation: &str, caller_params: &Map) -> String {
 
 fn evaluate(request: EvaluateRequest, rpc: &RpcSpan) -> Result<EvaluateResponse, ApiError> {
     let body = convert::request_body(request.body)?;
-    let decided = decide(&body, request.idempotency_key.as_deref())?;
+    let decided = decide(body, request.idempotency_key.as_deref())?;
     rpc.record_decision(&decided.record);
     Ok(convert::evaluate_response(&decided.record))
 }
 
 /// Kernite's answer for a body, with its 400 turned into an error.
-pub fn decide(body: &Value, idempotency_key: Option<&str>) -> Result<Decided, ApiError> {
+pub fn decide(body: Value, idempotency_key: Option<&str>) -> Result<Decided, ApiError> {
     match decision::execute(body, idempotency_key)? {
         Answer::Decided(decided) => Ok(*decided),
         Answer::Invalid(invalid) => Err(ApiError::Invalid { invalid, ctx_id: random_ctx_id() }),

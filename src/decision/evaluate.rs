@@ -18,92 +18,96 @@ use super::value::{Map, Value};
 const DEFAULT_COMBINING_ALGORITHM: &str = "deny_overrides";
 const DEFAULT_TRACE_DOMAIN: &str = "kernite.execute.v1";
 
-/// A selected policy with Kernite's defaults filled in.
-struct Policy {
-    key: String,
-    policy_version: Value,
-    version: Value,
+static ZERO: Value = Value::Int(0);
+
+/// A selected policy with Kernite's defaults filled in, borrowing from the request.
+struct Policy<'a> {
+    key: &'a str,
+    policy_version: &'a Value,
+    version: &'a Value,
     effect: Effect,
-    priority: Value,
-    name: String,
-    rules: Vec<Map>,
-    conditions: Vec<Condition>,
-    policy_id: Option<String>,
-    policy_version_id: Option<String>,
-    deny_reason_code: Option<String>,
-    deny_reason_message: Option<String>,
+    priority: &'a Value,
+    name: &'a str,
+    rules: &'a [Map],
+    conditions: &'a [Condition],
+    policy_id: Option<&'a str>,
+    policy_version_id: Option<&'a str>,
+    deny_reason_code: Option<&'a str>,
+    deny_reason_message: Option<&'a str>,
 }
 
-impl Policy {
-    fn from_input(input: &PolicyInput) -> Policy {
-        let key = input.policy_key.clone().unwrap_or_else(|| "policy".to_owned());
+impl<'a> Policy<'a> {
+    fn from_input(input: &'a PolicyInput) -> Policy<'a> {
+        let key = input.policy_key.as_deref().unwrap_or("policy");
         // `policy_version or version`, then `int()` with 0 as the fallback.
         let policy_version = match (&input.policy_version, &input.version) {
-            (Some(v), _) if v.is_truthy() => v.clone(),
-            (_, Some(v)) => v.clone(),
-            _ => Value::Int(0),
+            (Some(v), _) if v.is_truthy() => v,
+            (_, Some(v)) => v,
+            _ => &ZERO,
         };
         Policy {
-            version: input.version.clone().unwrap_or_else(|| policy_version.clone()),
+            key,
+            version: input.version.as_ref().unwrap_or(policy_version),
             policy_version,
             effect: input.effect.unwrap_or(Effect::Allow),
-            priority: input.priority.clone().unwrap_or(Value::Int(0)),
-            name: input.policy_name.clone().unwrap_or_else(|| key.clone()),
-            rules: input.rules.clone().unwrap_or_default(),
-            conditions: input.conditions.clone().unwrap_or_default(),
-            policy_id: input.policy_id.clone(),
-            policy_version_id: input.policy_version_id.clone(),
-            deny_reason_code: input.deny_reason_code.clone(),
-            deny_reason_message: input.deny_reason_message.clone(),
-            key,
+            priority: input.priority.as_ref().unwrap_or(&ZERO),
+            name: input.policy_name.as_deref().unwrap_or(key),
+            rules: input.rules.as_deref().unwrap_or_default(),
+            conditions: input.conditions.as_deref().unwrap_or_default(),
+            policy_id: input.policy_id.as_deref(),
+            policy_version_id: input.policy_version_id.as_deref(),
+            deny_reason_code: input.deny_reason_code.as_deref(),
+            deny_reason_message: input.deny_reason_message.as_deref(),
         }
     }
 
     /// `details` entries every reason and event of this policy carries.
     fn attribution(&self) -> [(String, Value); 4] {
-        let optional = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Str);
+        let optional = |s: Option<&str>| s.map_or(Value::Null, Value::str);
         [
-            ("policy_key".to_owned(), Value::str(&self.key)),
-            ("policy_id".to_owned(), optional(&self.policy_id)),
-            ("policy_version_id".to_owned(), optional(&self.policy_version_id)),
+            ("policy_key".to_owned(), Value::str(self.key)),
+            ("policy_id".to_owned(), optional(self.policy_id)),
+            ("policy_version_id".to_owned(), optional(self.policy_version_id)),
             ("effect".to_owned(), Value::str(self.effect.as_str())),
         ]
     }
 }
 
 /// The policy context with every default applied.
-struct PolicyContext {
-    selected_policies: Vec<Policy>,
-    policy_selection_reason_code: String,
-    default_policy: Option<Map>,
-    guardrail_result: Option<Map>,
-    validation_rules: Vec<Map>,
-    combining_algorithm: String,
-    previous_trace_hash: Option<String>,
-    trace_domain: String,
+struct PolicyContext<'a> {
+    selected_policies: Vec<Policy<'a>>,
+    policy_selection_reason_code: &'a str,
+    default_policy: Option<&'a Map>,
+    guardrail_result: Option<&'a Map>,
+    validation_rules: &'a [Map],
+    combining_algorithm: &'a str,
+    previous_trace_hash: &'a Option<String>,
+    trace_domain: &'a str,
     no_policy_decision: Decision,
-    no_policy_reason_code: String,
-    no_policy_message: String,
+    no_policy_reason_code: &'a str,
+    no_policy_message: &'a str,
 }
 
-impl PolicyContext {
-    fn resolve(input: Option<&PolicyContextInput>, request: &NormalizedRequest) -> PolicyContext {
+impl<'a> PolicyContext<'a> {
+    fn resolve(input: Option<&'a PolicyContextInput>, request: &NormalizedRequest) -> PolicyContext<'a> {
+        static NONE: Option<String> = None;
         let Some(input) = input else {
             return PolicyContext {
                 selected_policies: Vec::new(),
-                policy_selection_reason_code: "out_of_scope_phase1".into(),
+                policy_selection_reason_code: "out_of_scope_phase1",
                 default_policy: None,
                 guardrail_result: None,
-                validation_rules: Vec::new(),
-                combining_algorithm: DEFAULT_COMBINING_ALGORITHM.into(),
-                previous_trace_hash: None,
-                trace_domain: DEFAULT_TRACE_DOMAIN.into(),
+                validation_rules: &[],
+                combining_algorithm: DEFAULT_COMBINING_ALGORITHM,
+                previous_trace_hash: &NONE,
+                trace_domain: DEFAULT_TRACE_DOMAIN,
                 no_policy_decision: Decision::Approved,
-                no_policy_reason_code: "out_of_scope_phase1".into(),
-                no_policy_message: "Scope is outside governed policy context.".into(),
+                no_policy_reason_code: "out_of_scope_phase1",
+                no_policy_message: "Scope is outside governed policy context.",
             };
         };
-        let selected_policies: Vec<Policy> = input.selected_policies.iter().flatten().map(Policy::from_input).collect();
+        let selected_policies: Vec<Policy<'a>> =
+            input.selected_policies.iter().flatten().map(Policy::from_input).collect();
         let in_governed_scope =
             || {
                 input.governed_scopes.iter().flatten().any(|(object_type, operation)| {
@@ -112,15 +116,14 @@ impl PolicyContext {
             };
         let governed = input.governed.unwrap_or_else(|| in_governed_scope() || !selected_policies.is_empty());
 
-        let policy_selection_reason_code = input.policy_selection_reason_code.clone().unwrap_or_else(|| {
-            if !selected_policies.is_empty() {
-                "policy_selected_workspace_default".into()
+        let policy_selection_reason_code =
+            input.policy_selection_reason_code.as_deref().unwrap_or(if !selected_policies.is_empty() {
+                "policy_selected_workspace_default"
             } else if governed {
-                "no_policy_found".into()
+                "no_policy_found"
             } else {
-                "out_of_scope_phase1".into()
-            }
-        });
+                "out_of_scope_phase1"
+            });
         let no_policy_decision = match input.no_policy_decision.as_deref() {
             Some("denied") => Decision::Denied,
             Some(_) => Decision::Approved,
@@ -136,18 +139,15 @@ impl PolicyContext {
         PolicyContext {
             selected_policies,
             policy_selection_reason_code,
-            default_policy: input.default_policy.clone(),
-            guardrail_result: input.guardrail_result.clone(),
-            validation_rules: input.validation_rules.clone().unwrap_or_default(),
-            combining_algorithm: input
-                .combining_algorithm
-                .clone()
-                .unwrap_or_else(|| DEFAULT_COMBINING_ALGORITHM.into()),
-            previous_trace_hash: input.previous_trace_hash.clone(),
-            trace_domain: input.trace_domain.clone().unwrap_or_else(|| DEFAULT_TRACE_DOMAIN.into()),
+            default_policy: input.default_policy.as_ref(),
+            guardrail_result: input.guardrail_result.as_ref(),
+            validation_rules: input.validation_rules.as_deref().unwrap_or_default(),
+            combining_algorithm: input.combining_algorithm.as_deref().unwrap_or(DEFAULT_COMBINING_ALGORITHM),
+            previous_trace_hash: &input.previous_trace_hash,
+            trace_domain: input.trace_domain.as_deref().unwrap_or(DEFAULT_TRACE_DOMAIN),
             no_policy_decision,
-            no_policy_reason_code: input.no_policy_reason_code.clone().unwrap_or_else(|| reason_code.into()),
-            no_policy_message: input.no_policy_message.clone().unwrap_or_else(|| message.into()),
+            no_policy_reason_code: input.no_policy_reason_code.as_deref().unwrap_or(reason_code),
+            no_policy_message: input.no_policy_message.as_deref().unwrap_or(message),
         }
     }
 }
@@ -177,7 +177,7 @@ fn guardrail_reasons(raw: &Value) -> Result<Vec<Reason>, Unanswerable> {
                 rule_key: get("rule_key").clone(),
                 field_path: get("field_path").clone(),
                 details: match get("details") {
-                    v if !v.is_truthy() => Map::new(),
+                    v if !v.is_truthy() => Map::default(),
                     v => python_dict(v, "policy_context.guardrail_result.reasons[].details")?,
                 },
             })
@@ -229,30 +229,34 @@ struct PoliciesOutcome {
     applicable: Vec<usize>,
 }
 
-fn evaluate_policies(policies: &[Policy], request: &NormalizedRequest) -> Result<PoliciesOutcome, Unanswerable> {
+fn evaluate_policies(policies: &[Policy<'_>], request: &NormalizedRequest) -> Result<PoliciesOutcome, Unanswerable> {
     let mut outcome = PoliciesOutcome::default();
     let context = OnceCell::new();
     for (index, policy) in policies.iter().enumerate() {
         let mut matched = MatchedPolicy {
-            policy_version_id: policy.policy_version_id.clone(),
-            policy_id: policy.policy_id.clone(),
-            policy_key: policy.key.clone(),
-            policy_name: policy.name.clone(),
+            policy_version_id: policy.policy_version_id.map(str::to_owned),
+            policy_id: policy.policy_id.map(str::to_owned),
+            policy_key: policy.key.to_owned(),
+            policy_name: policy.name.to_owned(),
             effect: policy.effect,
             priority: policy.priority.clone(),
-            version: [&policy.version, &policy.policy_version]
+            version: [policy.version, policy.policy_version]
                 .into_iter()
                 .find(|v| v.is_truthy())
-                .cloned()
-                .unwrap_or(Value::Int(0)),
+                .unwrap_or(&ZERO)
+                .clone(),
             rule_count: policy.rules.len(),
             outcome: PolicyOutcome::Approved,
             reason_codes: Vec::new(),
             condition_count: policy.conditions.len(),
         };
 
-        let context = context.get_or_init(|| request_context(request));
-        if !policy.conditions.iter().all(|c| condition_holds(c, context)) {
+        let holds = policy.conditions.is_empty() || {
+            // Built once, and only when some policy has conditions.
+            let context = context.get_or_init(|| request_context(request));
+            policy.conditions.iter().all(|c| condition_holds(c, context))
+        };
+        if !holds {
             matched.outcome = PolicyOutcome::NotApplicable;
             outcome.matched.push(matched);
             continue;
@@ -261,11 +265,10 @@ fn evaluate_policies(policies: &[Policy], request: &NormalizedRequest) -> Result
 
         if policy.rules.is_empty() {
             if policy.effect == Effect::Deny {
-                let code = policy.deny_reason_code.clone().unwrap_or_else(|| "policy_effect_deny".into());
+                let code = policy.deny_reason_code.unwrap_or("policy_effect_deny").to_owned();
                 let message = policy
                     .deny_reason_message
-                    .clone()
-                    .unwrap_or_else(|| format!("Policy {} denied the request.", policy.key));
+                    .map_or_else(|| format!("Policy {} denied the request.", policy.key), str::to_owned);
                 let mut details: Map = policy.attribution().into_iter().collect();
                 details.insert("mode".into(), Value::str("unconditional"));
                 outcome.reasons.push(Reason {
@@ -292,7 +295,7 @@ fn evaluate_policies(policies: &[Policy], request: &NormalizedRequest) -> Result
         }
 
         // With rules, the effect is only reported: rules alone decide.
-        let rules = evaluate_rules(&policy.rules, &request.payload)?;
+        let rules = evaluate_rules(policy.rules, &request.payload)?;
         for mut event in rules.events {
             event.details.extend(policy.attribution());
             outcome.events.push(event);
@@ -316,10 +319,13 @@ pub fn evaluate(
     policy_context: Option<&PolicyContextInput>,
 ) -> Result<DecisionRecord, Unanswerable> {
     let context = PolicyContext::resolve(policy_context, request);
-    let guardrail = context.guardrail_result.clone().unwrap_or_default();
-    let guardrail_decision = normalize_lower(Value::or_null(guardrail.get("decision")).or(&Value::str("approved")));
+    let guardrail = |key: &str| Value::or_null(context.guardrail_result.and_then(|g| g.get(key)));
+    let guardrail_decision = match guardrail("decision") {
+        v if v.is_truthy() => normalize_lower(v),
+        _ => "approved".to_owned(),
+    };
     // Kernite normalises the guardrail's reasons even when it approves.
-    let guardrail_reasons = guardrail_reasons(Value::or_null(guardrail.get("reasons")))?;
+    let guardrail_reasons = guardrail_reasons(guardrail("reasons"))?;
 
     let mut rule_events = Vec::new();
     let mut matched_policies = Vec::new();
@@ -327,7 +333,7 @@ pub fn evaluate(
     let (decision, mut reasons) = if guardrail_decision == "denied" {
         (Decision::Denied, guardrail_reasons)
     } else {
-        let validation = evaluate_rules(&context.validation_rules, &request.payload)?;
+        let validation = evaluate_rules(context.validation_rules, &request.payload)?;
         rule_events.extend(validation.events);
         if !validation.reasons.is_empty() {
             (Decision::Denied, validation.reasons)
@@ -341,7 +347,7 @@ pub fn evaluate(
             } else if !applicable.is_empty() {
                 (Decision::Approved, policies.reasons)
             } else {
-                let reason = Reason::synthesized(&context.no_policy_reason_code, &context.no_policy_message);
+                let reason = Reason::synthesized(context.no_policy_reason_code, context.no_policy_message);
                 (context.no_policy_decision, vec![reason])
             }
         }
@@ -353,27 +359,27 @@ pub fn evaluate(
         reason_codes = vec!["policy_denied".into()];
     }
 
-    let policy = match (&context.default_policy, applicable.first()) {
+    let policy = match (context.default_policy, applicable.first()) {
         (Some(default), _) if !default.is_empty() => default.clone(),
         (_, Some(&first)) => {
             let first = &context.selected_policies[first];
             Map::from_iter([
-                ("policy_key".to_owned(), Value::str(&first.key)),
+                ("policy_key".to_owned(), Value::str(first.key)),
                 ("policy_version".to_owned(), first.policy_version.clone()),
             ])
         }
-        _ => Map::new(),
+        _ => Map::default(),
     };
 
     let (trace_hash, ctx_id) = trace_hash(TraceInput {
-        domain: &context.trace_domain,
-        input: request.to_value(),
+        domain: context.trace_domain,
+        input: request,
         decision,
         reason_codes: &reason_codes,
-        policy_selection_reason_code: &context.policy_selection_reason_code,
+        policy_selection_reason_code: context.policy_selection_reason_code,
         matched_policies: &matched_policies,
-        combining_algorithm: &context.combining_algorithm,
-        previous_trace_hash: &context.previous_trace_hash,
+        combining_algorithm: context.combining_algorithm,
+        previous_trace_hash: context.previous_trace_hash,
     });
 
     Ok(DecisionRecord {
@@ -383,11 +389,11 @@ pub fn evaluate(
         reasons,
         rule_events,
         matched_policies,
-        combining_algorithm: context.combining_algorithm,
-        policy_selection_reason_code: context.policy_selection_reason_code,
+        combining_algorithm: context.combining_algorithm.to_owned(),
+        policy_selection_reason_code: context.policy_selection_reason_code.to_owned(),
         policy,
         trace_hash,
-        previous_trace_hash: context.previous_trace_hash,
+        previous_trace_hash: context.previous_trace_hash.clone(),
         idempotency_key: request.idempotency_key.clone(),
     })
 }

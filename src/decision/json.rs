@@ -30,7 +30,7 @@ pub struct JsonError {
 
 /// Parses one JSON document, as `json.loads` would (with the refusals above).
 pub fn parse(text: &str) -> Result<Value, JsonError> {
-    let mut parser = Parser { bytes: text.as_bytes(), text, pos: 0 };
+    let mut parser = Parser { bytes: text.as_bytes(), text, pos: 0, entries: Vec::new(), items: Vec::new() };
     parser.skip_whitespace();
     let value = parser.value(0)?;
     parser.skip_whitespace();
@@ -44,6 +44,12 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// Scratch stacks: an object's entries (an array's items) are gathered
+    /// here, then moved into a map (vector) of exactly their number, instead
+    /// of growing each container step by step. Nested containers use the
+    /// part of the stack above their parent's.
+    entries: Vec<(String, Value)>,
+    items: Vec<Value>,
 }
 
 impl Parser<'_> {
@@ -91,12 +97,22 @@ impl Parser<'_> {
             return Err(self.error("nesting is deeper than 128 levels"));
         }
         self.pos += 1;
-        let mut map = Map::new();
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(map));
+            return Ok(Value::Object(Map::default()));
         }
+        let start = self.entries.len();
+        let result = self.object_entries(depth);
+        let entries = self.entries.drain(start..);
+        result?;
+        let mut map = Map::with_capacity_and_hasher(entries.len(), Default::default());
+        // A repeated key keeps its first position and takes the last value, as in Python.
+        map.extend(entries);
+        Ok(Value::Object(map))
+    }
+
+    fn object_entries(&mut self, depth: usize) -> Result<(), JsonError> {
         loop {
             self.skip_whitespace();
             if self.peek() != Some(b'"') {
@@ -110,14 +126,13 @@ impl Parser<'_> {
             self.pos += 1;
             self.skip_whitespace();
             let value = self.value(depth)?;
-            // A repeated key keeps its first position and takes the last value, as in Python.
-            map.insert(key, value);
+            self.entries.push((key, value));
             self.skip_whitespace();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(Value::Object(map));
+                    return Ok(());
                 }
                 _ => return Err(self.error("expected ',' or '}' in an object")),
             }
@@ -129,21 +144,29 @@ impl Parser<'_> {
             return Err(self.error("nesting is deeper than 128 levels"));
         }
         self.pos += 1;
-        let mut items = Vec::new();
         self.skip_whitespace();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::Array(items));
+            return Ok(Value::Array(Vec::new()));
         }
+        let start = self.items.len();
+        let result = self.array_items(depth);
+        let items: Vec<Value> = self.items.drain(start..).collect();
+        result?;
+        Ok(Value::Array(items))
+    }
+
+    fn array_items(&mut self, depth: usize) -> Result<(), JsonError> {
         loop {
             self.skip_whitespace();
-            items.push(self.value(depth)?);
+            let item = self.value(depth)?;
+            self.items.push(item);
             self.skip_whitespace();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Value::Array(items));
+                    return Ok(());
                 }
                 _ => return Err(self.error("expected ',' or ']' in an array")),
             }
@@ -161,6 +184,15 @@ impl Parser<'_> {
 
     fn string(&mut self) -> Result<String, JsonError> {
         self.pos += 1; // opening quote
+        // Most strings have no escape: take them in one exactly-sized copy.
+        let rest = &self.bytes[self.pos..];
+        if let Some(len) = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            && rest[len] == b'"'
+        {
+            let text = self.text[self.pos..self.pos + len].to_owned();
+            self.pos += len + 1;
+            return Ok(text);
+        }
         let mut out = String::new();
         loop {
             let start = self.pos;
@@ -292,9 +324,9 @@ pub fn to_string(value: &Value, layout: Layout) -> String {
 }
 
 pub fn write_value(out: &mut String, value: &Value, layout: Layout) {
-    let (item_sep, key_sep) = match layout {
-        Layout::Canonical => (",", ":"),
-        Layout::Response => (", ", ": "),
+    let item_sep = match layout {
+        Layout::Canonical => ",",
+        Layout::Response => ", ",
     };
     match value {
         Value::Null => out.push_str("null"),
@@ -318,35 +350,42 @@ pub fn write_value(out: &mut String, value: &Value, layout: Layout) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            let mut write_entry = |i: usize, key: &str, item: &Value| {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                write_string(out, key);
-                out.push_str(key_sep);
-                write_value(out, item, layout);
-            };
-            match layout {
-                Layout::Response => {
-                    for (i, (key, item)) in map.iter().enumerate() {
-                        write_entry(i, key, item);
-                    }
-                }
-                Layout::Canonical => {
-                    // Rust orders strings by UTF-8 bytes, which is code-point
-                    // order: the order Python's sort_keys gives.
-                    let mut entries: Vec<_> = map.iter().collect();
-                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    for (i, (key, item)) in entries.into_iter().enumerate() {
-                        write_entry(i, key, item);
-                    }
-                }
+        Value::Object(map) => write_object(out, map, layout),
+    }
+}
+
+/// Writes an object as [`write_value`] would write `Value::Object(map)`.
+pub fn write_object(out: &mut String, map: &Map, layout: Layout) {
+    let (item_sep, key_sep) = match layout {
+        Layout::Canonical => (",", ":"),
+        Layout::Response => (", ", ": "),
+    };
+    out.push('{');
+    let mut write_entry = |i: usize, key: &str, item: &Value| {
+        if i > 0 {
+            out.push_str(item_sep);
+        }
+        write_string(out, key);
+        out.push_str(key_sep);
+        write_value(out, item, layout);
+    };
+    match layout {
+        Layout::Response => {
+            for (i, (key, item)) in map.iter().enumerate() {
+                write_entry(i, key, item);
             }
-            out.push('}');
+        }
+        Layout::Canonical => {
+            // Rust orders strings by UTF-8 bytes, which is code-point
+            // order: the order Python's sort_keys gives.
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                write_entry(i, key, item);
+            }
         }
     }
+    out.push('}');
 }
 
 /// `json.dumps` writes floats with `float.__repr__`, and the non-finite
@@ -363,7 +402,7 @@ fn write_float(out: &mut String, f: f64) {
 
 /// Python's string escaping with `ensure_ascii=False`: only the quote, the
 /// backslash and characters below U+0020 are escaped.
-fn write_string(out: &mut String, s: &str) {
+pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {

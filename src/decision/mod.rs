@@ -93,7 +93,7 @@ pub enum Answer {
 
 /// Validates a Kernite execute request body: the normalised request, or Kernite's 400.
 pub fn validate(
-    body: &Value,
+    body: Value,
     idempotency_key: Option<&str>,
 ) -> Result<Result<Validation, InvalidRequest>, Unanswerable> {
     let validation = validate::validate(body, idempotency_key)?;
@@ -110,7 +110,7 @@ pub fn evaluate(validation: &Validation) -> Result<DecisionRecord, Unanswerable>
 }
 
 /// Validates and decides a Kernite execute request body, as Kernite's `execute_request`.
-pub fn execute(body: &Value, idempotency_key: Option<&str>) -> Result<Answer, Unanswerable> {
+pub fn execute(body: Value, idempotency_key: Option<&str>) -> Result<Answer, Unanswerable> {
     match validate(body, idempotency_key)? {
         Err(invalid) => Ok(Answer::Invalid(invalid)),
         Ok(validation) => {

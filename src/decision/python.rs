@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn str_of_containers_is_python_repr() {
-        let mut map = Map::new();
+        let mut map = Map::default();
         map.insert("a".into(), Value::Array(vec![Value::str("x"), Value::Null, Value::Bool(true), Value::Float(1.0)]));
         map.insert("it's".into(), Value::str("say \"hi\"\n"));
         assert_eq!(to_str(&Value::Object(map)), r#"{'a': ['x', None, True, 1.0], "it's": 'say "hi"\n'}"#);

@@ -40,7 +40,7 @@ impl Reason {
             message: message.to_owned(),
             rule_key: Value::Null,
             field_path: Value::Null,
-            details: Map::new(),
+            details: Map::default(),
         }
     }
 
@@ -99,6 +99,9 @@ pub enum PolicyOutcome {
 }
 
 /// One selected policy's verdict, in `matched_policies`.
+///
+/// Kernite hashes these with their reason codes sorted; [`Self::write_canonical`]
+/// writes that form directly, keys in code-point order.
 #[derive(Debug, Clone)]
 pub struct MatchedPolicy {
     pub policy_version_id: Option<String>,
@@ -115,13 +118,57 @@ pub struct MatchedPolicy {
 }
 
 impl MatchedPolicy {
-    /// The entry as Kernite writes it; `sorted_codes` gives the hashed form.
-    pub fn to_value(&self, sorted_codes: bool) -> Value {
-        let outcome = match self.outcome {
+    fn outcome_str(&self) -> &'static str {
+        match self.outcome {
             PolicyOutcome::Approved => "approved",
             PolicyOutcome::Denied => "denied",
             PolicyOutcome::NotApplicable => "not_applicable",
+        }
+    }
+
+    /// The hashed form as canonical JSON: equal to writing `to_value` with its
+    /// reason codes sorted, without building it.
+    pub fn write_canonical(&self, out: &mut String) {
+        use super::json::{Layout, write_string, write_value};
+        let optional = |out: &mut String, value: &Option<String>| match value {
+            Some(s) => write_string(out, s),
+            None => out.push_str("null"),
         };
+        out.push_str("{\"condition_count\":");
+        out.push_str(&self.condition_count.to_string());
+        out.push_str(",\"decision\":");
+        write_string(out, self.outcome_str());
+        out.push_str(",\"effect\":");
+        write_string(out, self.effect.as_str());
+        out.push_str(",\"policy_id\":");
+        optional(out, &self.policy_id);
+        out.push_str(",\"policy_key\":");
+        write_string(out, &self.policy_key);
+        out.push_str(",\"policy_name\":");
+        write_string(out, &self.policy_name);
+        out.push_str(",\"policy_version_id\":");
+        optional(out, &self.policy_version_id);
+        out.push_str(",\"priority\":");
+        write_value(out, &self.priority, Layout::Canonical);
+        out.push_str(",\"reason_codes\":[");
+        let mut codes: Vec<&String> = self.reason_codes.iter().collect();
+        codes.sort_unstable();
+        for (i, code) in codes.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(out, code);
+        }
+        out.push_str("],\"rule_count\":");
+        out.push_str(&self.rule_count.to_string());
+        out.push_str(",\"version\":");
+        write_value(out, &self.version, Layout::Canonical);
+        out.push('}');
+    }
+
+    /// The entry as Kernite writes it; `sorted_codes` gives the hashed form.
+    pub fn to_value(&self, sorted_codes: bool) -> Value {
+        let outcome = self.outcome_str();
         let mut codes = self.reason_codes.clone();
         if sorted_codes {
             codes.sort_unstable();
@@ -194,4 +241,30 @@ pub fn optional_str(value: &Option<String>) -> Value {
 /// An object from `(key, value)` pairs, in order.
 pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Object(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::json::{Layout, to_string};
+
+    #[test]
+    fn matched_policy_canonical_form_equals_its_sorted_value() {
+        let matched = MatchedPolicy {
+            policy_version_id: None,
+            policy_id: Some("pid".into()),
+            policy_key: "k\u{e9}".into(),
+            policy_name: "name \"q\"".into(),
+            effect: Effect::Deny,
+            priority: Value::Int(-3),
+            version: Value::Int(7),
+            rule_count: 2,
+            outcome: PolicyOutcome::Denied,
+            reason_codes: vec!["zeta".into(), "alpha".into()],
+            condition_count: 1,
+        };
+        let mut written = String::new();
+        matched.write_canonical(&mut written);
+        assert_eq!(written, to_string(&matched.to_value(true), Layout::Canonical));
+    }
 }

@@ -40,7 +40,7 @@ pub fn python_dict(value: &Value, field: &str) -> Result<Map, Unanswerable> {
     match value {
         Value::Object(map) => Ok(map.clone()),
         Value::Array(pairs) => {
-            let mut map = Map::new();
+            let mut map = Map::default();
             for pair in pairs {
                 let (key, item) = match pair {
                     Value::Array(kv) if kv.len() == 2 => (&kv[0], kv[1].clone()),
@@ -82,7 +82,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
     let get = |key: &str| Value::or_null(rule.get(key));
     let rule_key = to_str(get("rule_key").or(&Value::Str("rule".into())));
     let definition = match get("rule_definition") {
-        v if !v.is_truthy() => Map::new(),
+        v if !v.is_truthy() => Map::default(),
         v => python_dict(v, "rule_definition")?,
     };
     let def = |key: &str| Value::or_null(definition.get(key));
@@ -195,7 +195,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
         message: "Rule passed".to_owned(),
         reason_code: None,
         field_path: field_path.clone(),
-        details: Map::new(),
+        details: Map::default(),
     }));
     Ok(())
 }
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn rule_definitions_may_be_lists_of_pairs_as_python_dict_allows() {
-        let payload = Map::new();
+        let payload = Map::default();
         let rule = object(r#"{"rule_definition": [["type", "required_fields"], "xy", ["fields", ["x"]]]}"#);
         let outcome = evaluate_rules(&[rule], &payload).unwrap();
         assert_eq!(outcome.reasons[0].details.get("missing_fields"), Some(&Value::Array(vec![Value::str("x")])));

@@ -8,18 +8,21 @@
 //! ctx_id     = "ctx_" + first 12 hex digits
 //! ```
 //! `reasons`, `rule_events`, `policy` and `message` are not hashed.
+//!
+//! The canonical JSON is written straight from the typed parts, keys in
+//! sorted order by construction, so no intermediate tree is built.
 
 use sha2::{Digest, Sha256};
 
-use super::json::{Layout, write_value};
-use super::record::{Decision, MatchedPolicy, object, optional_str};
-use super::value::Value;
+use super::json::{Layout, write_object, write_string};
+use super::record::{Decision, MatchedPolicy};
+use super::validate::NormalizedRequest;
 
 /// Everything that is hashed, borrowed from the decision being made.
 pub struct TraceInput<'a> {
     pub domain: &'a str,
-    /// The normalised request (see [`super::validate::NormalizedRequest`]).
-    pub input: Value,
+    /// The normalised request; `policy_context` is not part of it.
+    pub input: &'a NormalizedRequest,
     pub decision: Decision,
     pub reason_codes: &'a [String],
     pub policy_selection_reason_code: &'a str,
@@ -30,38 +33,100 @@ pub struct TraceInput<'a> {
 
 /// Returns `(trace_hash, ctx_id)`.
 pub fn trace_hash(trace: TraceInput<'_>) -> (String, String) {
-    let mut reason_codes = trace.reason_codes.to_vec();
-    reason_codes.sort_unstable();
-
-    // Each entry sorted by its own canonical JSON, as Kernite does.
-    let mut matched: Vec<(String, Value)> = trace
-        .matched_policies
-        .iter()
-        .map(|policy| {
-            let value = policy.to_value(true);
-            let mut key = String::new();
-            write_value(&mut key, &value, Layout::Canonical);
-            (key, value)
-        })
-        .collect();
-    matched.sort_by(|a, b| a.0.cmp(&b.0));
-
-    let record = object([
-        ("input", trace.input),
-        ("decision", Value::str(trace.decision.as_str())),
-        ("reason_codes", Value::Array(reason_codes.into_iter().map(Value::Str).collect())),
-        ("policy_selection_reason_code", Value::str(trace.policy_selection_reason_code)),
-        ("matched_policies", Value::Array(matched.into_iter().map(|(_, v)| v).collect())),
-        ("combining_algorithm", Value::str(trace.combining_algorithm)),
-        ("previous_trace_hash", optional_str(trace.previous_trace_hash)),
-    ]);
-
-    let mut pre_image = String::with_capacity(1024);
+    let mut pre_image = String::with_capacity(2048);
     pre_image.push_str(trace.domain);
     pre_image.push('\n');
-    write_value(&mut pre_image, &record, Layout::Canonical);
+    write_record(&mut pre_image, &trace);
 
     let digest = hex::encode(Sha256::digest(pre_image.as_bytes()));
     let ctx_id = format!("ctx_{}", &digest[..12]);
     (format!("sha256:{digest}"), ctx_id)
+}
+
+/// The hashed record, keys in code-point order.
+fn write_record(out: &mut String, trace: &TraceInput<'_>) {
+    out.push_str("{\"combining_algorithm\":");
+    write_string(out, trace.combining_algorithm);
+    out.push_str(",\"decision\":");
+    write_string(out, trace.decision.as_str());
+    out.push_str(",\"input\":");
+    write_input(out, trace.input);
+
+    // Each entry sorted by its own canonical JSON, as Kernite does.
+    out.push_str(",\"matched_policies\":[");
+    let mut matched: Vec<String> = trace
+        .matched_policies
+        .iter()
+        .map(|policy| {
+            let mut entry = String::with_capacity(256);
+            policy.write_canonical(&mut entry);
+            entry
+        })
+        .collect();
+    matched.sort_unstable();
+    out.push_str(&matched.join(","));
+
+    out.push_str("],\"policy_selection_reason_code\":");
+    write_string(out, trace.policy_selection_reason_code);
+    out.push_str(",\"previous_trace_hash\":");
+    write_optional(out, trace.previous_trace_hash);
+
+    out.push_str(",\"reason_codes\":[");
+    let mut codes: Vec<&String> = trace.reason_codes.iter().collect();
+    codes.sort_unstable();
+    for (i, code) in codes.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, code);
+    }
+    out.push_str("]}");
+}
+
+/// The normalised request, as [`NormalizedRequest::to_value`] in canonical form.
+fn write_input(out: &mut String, input: &NormalizedRequest) {
+    out.push_str("{\"context\":");
+    write_object(out, &input.context, Layout::Canonical);
+    out.push_str(",\"idempotency_key\":");
+    write_optional(out, &input.idempotency_key);
+    out.push_str(",\"object_type\":");
+    write_string(out, &input.object_type);
+    out.push_str(",\"operation\":");
+    write_string(out, &input.operation);
+    out.push_str(",\"payload\":");
+    write_object(out, &input.payload, Layout::Canonical);
+    out.push_str(",\"principal\":{\"attributes\":");
+    write_object(out, &input.principal.attributes, Layout::Canonical);
+    out.push_str(",\"id\":");
+    write_string(out, &input.principal.id);
+    out.push_str(",\"type\":");
+    write_string(out, &input.principal.kind);
+    out.push_str("},\"resource\":");
+    write_object(out, &input.resource, Layout::Canonical);
+    out.push_str(",\"workspace_id\":");
+    write_string(out, &input.workspace_id);
+    out.push('}');
+}
+
+fn write_optional(out: &mut String, value: &Option<String>) {
+    match value {
+        Some(s) => write_string(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::json::{parse, to_string};
+    use crate::decision::validate::validate;
+
+    #[test]
+    fn the_input_is_written_exactly_as_its_canonical_value() {
+        let body = parse(r#"{"workspace_id": "w", "principal": {"type": "u", "id": "1", "attributes": {"é": 1, "a": [2.5]}}, "object_type": "o", "operation": "create", "payload": {"z": null, "b": {"y": 1, "x": 2}}, "context": {"k": "v"}}"#).unwrap();
+        let request = validate(body, Some("key")).unwrap().request;
+        let mut written = String::new();
+        write_input(&mut written, &request);
+        assert_eq!(written, to_string(&request.to_value(), Layout::Canonical));
+    }
 }

@@ -140,22 +140,22 @@ impl Errors {
     }
 }
 
-/// Validates a request body as Kernite 0.1.6 does.
-pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validation, Unanswerable> {
+/// Validates a request body as Kernite 0.1.6 does. The body is consumed:
+/// its payload, attributes and policies move into the result uncopied.
+pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation, Unanswerable> {
     let mut errors = Errors(Vec::new());
-    let empty = Map::new();
-    let body = match body {
+    let mut body = match body {
         Value::Object(map) => map,
         _ => {
             errors.push("body", ErrorCode::InvalidType, "Request body must be an object.");
-            &empty
+            Map::default()
         }
     };
-    let get = |key: &str| Value::or_null(body.get(key));
+    let mut take = |key: &str| body.swap_remove(key).unwrap_or(Value::Null);
 
-    let workspace_id = normalize_string(get("workspace_id"));
-    let object_type = normalize_lower(get("object_type"));
-    let operation = normalize_lower(get("operation"));
+    let workspace_id = normalize_string(&take("workspace_id"));
+    let object_type = normalize_lower(&take("object_type"));
+    let operation = normalize_lower(&take("operation"));
 
     if workspace_id.is_empty() {
         errors.push("workspace_id", ErrorCode::Required, "workspace_id is required.");
@@ -169,14 +169,17 @@ pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validatio
         errors.push("operation", ErrorCode::InvalidValue, format!("operation must be one of: {ALLOWED_OPERATIONS}"));
     }
 
-    let payload = get("payload").as_object();
-    if payload.is_none() {
-        errors.push("payload", ErrorCode::InvalidType, "payload must be an object.");
-    }
+    let payload = match take("payload") {
+        Value::Object(payload) => payload,
+        _ => {
+            errors.push("payload", ErrorCode::InvalidType, "payload must be an object.");
+            Map::default()
+        }
+    };
 
-    let mut principal = Principal { kind: String::new(), id: String::new(), attributes: Map::new() };
-    match get("principal") {
-        Value::Object(raw) => {
+    let mut principal = Principal { kind: String::new(), id: String::new(), attributes: Map::default() };
+    match take("principal") {
+        Value::Object(mut raw) => {
             principal.kind = normalize_lower(Value::or_null(raw.get("type")));
             principal.id = normalize_string(Value::or_null(raw.get("id")));
             if principal.kind.is_empty() {
@@ -185,9 +188,9 @@ pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validatio
             if principal.id.is_empty() {
                 errors.push("principal.id", ErrorCode::Required, "principal.id is required.");
             }
-            match Value::or_null(raw.get("attributes")) {
+            match raw.swap_remove("attributes").unwrap_or(Value::Null) {
                 Value::Null => {}
-                Value::Object(attributes) => principal.attributes = attributes.clone(),
+                Value::Object(attributes) => principal.attributes = attributes,
                 _ => errors.push(
                     "principal.attributes",
                     ErrorCode::InvalidType,
@@ -198,10 +201,10 @@ pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validatio
         _ => errors.push("principal", ErrorCode::InvalidType, "principal must be an object."),
     }
 
-    let resource = optional_object(get("resource"), "resource", &mut errors);
-    let context = optional_object(get("context"), "context", &mut errors);
+    let resource = optional_object(take("resource"), "resource", &mut errors);
+    let context = optional_object(take("context"), "context", &mut errors);
 
-    let policy_context = match get("policy_context") {
+    let policy_context = match take("policy_context") {
         Value::Null => None,
         Value::Object(raw) => Some(validate_policy_context(raw, &mut errors)?),
         _ => {
@@ -217,7 +220,7 @@ pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validatio
             principal,
             object_type,
             operation,
-            payload: payload.cloned().unwrap_or_default(),
+            payload,
             resource,
             context,
             idempotency_key: idempotency_key.map(str::to_owned),
@@ -226,13 +229,13 @@ pub fn validate(body: &Value, idempotency_key: Option<&str>) -> Result<Validatio
     })
 }
 
-fn optional_object(value: &Value, field: &str, errors: &mut Errors) -> Map {
+fn optional_object(value: Value, field: &str, errors: &mut Errors) -> Map {
     match value {
-        Value::Null => Map::new(),
-        Value::Object(map) => map.clone(),
+        Value::Null => Map::default(),
+        Value::Object(map) => map,
         _ => {
             errors.push(field, ErrorCode::InvalidType, format!("{field} must be an object."));
-            Map::new()
+            Map::default()
         }
     }
 }
@@ -249,7 +252,7 @@ fn non_empty_string(value: Option<&Value>, field: &str, errors: &mut Errors) -> 
 }
 
 /// An array of objects, each kept as sent.
-fn object_list(value: &Value, field: &str, errors: &mut Errors) -> Option<Vec<Map>> {
+fn object_list(value: Value, field: &str, errors: &mut Errors) -> Option<Vec<Map>> {
     let items = match value {
         Value::Null => return None,
         Value::Array(items) => items,
@@ -259,9 +262,9 @@ fn object_list(value: &Value, field: &str, errors: &mut Errors) -> Option<Vec<Ma
         }
     };
     let mut objects = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         match item {
-            Value::Object(map) => objects.push(map.clone()),
+            Value::Object(map) => objects.push(map),
             _ => {
                 let item_field = format!("{field}[{index}]");
                 errors.push(&item_field, ErrorCode::InvalidType, format!("{item_field} must be an object."));
@@ -271,11 +274,10 @@ fn object_list(value: &Value, field: &str, errors: &mut Errors) -> Option<Vec<Ma
     Some(objects)
 }
 
-fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyContextInput, Unanswerable> {
-    let get = |key: &str| Value::or_null(raw.get(key));
+fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyContextInput, Unanswerable> {
     let mut normalized = PolicyContextInput::default();
 
-    match get("governed") {
+    match Value::or_null(raw.get("governed")) {
         Value::Null => {}
         Value::Bool(governed) => normalized.governed = Some(*governed),
         _ => {
@@ -289,7 +291,7 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
         errors,
     );
 
-    match get("governed_scopes") {
+    match Value::or_null(raw.get("governed_scopes")) {
         Value::Null => {}
         Value::Array(scopes) => {
             let mut normalized_scopes = Vec::with_capacity(scopes.len());
@@ -320,11 +322,11 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
         ),
     }
 
-    match get("selected_policies") {
+    match raw.swap_remove("selected_policies").unwrap_or(Value::Null) {
         Value::Null => {}
         Value::Array(policies) => {
             let mut normalized_policies = Vec::with_capacity(policies.len());
-            for (index, policy) in policies.iter().enumerate() {
+            for (index, policy) in policies.into_iter().enumerate() {
                 let field = format!("policy_context.selected_policies[{index}]");
                 match policy {
                     Value::Object(policy) => normalized_policies.push(validate_policy(policy, &field, errors)?),
@@ -340,9 +342,9 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
         ),
     }
 
-    match get("default_policy") {
+    match raw.swap_remove("default_policy").unwrap_or(Value::Null) {
         Value::Null => {}
-        Value::Object(policy) => normalized.default_policy = Some(policy.clone()),
+        Value::Object(policy) => normalized.default_policy = Some(policy),
         _ => errors.push(
             "policy_context.default_policy",
             ErrorCode::InvalidType,
@@ -350,11 +352,15 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
         ),
     }
 
-    normalized.validation_rules = object_list(get("validation_rules"), "policy_context.validation_rules", errors);
+    normalized.validation_rules = object_list(
+        raw.swap_remove("validation_rules").unwrap_or(Value::Null),
+        "policy_context.validation_rules",
+        errors,
+    );
 
-    match get("guardrail_result") {
+    match raw.swap_remove("guardrail_result").unwrap_or(Value::Null) {
         Value::Null => {}
-        Value::Object(result) => normalized.guardrail_result = Some(result.clone()),
+        Value::Object(result) => normalized.guardrail_result = Some(result),
         _ => errors.push(
             "policy_context.guardrail_result",
             ErrorCode::InvalidType,
@@ -386,7 +392,7 @@ fn validate_policy_context(raw: &Map, errors: &mut Errors) -> Result<PolicyConte
     Ok(normalized)
 }
 
-fn validate_policy(raw: &Map, field: &str, errors: &mut Errors) -> Result<PolicyInput, Unanswerable> {
+fn validate_policy(mut raw: Map, field: &str, errors: &mut Errors) -> Result<PolicyInput, Unanswerable> {
     let mut policy = PolicyInput {
         policy_key: non_empty_string(raw.get("policy_key"), &format!("{field}.policy_key"), errors),
         ..PolicyInput::default()
@@ -439,7 +445,7 @@ fn validate_policy(raw: &Map, field: &str, errors: &mut Errors) -> Result<Policy
     policy.deny_reason_message =
         non_empty_string(raw.get("deny_reason_message"), &format!("{field}.deny_reason_message"), errors);
 
-    match Value::or_null(raw.get("conditions")) {
+    match raw.swap_remove("conditions").unwrap_or(Value::Null) {
         Value::Null => {}
         Value::Array(conditions) => {
             policy.conditions = Some(validate_conditions(conditions, &format!("{field}.conditions"), errors));
@@ -451,15 +457,15 @@ fn validate_policy(raw: &Map, field: &str, errors: &mut Errors) -> Result<Policy
         ),
     }
 
-    policy.rules = object_list(Value::or_null(raw.get("rules")), &format!("{field}.rules"), errors);
+    policy.rules = object_list(raw.swap_remove("rules").unwrap_or(Value::Null), &format!("{field}.rules"), errors);
     Ok(policy)
 }
 
-fn validate_conditions(conditions: &[Value], field: &str, errors: &mut Errors) -> Vec<Condition> {
+fn validate_conditions(conditions: Vec<Value>, field: &str, errors: &mut Errors) -> Vec<Condition> {
     let mut valid = Vec::with_capacity(conditions.len());
-    for (index, condition) in conditions.iter().enumerate() {
+    for (index, condition) in conditions.into_iter().enumerate() {
         let field = format!("{field}[{index}]");
-        let Value::Object(condition) = condition else {
+        let Value::Object(mut condition) = condition else {
             errors.push(&field, ErrorCode::InvalidType, format!("{field} must be an object."));
             continue;
         };
@@ -475,12 +481,12 @@ fn validate_conditions(conditions: &[Value], field: &str, errors: &mut Errors) -
         if op.is_none() {
             errors.push(format!("{field}.op"), ErrorCode::InvalidValue, format!("{field}.op must be one of: eq, neq."));
         }
-        let Some(right) = condition.get("right") else {
+        let Some(right) = condition.swap_remove("right") else {
             errors.push(format!("{field}.right"), ErrorCode::Required, format!("{field}.right is required."));
             continue;
         };
         if let (false, Some(op)) = (left.is_empty(), op) {
-            valid.push(Condition { left, op, right: right.clone() });
+            valid.push(Condition { left, op, right });
         }
     }
     valid
@@ -524,7 +530,7 @@ fn objects(items: &[Map]) -> Value {
 
 impl PolicyInput {
     pub fn to_value(&self) -> Value {
-        let mut map = Map::new();
+        let mut map = Map::default();
         let text = |s: &String| Value::str(s);
         put(&mut map, "policy_key", &self.policy_key, text);
         put(&mut map, "effect", &self.effect, |e| Value::str(e.as_str()));
@@ -557,7 +563,7 @@ impl PolicyInput {
 
 impl PolicyContextInput {
     pub fn to_value(&self) -> Value {
-        let mut map = Map::new();
+        let mut map = Map::default();
         let text = |s: &String| Value::str(s);
         put(&mut map, "governed", &self.governed, |g| Value::Bool(*g));
         put(&mut map, "policy_selection_reason_code", &self.policy_selection_reason_code, text);

@@ -479,7 +479,7 @@ fn returnable(ty: &Type) -> bool {
 }
 
 fn row_to_map(row: &Row) -> Map {
-    let mut map = Map::new();
+    let mut map = Map::default();
     for (i, column) in row.columns().iter().enumerate() {
         let ty = column.type_();
         let value = if *ty == Type::INT2 {

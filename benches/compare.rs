@@ -1,0 +1,524 @@
+//! The performance table of the README, measured side by side in one run.
+//!
+//! `cargo bench --bench compare` (needs python3 with `pip install kernite==0.1.6`,
+//! and the PostgreSQL server package for pgbench and the private database).
+//! `BENCH_SECONDS` sets each load's length (default 10).
+//!
+//! - engine: parse + validate + evaluate + hash in-process, next to Kernite's
+//!   `execute_request` on the same requests (`benches/kernite_reference.py`);
+//! - Evaluate over gRPC, 8 connections x 16 streams, next to a tonic server whose
+//!   handler does nothing, driven by the same load generator;
+//! - ExecuteWithEvidence (the invoice mutation) at 1, 8 and 32 callers, next to
+//!   pgbench running the reference transaction against the same database;
+//! - the sidecar's resident memory, idle and under each load.
+//!
+//! Only calls answered OK (grpc-status 0) are counted; any other answer is
+//! reported and fails the run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use governance_sidecar::decision::{Answer, execute, json};
+use governance_sidecar::evidence::local_postgres::LocalPostgres;
+use governance_sidecar::proto::governance_client::GovernanceClient;
+use governance_sidecar::proto::governance_server::{Governance, GovernanceServer};
+use governance_sidecar::proto::{
+    EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse, MutationCall,
+    evaluate_request, execute_with_evidence_request,
+};
+use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SIDECAR: &str = env!("CARGO_BIN_EXE_governance-sidecar");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn seconds() -> Duration {
+    Duration::from_secs_f64(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0))
+}
+
+fn request_text(name: &str) -> String {
+    std::fs::read_to_string(format!("{ROOT}/benches/requests/{name}.json")).unwrap()
+}
+
+/// Latencies in microseconds, and how many calls succeeded in how long.
+struct Measured {
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+    fn p(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+// ---------------------------------------------------------------- engine
+
+/// Decisions per second on one thread, and p50/p99 in nanoseconds.
+fn engine(name: &str) -> (f64, u64, u64) {
+    let text = request_text(name);
+    let mut nanos = histogram();
+    let started = Instant::now();
+    let deadline = started + seconds().min(Duration::from_secs(5));
+    while Instant::now() < deadline {
+        for _ in 0..100 {
+            let t0 = Instant::now();
+            let body = json::parse(&text).unwrap();
+            let Answer::Decided(decided) = execute(body, Some("bench-key")).unwrap() else { panic!("valid request") };
+            std::hint::black_box(decided);
+            nanos.record(t0.elapsed().as_nanos().max(1) as u64).unwrap();
+        }
+    }
+    let rate = nanos.len() as f64 / started.elapsed().as_secs_f64();
+    (rate, nanos.value_at_quantile(0.5), nanos.value_at_quantile(0.99))
+}
+
+/// Kernite's own figures for the same files: (decisions/s, p50 us, p99 us).
+fn kernite(name: &str) -> Option<(f64, f64, f64)> {
+    let output = Command::new("python3")
+        .arg(format!("{ROOT}/benches/kernite_reference.py"))
+        .arg(seconds().min(Duration::from_secs(5)).as_secs_f64().to_string())
+        .arg(format!("{ROOT}/benches/requests/{name}.json"))
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "kernite_reference.py failed (pip install kernite==0.1.6?): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    let line = String::from_utf8(output.stdout).ok()?;
+    let value = json::parse(line.trim()).ok()?;
+    let map = value.as_object()?;
+    let number = |key: &str| json_value_to_f64(map.get(key)?);
+    Some((number("decisions_per_s")?, number("p50_us")?, number("p99_us")?))
+}
+
+fn json_value_to_f64(value: &governance_sidecar::decision::Value) -> Option<f64> {
+    match value {
+        governance_sidecar::decision::Value::Float(f) => Some(*f),
+        governance_sidecar::decision::Value::Int(n) => Some(*n as f64),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+struct Process {
+    child: Child,
+}
+
+impl Process {
+    fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_sidecar(port: u16, extra: &[&str]) -> Process {
+    let child = Command::new(SIDECAR)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    Process { child }
+}
+
+/// This same binary, serving the do-nothing server (see `main`).
+fn spawn_floor(port: u16) -> Process {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env("GOVERNANCE_BENCH_FLOOR_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    Process { child }
+}
+
+/// A Governance service whose Evaluate does nothing but answer a fixed,
+/// realistically sized response: the gRPC floor.
+struct Floor {
+    response: EvaluateResponse,
+}
+
+#[tonic::async_trait]
+impl Governance for Floor {
+    async fn evaluate(
+        &self,
+        _request: tonic::Request<EvaluateRequest>,
+    ) -> Result<tonic::Response<EvaluateResponse>, tonic::Status> {
+        Ok(tonic::Response::new(self.response.clone()))
+    }
+    async fn execute_with_evidence(
+        &self,
+        _request: tonic::Request<ExecuteWithEvidenceRequest>,
+    ) -> Result<tonic::Response<ExecuteWithEvidenceResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+}
+
+fn serve_floor(port: u16) {
+    let response = EvaluateResponse { response_json: "x".repeat(1500), ..Default::default() };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        tonic::transport::Server::builder()
+            .add_service(GovernanceServer::new(Floor { response }))
+            .serve(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+    });
+}
+
+// ---------------------------------------------------------------- load
+
+/// Runs `callers` concurrent callers over `connections` HTTP/2 connections
+/// for the configured time; `call` makes one call and says whether it was OK.
+async fn load<F, Fut>(
+    port: u16,
+    connections: usize,
+    callers: usize,
+    call: F,
+    sample: impl Fn() + Send + 'static,
+) -> Measured
+where
+    F: Fn(GovernanceClient<Channel>, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+        channels.push(channel);
+    }
+    let call = Arc::new(call);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sequence = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let client = GovernanceClient::new(channels[caller % connections].clone());
+        let (call, stop, sequence, failed) = (call.clone(), stop.clone(), sequence.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latency_us = histogram();
+            while !stop.load(Ordering::Relaxed) {
+                let n = sequence.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                if call(client.clone(), n).await {
+                    latency_us.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latency_us
+        }));
+    }
+    let sampler = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                sample();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    tokio::time::sleep(seconds()).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let mut latency_us = histogram();
+    for task in tasks {
+        latency_us.add(task.await.unwrap()).unwrap();
+    }
+    sampler.await.unwrap();
+    Measured { ok: latency_us.len(), failed: failed.load(Ordering::Relaxed), elapsed, latency_us }
+}
+
+fn evaluate_call(
+    text: Arc<String>,
+) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync
+{
+    move |mut client, _| {
+        let request = EvaluateRequest {
+            body: Some(evaluate_request::Body::RequestJson(text.as_ref().clone())),
+            idempotency_key: Some("bench-key".into()),
+        };
+        Box::pin(async move { client.evaluate(request).await.is_ok() })
+    }
+}
+
+fn invoice_call(
+    text: Arc<String>,
+) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync
+{
+    move |mut client, n| {
+        let request = ExecuteWithEvidenceRequest {
+            body: Some(execute_with_evidence_request::Body::RequestJson(text.as_ref().clone())),
+            idempotency_key: Some(format!("bench-{n}")),
+            mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+        };
+        Box::pin(async move {
+            match client.execute_with_evidence(request).await {
+                Ok(response) => response.into_inner().mutation_applied,
+                Err(status) => {
+                    eprintln!("ExecuteWithEvidence failed: {status:?}");
+                    false
+                }
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------- postgres
+
+/// A durable private PostgreSQL on its own thread (it dies with that thread).
+fn start_postgres() -> (String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("governance-sidecar-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let thread_dir = dir.clone();
+    std::thread::spawn(move || {
+        let server = LocalPostgres::start(&thread_dir, 0, true).unwrap();
+        sender.send(server.url("postgres")).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    (receiver.recv().unwrap(), dir)
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib/postgresql").unwrap().flatten().map(|e| e.path().join("bin").join(name)).collect();
+    versions.sort();
+    versions.pop().unwrap()
+}
+
+fn psql(url: &str, sql: &str) {
+    let status = Command::new(pg_bin("psql")).args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).status().unwrap();
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+/// pgbench running the reference transaction: one evidence row with the
+/// same ~1 KiB response JSON and one invoice, `BEGIN … END`, prepared.
+fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> f64 {
+    let script = dir.join("reference.sql");
+    // pgbench reads `:name` as a variable even inside literals: write the
+    // JSON as a Unicode-escape literal, with `\` and `:` escaped. The
+    // statement is prepared, so this is parsed once, not per transaction.
+    let escaped = response_json.replace('\\', "\\005C").replace(':', "\\003A").replace('\'', "''");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set amount random(1, 1000)\n\
+             \\set key random(1, 9000000000000000000)\n\
+             BEGIN;\n\
+             INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, reason_codes, ctx_id, trace_hash, idempotency_key, response_json) \
+             VALUES ('ws_bench', 'usr_42', 'invoice', 'create', 'approved', '[]', 'ctx_0123456789ab', 'sha256:0123', 'pgbench-' || :client_id || '-' || :key, U&'{escaped}');\n\
+             INSERT INTO invoices (workspace_id, amount, currency) VALUES ('ws_bench', :amount, 'USD');\n\
+             END;\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new(pg_bin("pgbench"))
+        .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", &clients.min(2).to_string()])
+        .args(["-T", &seconds().as_secs().max(1).to_string(), "-f"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("pgbench prints tps")
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    if let Ok(port) = std::env::var("GOVERNANCE_BENCH_FLOOR_PORT") {
+        serve_floor(port.parse().unwrap());
+        return;
+    }
+    let mut rows: Vec<String> = Vec::new();
+    let mut row = |cells: &[String]| rows.push(format!("| {} |", cells.join(" | ")));
+    row(&["measure".into(), "sidecar".into(), "reference".into(), "ratio".into(), "target".into()]);
+    row(&["---".into(), "---".into(), "---".into(), "---".into(), "---".into()]);
+
+    // Engine beside Kernite.
+    for name in ["approved", "denied"] {
+        let (rate, p50_ns, p99_ns) = engine(name);
+        let reference = kernite(name);
+        let (kernite_rate, kernite_cell) = match reference {
+            Some((rate, p50, p99)) => (rate, format!("Kernite {rate:.0}/s, p50 {p50:.1} µs, p99 {p99:.1} µs")),
+            None => (f64::NAN, "Kernite not installed".into()),
+        };
+        row(&[
+            format!("engine, {name} (1 thread)"),
+            format!("{rate:.0}/s, p50 {:.1} µs, p99 {:.1} µs", p50_ns as f64 / 1000.0, p99_ns as f64 / 1000.0),
+            kernite_cell,
+            format!("{:.1}×", rate / kernite_rate),
+            "≥ 30×".into(),
+        ]);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let approved = Arc::new(request_text("approved"));
+
+    // Evaluate beside the do-nothing server, same client, 8 x 16.
+    let floor_port = free_port();
+    let floor = spawn_floor(floor_port);
+    let floor_load = runtime.block_on(load(floor_port, 8, 128, evaluate_call(approved.clone()), || {}));
+    drop(floor);
+    let sidecar_port = free_port();
+    let sidecar = Arc::new(spawn_sidecar(sidecar_port, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_rss = sidecar.rss_kib();
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (sidecar, peak) = (sidecar.clone(), peak.clone());
+        move || {
+            peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
+        }
+    };
+    let evaluate_load = runtime.block_on(load(sidecar_port, 8, 128, evaluate_call(approved.clone()), sampler));
+    let evaluate_rss = peak.load(Ordering::Relaxed);
+    drop(sidecar);
+    assert_eq!(evaluate_load.failed + floor_load.failed, 0, "failed calls in the Evaluate loads");
+    row(&[
+        "Evaluate over gRPC, 8 conns × 16 streams".into(),
+        format!(
+            "{:.0}/s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+            evaluate_load.rate(),
+            evaluate_load.p(0.5),
+            evaluate_load.p(0.99),
+            evaluate_load.p(0.999)
+        ),
+        format!(
+            "do-nothing tonic server {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
+            floor_load.rate(),
+            floor_load.p(0.5),
+            floor_load.p(0.99)
+        ),
+        format!("{:.2}×", evaluate_load.rate() / floor_load.rate()),
+        "≥ 0.7×".into(),
+    ]);
+
+    // ExecuteWithEvidence beside pgbench, same database.
+    let (admin_url, dir) = start_postgres();
+    psql(&admin_url, "CREATE DATABASE bench");
+    let url = format!("{}/bench", admin_url.rsplit_once('/').unwrap().0);
+    let status =
+        Command::new(SIDECAR).args(["migrate", "--database-url", &url]).env("RUST_LOG", "warn").status().unwrap();
+    assert!(status.success());
+    psql(&url, &std::fs::read_to_string(format!("{ROOT}/deploy/examples/invoice/schema.sql")).unwrap());
+
+    let body = json::parse(&approved).unwrap();
+    let Answer::Decided(decided) = execute(body, Some("bench-0")).unwrap() else { panic!() };
+    let response_json = json::to_string(&decided.record.to_value(), json::Layout::Response);
+
+    let mutations = format!("{ROOT}/deploy/examples/invoice/mutations.toml");
+    let ewe_port = free_port();
+    let sidecar =
+        Arc::new(spawn_sidecar(ewe_port, &["--database-url", &url, "--mutations", &mutations, "--pool-size", "32"]));
+    let mut ewe_rss = Vec::new();
+    for callers in [1usize, 8, 32] {
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampler = {
+            let (sidecar, peak) = (sidecar.clone(), peak.clone());
+            move || {
+                peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
+            }
+        };
+        let measured =
+            runtime.block_on(load(ewe_port, callers.min(8), callers, invoice_call(approved.clone()), sampler));
+        assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
+        ewe_rss.push((callers, peak.load(Ordering::Relaxed)));
+        let reference = pgbench(&url, callers, &response_json, &dir);
+        let target = match callers {
+            1 => "—".to_owned(),
+            8 => "≥ 1.0×, p99 < 20 ms".to_owned(),
+            _ => "≥ 1.0×".to_owned(),
+        };
+        row(&[
+            format!("ExecuteWithEvidence, {callers} caller(s)"),
+            format!(
+                "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms",
+                measured.rate(),
+                measured.p(0.5) / 1000.0,
+                measured.p(0.99) / 1000.0
+            ),
+            format!("pgbench reference tx {reference:.0} tx/s"),
+            format!("{:.2}×", measured.rate() / reference),
+            target,
+        ]);
+    }
+    drop(sidecar);
+
+    row(&[
+        "sidecar RSS".into(),
+        format!(
+            "idle {:.1} MiB; Evaluate load {:.1} MiB; {}",
+            idle_rss as f64 / 1024.0,
+            evaluate_rss as f64 / 1024.0,
+            ewe_rss
+                .iter()
+                .map(|(c, kib)| format!("{c} caller(s) {:.1} MiB", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        "—".into(),
+        "—".into(),
+        "< 64 MiB at 32 callers".into(),
+    ]);
+
+    println!("\n{}", rows.join("\n"));
+}
