@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench compare` (needs python3 with `pip install kernite==0.1.6`,
 //! and the PostgreSQL server package for pgbench and the private database).
-//! `BENCH_SECONDS` sets each load's length (default 10).
+//! `BENCH_SECONDS` sets each load's length (default 10); `BENCH_SIDECAR_ARGS`
+//! adds flags to the sidecar under test.
 //!
 //! - engine: parse + validate + evaluate + hash in-process, next to Kernite's
 //!   `execute_request` on the same requests (`benches/kernite_reference.py`);
@@ -129,6 +130,17 @@ impl Process {
     fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
     }
+
+    /// User + system CPU time the process has used so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+    }
 }
 
 impl Drop for Process {
@@ -160,10 +172,13 @@ fn wait_for_port(port: u16) {
     }
 }
 
+/// `BENCH_SIDECAR_ARGS` adds flags to every sidecar (e.g. `--worker-threads 1`).
 fn spawn_sidecar(port: u16, extra: &[&str]) -> Process {
+    let configured = std::env::var("BENCH_SIDECAR_ARGS").unwrap_or_default();
     let child = Command::new(SIDECAR)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
+        .args(configured.split_whitespace())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -416,7 +431,9 @@ fn main() {
     // Evaluate beside the do-nothing server, same client, 8 x 16.
     let floor_port = free_port();
     let floor = spawn_floor(floor_port);
+    let floor_cpu = floor.cpu();
     let floor_load = runtime.block_on(load(floor_port, 8, 128, evaluate_call(approved.clone()), || {}));
+    let floor_cpu_us = (floor.cpu() - floor_cpu).as_secs_f64() * 1e6 / floor_load.ok.max(1) as f64;
     drop(floor);
     let sidecar_port = free_port();
     let sidecar = Arc::new(spawn_sidecar(sidecar_port, &[]));
@@ -429,21 +446,23 @@ fn main() {
             peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
         }
     };
+    let sidecar_cpu = sidecar.cpu();
     let evaluate_load = runtime.block_on(load(sidecar_port, 8, 128, evaluate_call(approved.clone()), sampler));
+    let evaluate_cpu_us = (sidecar.cpu() - sidecar_cpu).as_secs_f64() * 1e6 / evaluate_load.ok.max(1) as f64;
     let evaluate_rss = peak.load(Ordering::Relaxed);
     drop(sidecar);
     assert_eq!(evaluate_load.failed + floor_load.failed, 0, "failed calls in the Evaluate loads");
     row(&[
         "Evaluate over gRPC, 8 conns × 16 streams".into(),
         format!(
-            "{:.0}/s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+            "{:.0}/s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; server CPU {evaluate_cpu_us:.0} µs/call",
             evaluate_load.rate(),
             evaluate_load.p(0.5),
             evaluate_load.p(0.99),
             evaluate_load.p(0.999)
         ),
         format!(
-            "do-nothing tonic server {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
+            "do-nothing tonic server {:.0}/s, p50 {:.0} µs, p99 {:.0} µs; server CPU {floor_cpu_us:.0} µs/call",
             floor_load.rate(),
             floor_load.p(0.5),
             floor_load.p(0.99)
@@ -478,8 +497,10 @@ fn main() {
                 peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
             }
         };
+        let cpu_before = sidecar.cpu();
         let measured =
             runtime.block_on(load(ewe_port, callers.min(8), callers, invoice_call(approved.clone()), sampler));
+        let cpu_us = (sidecar.cpu() - cpu_before).as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
         assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
         ewe_rss.push((callers, peak.load(Ordering::Relaxed)));
         let reference = pgbench(&url, callers, &response_json, &dir);
@@ -491,7 +512,7 @@ fn main() {
         row(&[
             format!("ExecuteWithEvidence, {callers} caller(s)"),
             format!(
-                "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms",
+                "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms; sidecar CPU {cpu_us:.0} µs/call",
                 measured.rate(),
                 measured.p(0.5) / 1000.0,
                 measured.p(0.99) / 1000.0

@@ -111,6 +111,10 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_SHUTDOWN_DELAY_MS")]
     pub shutdown_delay_ms: Option<u64>,
 
+    /// Tokio worker threads. [default: the number of CPUs]
+    #[arg(long, env = "GOVERNANCE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Log format. [default: text]
     #[arg(long, env = "GOVERNANCE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -170,6 +174,7 @@ impl ServeArgs {
             keepalive_timeout_ms: self.keepalive_timeout_ms.or(other.keepalive_timeout_ms),
             shutdown_delay_ms: self.shutdown_delay_ms.or(other.shutdown_delay_ms),
             log_format: self.log_format.or(other.log_format),
+            worker_threads: self.worker_threads.or(other.worker_threads),
             database_url: self.database_url.or(other.database_url),
             mutations: self.mutations.or(other.mutations),
             pool_size: self.pool_size.or(other.pool_size),
@@ -202,6 +207,7 @@ impl ServeArgs {
             keepalive_timeout: ms(merged.keepalive_timeout_ms.unwrap_or(10_000)),
             shutdown_delay: ms(merged.shutdown_delay_ms.unwrap_or(0)),
             log_format: merged.log_format.unwrap_or_default(),
+            worker_threads: merged.worker_threads.filter(|&n| n > 0),
             database: merged.database_url.map(|url| DatabaseSettings {
                 url,
                 pool_size: merged.pool_size.unwrap_or(16).max(1),
@@ -236,6 +242,7 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     pub shutdown_delay: Duration,
     pub log_format: LogFormat,
+    pub worker_threads: Option<usize>,
     pub database: Option<DatabaseSettings>,
     pub mutations: Option<PathBuf>,
     pub migrate: bool,

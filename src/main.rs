@@ -36,8 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let settings = (*args).resolve()?;
             init_logging(settings.log_format);
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
+            runtime(&settings)?.block_on(async {
                 let shutdown = server::termination_signal();
                 let api = api_for(&settings, None).await?;
                 let listener = tokio::net::TcpListener::bind(settings.listen).await?;
@@ -60,7 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve.migrate = Some(true);
             let settings = serve.resolve()?;
             let example = settings.mutations.is_none().then_some(EXAMPLE_MUTATIONS);
-            tokio::runtime::Runtime::new()?.block_on(async {
+            runtime(&settings)?.block_on(async {
                 let shutdown = server::termination_signal();
                 let api = api_for(&settings, example).await?;
                 let listener = tokio::net::TcpListener::bind(settings.listen).await?;
@@ -76,6 +75,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime(settings: &ServerSettings) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.worker_threads {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
 }
 
 /// The service, with an evidence store when a database is configured.

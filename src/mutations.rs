@@ -156,6 +156,12 @@ pub struct Mutation {
 }
 
 impl Mutation {
+    /// Whether a parameter takes this built-in (the evidence id forces the
+    /// mutation to wait for the evidence row).
+    pub fn uses_builtin(&self, builtin: Builtin) -> bool {
+        self.params.iter().any(|p| p.source == Source::Builtin(builtin))
+    }
+
     pub fn param_types(&self, statement: &Statement) -> Vec<Type> {
         statement.params.iter().map(|&i| self.params[i].kind.sql_type()).collect()
     }

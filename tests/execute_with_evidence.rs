@@ -335,7 +335,7 @@ async fn a_backend_killed_mid_transaction_leaves_nothing_half_written() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let killed: i64 = f
         .db
-        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()", &[])
+        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND datname = current_database() AND pid <> pg_backend_pid()", &[])
         .await
         .unwrap()
         .get(0);
@@ -587,4 +587,36 @@ async fn a_serialization_failure_is_retried_and_commits_once() {
     assert_eq!(attempts, 2, "one failed attempt, one committed");
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
     assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1, "the failed attempt left no row");
+}
+
+#[tokio::test]
+async fn a_deadline_expiring_mid_transaction_commits_nothing_and_leaves_the_pool_clean() {
+    let f = fixture().await;
+    // One connection, so the calls after the cancelled one must reuse it.
+    let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
+    let url = format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1));
+    let settings = DatabaseSettings { pool_size: 1, ..database(&url) };
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await),
+    )
+    .await;
+    let mut client = server.client().await;
+
+    let mut request = tonic::Request::new(call(invoice_request(250, "USD"), Some("k-deadline"), "slow_insert"));
+    request.set_timeout(Duration::from_millis(300));
+    let status = client.execute_with_evidence(request).await.unwrap_err();
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+
+    for i in 0..3 {
+        let key = format!("k-after-{i}");
+        let response =
+            client.execute_with_evidence(call(invoice_request(250, "USD"), Some(&key), "create_invoice")).await;
+        assert!(response.unwrap().into_inner().mutation_applied);
+    }
+    // The cancelled call's evidence was never committed, by it or by a later caller.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(f.count("SELECT count(*) FROM governance_events WHERE idempotency_key = 'k-deadline'").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 3);
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 3);
 }

@@ -13,6 +13,7 @@ pub mod local_postgres;
 pub mod migrate;
 pub mod redact;
 mod tls;
+mod transaction;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +26,9 @@ use tokio_postgres::{NoTls, Row};
 use crate::decision::json::{self, Layout};
 use crate::decision::record::object;
 use crate::decision::{Decision, DecisionRecord, Map, NormalizedRequest, Value};
-use crate::mutations::{BindError, Builtins, Mode, Mutation, Registry, SqlValue};
+use crate::mutations::{BindError, Builtin, Builtins, Mode, Mutation, Registry, SqlValue};
 use redact::Redactor;
+use transaction::Transaction;
 
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
@@ -289,40 +291,91 @@ impl EvidenceStore {
         }
     }
 
+    /// The transaction, in as few round trips as its dependencies allow:
+    /// a decision that writes nothing is one autocommitted INSERT; a write is
+    /// BEGIN, the evidence INSERT and the mutation sent together (the mutation
+    /// waits for the INSERT only if it needs the evidence id), then the result
+    /// INSERT with COMMIT: two round trips.
     async fn try_execute(&self, write: &GovernedWrite<'_>, row: &EvidenceRow) -> Result<Execution, EvidenceError> {
-        let allowed = write.allows_write();
-        let mut client = self.pool.get().await?;
-        let transaction = client.transaction().await?;
+        let client = self.pool.get().await?;
+        if !write.allows_write() {
+            // A single statement is atomic by itself.
+            return match insert_evidence(&client, write, row, "not_applied", true, None).await? {
+                Some(evidence_id) => {
+                    Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
+                }
+                None => self.replay(write, &client).await,
+            };
+        }
 
-        let outcome = if allowed { "applied" } else { "not_applied" };
-        let inserted = insert_evidence(&transaction, write, row, outcome, true, None).await?;
-        let Some(evidence_id) = inserted else {
-            drop(transaction);
-            return self.replay(write, &client).await;
-        };
-
-        let result = if allowed {
+        let transaction = Transaction::open(client);
+        let client = transaction.client();
+        let mutation = write.mutation;
+        let bind = |evidence_id| {
             let builtins =
                 Builtins { request: write.request, ctx_id: &row.ctx_id, trace_hash: &row.trace_hash, evidence_id };
-            let values = write.mutation.bind(&builtins, write.caller_params)?;
-            let result = run_mutation(&transaction, write.mutation, &values).await?;
-            transaction
-                .execute(
-                    "INSERT INTO governance_mutation_results (evidence_id, rows_affected, returning_rows) \
-                     VALUES ($1, $2, $3::text::jsonb)",
-                    &[
-                        &evidence_id,
-                        &(result.rows_affected as i64),
-                        &rows_json(&self.redactor.redact_rows(&result.returning)),
-                    ],
-                )
-                .await?;
-            Some(result)
-        } else {
-            None
+            mutation.bind(&builtins, write.caller_params)
         };
-        transaction.commit().await?;
-        Ok(Execution { evidence_id, mutation_applied: result.is_some(), result, replayed: false })
+        let begin = async { transaction.begin().await.map_err(EvidenceError::from) };
+        let outcome = if mutation.uses_builtin(Builtin::EvidenceId) {
+            // The mutation needs the id: it waits for the evidence row.
+            let first = async {
+                match insert_evidence(client, write, row, "applied", true, None).await? {
+                    Some(evidence_id) => {
+                        let values = bind(evidence_id)?;
+                        Ok((Some(evidence_id), run_mutation(client, mutation, &values).await?))
+                    }
+                    None => Ok((None, MutationResult { rows_affected: 0, returning: Vec::new() })),
+                }
+            };
+            let (began, outcome) = tokio::join!(begin, first);
+            match (began, outcome) {
+                (Ok(()), outcome) => outcome,
+                (Err(error), Ok(_)) => Err(error),
+                (Err(a), Err(b)) => Err(cause(a, b)),
+            }
+        } else {
+            let values = bind(0)?;
+            let (began, inserted, result) = tokio::join!(
+                begin,
+                insert_evidence(client, write, row, "applied", true, None),
+                run_mutation(client, mutation, &values)
+            );
+            match (began, inserted, result) {
+                (Ok(()), Ok(evidence_id), Ok(result)) => Ok((evidence_id, result)),
+                (began, inserted, result) => Err([began.err(), inserted.err(), result.err()]
+                    .into_iter()
+                    .flatten()
+                    .reduce(cause)
+                    .expect("one of them failed")),
+            }
+        };
+        let (evidence_id, result) = match outcome {
+            Ok((Some(evidence_id), result)) => (evidence_id, result),
+            Ok((None, _)) => {
+                // The key is taken: undo what ran beside the insert, then replay.
+                let client = transaction.rollback().await?;
+                return self.replay(write, &client).await;
+            }
+            Err(error) => {
+                if !matches!(&error, EvidenceError::Database(e) if e.is_closed()) {
+                    let _ = transaction.rollback().await;
+                }
+                return Err(error);
+            }
+        };
+
+        let returning = rows_json(&self.redactor.redact_rows(&result.returning));
+        let rows_affected = result.rows_affected as i64;
+        let statement = client
+            .prepare_typed_cached(
+                "INSERT INTO governance_mutation_results (evidence_id, rows_affected, returning_rows) \
+                 VALUES ($1, $2, $3::text::jsonb)",
+                &[],
+            )
+            .await?;
+        transaction.commit_with_execute(&statement, &[&evidence_id, &rows_affected, &returning]).await?;
+        Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
     }
 
     /// The stored outcome of an earlier call with the same key, or a refusal
@@ -375,6 +428,14 @@ impl EvidenceStore {
             Err(e) => e,
         }
     }
+}
+
+/// Of two failures of one pipeline, the one that caused the other. Once a
+/// statement fails, the transaction's later statements only report 25P02
+/// (in failed transaction); which one ran first depends on timing.
+fn cause(a: EvidenceError, b: EvidenceError) -> EvidenceError {
+    let aborted_by_another = |e: &EvidenceError| matches!(e, EvidenceError::Database(db) if db.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    if aborted_by_another(&a) && !aborted_by_another(&b) { b } else { a }
 }
 
 fn is_retryable(error: &tokio_postgres::Error) -> bool {

@@ -50,8 +50,7 @@ impl Redactor {
     }
 
     fn key_is_sensitive(&self, key: &str) -> bool {
-        let key = key.to_ascii_lowercase();
-        self.key_patterns.iter().any(|pattern| glob_matches(pattern, &key))
+        self.key_patterns.iter().any(|pattern| glob_matches(pattern.as_bytes(), key.as_bytes()))
     }
 
     /// Whether a rule's `field_path` (payload-relative, dotted) names a secret.
@@ -136,16 +135,19 @@ impl Redactor {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-fn glob_matches(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(tail) = text.strip_prefix(prefix) else { return false };
-            if rest.is_empty() {
-                return true;
+/// `*` matches any run of bytes; everything else matches itself, ignoring
+/// ASCII case (patterns are stored lowercased). Works on bytes so that no
+/// key is copied to compare it.
+fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.iter().position(|&b| b == b'*') {
+        None => pattern.eq_ignore_ascii_case(text),
+        Some(star) => {
+            let (prefix, rest) = (&pattern[..star], &pattern[star + 1..]);
+            if text.len() < prefix.len() || !prefix.eq_ignore_ascii_case(&text[..prefix.len()]) {
+                return false;
             }
-            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob_matches(rest, &tail[i..]))
+            let tail = &text[prefix.len()..];
+            rest.is_empty() || (0..=tail.len()).any(|i| glob_matches(rest, &tail[i..]))
         }
     }
 }
