@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+mod ctx_id;
 pub mod decision;
 pub mod evidence;
 pub mod mutations;

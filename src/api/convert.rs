@@ -60,11 +60,15 @@ pub fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> 
 }
 
 pub fn from_struct(s: prost_types::Struct, field: &str) -> Result<Value, ApiError> {
+    map_from_struct(s, field).map(Value::Object)
+}
+
+pub fn map_from_struct(s: prost_types::Struct, field: &str) -> Result<Map, ApiError> {
     let mut map = Map::with_capacity_and_hasher(s.fields.len(), Default::default());
     for (key, value) in s.fields {
         map.insert(key, from_proto_value(value, field)?);
     }
-    Ok(Value::Object(map))
+    Ok(map)
 }
 
 fn from_proto_value(value: prost_types::Value, field: &str) -> Result<Value, ApiError> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use crate::ctx_id;
 use crate::decision::json::{Layout, write_value};
 use crate::decision::{self, Answer, Decided, Map, Value};
 use crate::evidence::{EvidenceError, EvidenceStore, GovernedWrite};
@@ -68,15 +69,14 @@ impl GovernanceApi {
         let body = convert::request_body(request.body.map(convert::evaluate_body))?;
         let call = request.mutation.ok_or(ApiError::MissingMutation)?;
         let caller_params = match call.params {
-            Some(params) => convert::from_struct(params, "mutation.params")?,
-            None => Value::Object(Map::default()),
+            Some(params) => convert::map_from_struct(params, "mutation.params")?,
+            None => Map::default(),
         };
-        let Value::Object(caller_params) = caller_params else { unreachable!("a Struct converts to an object") };
 
         let fingerprint = fingerprint(&body, &call.name, &caller_params);
         let validation = match decision::validate(body, request.idempotency_key.as_deref())? {
             Ok(validation) => validation,
-            Err(invalid) => return Err(ApiError::Invalid { invalid, ctx_id: random_ctx_id() }),
+            Err(invalid) => return Err(ApiError::Invalid { invalid, ctx_id: ctx_id::random() }),
         };
         let mutation = store.mutation_for(&call.name, &validation.request)?;
         let mode = store.mode_for(mutation);
@@ -120,15 +120,9 @@ fn evaluate(request: EvaluateRequest, rpc: &RpcSpan) -> Result<EvaluateResponse,
 }
 
 /// Kernite's answer for a body, with its 400 turned into an error.
-pub fn decide(body: Value, idempotency_key: Option<&str>) -> Result<Decided, ApiError> {
+fn decide(body: Value, idempotency_key: Option<&str>) -> Result<Decided, ApiError> {
     match decision::execute(body, idempotency_key)? {
         Answer::Decided(decided) => Ok(*decided),
-        Answer::Invalid(invalid) => Err(ApiError::Invalid { invalid, ctx_id: random_ctx_id() }),
+        Answer::Invalid(invalid) => Err(ApiError::Invalid { invalid, ctx_id: ctx_id::random() }),
     }
-}
-
-/// Kernite gives each rejected request a fresh `ctx_<12 hex>`.
-fn random_ctx_id() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("ctx_{}", &id[..12])
 }

@@ -268,7 +268,7 @@ impl EvidenceStore {
             ),
             None => {
                 // Nothing was decided, so nothing was hashed: a fresh ctx_id joins the logs.
-                let ctx_id = format!("ctx_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                let ctx_id = crate::ctx_id::random();
                 let response = object([
                     ("ctx_id", Value::str(&ctx_id)),
                     ("message", Value::str("Governance skipped by operator mode.")),
