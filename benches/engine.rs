@@ -10,7 +10,7 @@ use std::hint::black_box;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use governance_sidecar::decision::json::{self, Layout};
+use governance_sidecar::decision::json;
 use governance_sidecar::decision::{Answer, execute};
 
 fn engine(c: &mut Criterion) {
@@ -32,7 +32,7 @@ fn engine(c: &mut Criterion) {
             b.iter(|| {
                 let body = json::parse(black_box(&text)).unwrap();
                 let Answer::Decided(decided) = execute(body, Some("bench-key")).unwrap() else { unreachable!() };
-                json::to_string(&decided.record.to_value(), Layout::Response)
+                decided.record.response_json()
             })
         });
     }

@@ -31,7 +31,17 @@ fn without_ctx_id(mut response: Value) -> Value {
 fn answer(request_json: &str, idempotency_key: Option<&str>) -> Result<(i64, Value), String> {
     let body = json::parse(request_json).map_err(|e| format!("request_json does not parse: {e}"))?;
     match execute(body, idempotency_key).map_err(|e| format!("engine refused: {e}"))? {
-        Answer::Decided(decided) => Ok((200, decided.record.to_value())),
+        Answer::Decided(decided) => {
+            // The direct writer and the value tree must write the same text.
+            let tree = json::to_string(&decided.record.to_value(), Layout::Response);
+            if decided.record.response_json() != tree {
+                return Err(format!(
+                    "write_response differs from to_value:\n  {}\n  {tree}",
+                    decided.record.response_json()
+                ));
+            }
+            Ok((200, decided.record.to_value()))
+        }
         Answer::Invalid(invalid) => Ok((400, invalid.to_value("ctx_random"))),
     }
 }

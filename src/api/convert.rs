@@ -155,7 +155,7 @@ pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
         idempotency_key: record.idempotency_key.clone(),
         previous_trace_hash: record.previous_trace_hash.clone(),
         combining_algorithm: record.combining_algorithm.clone(),
-        response_json: json::to_string(&record.to_value(), Layout::Response),
+        response_json: record.response_json(),
     }
 }
 

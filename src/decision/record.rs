@@ -3,6 +3,7 @@
 //! Each `to_value` writes keys in the order Kernite builds its dicts, so that
 //! the response JSON is the same text `kernite serve` writes.
 
+use super::json::{Layout, write_object, write_string, write_value};
 use super::validate::Effect;
 use super::value::{Map, Value};
 
@@ -129,7 +130,6 @@ impl MatchedPolicy {
     /// The hashed form as canonical JSON: equal to writing `to_value` with its
     /// reason codes sorted, without building it.
     pub fn write_canonical(&self, out: &mut String) {
-        use super::json::{Layout, write_string, write_value};
         let optional = |out: &mut String, value: &Option<String>| match value {
             Some(s) => write_string(out, s),
             None => out.push_str("null"),
@@ -234,6 +234,133 @@ impl DecisionRecord {
     }
 }
 
+/// Writes one object in the response layout, entries in the order given.
+struct ObjectWriter<'a> {
+    out: &'a mut String,
+    empty: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    fn open(out: &'a mut String) -> ObjectWriter<'a> {
+        out.push('{');
+        ObjectWriter { out, empty: true }
+    }
+
+    /// Writes the key; the caller writes the value into the returned buffer.
+    fn key(&mut self, key: &str) -> &mut String {
+        if !self.empty {
+            self.out.push_str(", ");
+        }
+        self.empty = false;
+        write_string(self.out, key);
+        self.out.push_str(": ");
+        self.out
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        write_string(self.key(key), value);
+    }
+
+    fn optional(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(value) => self.str(key, value),
+            None => self.key(key).push_str("null"),
+        }
+    }
+
+    fn value(&mut self, key: &str, value: &Value) {
+        write_value(self.key(key), value, Layout::Response);
+    }
+
+    fn map(&mut self, key: &str, map: &Map) {
+        write_object(self.key(key), map, Layout::Response);
+    }
+
+    fn list<T>(&mut self, key: &str, items: &[T], write: impl Fn(&mut String, &T)) {
+        let out = self.key(key);
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            write(out, item);
+        }
+        out.push(']');
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
+impl DecisionRecord {
+    /// The response body as `kernite serve` writes it: the same text as
+    /// rendering [`Self::to_value`], written without building that tree.
+    pub fn write_response(&self, out: &mut String) {
+        let mut body = ObjectWriter::open(out);
+        body.str("ctx_id", &self.ctx_id);
+        body.str("message", self.message());
+        let mut data = ObjectWriter::open(body.key("data"));
+        data.str("decision", self.decision.as_str());
+        data.list("reason_codes", &self.reason_codes, |out, code| write_string(out, code));
+        data.list("reasons", &self.reasons, |out, reason| {
+            let mut entry = ObjectWriter::open(out);
+            entry.str("code", &reason.code);
+            entry.str("message", &reason.message);
+            entry.value("rule_key", &reason.rule_key);
+            entry.value("field_path", &reason.field_path);
+            entry.map("details", &reason.details);
+            entry.close();
+        });
+        data.list("rule_events", &self.rule_events, |out, event| {
+            let mut entry = ObjectWriter::open(out);
+            entry.optional("rule_key", event.rule_key.as_deref());
+            entry.str("rule_type", &event.rule_type);
+            entry.str(
+                "status",
+                match event.status {
+                    RuleStatus::Passed => "passed",
+                    RuleStatus::Failed => "failed",
+                },
+            );
+            entry.str("message", &event.message);
+            entry.optional("reason_code", event.reason_code.as_deref());
+            entry.optional("field_path", event.field_path.as_deref());
+            entry.map("details", &event.details);
+            entry.close();
+        });
+        data.list("matched_policies", &self.matched_policies, |out, policy| {
+            let mut entry = ObjectWriter::open(out);
+            entry.optional("policy_version_id", policy.policy_version_id.as_deref());
+            entry.optional("policy_id", policy.policy_id.as_deref());
+            entry.str("policy_key", &policy.policy_key);
+            entry.str("policy_name", &policy.policy_name);
+            entry.str("effect", policy.effect.as_str());
+            entry.value("priority", &policy.priority);
+            entry.value("version", &policy.version);
+            entry.key("rule_count").push_str(&policy.rule_count.to_string());
+            entry.str("decision", policy.outcome_str());
+            entry.list("reason_codes", &policy.reason_codes, |out, code| write_string(out, code));
+            entry.key("condition_count").push_str(&policy.condition_count.to_string());
+            entry.close();
+        });
+        data.str("combining_algorithm", &self.combining_algorithm);
+        data.str("policy_selection_reason_code", &self.policy_selection_reason_code);
+        data.map("policy", &self.policy);
+        data.str("trace_hash", &self.trace_hash);
+        data.optional("previous_trace_hash", self.previous_trace_hash.as_deref());
+        data.optional("idempotency_key", self.idempotency_key.as_deref());
+        data.close();
+        body.close();
+    }
+
+    pub fn response_json(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        self.write_response(&mut out);
+        out
+    }
+}
+
 pub fn optional_str(value: &Option<String>) -> Value {
     value.as_ref().map_or(Value::Null, Value::str)
 }
@@ -246,7 +373,7 @@ pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::json::{Layout, to_string};
+    use crate::decision::json::to_string;
 
     #[test]
     fn matched_policy_canonical_form_equals_its_sorted_value() {
