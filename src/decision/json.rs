@@ -388,6 +388,28 @@ pub fn write_object(out: &mut String, map: &Map, layout: Layout) {
     out.push('}');
 }
 
+/// A string, or `null`.
+pub fn write_optional_string(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(s) => write_string(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// Strings sorted by code point, as a canonical array: how Kernite hashes reason codes.
+pub fn write_sorted_strings(out: &mut String, strings: &[String]) {
+    let mut sorted: Vec<&String> = strings.iter().collect();
+    sorted.sort_unstable();
+    out.push('[');
+    for (i, s) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, s);
+    }
+    out.push(']');
+}
+
 /// `json.dumps` writes floats with `float.__repr__`, and the non-finite
 /// ones (which can arise from `float("inf")` inside Kernite) as JavaScript literals.
 fn write_float(out: &mut String, f: f64) {

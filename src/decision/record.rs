@@ -3,7 +3,7 @@
 //! Each `to_value` writes keys in the order Kernite builds its dicts, so that
 //! the response JSON is the same text `kernite serve` writes.
 
-use super::json::{Layout, write_object, write_string, write_value};
+use super::json::{Layout, write_object, write_optional_string, write_sorted_strings, write_string, write_value};
 use super::validate::Effect;
 use super::value::{Map, Value};
 
@@ -130,10 +130,6 @@ impl MatchedPolicy {
     /// The hashed form as canonical JSON: equal to writing `to_value` with its
     /// reason codes sorted, without building it.
     pub fn write_canonical(&self, out: &mut String) {
-        let optional = |out: &mut String, value: &Option<String>| match value {
-            Some(s) => write_string(out, s),
-            None => out.push_str("null"),
-        };
         out.push_str("{\"condition_count\":");
         out.push_str(&self.condition_count.to_string());
         out.push_str(",\"decision\":");
@@ -141,25 +137,18 @@ impl MatchedPolicy {
         out.push_str(",\"effect\":");
         write_string(out, self.effect.as_str());
         out.push_str(",\"policy_id\":");
-        optional(out, &self.policy_id);
+        write_optional_string(out, self.policy_id.as_deref());
         out.push_str(",\"policy_key\":");
         write_string(out, &self.policy_key);
         out.push_str(",\"policy_name\":");
         write_string(out, &self.policy_name);
         out.push_str(",\"policy_version_id\":");
-        optional(out, &self.policy_version_id);
+        write_optional_string(out, self.policy_version_id.as_deref());
         out.push_str(",\"priority\":");
         write_value(out, &self.priority, Layout::Canonical);
-        out.push_str(",\"reason_codes\":[");
-        let mut codes: Vec<&String> = self.reason_codes.iter().collect();
-        codes.sort_unstable();
-        for (i, code) in codes.into_iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_string(out, code);
-        }
-        out.push_str("],\"rule_count\":");
+        out.push_str(",\"reason_codes\":");
+        write_sorted_strings(out, &self.reason_codes);
+        out.push_str(",\"rule_count\":");
         out.push_str(&self.rule_count.to_string());
         out.push_str(",\"version\":");
         write_value(out, &self.version, Layout::Canonical);
@@ -262,10 +251,7 @@ impl<'a> ObjectWriter<'a> {
     }
 
     fn optional(&mut self, key: &str, value: Option<&str>) {
-        match value {
-            Some(value) => self.str(key, value),
-            None => self.key(key).push_str("null"),
-        }
+        write_optional_string(self.key(key), value);
     }
 
     fn value(&mut self, key: &str, value: &Value) {

@@ -14,7 +14,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::json::{Layout, write_object, write_string};
+use super::json::{Layout, write_object, write_optional_string, write_sorted_strings, write_string};
 use super::record::{Decision, MatchedPolicy};
 use super::validate::NormalizedRequest;
 
@@ -69,18 +69,11 @@ fn write_record(out: &mut String, trace: &TraceInput<'_>) {
     out.push_str("],\"policy_selection_reason_code\":");
     write_string(out, trace.policy_selection_reason_code);
     out.push_str(",\"previous_trace_hash\":");
-    write_optional(out, trace.previous_trace_hash);
+    write_optional_string(out, trace.previous_trace_hash.as_deref());
 
-    out.push_str(",\"reason_codes\":[");
-    let mut codes: Vec<&String> = trace.reason_codes.iter().collect();
-    codes.sort_unstable();
-    for (i, code) in codes.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_string(out, code);
-    }
-    out.push_str("]}");
+    out.push_str(",\"reason_codes\":");
+    write_sorted_strings(out, trace.reason_codes);
+    out.push('}');
 }
 
 /// The normalised request, as [`NormalizedRequest::to_value`] in canonical form.
@@ -88,7 +81,7 @@ fn write_input(out: &mut String, input: &NormalizedRequest) {
     out.push_str("{\"context\":");
     write_object(out, &input.context, Layout::Canonical);
     out.push_str(",\"idempotency_key\":");
-    write_optional(out, &input.idempotency_key);
+    write_optional_string(out, input.idempotency_key.as_deref());
     out.push_str(",\"object_type\":");
     write_string(out, &input.object_type);
     out.push_str(",\"operation\":");
@@ -106,13 +99,6 @@ fn write_input(out: &mut String, input: &NormalizedRequest) {
     out.push_str(",\"workspace_id\":");
     write_string(out, &input.workspace_id);
     out.push('}');
-}
-
-fn write_optional(out: &mut String, value: &Option<String>) {
-    match value {
-        Some(s) => write_string(out, s),
-        None => out.push_str("null"),
-    }
 }
 
 #[cfg(test)]
