@@ -305,3 +305,21 @@ async fn an_expired_deadline_is_not_answered_with_a_decision() {
     let status = client.evaluate(request).await.unwrap_err();
     assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
 }
+
+#[tokio::test]
+async fn typed_structs_nested_past_protobufs_limit_are_refused_by_the_decoder() {
+    let server = server().await;
+    let mut client = server.client().await;
+    let mut value = number(1.0);
+    for _ in 0..200 {
+        value = nested(vec![("a", value)]);
+    }
+    let mut request = typed_invoice(1.0);
+    if let Some(Body::Request(typed)) = &mut request.body {
+        typed.payload = Some(structure(vec![("deep", value)]));
+    }
+    // Unparseable protobuf is INTERNAL by gRPC's status-code guide (tonic's decoder says so).
+    let status = client.evaluate(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{}", status.message());
+    assert!(client.evaluate(typed_invoice(1.0)).await.is_ok(), "the server keeps serving");
+}
