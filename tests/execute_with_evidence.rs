@@ -620,3 +620,21 @@ async fn a_deadline_expiring_mid_transaction_commits_nothing_and_leaves_the_pool
     assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 3);
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 3);
 }
+
+#[tokio::test]
+async fn parameters_that_cannot_be_bound_are_refused_and_write_nothing() {
+    let f = fixture().await;
+    // No currency: in observe mode the write goes ahead whatever the decision,
+    // and `currency` has no value to bind.
+    let missing = invoice_request(250, "USD").replace(r#", "currency": "USD""#, "");
+    let status = f.execute(call(missing, Some("k-missing"), "observe_invoice")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("`currency` has no value"), "{}", status.message());
+    // A string where a bigint is declared (the policy's max_value accepts numeric text).
+    let wrong_type = invoice_request(250, "USD").replace(r#""amount": 250"#, r#""amount": "250""#);
+    let status = f.execute(call(wrong_type, Some("k-type"), "create_invoice")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("`amount` must be an integer"), "{}", status.message());
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+}

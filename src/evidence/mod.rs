@@ -297,25 +297,29 @@ impl EvidenceStore {
     /// waits for the INSERT only if it needs the evidence id), then the result
     /// INSERT with COMMIT: two round trips.
     async fn try_execute(&self, write: &GovernedWrite<'_>, row: &EvidenceRow) -> Result<Execution, EvidenceError> {
-        let client = self.pool.get().await?;
-        if !write.allows_write() {
-            // A single statement is atomic by itself.
-            return match insert_evidence(&client, write, row, "not_applied", true, None).await? {
-                Some(evidence_id) => {
-                    Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
-                }
-                None => self.replay(write, &client).await,
-            };
-        }
-
-        let transaction = Transaction::open(client);
-        let client = transaction.client();
         let mutation = write.mutation;
         let bind = |evidence_id| {
             let builtins =
                 Builtins { request: write.request, ctx_id: &row.ctx_id, trace_hash: &row.trace_hash, evidence_id };
             mutation.bind(&builtins, write.caller_params)
         };
+        // Bound before a connection is taken: a caller's bad parameter costs the
+        // database nothing. (The evidence id, if used, is bound again once known.)
+        let values = if write.allows_write() { Some(bind(0)?) } else { None };
+
+        let client = self.pool.get().await?;
+        let Some(values) = values else {
+            // Nothing to write but the evidence: a single statement is atomic by itself.
+            return match insert_evidence(&client, write, row, "not_applied", true, None).await? {
+                Some(evidence_id) => {
+                    Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
+                }
+                None => self.replay(write, &client).await,
+            };
+        };
+
+        let transaction = Transaction::open(client);
+        let client = transaction.client();
         let begin = async { transaction.begin().await.map_err(EvidenceError::from) };
         let outcome = if mutation.uses_builtin(Builtin::EvidenceId) {
             // The mutation needs the id: it waits for the evidence row.
@@ -335,7 +339,6 @@ impl EvidenceStore {
                 (Err(a), Err(b)) => Err(cause(a, b)),
             }
         } else {
-            let values = bind(0)?;
             let (began, inserted, result) = tokio::join!(
                 begin,
                 insert_evidence(client, write, row, "applied", true, None),

@@ -24,7 +24,7 @@ impl Transaction {
         Transaction { client: Some(client) }
     }
 
-    /// The BEGIN to send first, typically in a `try_join!` with the first statements.
+    /// The BEGIN to send first, in a `join!` with the first statements.
     pub async fn begin(&self) -> Result<(), tokio_postgres::Error> {
         self.client().batch_execute("BEGIN").await
     }
