@@ -638,3 +638,56 @@ async fn parameters_that_cannot_be_bound_are_refused_and_write_nothing() {
     assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
 }
+
+#[tokio::test]
+async fn evidence_is_append_only_except_through_the_purge_function() {
+    let f = fixture().await;
+    f.execute(call(invoice_request(250, "USD"), Some("k-keep"), "create_invoice")).await.unwrap();
+    f.execute(call(invoice_request(5000, "USD"), Some("k-denied"), "create_invoice")).await.unwrap();
+
+    for tampering in [
+        "UPDATE governance_events SET decision = 'approved'",
+        "DELETE FROM governance_events",
+        "TRUNCATE governance_events CASCADE",
+        "UPDATE governance_mutation_results SET rows_affected = 0",
+        "DELETE FROM governance_mutation_results",
+        "TRUNCATE governance_mutation_results",
+    ] {
+        let error = f.db.batch_execute(tampering).await.expect_err(tampering);
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{tampering}: {error}"
+        );
+    }
+    // Another role with DELETE privilege cannot open the door by setting the flag itself.
+    f.db.batch_execute("CREATE ROLE evidence_tamperer; GRANT DELETE, SELECT ON governance_events TO evidence_tamperer")
+        .await
+        .unwrap();
+    let error = f
+        .db
+        .batch_execute("BEGIN; SET LOCAL ROLE evidence_tamperer; SET LOCAL governance.purging = 'on'; DELETE FROM governance_events; COMMIT")
+        .await
+        .expect_err("flag set by another role");
+    assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
+    f.db.batch_execute("ROLLBACK").await.unwrap();
+    // Nobody may run the purge function until it is granted.
+    let error =
+        f.db.batch_execute("BEGIN; SET LOCAL ROLE evidence_tamperer; SELECT governance_purge_before(now()); COMMIT")
+            .await
+            .expect_err("purge without a grant");
+    assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
+    f.db.batch_execute("ROLLBACK; DROP OWNED BY evidence_tamperer; DROP ROLE evidence_tamperer").await.unwrap();
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 2);
+
+    // Retention: the purge function deletes what is older than the cutoff, results included.
+    let purged: i64 =
+        f.db.query_one("SELECT governance_purge_before(now() + interval '1 minute')", &[]).await.unwrap().get(0);
+    assert_eq!(purged, 2);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM governance_mutation_results").await, 0);
+    // ...and the door closes behind it.
+    assert!(f.db.batch_execute("DELETE FROM governance_events").await.is_ok(), "nothing left to refuse");
+    f.execute(call(invoice_request(250, "USD"), Some("k-after"), "create_invoice")).await.unwrap();
+    assert!(f.db.batch_execute("DELETE FROM governance_events").await.is_err());
+}

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "mode_and_redaction",
         sql: include_str!("../../migrations/0003_mode_and_redaction.sql"),
     },
+    Migration {
+        version: 4,
+        name: "append_only_evidence",
+        sql: include_str!("../../migrations/0004_append_only_evidence.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
