@@ -124,9 +124,32 @@ async fn fixture() -> Fixture {
         )
         .await
         .unwrap();
-    let store = store(&url, REGISTRY).await;
+    // The sidecar runs as the least-privilege role the README recommends.
+    let role = least_privilege_role(&admin).await;
+    let sidecar_url = url.replacen("postgres@", &format!("{role}@"), 1);
+    let store = store(&sidecar_url, REGISTRY).await;
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
     Fixture { server, db: admin }
+}
+
+/// The README's recommended role: it may add evidence and read it back for
+/// replays, and do what the registered mutations need. Nothing else.
+async fn least_privilege_role(admin: &tokio_postgres::Client) -> String {
+    let database: String = admin.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    let role = format!("sidecar_{database}");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT INSERT, SELECT ON governance_events, governance_mutation_results TO {role};
+             GRANT SELECT ON governance_schema_migrations TO {role};
+             GRANT USAGE ON SEQUENCE governance_events_id_seq TO {role};
+             -- what the test mutations need
+             GRANT INSERT, DELETE, SELECT ON invoices TO {role}; -- SELECT: for RETURNING
+             GRANT USAGE ON SEQUENCE invoices_id_seq, attempts TO {role};"
+        ))
+        .await
+        .unwrap();
+    role
 }
 
 fn database(url: &str) -> DatabaseSettings {
