@@ -90,7 +90,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
 
-    /// Requests processed at once across all connections; more wait. [default: 1024]
+    /// Governance calls processed at once across all connections; more wait (health checks never do). [default: 1024]
     #[arg(long, env = "GOVERNANCE_CONCURRENCY_LIMIT")]
     pub concurrency_limit: Option<usize>,
 

@@ -41,7 +41,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
-    let governance = GovernanceServer::new(api)
+    let governance = GovernanceServer::new(api.with_concurrency_limit(settings.concurrency_limit))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(usize::MAX);
 
@@ -62,7 +62,6 @@ pub async fn serve(
         .timeout(settings.request_timeout)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -714,3 +714,38 @@ async fn evidence_is_append_only_except_through_the_purge_function() {
     f.execute(call(invoice_request(250, "USD"), Some("k-after"), "create_invoice")).await.unwrap();
     assert!(f.db.batch_execute("DELETE FROM governance_events").await.is_err());
 }
+
+#[tokio::test]
+async fn the_concurrency_limit_queues_governance_calls_but_never_health_checks() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let f = fixture().await;
+    let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
+    let url = format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1));
+    let settings = ServerSettings { concurrency_limit: 1, ..ServerSettings::default() };
+    let server = TestServer::start(settings, GovernanceApi::with_evidence(store(&url, REGISTRY).await)).await;
+
+    // The only permit is held by a call that sleeps one second in PostgreSQL.
+    let mut slow_client = server.client().await;
+    let slow = tokio::spawn(async move {
+        let response = slow_client.execute_with_evidence(call(invoice_request(250, "USD"), None, "slow_insert")).await;
+        (response, std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Health answers while the permit is taken...
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(status.status(), ServingStatus::Serving);
+    assert!(!slow.is_finished(), "the slow call still holds the permit");
+
+    // ...while an Evaluate waits for it, and so finishes after the slow call.
+    let evaluate = governance_sidecar::proto::EvaluateRequest {
+        body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson(invoice_request(1, "USD"))),
+        idempotency_key: None,
+    };
+    server.client().await.evaluate(evaluate).await.unwrap();
+    let evaluated_at = std::time::Instant::now();
+    let (slow_response, slow_done_at) = slow.await.unwrap();
+    assert!(slow_response.unwrap().into_inner().mutation_applied);
+    assert!(slow_done_at <= evaluated_at, "Evaluate was answered before the call holding the permit finished");
+}

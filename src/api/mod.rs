@@ -8,6 +8,7 @@ mod telemetry;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tonic::{Request, Response, Status};
 
 use crate::ctx_id;
@@ -20,10 +21,19 @@ pub use error::ApiError;
 use telemetry::RpcSpan;
 
 /// The `governance.v1.Governance` service.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct GovernanceApi {
     /// Absent when no database is configured: Evaluate still works.
     evidence: Option<Arc<EvidenceStore>>,
+    /// Calls being processed at once; more wait for a permit. Health checks
+    /// and reflection are not counted, so probes answer even when saturated.
+    permits: Arc<Semaphore>,
+}
+
+impl Default for GovernanceApi {
+    fn default() -> GovernanceApi {
+        GovernanceApi { evidence: None, permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)) }
+    }
 }
 
 impl GovernanceApi {
@@ -32,7 +42,16 @@ impl GovernanceApi {
     }
 
     pub fn with_evidence(store: EvidenceStore) -> GovernanceApi {
-        GovernanceApi { evidence: Some(Arc::new(store)) }
+        GovernanceApi { evidence: Some(Arc::new(store)), ..GovernanceApi::default() }
+    }
+
+    /// At most `limit` Governance calls are processed at once.
+    pub fn with_concurrency_limit(self, limit: usize) -> GovernanceApi {
+        GovernanceApi { permits: Arc::new(Semaphore::new(limit.clamp(1, Semaphore::MAX_PERMITS))), ..self }
+    }
+
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, Status> {
+        self.permits.acquire().await.map_err(|_| Status::unavailable("shutting down"))
     }
 
     /// The evidence store, for the server's health monitor.
@@ -44,6 +63,7 @@ impl GovernanceApi {
 #[tonic::async_trait]
 impl proto::governance_server::Governance for GovernanceApi {
     async fn evaluate(&self, request: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
+        let _permit = self.permit().await?;
         let rpc = RpcSpan::start("Evaluate");
         let result = evaluate(request.into_inner(), &rpc);
         rpc.finish(result).map(Response::new)
@@ -53,6 +73,7 @@ impl proto::governance_server::Governance for GovernanceApi {
         &self,
         request: Request<ExecuteWithEvidenceRequest>,
     ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
+        let _permit = self.permit().await?;
         let rpc = RpcSpan::start("ExecuteWithEvidence");
         let result = self.execute_with_evidence(request.into_inner(), &rpc).await;
         rpc.finish(result).map(Response::new)
