@@ -749,3 +749,27 @@ async fn the_concurrency_limit_queues_governance_calls_but_never_health_checks()
     assert!(slow_response.unwrap().into_inner().mutation_applied);
     assert!(slow_done_at <= evaluated_at, "Evaluate was answered before the call holding the permit finished");
 }
+
+#[tokio::test]
+async fn a_call_arriving_with_its_deadline_spent_writes_nothing() {
+    let f = fixture().await;
+    for _ in 0..5 {
+        let mut request = tonic::Request::new(call(invoice_request(250, "USD"), None, "create_invoice"));
+        request.set_timeout(Duration::from_nanos(1));
+        let status = f.server.client().await.execute_with_evidence(request).await.unwrap_err();
+        assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    }
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+}
+
+#[tokio::test]
+async fn sql_looking_values_are_stored_as_data() {
+    let f = fixture().await;
+    let hostile = "USD'); DROP TABLE invoices; --";
+    // Skip mode writes whatever the policy would say, so the value reaches the INSERT.
+    let request = invoice_request(250, "USD").replace(r#""currency": "USD""#, &format!(r#""currency": "{hostile}""#));
+    assert!(f.execute(call(request, Some("k-sql"), "skip_invoice")).await.unwrap().mutation_applied);
+    let stored: String = f.db.query_one("SELECT currency FROM invoices", &[]).await.unwrap().get(0);
+    assert_eq!(stored, hostile);
+}

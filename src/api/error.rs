@@ -32,6 +32,8 @@ pub enum ApiError {
     Unanswerable(#[from] Unanswerable),
     #[error("the request names no mutation: set `mutation.name`")]
     MissingMutation,
+    #[error("{}", .0.message())]
+    DeadlinePassed(Status),
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
 }
@@ -47,6 +49,7 @@ impl From<ApiError> for Status {
             | ApiError::MissingMutation => Status::invalid_argument(message),
             ApiError::Invalid { invalid, ctx_id } => invalid_request_status(&invalid, &ctx_id),
             ApiError::Evidence(error) => error.into(),
+            ApiError::DeadlinePassed(status) => status,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! store), encode the answer. No business rules live here.
 
 mod convert;
+mod deadline;
 pub mod error;
 mod telemetry;
 
@@ -17,6 +18,7 @@ use crate::decision::{self, Answer, Decided, Map, Value};
 use crate::evidence::{EvidenceError, EvidenceStore, GovernedWrite};
 use crate::mutations::Mode;
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
+use deadline::Deadline;
 pub use error::ApiError;
 use telemetry::RpcSpan;
 
@@ -63,9 +65,12 @@ impl GovernanceApi {
 #[tonic::async_trait]
 impl proto::governance_server::Governance for GovernanceApi {
     async fn evaluate(&self, request: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
+        let deadline = Deadline::from_metadata(request.metadata());
         let _permit = self.permit().await?;
         let rpc = RpcSpan::start("Evaluate");
-        let result = evaluate(request.into_inner(), &rpc);
+        // Answered only if the caller is still waiting for it.
+        let result = evaluate(request.into_inner(), &rpc)
+            .and_then(|response| deadline.check().map(|()| response).map_err(ApiError::DeadlinePassed));
         rpc.finish(result).map(Response::new)
     }
 
@@ -73,9 +78,10 @@ impl proto::governance_server::Governance for GovernanceApi {
         &self,
         request: Request<ExecuteWithEvidenceRequest>,
     ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
+        let deadline = Deadline::from_metadata(request.metadata());
         let _permit = self.permit().await?;
         let rpc = RpcSpan::start("ExecuteWithEvidence");
-        let result = self.execute_with_evidence(request.into_inner(), &rpc).await;
+        let result = self.execute_with_evidence(request.into_inner(), &deadline, &rpc).await;
         rpc.finish(result).map(Response::new)
     }
 }
@@ -84,6 +90,7 @@ impl GovernanceApi {
     async fn execute_with_evidence(
         &self,
         request: ExecuteWithEvidenceRequest,
+        deadline: &Deadline,
         rpc: &RpcSpan,
     ) -> Result<ExecuteWithEvidenceResponse, ApiError> {
         let store = self.evidence.as_ref().ok_or(EvidenceError::NotConfigured)?;
@@ -108,6 +115,8 @@ impl GovernanceApi {
         if let Some(record) = &record {
             rpc.record_decision(record);
         }
+        // Past its deadline, nothing is written.
+        deadline.check().map_err(ApiError::DeadlinePassed)?;
         let write = GovernedWrite {
             request: &validation.request,
             decision: record.as_ref(),

@@ -1,0 +1,110 @@
+//! The README's hostile-input table: each row, through the real server.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Buf as _, BufMut as _};
+use common::TestServer;
+use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::config::ServerSettings;
+use governance_sidecar::proto::{Decision, EvaluateRequest, evaluate_request::Body};
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+const VALID: &str = r#"{"workspace_id": "w", "principal": {"type": "user", "id": "u"}, "object_type": "invoice", "operation": "create", "payload": PAYLOAD}"#;
+
+fn with_payload(payload: &str) -> String {
+    VALID.replace("PAYLOAD", payload)
+}
+
+async fn evaluate(server: &TestServer, json: String, timeout: Option<Duration>) -> Result<Decision, tonic::Status> {
+    let mut request =
+        tonic::Request::new(EvaluateRequest { body: Some(Body::RequestJson(json)), idempotency_key: None });
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
+    server.client().await.evaluate(request).await.map(|r| r.into_inner().decision())
+}
+
+#[tokio::test]
+async fn each_hostile_input_gets_its_documented_answer_and_the_server_keeps_serving() {
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::new()).await;
+    let million = format!("[{}0]", "0,".repeat(999_999));
+    let rows: Vec<(&str, String, Result<Decision, Code>)> = vec![
+        ("invalid JSON", "{\"workspace_id\": ".into(), Err(Code::InvalidArgument)),
+        ("nested 100,000 levels", "[".repeat(100_000), Err(Code::InvalidArgument)),
+        ("array of a million elements", with_payload(&format!(r#"{{"items": {million}}}"#)), Ok(Decision::Approved)),
+        ("lone surrogate", with_payload(r#"{"x": "\ud800"}"#), Err(Code::InvalidArgument)),
+        ("NaN", with_payload(r#"{"x": NaN}"#), Err(Code::InvalidArgument)),
+        ("Infinity", with_payload(r#"{"x": -Infinity}"#), Err(Code::InvalidArgument)),
+        ("1e400", with_payload(r#"{"x": 1e400}"#), Err(Code::InvalidArgument)),
+        ("duplicate keys (the last wins, as in Kernite)", with_payload(r#"{"x": 1, "x": 2}"#), Ok(Decision::Approved)),
+        ("10 MB string", with_payload(&format!(r#"{{"x": "{}"}}"#, "a".repeat(10 << 20))), Err(Code::OutOfRange)),
+        (
+            "empty workspace",
+            VALID.replace(r#""workspace_id": "w""#, r#""workspace_id": "  ""#).replace("PAYLOAD", "{}"),
+            Err(Code::InvalidArgument),
+        ),
+        ("body not an object", "[1, 2]".into(), Err(Code::InvalidArgument)),
+    ];
+    for (name, json, expected) in rows {
+        let got = evaluate(&server, json, None).await.map_err(|status| status.code());
+        assert_eq!(got, expected, "{name}");
+    }
+    // An expired deadline is never answered with a decision.
+    let expired = evaluate(&server, with_payload("{}"), Some(Duration::from_nanos(1))).await.unwrap_err();
+    assert!(matches!(expired.code(), Code::DeadlineExceeded | Code::Cancelled), "{expired:?}");
+    assert_eq!(evaluate(&server, with_payload("{}"), None).await.unwrap(), Decision::Approved, "still serving");
+}
+
+/// Sends bytes as they are, to feed the server protobuf that is not protobuf.
+#[derive(Clone, Default)]
+struct RawCodec;
+struct Raw;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = src.chunk().to_vec();
+        src.advance(bytes.len());
+        Ok(Some(bytes))
+    }
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_internal_by_grpc_convention_and_harmless() {
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::new()).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    // Field 2 (request_json) claims 200 bytes of a string but carries 3.
+    for garbage in [vec![0x12, 0xc8, 0x01, b'a', b'b', b'c'], vec![0xff; 64]] {
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static("/governance.v1.Governance/Evaluate");
+        let status = grpc.unary(tonic::Request::new(garbage), path, RawCodec).await.unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+    }
+    assert_eq!(evaluate(&server, with_payload("{}"), None).await.unwrap(), Decision::Approved, "still serving");
+}
