@@ -102,6 +102,8 @@ fn call(json: String, key: Option<&str>, mutation: &str) -> ExecuteWithEvidenceR
 struct Fixture {
     server: TestServer,
     db: tokio_postgres::Client,
+    /// The test database, as its owner: for tests that start a store of their own.
+    url: String,
 }
 
 async fn fixture() -> Fixture {
@@ -129,7 +131,7 @@ async fn fixture() -> Fixture {
     let sidecar_url = url.replacen("postgres@", &format!("{role}@"), 1);
     let store = store(&sidecar_url, REGISTRY).await;
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
-    Fixture { server, db: admin }
+    Fixture { server, db: admin, url }
 }
 
 /// The README's recommended role: it may add evidence and read it back for
@@ -345,11 +347,7 @@ async fn a_backend_killed_mid_transaction_leaves_nothing_half_written() {
     let registry = format!(
         "{REGISTRY}\n[[mutations]]\nname = \"slow_invoice\"\nobject_type = \"invoice\"\noperation = \"create\"\nstatements = [\"SELECT pg_sleep(2)::text AS slept\", \"INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES ('w', 1, 'USD', 0)\"]\n"
     );
-    let store_url = {
-        let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
-        format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1))
-    };
-    let store = store(&store_url, &registry).await;
+    let store = store(&f.url, &registry).await;
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
     let mut client = server.client().await;
     let pending = tokio::spawn(async move {
@@ -540,8 +538,7 @@ async fn skip_mode_evaluates_nothing_and_says_so_in_the_evidence() {
 #[tokio::test]
 async fn a_mutation_over_the_statement_timeout_is_cancelled_and_rolled_back() {
     let f = fixture().await;
-    let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
-    let url = format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1));
+    let url = f.url.clone();
     let settings = DatabaseSettings { statement_timeout: Duration::from_millis(200), ..database(&url) };
     let server = TestServer::start(
         ServerSettings::default(),
@@ -616,8 +613,7 @@ async fn a_serialization_failure_is_retried_and_commits_once() {
 async fn a_deadline_expiring_mid_transaction_commits_nothing_and_leaves_the_pool_clean() {
     let f = fixture().await;
     // One connection, so the calls after the cancelled one must reuse it.
-    let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
-    let url = format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1));
+    let url = f.url.clone();
     let settings = DatabaseSettings { pool_size: 1, ..database(&url) };
     let server = TestServer::start(
         ServerSettings::default(),
@@ -719,8 +715,7 @@ async fn evidence_is_append_only_except_through_the_purge_function() {
 async fn the_concurrency_limit_queues_governance_calls_but_never_health_checks() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let f = fixture().await;
-    let row = f.db.query_one("SELECT inet_server_port(), current_database()", &[]).await.unwrap();
-    let url = format!("postgresql://postgres@127.0.0.1:{}/{}", row.get::<_, i32>(0), row.get::<_, String>(1));
+    let url = f.url.clone();
     let settings = ServerSettings { concurrency_limit: 1, ..ServerSettings::default() };
     let server = TestServer::start(settings, GovernanceApi::with_evidence(store(&url, REGISTRY).await)).await;
 
