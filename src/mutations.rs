@@ -368,12 +368,11 @@ impl Mutation {
 
     /// The values of every parameter, in declaration order.
     pub fn bind(&self, builtins: &Builtins<'_>, caller: &Map) -> Result<Vec<SqlValue>, BindError> {
-        let request = builtins.request.to_value();
         self.params
             .iter()
             .map(|param| {
                 let value = match &param.source {
-                    Source::Request(path) => read_path(&request, path),
+                    Source::Request(path) => read_request_path(builtins.request, path),
                     Source::Caller => caller.get(&param.name).cloned().unwrap_or(Value::Null),
                     Source::Builtin(builtin) => builtin_value(*builtin, builtins),
                 };
@@ -383,11 +382,39 @@ impl Mutation {
     }
 }
 
-fn read_path(root: &Value, path: &[String]) -> Value {
-    let mut current = root;
-    for token in path {
+/// The value at a dotted path of the request as [`NormalizedRequest::to_value`]
+/// lays it out, read from the request's fields without building that tree.
+fn read_request_path(request: &NormalizedRequest, path: &[String]) -> Value {
+    let Some((root, rest)) = path.split_first() else { return Value::Null };
+    let text = |s: &str| if rest.is_empty() { Value::str(s) } else { Value::Null };
+    match root.as_str() {
+        "workspace_id" => text(&request.workspace_id),
+        "object_type" => text(&request.object_type),
+        "operation" => text(&request.operation),
+        "idempotency_key" => request.idempotency_key.as_deref().map_or(Value::Null, text),
+        "payload" => read_in(&request.payload, rest),
+        "resource" => read_in(&request.resource, rest),
+        "context" => read_in(&request.context, rest),
+        "principal" => match rest.split_first() {
+            None => request.principal_value(),
+            Some((field, rest)) => match field.as_str() {
+                "attributes" => read_in(&request.principal.attributes, rest),
+                "id" if rest.is_empty() => Value::str(&request.principal.id),
+                "type" if rest.is_empty() => Value::str(&request.principal.kind),
+                _ => Value::Null,
+            },
+        },
+        _ => Value::Null,
+    }
+}
+
+/// The value at `path` inside `map`; the map itself for an empty path.
+fn read_in(map: &Map, path: &[String]) -> Value {
+    let Some((first, rest)) = path.split_first() else { return Value::Object(map.clone()) };
+    let mut current = Value::or_null(map.get(first));
+    for token in rest {
         match current {
-            Value::Object(map) => current = Value::or_null(map.get(token)),
+            Value::Object(inner) => current = Value::or_null(inner.get(token)),
             _ => return Value::Null,
         }
     }
@@ -461,6 +488,57 @@ mod tests {
         );
         let names: Vec<_> = statement.params.iter().map(|&i| mutation.params[i].name.as_str()).collect();
         assert_eq!(names, ["workspace_id", "amount", "note"]);
+    }
+
+    #[test]
+    fn request_paths_read_what_the_request_tree_holds() {
+        let body = crate::decision::json::parse(
+            r#"{"workspace_id": "w", "principal": {"type": "user", "id": "u1", "attributes": {"role": {"name": "admin"}}},
+                "object_type": "invoice", "operation": "create", "payload": {"amount": 5, "nested": {"x": [1]}},
+                "resource": {"id": 9}, "context": {}}"#,
+        )
+        .unwrap();
+        let request = crate::decision::validate::validate(body, Some("key")).unwrap().request;
+        let tree = request.to_value();
+        let by_tree = |path: &[String]| {
+            let mut current = &tree;
+            for token in path {
+                match current {
+                    Value::Object(map) => current = Value::or_null(map.get(token)),
+                    _ => return Value::Null,
+                }
+            }
+            current.clone()
+        };
+        for path in [
+            "workspace_id",
+            "workspace_id.x",
+            "object_type",
+            "operation",
+            "idempotency_key",
+            "payload",
+            "payload.amount",
+            "payload.nested.x",
+            "payload.amount.x",
+            "payload.missing",
+            "resource.id",
+            "context",
+            "context.x",
+            "principal",
+            "principal.id",
+            "principal.type",
+            "principal.id.x",
+            "principal.attributes",
+            "principal.attributes.role.name",
+            "principal.other",
+            "nothing",
+            "nothing.at.all",
+        ] {
+            let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+            let direct = read_request_path(&request, &path);
+            let expected = by_tree(&path);
+            assert!(direct == expected && format!("{direct:?}") == format!("{expected:?}"), "{path:?}");
+        }
     }
 
     #[test]
