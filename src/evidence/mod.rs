@@ -277,7 +277,7 @@ impl EvidenceStore {
                 ("skipped", Value::Array(Vec::new()), ctx_id, String::new(), response)
             }
         };
-        let redacted = self.redactor.redact_response(&response);
+        let redacted = self.redactor.redact_response(response);
         EvidenceRow {
             decision,
             reason_codes: json::to_string(&reason_codes, Layout::Canonical),

@@ -64,8 +64,7 @@ impl Redactor {
     }
 
     /// Masks a Kernite response body.
-    pub fn redact_response(&self, response: &Value) -> Redacted {
-        let mut value = response.clone();
+    pub fn redact_response(&self, mut value: Value) -> Redacted {
         let mut masked = Vec::new();
         self.mask_keys(&mut value, "", &mut masked);
         if let Some(Value::Object(data)) = value.as_object_mut().and_then(|body| body.get_mut("data")) {
@@ -181,7 +180,7 @@ mod tests {
               ], "rule_events": [], "policy": {"api_key": "k-123", "name": "p"}}}"#,
         )
         .unwrap();
-        let redacted = redactor().redact_response(&response);
+        let redacted = redactor().redact_response(response);
         let text = crate::decision::json::to_string(&redacted.value, crate::decision::json::Layout::Canonical);
         for secret in ["4111", "hunter2", "k-123"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
