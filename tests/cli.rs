@@ -4,7 +4,9 @@ use std::io::{BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_governance-sidecar");
+mod common;
+
+use common::dev::{BINARY, DevSidecar, terminate_and_wait, wait_for_line};
 
 fn evaluate(body: &str, key: &str) -> (Option<i32>, String) {
     let mut child = Command::new(BINARY)
@@ -33,46 +35,10 @@ fn evaluate_prints_the_kernite_response_for_stdin() {
     assert!(stdout.contains(r#""valid": false"#));
 }
 
-/// Reads stderr until a line containing `needle`; returns that line.
-fn wait_for_line(stderr: &mut impl std::io::BufRead, needle: &str) -> String {
-    let mut line = String::new();
-    while !line.contains(needle) {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the process exited before logging {needle:?}");
-    }
-    line
-}
-
-fn terminate_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn dev_serves_the_invoice_example_with_its_own_postgres() {
-    let data_dir = std::env::temp_dir().join(format!("governance-sidecar-cli-dev-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let mut child = Command::new(BINARY)
-        .args(["dev", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
-        .arg(&data_dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let postgres_line = wait_for_line(&mut stderr, "private PostgreSQL is up");
-    let serving = wait_for_line(&mut stderr, "serving gRPC");
-    let address = serving.split("\"address\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
-    let postgres_port: u16 =
-        postgres_line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let mut sidecar = DevSidecar::start("cli-dev");
+    let address = sidecar.address.clone();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let response = runtime.block_on(async {
@@ -95,10 +61,10 @@ fn dev_serves_the_invoice_example_with_its_own_postgres() {
     assert!(response.mutation_applied && response.evidence_id > 0);
     assert_eq!(response.mutation_result.unwrap().rows_affected, 1);
 
-    assert!(terminate_and_wait(&mut child).success());
+    assert!(sidecar.terminate().success());
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", postgres_port)).is_err(),
+        std::net::TcpStream::connect(("127.0.0.1", sidecar.postgres_port)).is_err(),
         "the private PostgreSQL stopped with us"
     );
 }

@@ -55,4 +55,5 @@ impl TestServer {
         self.task.await.expect("server task panicked")
     }
 }
+pub mod dev;
 pub mod postgres;

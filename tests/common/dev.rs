@@ -1,0 +1,79 @@
+//! The `governance-sidecar dev` binary as a child process: the README's run
+//! command, with its own private PostgreSQL and the invoice example.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_governance-sidecar");
+
+pub struct DevSidecar {
+    child: Child,
+    /// The gRPC address it logged, e.g. `127.0.0.1:40123`.
+    pub address: String,
+    pub postgres_port: u16,
+    data_dir: PathBuf,
+}
+
+impl DevSidecar {
+    /// Starts `dev` on an ephemeral loopback port and waits until it serves.
+    pub fn start(name: &str) -> DevSidecar {
+        let data_dir = std::env::temp_dir().join(format!("governance-sidecar-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut child = Command::new(BINARY)
+            .args(["dev", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .arg(&data_dir)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let postgres_line = wait_for_line(&mut stderr, "private PostgreSQL is up");
+        let serving = wait_for_line(&mut stderr, "serving gRPC");
+        // Keep draining the log so that a full pipe never blocks the server.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let address = serving.split("\"address\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let postgres_port =
+            postgres_line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+        DevSidecar { child, address, postgres_port, data_dir }
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        terminate_and_wait(&mut self.child)
+    }
+}
+
+impl Drop for DevSidecar {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Reads stderr until a line containing `needle`; returns that line.
+pub fn wait_for_line(stderr: &mut impl BufRead, needle: &str) -> String {
+    let mut line = String::new();
+    while !line.contains(needle) {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the process exited before logging {needle:?}");
+    }
+    line
+}
+
+pub fn terminate_and_wait(child: &mut Child) -> ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,141 @@
+//! Polyglot clients against the real sidecar: Python (grpcio), Node.js
+//! (@grpc/grpc-js) and the README's grpcurl commands, each against its own
+//! `governance-sidecar dev` (private PostgreSQL, the invoice example), the way
+//! a user meets it. The clients live in `tests/interop/`; their toolchains are
+//! installed into `target/interop` by `tests/interop/setup.sh` on first use.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::dev::DevSidecar;
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn corpus() -> PathBuf {
+    std::env::var_os("GOVERNANCE_CONFORMANCE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repository().join("../shared/conformance/kernite-0.1.6-execute.jsonl"))
+}
+
+/// Runs `tests/interop/setup.sh` once per test binary; returns its output directory.
+fn toolchains() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(repository().join("target"));
+        let dir = target.join("interop");
+        let output = Command::new("bash").arg(repository().join("tests/interop/setup.sh")).arg(&dir).output().unwrap();
+        assert_success("tests/interop/setup.sh", &output);
+        dir
+    })
+}
+
+fn assert_success(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs a client program against a fresh sidecar and returns what it printed.
+fn run_client(program: &Path, script: &str) -> String {
+    let sidecar = DevSidecar::start(&format!("interop-{}", program.file_name().unwrap().to_string_lossy()));
+    let output = Command::new(program)
+        .arg(repository().join(script))
+        .args(["--address", &sidecar.address, "--proto-dir"])
+        .arg(repository().join("proto"))
+        .arg("--corpus")
+        .arg(corpus())
+        .output()
+        .unwrap();
+    assert_success(script, &output);
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn python_grpcio_client_decides_writes_and_matches_the_corpus() {
+    let printed = run_client(&toolchains().join("python/bin/python"), "tests/interop/python/client.py");
+    println!("{printed}");
+    assert!(printed.contains("ok: the same key replays the same evidence"), "{printed}");
+    assert!(printed.contains("refusals of the corpus answered like Kernite 0.1.6"), "{printed}");
+}
+
+#[test]
+fn node_grpc_js_client_decides_writes_and_matches_the_corpus() {
+    toolchains();
+    let printed = run_client(Path::new("node"), "tests/interop/node/client.js");
+    println!("{printed}");
+    assert!(printed.contains("ok: the same key replays the same evidence"), "{printed}");
+    assert!(printed.contains("refusals of the corpus answered like Kernite 0.1.6"), "{printed}");
+}
+
+/// What each grpcurl command of the README must print, in the README's order:
+/// (a fragment that identifies the command, whether it succeeds, fragments of its output).
+const README_GRPCURL: &[(&str, bool, &[&str])] = &[
+    (" list", true, &["governance.v1.Governance", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]),
+    ("describe governance.v1.EvaluateRequest", true, &["message EvaluateRequest", "string request_json = 2;"]),
+    (r#"\"amount\": 5000}, \"policy_context\""#, true, &[r#""decision": "DECISION_DENIED""#, r#""max_amount_denied""#]),
+    (r#""payload": {"amount": 250}"#, true, &[r#""decision": "DECISION_APPROVED""#, r#""out_of_scope_phase1""#]),
+    ("grpc.health.v1.Health/Check", true, &[r#""status": "SERVING""#]),
+    (
+        r#""idempotency_key": "invoice-1", "mutation""#,
+        true,
+        &[r#""evidenceId": "1""#, r#""mutationApplied": true"#, r#""id": 1"#, r#""mode": "MODE_ENFORCE""#],
+    ),
+    (r#""idempotency_key": "invoice-1", "mutation""#, true, &[r#""evidenceId": "1""#, r#""replayed": true"#]),
+    (r#""idempotency_key": "invoice-1", "mutation""#, false, &["Code: AlreadyExists"]),
+    (
+        r#""idempotency_key": "invoice-2", "mutation""#,
+        true,
+        &[r#""decision": "DECISION_DENIED""#, r#""evidenceId": "4""#],
+    ),
+];
+
+/// The grpcurl commands of README.md's `sh` blocks, continuation lines joined.
+fn readme_grpcurl_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_shell = false;
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_shell = line == "```sh";
+            continue;
+        }
+        if let Some(command) = current.as_mut() {
+            command.push_str(line.trim_end_matches('\\'));
+        } else if in_shell && line.starts_with("grpcurl ") {
+            current = Some(line.trim_end_matches('\\').to_owned());
+        }
+        if !line.ends_with('\\') {
+            commands.extend(current.take());
+        }
+    }
+    commands
+}
+
+#[test]
+fn readme_grpcurl_commands_print_what_the_readme_says() {
+    let grpcurl_dir = toolchains().join("bin");
+    let commands = readme_grpcurl_commands();
+    assert_eq!(commands.len(), README_GRPCURL.len(), "a README grpcurl command without an expectation: {commands:#?}");
+    let sidecar = DevSidecar::start("interop-grpcurl");
+    let path = format!("{}:{}", grpcurl_dir.display(), std::env::var("PATH").unwrap());
+    for (command, (identifies, succeeds, prints)) in commands.iter().zip(README_GRPCURL) {
+        assert!(command.contains(identifies), "README order changed: {command} lacks {identifies}");
+        let command = command.replace("127.0.0.1:50051", &sidecar.address);
+        let output = Command::new("bash").args(["-c", &command]).env("PATH", &path).output().unwrap();
+        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert_eq!(output.status.success(), *succeeds, "{command}\n{printed}");
+        for fragment in *prints {
+            assert!(printed.contains(fragment), "{command}\nprinted\n{printed}\nwithout {fragment}");
+        }
+    }
+}
