@@ -42,11 +42,27 @@ pub enum Command {
     /// server binaries (as the `postgres` user when root), migrated, with the
     /// invoice example's table and mutation unless --mutations is given.
     Dev(Box<DevArgs>),
+    /// Ask a running sidecar's grpc.health.v1 service; exit 0 when SERVING.
+    /// For container health checks where there is no shell or grpc_health_probe.
+    Health {
+        /// The sidecar's gRPC address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        address: SocketAddr,
+        /// The service to ask about; empty for the server as a whole.
+        #[arg(long, default_value = "governance.v1.Governance")]
+        service: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Apply the embedded schema migrations (safe with concurrent starters).
     Migrate {
         /// PostgreSQL URL.
         #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
         database_url: String,
+        /// PEM file of the CA that signs PostgreSQL's certificate (with `sslmode=require` or stricter).
+        #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
+        database_ca_file: Option<PathBuf>,
     },
 }
 

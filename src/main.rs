@@ -11,7 +11,7 @@ use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
 use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::{EvidenceStore, migrate};
+use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::server;
 
@@ -69,9 +69,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Evaluate { idempotency_key } => evaluate_stdin(idempotency_key.as_deref()),
-        Command::Migrate { database_url } => {
+        Command::Health { address, service, timeout_ms } => {
+            let timeout = std::time::Duration::from_millis(timeout_ms);
+            let status = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(server::health_check(address, service, timeout))?;
+            println!("{}", status.as_str_name());
+            Ok(if status == server::ReportedStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Migrate { database_url, database_ca_file } => {
             init_logging(LogFormat::Text);
-            tokio::runtime::Runtime::new()?.block_on(migrate(&database_url))?;
+            tokio::runtime::Runtime::new()?.block_on(migrate(&database_url, database_ca_file.as_deref()))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -93,12 +102,12 @@ async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Re
         return Ok(GovernanceApi::new());
     };
     if settings.migrate {
-        migrate(&database.url).await?;
+        migrate(&database.url, database.ca_file.as_deref()).await?;
     }
     let registry = match (&settings.mutations, example) {
         (Some(path), _) => Registry::load(path)?,
         (None, Some(example)) => {
-            install_example_schema(&database.url).await?;
+            connect_once(&database.url, database.ca_file.as_deref()).await?.batch_execute(EXAMPLE_SCHEMA).await?;
             Registry::parse(example)?
         }
         (None, None) => Registry::default(),
@@ -111,16 +120,8 @@ async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Re
 const EXAMPLE_SCHEMA: &str = include_str!("../deploy/examples/invoice/schema.sql");
 const EXAMPLE_MUTATIONS: &str = include_str!("../deploy/examples/invoice/mutations.toml");
 
-async fn install_example_schema(url: &str) -> anyhow::Result<()> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    client.batch_execute(EXAMPLE_SCHEMA).await?;
-    Ok(())
-}
-
-async fn migrate(url: &str) -> anyhow::Result<()> {
-    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+async fn migrate(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut client = connect_once(url, ca_file).await?;
     let applied = migrate::migrate(&mut client).await?;
     tracing::info!(?applied, latest = migrate::latest_version(), "schema is up to date");
     Ok(())

@@ -2,6 +2,7 @@
 //! limits, keepalive and graceful shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,4 +143,19 @@ mod tests {
         let accepted = incoming.next().await.unwrap().unwrap();
         assert!(accepted.nodelay().unwrap(), "small gRPC frames would wait for delayed ACKs");
     }
+}
+
+pub use tonic_health::pb::health_check_response::ServingStatus as ReportedStatus;
+
+/// Asks a sidecar's health service about `service`, as a probe would.
+pub async fn health_check(address: SocketAddr, service: String, timeout: Duration) -> anyhow::Result<ReportedStatus> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let ask = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.connect().await?;
+        let response = HealthClient::new(channel).check(HealthCheckRequest { service }).await?;
+        anyhow::Ok(response.into_inner().status())
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {address} within {timeout:?}"))?
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::dev::{BINARY, DevSidecar, terminate_and_wait, wait_for_line};
+use common::dev::{BINARY, DevSidecar, logged_address, terminate_and_wait, wait_for_line};
 
 fn evaluate(body: &str, key: &str) -> (Option<i32>, String) {
     let mut child = Command::new(BINARY)
@@ -72,13 +72,24 @@ fn dev_serves_the_invoice_example_with_its_own_postgres() {
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    wait_for_line(&mut stderr, "serving gRPC");
+    let serving = wait_for_line(&mut stderr, "serving gRPC");
+    let address = logged_address(&serving);
+    let (code, printed) = health(&address);
+    assert_eq!((code, printed.as_str()), (Some(0), "SERVING\n"));
+
     let status = terminate_and_wait(&mut child);
     assert!(status.success(), "{status:?}");
+    assert_eq!(health(&address).0, Some(1), "nobody answers once it stopped");
+}
+
+/// The `health` command, as a container health check runs it.
+fn health(address: &str) -> (Option<i32>, String) {
+    let output = Command::new(BINARY).args(["health", "--address", address, "--timeout-ms", "1000"]).output().unwrap();
+    (output.status.code(), String::from_utf8(output.stdout).unwrap())
 }

@@ -143,9 +143,21 @@ async fn postgres_over_tls_is_verified_against_the_configured_ca() {
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
     let tls_url = format!("{}?sslmode=require", postgres.url("postgres"));
 
-    let store = connect_store(&settings(tls_url.clone(), Some(ca_file))).await.expect("TLS with the right CA connects");
+    let store =
+        connect_store(&settings(tls_url.clone(), Some(ca_file.clone()))).await.expect("TLS with the right CA connects");
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
     assert!(server.client().await.execute_with_evidence(note_call()).await.is_ok());
+
+    // The `migrate` command (a Kubernetes Job's init step) connects the same way.
+    let migrate_command = |ca: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_governance-sidecar"))
+            .args(["migrate", "--database-url", &tls_url, "--database-ca-file"])
+            .arg(ca)
+            .output()
+            .unwrap()
+    };
+    let migrated = migrate_command(&ca_file);
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
 
     let plain = connect_store(&settings(postgres.url("postgres"), None)).await;
     assert!(plain.is_err(), "without TLS the server refuses us");
@@ -155,9 +167,10 @@ async fn postgres_over_tls_is_verified_against_the_configured_ca() {
     other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     std::fs::write(&other_ca, other_params.self_signed(&other_key).unwrap().pem()).unwrap();
     assert!(
-        connect_store(&settings(tls_url, Some(other_ca))).await.is_err(),
+        connect_store(&settings(tls_url.clone(), Some(other_ca.clone()))).await.is_err(),
         "a certificate from another CA is refused"
     );
+    assert!(!migrate_command(&other_ca).status.success(), "`migrate` refuses it too");
 }
 
 /// Mutations that record which evidence row they belong to.

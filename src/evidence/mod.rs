@@ -151,6 +151,25 @@ struct EvidenceRow {
     redacted_paths: String,
 }
 
+/// One connection outside the pool (for migrations), with TLS whenever the
+/// URL's `sslmode` asks for it, exactly as the pool connects.
+pub async fn connect_once(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_postgres::Client> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let client = match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(connection);
+            client
+        }
+        _ => {
+            let (client, connection) = config.connect(tls::connector(ca_file)?).await?;
+            tokio::spawn(connection);
+            client
+        }
+    };
+    Ok(client)
+}
+
 pub struct EvidenceStore {
     pool: Pool,
     registry: Arc<Registry>,

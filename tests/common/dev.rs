@@ -33,7 +33,7 @@ impl DevSidecar {
         let serving = wait_for_line(&mut stderr, "serving gRPC");
         // Keep draining the log so that a full pipe never blocks the server.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let address = serving.split("\"address\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let address = logged_address(&serving);
         let postgres_port =
             postgres_line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
         DevSidecar { child, address, postgres_port, data_dir }
@@ -53,6 +53,11 @@ impl Drop for DevSidecar {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// The address in a JSON log line's `"address"` field.
+pub fn logged_address(line: &str) -> String {
+    line.split("\"address\":\"").nth(1).and_then(|rest| rest.split('"').next()).expect(line).to_owned()
 }
 
 /// Reads stderr until a line containing `needle`; returns that line.
