@@ -128,6 +128,21 @@ pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
+pub use tonic_health::pb::health_check_response::ServingStatus as ReportedStatus;
+
+/// Asks a sidecar's health service about `service`, as a probe would.
+pub async fn health_check(address: SocketAddr, service: String, timeout: Duration) -> anyhow::Result<ReportedStatus> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let ask = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.connect().await?;
+        let response = HealthClient::new(channel).check(HealthCheckRequest { service }).await?;
+        anyhow::Ok(response.into_inner().status())
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {address} within {timeout:?}"))?
+}
+
 #[cfg(test)]
 mod tests {
     use tokio_stream::StreamExt as _;
@@ -143,19 +158,4 @@ mod tests {
         let accepted = incoming.next().await.unwrap().unwrap();
         assert!(accepted.nodelay().unwrap(), "small gRPC frames would wait for delayed ACKs");
     }
-}
-
-pub use tonic_health::pb::health_check_response::ServingStatus as ReportedStatus;
-
-/// Asks a sidecar's health service about `service`, as a probe would.
-pub async fn health_check(address: SocketAddr, service: String, timeout: Duration) -> anyhow::Result<ReportedStatus> {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let ask = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.connect().await?;
-        let response = HealthClient::new(channel).check(HealthCheckRequest { service }).await?;
-        anyhow::Ok(response.into_inner().status())
-    };
-    tokio::time::timeout(timeout, ask)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from {address} within {timeout:?}"))?
 }
