@@ -102,6 +102,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_LISTEN")]
     pub listen: Option<SocketAddr>,
 
+    /// Optional second listener that serves grpc.health.v1 only, e.g. `0.0.0.0:50052`:
+    /// kubelet's gRPC probes dial the pod IP, while Governance stays on loopback.
+    #[arg(long, env = "GOVERNANCE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Largest request message accepted, in bytes. [default: 4194304]
     #[arg(long, env = "GOVERNANCE_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -183,6 +188,7 @@ impl ServeArgs {
         ServeArgs {
             config: self.config.or(other.config),
             listen: self.listen.or(other.listen),
+            health_listen: self.health_listen.or(other.health_listen),
             max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
             concurrency_limit: self.concurrency_limit.or(other.concurrency_limit),
             request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
@@ -216,6 +222,7 @@ impl ServeArgs {
         let ms = Duration::from_millis;
         Ok(ServerSettings {
             listen: merged.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            health_listen: merged.health_listen,
             max_message_bytes: merged.max_message_bytes.unwrap_or(4 * 1024 * 1024),
             concurrency_limit: merged.concurrency_limit.unwrap_or(1024).max(1),
             request_timeout: ms(merged.request_timeout_ms.unwrap_or(30_000)),
@@ -251,6 +258,7 @@ fn read_config_file(path: &Path) -> anyhow::Result<ServeArgs> {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    pub health_listen: Option<SocketAddr>,
     pub max_message_bytes: usize,
     pub concurrency_limit: usize,
     pub request_timeout: Duration,

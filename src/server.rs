@@ -58,6 +58,24 @@ pub async fn serve(
         tokio::time::sleep(delay).await;
     };
 
+    // Probes keep their answers (NOT_SERVING while draining) until the main
+    // listener has stopped.
+    let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
+    let probes = match settings.health_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await?;
+            tracing::info!(address = %listener.local_addr()?, "serving gRPC health probes");
+            let service = health_service.clone();
+            Some(tokio::spawn(Server::builder().add_service(service).serve_with_incoming_shutdown(
+                incoming(listener),
+                async {
+                    let _ = probes_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     tracing::info!(address = %listener.local_addr()?, "serving gRPC");
     Server::builder()
         .timeout(settings.request_timeout)
@@ -69,6 +87,10 @@ pub async fn serve(
         .add_service(governance)
         .serve_with_incoming_shutdown(incoming(listener), drain)
         .await?;
+    let _ = stop_probes.send(());
+    if let Some(probes) = probes {
+        probes.await??;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -93,3 +93,29 @@ fn health(address: &str) -> (Option<i32>, String) {
     let output = Command::new(BINARY).args(["health", "--address", address, "--timeout-ms", "1000"]).output().unwrap();
     (output.status.code(), String::from_utf8(output.stdout).unwrap())
 }
+
+#[test]
+fn the_probe_listener_serves_health_and_nothing_else() {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let probes = logged_address(&wait_for_line(&mut stderr, "serving gRPC health probes"));
+    let governance = logged_address(&wait_for_line(&mut stderr, "serving gRPC"));
+    assert_ne!(probes, governance);
+    assert_eq!(health(&probes), (Some(0), "SERVING\n".to_owned()));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let on_probes = runtime.block_on(async {
+        use governance_sidecar::proto::{EvaluateRequest, evaluate_request::Body, governance_client::GovernanceClient};
+        let mut client = GovernanceClient::connect(format!("http://{probes}")).await.unwrap();
+        client.evaluate(EvaluateRequest { body: Some(Body::RequestJson("{}".into())), idempotency_key: None }).await
+    });
+    assert_eq!(on_probes.unwrap_err().code(), tonic::Code::Unimplemented, "Governance is not on the probe port");
+
+    assert!(terminate_and_wait(&mut child).success());
+    assert_eq!(health(&probes).0, Some(1), "the probe listener stops with the server");
+}
