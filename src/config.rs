@@ -57,9 +57,12 @@ pub enum Command {
     },
     /// Apply the embedded schema migrations (safe with concurrent starters).
     Migrate {
-        /// PostgreSQL URL.
-        #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
-        database_url: String,
+        /// PostgreSQL URL (of a role that may create tables).
+        #[arg(long, env = "GOVERNANCE_DATABASE_URL", required_unless_present = "database_url_file")]
+        database_url: Option<String>,
+        /// File holding the PostgreSQL URL, e.g. a mounted Kubernetes Secret.
+        #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
+        database_url_file: Option<PathBuf>,
         /// PEM file of the CA that signs PostgreSQL's certificate (with `sslmode=require` or stricter).
         #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
         database_ca_file: Option<PathBuf>,
@@ -144,6 +147,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// File holding the PostgreSQL URL (e.g. a mounted Kubernetes Secret), so the
+    /// password is in no environment variable or command line; used when --database-url is not.
+    #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
     /// TOML file declaring the mutations callers may name (see README).
     #[arg(long, env = "GOVERNANCE_MUTATIONS")]
     pub mutations: Option<PathBuf>,
@@ -198,6 +206,7 @@ impl ServeArgs {
             log_format: self.log_format.or(other.log_format),
             worker_threads: self.worker_threads.or(other.worker_threads),
             database_url: self.database_url.or(other.database_url),
+            database_url_file: self.database_url_file.or(other.database_url_file),
             mutations: self.mutations.or(other.mutations),
             pool_size: self.pool_size.or(other.pool_size),
             pool_wait_timeout_ms: self.pool_wait_timeout_ms.or(other.pool_wait_timeout_ms),
@@ -231,12 +240,14 @@ impl ServeArgs {
             shutdown_delay: ms(merged.shutdown_delay_ms.unwrap_or(0)),
             log_format: merged.log_format.unwrap_or_default(),
             worker_threads: merged.worker_threads.filter(|&n| n > 0),
-            database: merged.database_url.map(|url| DatabaseSettings {
-                url,
-                pool_size: merged.pool_size.unwrap_or(16).max(1),
-                wait_timeout: ms(merged.pool_wait_timeout_ms.unwrap_or(2_000)),
-                statement_timeout: ms(merged.statement_timeout_ms.unwrap_or(5_000)),
-                ca_file: merged.database_ca_file,
+            database: database_url(merged.database_url, merged.database_url_file.as_deref())?.map(|url| {
+                DatabaseSettings {
+                    url,
+                    pool_size: merged.pool_size.unwrap_or(16).max(1),
+                    wait_timeout: ms(merged.pool_wait_timeout_ms.unwrap_or(2_000)),
+                    statement_timeout: ms(merged.statement_timeout_ms.unwrap_or(5_000)),
+                    ca_file: merged.database_ca_file,
+                }
             }),
             mutations: merged.mutations,
             migrate: merged.migrate.unwrap_or(false),
@@ -246,6 +257,19 @@ impl ServeArgs {
                 .redact_keys
                 .unwrap_or_else(|| DEFAULT_KEY_PATTERNS.iter().map(|k| (*k).to_owned()).collect()),
         })
+    }
+}
+
+/// The URL given directly, else the one in `file` (surrounding whitespace dropped).
+pub fn database_url(direct: Option<String>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    match (direct, file) {
+        (Some(url), _) => Ok(Some(url)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the database URL from {}", path.display()))?;
+            Ok(Some(text.trim().to_owned()))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -296,6 +320,26 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:6000".parse().unwrap());
         assert_eq!(settings.concurrency_limit, 9);
         assert_eq!(settings.max_message_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_database_url_may_come_from_a_secret_file() {
+        let dir = std::env::temp_dir().join(format!("gs-config-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("url");
+        std::fs::write(&secret, "postgresql://sidecar:s3cret@db/app\n").unwrap();
+        let from_file = ServeArgs { database_url_file: Some(secret.clone()), ..ServeArgs::default() };
+        assert_eq!(from_file.resolve().unwrap().database.unwrap().url, "postgresql://sidecar:s3cret@db/app");
+
+        let direct = ServeArgs {
+            database_url: Some("postgresql://other@db/app".into()),
+            database_url_file: Some(secret),
+            ..ServeArgs::default()
+        };
+        assert_eq!(direct.resolve().unwrap().database.unwrap().url, "postgresql://other@db/app");
+
+        let missing = ServeArgs { database_url_file: Some(dir.join("absent")), ..ServeArgs::default() };
+        assert!(missing.resolve().unwrap_err().to_string().contains("reading the database URL"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::{Cli, Command, DevArgs, LogFormat, ServerSettings};
+use governance_sidecar::config::{self, Cli, Command, DevArgs, LogFormat, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
 use governance_sidecar::evidence::local_postgres::LocalPostgres;
@@ -46,7 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(args) => {
             let DevArgs { data_dir, postgres_port, mut serve } = *args;
-            if serve.database_url.is_some() {
+            if serve.database_url.is_some() || serve.database_url_file.is_some() {
                 anyhow::bail!("`dev` starts its own PostgreSQL; use `serve` with --database-url for another one");
             }
             init_logging(serve.clone().resolve()?.log_format);
@@ -78,9 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", status.as_str_name());
             Ok(if status == server::ReportedStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Migrate { database_url, database_ca_file } => {
+        Command::Migrate { database_url, database_url_file, database_ca_file } => {
             init_logging(LogFormat::Text);
-            tokio::runtime::Runtime::new()?.block_on(migrate(&database_url, database_ca_file.as_deref()))?;
+            let url = config::database_url(database_url, database_url_file.as_deref())?
+                .ok_or_else(|| anyhow::anyhow!("--database-url or --database-url-file is required"))?;
+            tokio::runtime::Runtime::new()?.block_on(migrate(&url, database_ca_file.as_deref()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

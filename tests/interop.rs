@@ -139,3 +139,16 @@ fn readme_grpcurl_commands_print_what_the_readme_says() {
         }
     }
 }
+
+#[test]
+fn the_readme_client_examples_are_the_code_the_tests_run() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    for (path, language) in [("tests/interop/python/client.py", "Python"), ("tests/interop/node/client.js", "Node")] {
+        let source = std::fs::read_to_string(repository().join(path)).unwrap();
+        let start = format!("README's {language} example starts here");
+        let end = format!("README's {language} example ends here");
+        let from = source.find(&start).and_then(|i| source[i..].find('\n').map(|n| i + n + 1)).expect(&start);
+        let to = source[..source.find(&end).expect(&end)].rfind('\n').unwrap() + 1;
+        assert!(readme.contains(&source[from..to]), "README.md's {language} example differs from {path}");
+    }
+}
