@@ -152,6 +152,20 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
 
+    /// Kernite policy bundle (`kernite.policy.bundle.v1`) to decide with: policies
+    /// come from the operator, not the request. Reloaded when the file changes.
+    #[arg(long, env = "GOVERNANCE_POLICY_BUNDLE")]
+    pub policy_bundle: Option<PathBuf>,
+
+    /// How often the policy bundle file is checked for changes, in milliseconds. [default: 1000]
+    #[arg(long, env = "GOVERNANCE_POLICY_BUNDLE_POLL_MS")]
+    pub policy_bundle_poll_ms: Option<u64>,
+
+    /// With a policy bundle, decide a request that carries its own `policy_context`
+    /// with it instead of refusing the request. [default: false]
+    #[arg(long, env = "GOVERNANCE_ALLOW_REQUEST_POLICIES", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_request_policies: Option<bool>,
+
     /// TOML file declaring the mutations callers may name (see README).
     #[arg(long, env = "GOVERNANCE_MUTATIONS")]
     pub mutations: Option<PathBuf>,
@@ -164,8 +178,8 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_POOL_WAIT_TIMEOUT_MS")]
     pub pool_wait_timeout_ms: Option<u64>,
 
-    /// Apply pending migrations before serving.
-    #[arg(long, env = "GOVERNANCE_MIGRATE")]
+    /// Apply pending migrations before serving. [default: false]
+    #[arg(long, env = "GOVERNANCE_MIGRATE", num_args = 0..=1, default_missing_value = "true")]
     pub migrate: Option<bool>,
 
     /// Longest a database statement may run, in milliseconds; a mutation over it is rolled back. [default: 5000]
@@ -208,6 +222,9 @@ impl ServeArgs {
             database_url: self.database_url.or(other.database_url),
             database_url_file: self.database_url_file.or(other.database_url_file),
             mutations: self.mutations.or(other.mutations),
+            policy_bundle: self.policy_bundle.or(other.policy_bundle),
+            policy_bundle_poll_ms: self.policy_bundle_poll_ms.or(other.policy_bundle_poll_ms),
+            allow_request_policies: self.allow_request_policies.or(other.allow_request_policies),
             pool_size: self.pool_size.or(other.pool_size),
             pool_wait_timeout_ms: self.pool_wait_timeout_ms.or(other.pool_wait_timeout_ms),
             migrate: self.migrate.or(other.migrate),
@@ -250,6 +267,9 @@ impl ServeArgs {
                 }
             }),
             mutations: merged.mutations,
+            policy_bundle: merged.policy_bundle,
+            policy_bundle_poll: ms(merged.policy_bundle_poll_ms.unwrap_or(1_000).max(10)),
+            allow_request_policies: merged.allow_request_policies.unwrap_or(false),
             migrate: merged.migrate.unwrap_or(false),
             mode: merged.mode.unwrap_or_default(),
             redact_paths: merged.redact_paths.unwrap_or_default(),
@@ -293,6 +313,9 @@ pub struct ServerSettings {
     pub worker_threads: Option<usize>,
     pub database: Option<DatabaseSettings>,
     pub mutations: Option<PathBuf>,
+    pub policy_bundle: Option<PathBuf>,
+    pub policy_bundle_poll: Duration,
+    pub allow_request_policies: bool,
     pub migrate: bool,
     pub mode: Mode,
     pub redact_paths: Vec<String>,
@@ -340,6 +363,20 @@ mod tests {
 
         let missing = ServeArgs { database_url_file: Some(dir.join("absent")), ..ServeArgs::default() };
         assert!(missing.resolve().unwrap_err().to_string().contains("reading the database URL"));
+    }
+
+    #[test]
+    fn switches_work_bare_or_with_a_value() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["governance-sidecar", "serve"], args].concat()).unwrap();
+            let Command::Serve(serve) = cli.command else { panic!("not serve") };
+            serve.resolve().unwrap()
+        };
+        let bare = parse(&["--migrate", "--allow-request-policies"]);
+        assert!(bare.migrate && bare.allow_request_policies);
+        let explicit = parse(&["--migrate", "false", "--allow-request-policies=false"]);
+        assert!(!explicit.migrate && !explicit.allow_request_policies);
+        assert!(!parse(&[]).migrate);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! that commits in one Postgres transaction with the write it governs.
 //!
 //! Data flows one way: [`api`] decodes a call and encodes its answer,
-//! [`decision`] decides (pure), [`evidence`] records and writes.
+//! [`decision`] decides (pure), [`evidence`] records and writes. The
+//! operator's inputs sit beside them: [`policies`] (which policies decide)
+//! and [`mutations`] (which writes callers may ask for).
 
 pub mod api;
 pub mod config;
@@ -10,5 +12,6 @@ mod ctx_id;
 pub mod decision;
 pub mod evidence;
 pub mod mutations;
+pub mod policies;
 pub mod proto;
 pub mod server;

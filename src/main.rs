@@ -3,6 +3,7 @@
 
 use std::io::Read as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser as _;
 use governance_sidecar::api::GovernanceApi;
@@ -13,6 +14,7 @@ use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate};
 use governance_sidecar::mutations::Registry;
+use governance_sidecar::policies::PolicySource;
 use governance_sidecar::server;
 
 /// mimalloc: about a quarter less CPU per decision than glibc malloc on our
@@ -98,7 +100,7 @@ fn runtime(settings: &ServerSettings) -> std::io::Result<tokio::runtime::Runtime
 
 /// The service, with an evidence store when a database is configured.
 /// `example` is a registry (with its schema) to use when no --mutations is given.
-async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
+async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
     let Some(database) = &settings.database else {
         tracing::info!("no database configured: serving Evaluate only");
         return Ok(GovernanceApi::new());
@@ -116,6 +118,15 @@ async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Re
     };
     let redactor = Redactor::new(&settings.redact_paths, &settings.redact_keys)?;
     Ok(GovernanceApi::with_evidence(EvidenceStore::connect(database, registry, settings.mode, redactor).await?))
+}
+
+/// The service as configured: evidence store, then the operator's policy bundle.
+async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
+    let api = governed_writes(settings, example).await?;
+    let Some(path) = &settings.policy_bundle else { return Ok(api) };
+    let policies = Arc::new(PolicySource::load(path)?);
+    Arc::clone(&policies).watch(settings.policy_bundle_poll);
+    Ok(api.with_policies(policies, settings.allow_request_policies))
 }
 
 /// The invoice example that `dev` serves unless --mutations is given.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use governance_sidecar::config::ServeArgs;
 use governance_sidecar::mutations::Registry;
+use governance_sidecar::policies::PolicyBundle;
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -40,6 +41,17 @@ fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts() {
     assert!(settings.listen.ip().is_loopback(), "Governance must stay on loopback in the pod");
     assert_eq!(settings.health_listen.map(|a| a.port()), Some(50052), "the probes in deployment.yaml dial 50052");
     assert_eq!(settings.mutations.as_deref(), Some(Path::new("/etc/governance/mutations/mutations.toml")));
+    assert_eq!(settings.policy_bundle.as_deref(), Some(Path::new("/etc/governance/policy/policy-bundle.json")));
+    assert!(!settings.allow_request_policies, "in the cluster, policies come from the operator only");
+}
+
+#[test]
+fn the_kubernetes_policy_bundle_loads_and_governs_invoice_creation() {
+    let bytes = std::fs::read(deploy().join("kubernetes/policy-bundle.json")).unwrap();
+    let bundle = PolicyBundle::parse(&bytes).expect("deploy/kubernetes/policy-bundle.json");
+    let scope = bundle.resolve("invoice", "create");
+    assert_eq!(scope.context.governed, Some(true));
+    assert_eq!(scope.context.selected_policies.as_ref().map(Vec::len), Some(1));
 }
 
 #[test]

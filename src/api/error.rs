@@ -32,6 +32,11 @@ pub enum ApiError {
     Unanswerable(#[from] Unanswerable),
     #[error("the request names no mutation: set `mutation.name`")]
     MissingMutation,
+    #[error(
+        "policy_context is not accepted: this sidecar decides with the operator's policy bundle \
+         (the operator may allow request policies with --allow-request-policies)"
+    )]
+    RequestPoliciesRefused,
     #[error("{}", .0.message())]
     DeadlinePassed(Status),
     #[error(transparent)]
@@ -47,6 +52,11 @@ impl From<ApiError> for Status {
             | ApiError::BadStruct(_)
             | ApiError::Unanswerable(_)
             | ApiError::MissingMutation => Status::invalid_argument(message),
+            ApiError::RequestPoliciesRefused => {
+                let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
+                let details = ErrorDetails::with_bad_request(vec![violation]);
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
             ApiError::Invalid { invalid, ctx_id } => invalid_request_status(&invalid, &ctx_id),
             ApiError::Evidence(error) => error.into(),
             ApiError::DeadlinePassed(status) => status,

@@ -14,9 +14,10 @@ use tonic::{Request, Response, Status};
 
 use crate::ctx_id;
 use crate::decision::json::{Layout, write_value};
-use crate::decision::{self, Answer, Decided, Map, Value};
+use crate::decision::{self, DecisionRecord, Map, Validation, Value};
 use crate::evidence::{EvidenceError, EvidenceStore, GovernedWrite};
 use crate::mutations::Mode;
+use crate::policies::{PolicyBundle, PolicySource};
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
 use deadline::Deadline;
 pub use error::ApiError;
@@ -30,11 +31,20 @@ pub struct GovernanceApi {
     /// Calls being processed at once; more wait for a permit. Health checks
     /// and reflection are not counted, so probes answer even when saturated.
     permits: Arc<Semaphore>,
+    /// The operator's policy bundle; without one, requests bring their own policies.
+    policies: Option<Arc<PolicySource>>,
+    /// With a bundle: whether a request's own `policy_context` is used instead of refused.
+    allow_request_policies: bool,
 }
 
 impl Default for GovernanceApi {
     fn default() -> GovernanceApi {
-        GovernanceApi { evidence: None, permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)) }
+        GovernanceApi {
+            evidence: None,
+            permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            policies: None,
+            allow_request_policies: false,
+        }
     }
 }
 
@@ -50,6 +60,12 @@ impl GovernanceApi {
     /// At most `limit` Governance calls are processed at once.
     pub fn with_concurrency_limit(self, limit: usize) -> GovernanceApi {
         GovernanceApi { permits: Arc::new(Semaphore::new(limit.clamp(1, Semaphore::MAX_PERMITS))), ..self }
+    }
+
+    /// Decide with the operator's bundle; a request's own `policy_context` is
+    /// refused unless `allow_request_policies`, and then used instead.
+    pub fn with_policies(self, policies: Arc<PolicySource>, allow_request_policies: bool) -> GovernanceApi {
+        GovernanceApi { policies: Some(policies), allow_request_policies, ..self }
     }
 
     async fn permit(&self) -> Result<SemaphorePermit<'_>, Status> {
@@ -69,7 +85,8 @@ impl proto::governance_server::Governance for GovernanceApi {
         let _permit = self.permit().await?;
         let rpc = RpcSpan::start("Evaluate");
         // Answered only if the caller is still waiting for it.
-        let result = evaluate(request.into_inner(), &rpc)
+        let result = self
+            .evaluate(request.into_inner(), &rpc)
             .and_then(|response| deadline.check().map(|()| response).map_err(ApiError::DeadlinePassed));
         rpc.finish(result).map(Response::new)
     }
@@ -102,15 +119,14 @@ impl GovernanceApi {
         };
 
         let fingerprint = fingerprint(&body, &call.name, &caller_params);
-        let validation = match decision::validate(body, request.idempotency_key.as_deref())? {
-            Ok(validation) => validation,
-            Err(invalid) => return Err(ApiError::Invalid { invalid, ctx_id: ctx_id::random() }),
-        };
+        let bundle = self.bundle_for(&body)?;
+        let validation = validate(body, request.idempotency_key.as_deref())?;
         let mutation = store.mutation_for(&call.name, &validation.request)?;
-        let mode = store.mode_for(mutation);
+        let bundle_mode = bundle.as_ref().and_then(|b| resolve(b, &validation).mode);
+        let mode = store.mode_for(mutation, bundle_mode);
         let record = match mode {
             Mode::Skip => None,
-            Mode::Enforce | Mode::Observe => Some(decision::evaluate(&validation)?),
+            Mode::Enforce | Mode::Observe => Some(decide(&validation, bundle.as_deref())?),
         };
         if let Some(record) = &record {
             rpc.record_decision(record);
@@ -124,6 +140,7 @@ impl GovernanceApi {
             mutation,
             caller_params: &caller_params,
             fingerprint,
+            policy_bundle: bundle.as_ref().map(|b| b.sha256.as_str()),
         };
         let execution = store.execute(write).await?;
         Ok(convert::execute_response(record.as_ref(), mode, &execution))
@@ -142,17 +159,43 @@ fn fingerprint(body: &Value, mutation: &str, caller_params: &Map) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes())))
 }
 
-fn evaluate(request: EvaluateRequest, rpc: &RpcSpan) -> Result<EvaluateResponse, ApiError> {
-    let body = convert::request_body(request.body)?;
-    let decided = decide(body, request.idempotency_key.as_deref())?;
-    rpc.record_decision(&decided.record);
-    Ok(convert::evaluate_response(&decided.record))
+impl GovernanceApi {
+    fn evaluate(&self, request: EvaluateRequest, rpc: &RpcSpan) -> Result<EvaluateResponse, ApiError> {
+        let body = convert::request_body(request.body)?;
+        let bundle = self.bundle_for(&body)?;
+        let validation = validate(body, request.idempotency_key.as_deref())?;
+        let record = decide(&validation, bundle.as_deref())?;
+        rpc.record_decision(&record);
+        Ok(convert::evaluate_response(&record))
+    }
+
+    /// The bundle this call is decided with: the operator's, unless there is
+    /// none or the request brings its own `policy_context` and may.
+    fn bundle_for(&self, body: &Value) -> Result<Option<Arc<PolicyBundle>>, ApiError> {
+        let Some(policies) = &self.policies else { return Ok(None) };
+        let brings_its_own = body.as_object().and_then(|b| b.get("policy_context")).is_some_and(|c| !c.is_null());
+        match (brings_its_own, self.allow_request_policies) {
+            (false, _) => Ok(Some(policies.current())),
+            (true, true) => Ok(None),
+            (true, false) => Err(ApiError::RequestPoliciesRefused),
+        }
+    }
 }
 
-/// Kernite's answer for a body, with its 400 turned into an error.
-fn decide(body: Value, idempotency_key: Option<&str>) -> Result<Decided, ApiError> {
-    match decision::execute(body, idempotency_key)? {
-        Answer::Decided(decided) => Ok(*decided),
-        Answer::Invalid(invalid) => Err(ApiError::Invalid { invalid, ctx_id: ctx_id::random() }),
-    }
+/// Kernite's validation, with its 400 turned into an error.
+fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation, ApiError> {
+    decision::validate(body, idempotency_key)?
+        .map_err(|invalid| ApiError::Invalid { invalid, ctx_id: ctx_id::random() })
+}
+
+/// Decides under the bundle's policies for the request's scope, or the request's own.
+fn decide(validation: &Validation, bundle: Option<&PolicyBundle>) -> Result<DecisionRecord, ApiError> {
+    Ok(match bundle {
+        Some(bundle) => decision::evaluate_under(&validation.request, resolve(bundle, validation).context)?,
+        None => decision::evaluate(validation)?,
+    })
+}
+
+fn resolve<'b>(bundle: &'b PolicyBundle, validation: &Validation) -> crate::policies::Resolution<'b> {
+    bundle.resolve(&validation.request.object_type, &validation.request.operation)
 }

@@ -18,7 +18,7 @@ pub mod validate;
 pub mod value;
 
 pub use record::{Decision, DecisionRecord, Reason};
-pub use validate::{ErrorCode, FieldError, NormalizedRequest, Validation};
+pub use validate::{ErrorCode, FieldError, NormalizedRequest, PolicyContextInput, Validation};
 pub use value::{Map, Value};
 
 use record::object;
@@ -107,6 +107,15 @@ pub fn validate(
 /// Decides a validated request.
 pub fn evaluate(validation: &Validation) -> Result<DecisionRecord, Unanswerable> {
     evaluate::evaluate(&validation.request, validation.policy_context.as_ref())
+}
+
+/// Decides a validated request under `policy_context` instead of its own:
+/// exactly what Kernite answers for the request with that `policy_context` in it.
+pub fn evaluate_under(
+    request: &NormalizedRequest,
+    policy_context: &PolicyContextInput,
+) -> Result<DecisionRecord, Unanswerable> {
+    evaluate::evaluate(request, Some(policy_context))
 }
 
 /// Validates and decides a Kernite execute request body, as Kernite's `execute_request`.

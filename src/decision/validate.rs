@@ -274,6 +274,14 @@ fn object_list(value: Value, field: &str, errors: &mut Errors) -> Option<Vec<Map
     Some(objects)
 }
 
+/// Validates a `policy_context` object on its own, as it would be inside a
+/// request: for policies that come from elsewhere (an operator's bundle).
+pub fn policy_context(raw: Map) -> Result<Result<PolicyContextInput, Vec<FieldError>>, Unanswerable> {
+    let mut errors = Errors(Vec::new());
+    let context = validate_policy_context(raw, &mut errors)?;
+    Ok(if errors.0.is_empty() { Ok(context) } else { Err(errors.0) })
+}
+
 fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyContextInput, Unanswerable> {
     let mut normalized = PolicyContextInput::default();
 

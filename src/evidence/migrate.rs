@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "append_only_evidence",
         sql: include_str!("../../migrations/0004_append_only_evidence.sql"),
     },
+    Migration {
+        version: 5,
+        name: "policy_provenance",
+        sql: include_str!("../../migrations/0005_policy_provenance.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -129,6 +129,8 @@ pub struct GovernedWrite<'a> {
     pub caller_params: &'a Map,
     /// Identifies the request for idempotency: same key and fingerprint replay.
     pub fingerprint: String,
+    /// `sha256:…` of the policy bundle the decision was made under, if any.
+    pub policy_bundle: Option<&'a str>,
 }
 
 impl GovernedWrite<'_> {
@@ -149,6 +151,9 @@ struct EvidenceRow {
     trace_hash: String,
     response_json: String,
     redacted_paths: String,
+    /// The `policy` Kernite reports: key and version, when one applied.
+    policy_key: Option<String>,
+    policy_version: Option<i64>,
 }
 
 /// One connection outside the pool (for migrations), with TLS whenever the
@@ -232,9 +237,10 @@ impl EvidenceStore {
         }
     }
 
-    /// The operator's mode for a mutation.
-    pub fn mode_for(&self, mutation: &Mutation) -> Mode {
-        mutation.mode.unwrap_or(self.default_mode)
+    /// The operator's mode for a mutation: its own, else its scope's in the
+    /// policy bundle, else the server's default.
+    pub fn mode_for(&self, mutation: &Mutation, bundle_mode: Option<Mode>) -> Mode {
+        mutation.mode.or(bundle_mode).unwrap_or(self.default_mode)
     }
 
     /// The mutation a caller named, if it may govern this request.
@@ -296,8 +302,16 @@ impl EvidenceStore {
                 ("skipped", Value::Array(Vec::new()), ctx_id, String::new(), response)
             }
         };
+        let policy = write.decision.map(|record| &record.policy);
+        let policy_key = policy.and_then(|p| p.get("policy_key")).and_then(Value::as_str).map(str::to_owned);
+        let policy_version = match policy.and_then(|p| p.get("policy_version")) {
+            Some(Value::Int(version)) => Some(*version),
+            _ => None,
+        };
         let redacted = self.redactor.redact_response(response);
         EvidenceRow {
+            policy_key,
+            policy_version,
             decision,
             reason_codes: json::to_string(&reason_codes, Layout::Canonical),
             ctx_id,
@@ -496,15 +510,16 @@ async fn insert_evidence(
         .prepare_typed_cached(
             "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
              reason_codes, ctx_id, trace_hash, idempotency_key, response_json, outcome, mutation_name, \
-             request_fingerprint, error_sqlstate, mode, redacted_paths) \
+             request_fingerprint, error_sqlstate, mode, redacted_paths, policy_bundle_sha256, policy_key, \
+             policy_version) \
              VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $14, $15, \
-             $16::text::jsonb) \
+             $16::text::jsonb, $17, $18, $19) \
              ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id",
             &[],
         )
         .await?;
-    let params: [&(dyn ToSql + Sync); 16] = [
+    let params: [&(dyn ToSql + Sync); 19] = [
         &request.workspace_id,
         &request.principal.id,
         &request.object_type,
@@ -521,6 +536,9 @@ async fn insert_evidence(
         &sqlstate,
         &write.mode.as_str(),
         &row.redacted_paths,
+        &write.policy_bundle,
+        &row.policy_key,
+        &row.policy_version,
     ];
     Ok(client.query_opt(&statement, &params).await?.map(|row| row.get(0)))
 }
