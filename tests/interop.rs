@@ -96,6 +96,21 @@ const README_GRPCURL: &[(&str, bool, &[&str])] = &[
         true,
         &[r#""decision": "DECISION_DENIED""#, r#""evidenceId": "4""#],
     ),
+    (
+        "governance.v1.Governance/GetEvidence",
+        true,
+        &[
+            r#""evidenceId": "1""#,
+            r#""outcome": "applied""#,
+            r#""mutationName": "create_invoice""#,
+            r#""rowsAffected": "1""#,
+        ],
+    ),
+    (
+        "governance.v1.Governance/ListEvidence",
+        true,
+        &[r#""evidenceId": "4""#, r#""outcome": "not_applied""#, r#""nextPageToken": "v1."#],
+    ),
 ];
 
 /// The grpcurl commands of README.md's `sh` blocks, continuation lines joined.

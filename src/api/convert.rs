@@ -6,7 +6,10 @@ use super::error::ApiError;
 use crate::decision::json::{self, Layout};
 use crate::decision::record::{Decision, DecisionRecord, Reason};
 use crate::decision::{Map, Value};
-use crate::evidence::Execution;
+use crate::evidence::audit::{
+    DEFAULT_PAGE_SIZE, EvidenceFilter, EvidenceKey, MAX_PAGE_SIZE, PageToken, StoredEvidence,
+};
+use crate::evidence::{Execution, MutationResult};
 use crate::mutations::Mode;
 use crate::proto;
 
@@ -159,6 +162,21 @@ pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
     }
 }
 
+fn proto_mode(mode: Mode) -> proto::Mode {
+    match mode {
+        Mode::Enforce => proto::Mode::Enforce,
+        Mode::Observe => proto::Mode::Observe,
+        Mode::Skip => proto::Mode::Skip,
+    }
+}
+
+fn mutation_result(result: &MutationResult) -> proto::MutationResult {
+    proto::MutationResult {
+        rows_affected: result.rows_affected,
+        returning: result.returning.iter().map(to_struct).collect(),
+    }
+}
+
 pub fn execute_response(
     record: Option<&DecisionRecord>,
     mode: Mode,
@@ -168,17 +186,98 @@ pub fn execute_response(
         decision: record.map(evaluate_response),
         evidence_id: execution.evidence_id,
         mutation_applied: execution.mutation_applied,
-        mutation_result: execution.result.as_ref().map(|result| proto::MutationResult {
-            rows_affected: result.rows_affected,
-            returning: result.returning.iter().map(to_struct).collect(),
-        }),
+        mutation_result: execution.result.as_ref().map(mutation_result),
         replayed: execution.replayed,
-        mode: match mode {
-            Mode::Enforce => proto::Mode::Enforce,
-            Mode::Observe => proto::Mode::Observe,
-            Mode::Skip => proto::Mode::Skip,
+        mode: proto_mode(mode).into(),
+    }
+}
+
+/// The row to read, from a GetEvidence request.
+pub fn evidence_key(request: proto::GetEvidenceRequest) -> Result<EvidenceKey, ApiError> {
+    use proto::get_evidence_request::Key;
+    let required = |value: String, name: &str| {
+        if value.is_empty() { Err(ApiError::BadAuditRequest(format!("{name} is empty"))) } else { Ok(value) }
+    };
+    Ok(
+        match request.key.ok_or_else(|| {
+            ApiError::BadAuditRequest("set one key: evidence_id, ctx_id, trace_hash or idempotency".into())
+        })? {
+            Key::EvidenceId(id) => EvidenceKey::Id(id),
+            Key::CtxId(ctx_id) => EvidenceKey::CtxId(required(ctx_id, "ctx_id")?),
+            Key::TraceHash(hash) => EvidenceKey::TraceHash(required(hash, "trace_hash")?),
+            Key::Idempotency(reference) => EvidenceKey::Idempotency {
+                workspace_id: required(reference.workspace_id, "idempotency.workspace_id")?,
+                idempotency_key: required(reference.idempotency_key, "idempotency.idempotency_key")?,
+            },
+        },
+    )
+}
+
+/// A ListEvidence request's filters, page position and size.
+pub fn evidence_listing(
+    request: proto::ListEvidenceRequest,
+) -> Result<(EvidenceFilter, Option<PageToken>, usize), ApiError> {
+    if request.workspace_id.is_empty() {
+        return Err(ApiError::BadAuditRequest("workspace_id is required".into()));
+    }
+    let decision = match request.decision.as_str() {
+        "" => None,
+        "approved" | "denied" | "skipped" => Some(request.decision),
+        other => {
+            return Err(ApiError::BadAuditRequest(format!("decision {other:?} is not approved, denied or skipped")));
         }
-        .into(),
+    };
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let after = match request.page_token.as_str() {
+        "" => None,
+        token => Some(
+            PageToken::decode(token)
+                .ok_or_else(|| ApiError::BadAuditRequest("page_token is not one we issued".into()))?,
+        ),
+    };
+    let page_size = match request.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => (n as usize).min(MAX_PAGE_SIZE),
+    };
+    let micros =
+        |t: prost_types::Timestamp| t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000);
+    let filter = EvidenceFilter {
+        workspace_id: request.workspace_id,
+        since_micros: request.since.map(micros),
+        until_micros: request.until.map(micros),
+        decision,
+        object_type: non_empty(request.object_type),
+        operation: non_empty(request.operation),
+    };
+    Ok((filter, after, page_size))
+}
+
+pub fn evidence_record(stored: StoredEvidence) -> proto::EvidenceRecord {
+    proto::EvidenceRecord {
+        evidence_id: stored.id,
+        created_at: Some(prost_types::Timestamp {
+            seconds: stored.created_at_micros.div_euclid(1_000_000),
+            nanos: (stored.created_at_micros.rem_euclid(1_000_000) * 1_000) as i32,
+        }),
+        workspace_id: stored.workspace_id,
+        principal_id: stored.principal_id,
+        object_type: stored.object_type,
+        operation: stored.operation,
+        decision: stored.decision,
+        reason_codes: stored.reason_codes,
+        ctx_id: stored.ctx_id,
+        trace_hash: stored.trace_hash,
+        idempotency_key: stored.idempotency_key,
+        outcome: stored.outcome,
+        mutation_name: stored.mutation_name,
+        mode: proto_mode(stored.mode).into(),
+        error_sqlstate: stored.error_sqlstate,
+        redacted_paths: stored.redacted_paths,
+        policy_bundle_sha256: stored.policy_bundle_sha256,
+        policy_key: stored.policy_key,
+        policy_version: stored.policy_version,
+        response_json: stored.response_json,
+        mutation_result: stored.mutation_result.as_ref().map(mutation_result),
     }
 }
 

@@ -37,6 +37,10 @@ pub enum ApiError {
          (the operator may allow request policies with --allow-request-policies)"
     )]
     RequestPoliciesRefused,
+    #[error("{0}")]
+    BadAuditRequest(String),
+    #[error("no evidence matches")]
+    EvidenceNotFound,
     #[error("{}", .0.message())]
     DeadlinePassed(Status),
     #[error(transparent)]
@@ -51,7 +55,9 @@ impl From<ApiError> for Status {
             | ApiError::BadJson(_)
             | ApiError::BadStruct(_)
             | ApiError::Unanswerable(_)
-            | ApiError::MissingMutation => Status::invalid_argument(message),
+            | ApiError::MissingMutation
+            | ApiError::BadAuditRequest(_) => Status::invalid_argument(message),
+            ApiError::EvidenceNotFound => Status::not_found(message),
             ApiError::RequestPoliciesRefused => {
                 let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
                 let details = ErrorDetails::with_bad_request(vec![violation]);

@@ -101,6 +101,26 @@ impl proto::governance_server::Governance for GovernanceApi {
         let result = self.execute_with_evidence(request.into_inner(), &deadline, &rpc).await;
         rpc.finish(result).map(Response::new)
     }
+
+    async fn get_evidence(
+        &self,
+        request: Request<proto::GetEvidenceRequest>,
+    ) -> Result<Response<proto::EvidenceRecord>, Status> {
+        let _permit = self.permit().await?;
+        let rpc = RpcSpan::start("GetEvidence");
+        let result = self.read_evidence(request.into_inner()).await;
+        rpc.finish(result).map(Response::new)
+    }
+
+    async fn list_evidence(
+        &self,
+        request: Request<proto::ListEvidenceRequest>,
+    ) -> Result<Response<proto::ListEvidenceResponse>, Status> {
+        let _permit = self.permit().await?;
+        let rpc = RpcSpan::start("ListEvidence");
+        let result = self.list_evidence_page(request.into_inner()).await;
+        rpc.finish(result).map(Response::new)
+    }
 }
 
 impl GovernanceApi {
@@ -144,6 +164,28 @@ impl GovernanceApi {
         };
         let execution = store.execute(write).await?;
         Ok(convert::execute_response(record.as_ref(), mode, &execution))
+    }
+}
+
+impl GovernanceApi {
+    async fn read_evidence(&self, request: proto::GetEvidenceRequest) -> Result<proto::EvidenceRecord, ApiError> {
+        let store = self.evidence.as_ref().ok_or(EvidenceError::NotConfigured)?;
+        let key = convert::evidence_key(request)?;
+        let stored = store.get_evidence(&key).await?.ok_or(ApiError::EvidenceNotFound)?;
+        Ok(convert::evidence_record(stored))
+    }
+
+    async fn list_evidence_page(
+        &self,
+        request: proto::ListEvidenceRequest,
+    ) -> Result<proto::ListEvidenceResponse, ApiError> {
+        let store = self.evidence.as_ref().ok_or(EvidenceError::NotConfigured)?;
+        let (filter, after, page_size) = convert::evidence_listing(request)?;
+        let (records, next) = store.list_evidence(&filter, after, page_size).await?;
+        Ok(proto::ListEvidenceResponse {
+            records: records.into_iter().map(convert::evidence_record).collect(),
+            next_page_token: next.map(|token| token.encode()).unwrap_or_default(),
+        })
     }
 }
 

@@ -38,8 +38,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 5,
-        name: "policy_provenance",
-        sql: include_str!("../../migrations/0005_policy_provenance.sql"),
+        name: "policy_provenance_and_audit",
+        sql: include_str!("../../migrations/0005_policy_provenance_and_audit.sql"),
     },
 ];
 

@@ -9,6 +9,7 @@
 //! side table. A failing mutation rolls all of it back; its evidence is then
 //! written alone, with outcome `error`, without claiming the key.
 
+pub mod audit;
 pub mod local_postgres;
 pub mod migrate;
 pub mod redact;

@@ -6,3 +6,9 @@ ALTER TABLE governance_events
     ADD COLUMN policy_bundle_sha256 text,
     ADD COLUMN policy_key text,
     ADD COLUMN policy_version bigint;
+
+-- The audit API's reads: a workspace's rows newest first (keyset pages on
+-- created_at, id), and single rows by ctx_id or trace_hash.
+CREATE INDEX governance_events_workspace_created ON governance_events (workspace_id, created_at DESC, id DESC);
+CREATE INDEX governance_events_ctx_id ON governance_events (ctx_id);
+CREATE INDEX governance_events_trace_hash ON governance_events (trace_hash);
