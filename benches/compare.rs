@@ -218,6 +218,18 @@ impl Governance for Floor {
     ) -> Result<tonic::Response<ExecuteWithEvidenceResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("floor"))
     }
+    async fn get_evidence(
+        &self,
+        _request: tonic::Request<governance_sidecar::proto::GetEvidenceRequest>,
+    ) -> Result<tonic::Response<governance_sidecar::proto::EvidenceRecord>, tonic::Status> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+    async fn list_evidence(
+        &self,
+        _request: tonic::Request<governance_sidecar::proto::ListEvidenceRequest>,
+    ) -> Result<tonic::Response<governance_sidecar::proto::ListEvidenceResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
 }
 
 fn serve_floor(port: u16) {
