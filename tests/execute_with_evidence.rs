@@ -841,7 +841,7 @@ async fn the_audit_api_finds_a_record_by_each_key() {
     let written = f.execute(call(in_workspace("ws_audit", 250), Some("audit-1"), "create_invoice")).await.unwrap();
     let decision = written.decision.unwrap();
     let mut client = f.server.client().await;
-    let mut get = |key: Key| {
+    let get = |key: Key| {
         let request = GetEvidenceRequest { key: Some(key) };
         let mut client = client.clone();
         async move { client.get_evidence(request).await.map(|r| r.into_inner()) }
@@ -881,7 +881,7 @@ async fn the_audit_api_lists_a_workspace_newest_first_in_pages() {
         ids.push(response.unwrap().evidence_id);
     }
     f.execute(call(in_workspace("ws_other", 250), None, "create_invoice")).await.unwrap();
-    let mut client = f.server.client().await;
+    let client = f.server.client().await;
     let list = |request: ListEvidenceRequest| {
         let mut client = client.clone();
         async move { client.list_evidence(request).await.map(|r| r.into_inner()) }
