@@ -42,7 +42,8 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
-    let governance = GovernanceServer::new(api.with_concurrency_limit(settings.concurrency_limit))
+    let api = api.with_concurrency_limit(settings.concurrency_limit);
+    let governance = GovernanceServer::new(api.clone())
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(usize::MAX);
 
@@ -76,15 +77,27 @@ pub async fn serve(
         None => None,
     };
 
-    tracing::info!(address = %listener.local_addr()?, "serving gRPC");
-    Server::builder()
-        .timeout(settings.request_timeout)
-        .http2_keepalive_interval(Some(settings.keepalive_interval))
-        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+    // gRPC and the Kernite-compatible HTTP/JSON routes share the port: HTTP/2
+    // requests with a gRPC content type reach the services, the rest the routes.
+    let grpc = tonic::service::Routes::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(governance)
+        .clone()
+        .routes();
+    let routes = grpc
+        .into_axum_router()
+        .merge(crate::api::http::router(api, settings.max_message_bytes))
+        .fallback(crate::api::http::not_found);
+
+    tracing::info!(address = %listener.local_addr()?, "serving gRPC and HTTP");
+    Server::builder()
+        .accept_http1(true)
+        .timeout(settings.request_timeout)
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .add_routes(routes.into())
         .serve_with_incoming_shutdown(incoming(listener), drain)
         .await?;
     let _ = stop_probes.send(());

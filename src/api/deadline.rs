@@ -23,6 +23,11 @@ impl Deadline {
         Deadline { expires: timeout.map(|t| Instant::now() + t) }
     }
 
+    /// No deadline (HTTP calls carry none).
+    pub fn none() -> Deadline {
+        Deadline { expires: None }
+    }
+
     pub fn check(&self) -> Result<(), Status> {
         match self.expires {
             Some(expires) if Instant::now() >= expires => {

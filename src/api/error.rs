@@ -41,6 +41,12 @@ pub enum ApiError {
     BadAuditRequest(String),
     #[error("no evidence matches")]
     EvidenceNotFound,
+    /// HTTP only: gRPC bounds messages before they reach a handler.
+    #[error("the request body is over {0} bytes")]
+    BodyTooLarge(usize),
+    /// HTTP only, with Kernite's message.
+    #[error("Invalid JSON payload")]
+    NotJson,
     #[error("{}", .0.message())]
     DeadlinePassed(Status),
     #[error(transparent)]
@@ -58,6 +64,8 @@ impl From<ApiError> for Status {
             | ApiError::MissingMutation
             | ApiError::BadAuditRequest(_) => Status::invalid_argument(message),
             ApiError::EvidenceNotFound => Status::not_found(message),
+            ApiError::BodyTooLarge(_) => Status::out_of_range(message),
+            ApiError::NotJson => Status::invalid_argument(message),
             ApiError::RequestPoliciesRefused => {
                 let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
                 let details = ErrorDetails::with_bad_request(vec![violation]);
@@ -97,4 +105,63 @@ fn invalid_request_status(invalid: &InvalidRequest, ctx_id: &str) -> Status {
     }
     details.set_error_info("INVALID_EXECUTE_REQUEST", DOMAIN, metadata);
     Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// The HTTP status and JSON body of an error. Kernite's own failures keep
+/// Kernite's bodies (a 400 with its errors, `Invalid JSON payload`); the
+/// sidecar's own carry the gRPC code's name, with the status grpc-gateway uses.
+pub fn http_error(error: ApiError) -> (http::StatusCode, crate::decision::Value) {
+    use crate::decision::Value;
+    use crate::decision::record::object;
+    use http::StatusCode;
+    match error {
+        ApiError::Invalid { invalid, ctx_id } => (StatusCode::BAD_REQUEST, invalid.to_value(&ctx_id)),
+        ApiError::NotJson => (StatusCode::BAD_REQUEST, object([("message", Value::str("Invalid JSON payload"))])),
+        ApiError::BodyTooLarge(_) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, object([("message", Value::str(error.to_string()))]))
+        }
+        other => {
+            let status = Status::from(other);
+            let http = match status.code() {
+                Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+                Code::NotFound => StatusCode::NOT_FOUND,
+                Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+                Code::PermissionDenied => StatusCode::FORBIDDEN,
+                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+                Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let body = object([
+                ("message", Value::str(status.message())),
+                ("code", Value::str(grpc_code_name(status.code()))),
+            ]);
+            (http, body)
+        }
+    }
+}
+
+/// The canonical name of a gRPC code, e.g. `ALREADY_EXISTS`.
+fn grpc_code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }

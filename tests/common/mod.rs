@@ -56,4 +56,5 @@ impl TestServer {
     }
 }
 pub mod dev;
+pub mod http;
 pub mod postgres;

@@ -1,0 +1,188 @@
+//! The Kernite-compatible HTTP/JSON routes, on the gRPC port of the real server.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::TestServer;
+use common::http::{post_json, request};
+use common::postgres::{connect, fresh_database};
+use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::config::ServerSettings;
+use governance_sidecar::decision::json::{self, Layout};
+use governance_sidecar::decision::{Value, record::object};
+use governance_sidecar::evidence::redact::Redactor;
+use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
+use governance_sidecar::mutations::{Mode, Registry};
+
+fn corpus() -> Vec<Value> {
+    let path = std::env::var_os("GOVERNANCE_CONFORMANCE_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/kernite-0.1.6-execute.jsonl")
+    });
+    std::fs::read_to_string(path).unwrap().lines().map(|line| json::parse(line).unwrap()).collect()
+}
+
+fn canonical(value: &Value) -> String {
+    json::to_string(value, Layout::Canonical)
+}
+
+fn without_ctx_id(mut value: Value) -> Value {
+    value.as_object_mut().unwrap().shift_remove("ctx_id");
+    value
+}
+
+#[tokio::test]
+async fn every_corpus_case_posted_to_v1_execute_gets_kernites_status_and_body() {
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::new()).await;
+    let (mut compared, mut skipped) = (0, 0);
+    for case in corpus() {
+        let case = case.as_object().unwrap();
+        let key = case["idempotency_key"].as_str();
+        // HTTP drops a header value's surrounding whitespace and forbids control
+        // characters: such keys cannot travel in an Idempotency-Key header.
+        if key.is_some_and(|k| k.trim() != k || k.chars().any(char::is_control)) {
+            skipped += 1;
+            continue;
+        }
+        let response = post_json(server.address, "/v1/execute", key, case["request_json"].as_str().unwrap()).await;
+        let want_status = match case["status"] {
+            Value::Int(status) => status as u16,
+            _ => unreachable!(),
+        };
+        assert_eq!(response.status, want_status, "{:?}: {}", case["name"], response.body);
+        assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
+        let got = json::parse(&response.body).unwrap();
+        let want = case["response"].clone();
+        if want_status == 200 {
+            assert_eq!(canonical(&got), canonical(&want), "{:?}", case["name"]);
+            // Byte for byte what Kernite's json.dumps(…, ensure_ascii=False) writes.
+            assert_eq!(response.body, json::to_string(&want, Layout::Response), "{:?}", case["name"]);
+        } else {
+            assert_eq!(canonical(&without_ctx_id(got)), canonical(&without_ctx_id(want)), "{:?}", case["name"]);
+        }
+        compared += 1;
+    }
+    println!("HTTP: {compared} corpus cases answered like Kernite; {skipped} skipped (keys HTTP cannot carry)");
+    assert!(compared >= 1_500, "only {compared} compared");
+}
+
+#[tokio::test]
+async fn the_routes_and_their_refusals_are_kernites() {
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::new()).await;
+    let address = server.address;
+    let health = request(address, "GET", "/health", &[], b"").await;
+    assert_eq!((health.status, health.body.as_str()), (200, r#"{"status": "ok"}"#));
+
+    let body = r#"{"workspace_id": "ws", "principal": {"type": "user", "id": "u"}, "object_type": "invoice", "operation": "create", "payload": {}}"#;
+    let short = post_json(address, "/execute", Some("k"), body).await;
+    let long = post_json(address, "/v1/execute", Some("k"), body).await;
+    assert_eq!((short.status, &short.body), (200, &long.body), "/execute is /v1/execute");
+
+    for path in ["/validate/execute", "/v1/validate/execute"] {
+        let valid = post_json(address, path, None, body).await;
+        let valid = json::parse(&valid.body).unwrap();
+        assert_eq!(valid.as_object().unwrap()["message"], Value::str("Execute payload is valid."));
+        let invalid = post_json(address, path, None, r#"{"workspace_id": "ws"}"#).await;
+        assert_eq!(invalid.status, 200, "validation answers 200 either way");
+        assert!(invalid.body.contains(r#""valid": false"#));
+    }
+
+    let not_json = post_json(address, "/v1/execute", None, r#"{"workspace_id": "#).await;
+    assert_eq!((not_json.status, not_json.body.as_str()), (400, r#"{"message": "Invalid JSON payload"}"#));
+    let empty = post_json(address, "/v1/execute", None, "").await;
+    assert_eq!(empty.status, 400, "an empty body is {{}}, which is invalid");
+    assert!(empty.body.contains(r#""field": "workspace_id""#));
+    for (method, path) in [("GET", "/v1/execute"), ("POST", "/health"), ("GET", "/nowhere"), ("POST", "/v2/execute")] {
+        let response = request(address, method, path, &[], b"").await;
+        assert_eq!((response.status, response.body.as_str()), (404, r#"{"message": "Not found"}"#), "{method} {path}");
+    }
+    let huge = format!(r#"{{"workspace_id": "{}"}}"#, "x".repeat(5 * 1024 * 1024));
+    let too_large = post_json(address, "/v1/execute", None, &huge).await;
+    assert_eq!(too_large.status, 413);
+    assert!(json::parse(&too_large.body).is_ok(), "errors are JSON: {}", too_large.body);
+    let no_database = post_json(address, "/v1/execute-with-evidence", None, &governed_write(1)).await;
+    assert_eq!(no_database.status, 400);
+    assert!(no_database.body.contains(r#""code": "FAILED_PRECONDITION""#), "{}", no_database.body);
+}
+
+const INVOICES: &str =
+    "CREATE TABLE invoices (id bigserial PRIMARY KEY, workspace_id text NOT NULL, amount bigint NOT NULL)";
+const REGISTRY: &str = r#"
+[[mutations]]
+name = "create_invoice"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO invoices (workspace_id, amount) VALUES (:workspace_id, :amount) RETURNING id"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+"#;
+
+fn governed_write(amount: i64) -> String {
+    let request = format!(
+        r#"{{"workspace_id": "ws_http", "principal": {{"type": "user", "id": "u"}}, "object_type": "invoice", "operation": "create", "payload": {{"amount": {amount}}}, "policy_context": {{"selected_policies": [{{"policy_key": "limit", "rules": [{{"rule_key": "max", "rule_definition": {{"type": "max_value", "field": "amount", "max": 1000}}}}]}}]}}}}"#
+    );
+    format!(r#"{{"request": {request}, "mutation": {{"name": "create_invoice"}}}}"#)
+}
+
+#[tokio::test]
+async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() {
+    let url = fresh_database().await;
+    let mut admin = connect(&url).await;
+    migrate::migrate(&mut admin).await.unwrap();
+    admin.batch_execute(INVOICES).await.unwrap();
+    let settings = DatabaseSettings {
+        url,
+        pool_size: 4,
+        wait_timeout: std::time::Duration::from_secs(2),
+        statement_timeout: std::time::Duration::from_secs(5),
+        ca_file: None,
+    };
+    let redactor = Redactor::new(&[], &[]).unwrap();
+    let store = EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, redactor).await;
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store.unwrap())).await;
+    let path = "/v1/execute-with-evidence";
+
+    let first = post_json(server.address, path, Some("http-1"), &governed_write(250)).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let answer = json::parse(&first.body).unwrap();
+    let answer = answer.as_object().unwrap();
+    assert_eq!(answer["mutation_applied"], Value::Bool(true));
+    assert_eq!(answer["mode"], Value::str("enforce"));
+    let decision = answer["decision"].as_object().unwrap()["data"].as_object().unwrap();
+    assert_eq!(decision["decision"], Value::str("approved"));
+    let returning = &answer["mutation_result"].as_object().unwrap()["returning"];
+    assert_eq!(canonical(returning), canonical(&Value::Array(vec![object([("id", Value::Int(1))])])));
+
+    let again = post_json(server.address, path, Some("http-1"), &governed_write(250)).await;
+    let again_answer = json::parse(&again.body).unwrap();
+    assert_eq!(again_answer.as_object().unwrap()["replayed"], Value::Bool(true));
+    assert_eq!(again_answer.as_object().unwrap()["evidence_id"], answer["evidence_id"]);
+
+    let reused = post_json(server.address, path, Some("http-1"), &governed_write(5000)).await;
+    assert_eq!(reused.status, 409, "{}", reused.body);
+    assert!(reused.body.contains(r#""code": "ALREADY_EXISTS""#));
+
+    let denied = post_json(server.address, path, Some("http-2"), &governed_write(5000)).await;
+    assert!(denied.body.contains(r#""mutation_applied": false"#), "{}", denied.body);
+    let invalid = post_json(
+        server.address,
+        path,
+        None,
+        r#"{"request": {"workspace_id": "w"}, "mutation": {"name": "create_invoice"}}"#,
+    )
+    .await;
+    assert_eq!(invalid.status, 400);
+    assert!(
+        invalid.body.contains(r#""message": "Execute payload is invalid.""#),
+        "Kernite's 400 body: {}",
+        invalid.body
+    );
+    let unnamed =
+        post_json(server.address, path, None, &governed_write(1).replace("create_invoice", "drop_tables")).await;
+    assert_eq!(unnamed.status, 404, "{}", unnamed.body);
+
+    let invoices: i64 = admin.query_one("SELECT count(*) FROM invoices", &[]).await.unwrap().get(0);
+    let evidence: i64 = admin.query_one("SELECT count(*) FROM governance_events", &[]).await.unwrap().get(0);
+    assert_eq!((invoices, evidence), (1, 2), "one invoice; evidence of the approval and the denial");
+}
