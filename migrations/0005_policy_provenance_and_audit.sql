@@ -5,7 +5,9 @@
 ALTER TABLE governance_events
     ADD COLUMN policy_bundle_sha256 text,
     ADD COLUMN policy_key text,
-    ADD COLUMN policy_version bigint;
+    ADD COLUMN policy_version bigint,
+    -- The caller's W3C trace id (from `traceparent`), joining the row to its trace.
+    ADD COLUMN trace_id text;
 
 -- The audit API's reads: a workspace's rows newest first (keyset pages on
 -- created_at, id), and single rows by ctx_id or trace_hash.

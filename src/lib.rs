@@ -11,6 +11,7 @@ pub mod config;
 mod ctx_id;
 pub mod decision;
 pub mod evidence;
+pub mod metrics;
 pub mod mutations;
 pub mod policies;
 pub mod proto;

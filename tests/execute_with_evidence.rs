@@ -931,3 +931,28 @@ async fn the_audit_api_lists_a_workspace_newest_first_in_pages() {
     let huge = list(ListEvidenceRequest { page_size: 1_000_000, ..workspace() }).await.unwrap();
     assert_eq!(huge.records.len(), 7, "an over-large page size is capped, not refused");
 }
+
+#[tokio::test]
+async fn a_callers_traceparent_joins_the_evidence_row_and_the_answer_names_its_ctx_id() {
+    let f = fixture().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = tonic::Request::new(call(invoice_request(250, "USD"), Some("traced"), "create_invoice"));
+    request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+    let response = f.server.client().await.execute_with_evidence(request).await.unwrap();
+    let ctx_id = response.metadata().get("x-ctx-id").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(ctx_id, response.get_ref().decision.as_ref().unwrap().ctx_id);
+    let row = f.db.query_one("SELECT ctx_id, trace_id FROM governance_events", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), ctx_id);
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+
+    // A refusal that has a ctx_id (Kernite's 400) carries it too; a malformed
+    // traceparent is ignored, never an error.
+    let mut invalid = tonic::Request::new(call(r#"{"workspace_id": "w"}"#.into(), None, "create_invoice"));
+    invalid.metadata_mut().insert("traceparent", "garbage".parse().unwrap());
+    let status = f.server.client().await.execute_with_evidence(invalid).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.metadata().get("x-ctx-id").unwrap().to_str().unwrap().starts_with("ctx_"));
+    let untraced = f.execute(call(invoice_request(300, "USD"), None, "create_invoice")).await.unwrap();
+    let row = f.db.query_one("SELECT trace_id FROM governance_events WHERE id = $1", &[&untraced.evidence_id]).await;
+    assert_eq!(row.unwrap().get::<_, Option<String>>(0), None);
+}

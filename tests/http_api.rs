@@ -77,6 +77,13 @@ async fn the_routes_and_their_refusals_are_kernites() {
     let short = post_json(address, "/execute", Some("k"), body).await;
     let long = post_json(address, "/v1/execute", Some("k"), body).await;
     assert_eq!((short.status, &short.body), (200, &long.body), "/execute is /v1/execute");
+    let ctx_id = json::parse(&long.body).unwrap().as_object().unwrap()["ctx_id"].clone();
+    assert_eq!(long.header("x-ctx-id").map(Value::str), Some(ctx_id), "X-Ctx-Id names the answer's ctx_id");
+
+    let metrics = request(address, "GET", "/metrics", &[], b"").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    assert!(metrics.body.contains(r#"governance_rpc_duration_seconds_count{method="POST /v1/execute",status="200"}"#));
 
     for path in ["/validate/execute", "/v1/validate/execute"] {
         let valid = post_json(address, path, None, body).await;

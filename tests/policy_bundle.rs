@@ -220,3 +220,23 @@ fn a_bundle_that_does_not_load_stops_start_up() {
     let error = PolicySource::load(&volume.path()).err().expect("an invalid bundle must not load").to_string();
     assert!(error.contains("policies: must be an array"), "{error}");
 }
+
+#[tokio::test]
+async fn reloads_are_counted_in_the_metrics() {
+    use governance_sidecar::metrics::metrics;
+    let reloads = |result: &str| {
+        let text = metrics().render();
+        let needle = format!("governance_policy_bundle_reloads_total{{result=\"{result}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(needle.as_str())).map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    let (successes, failures) = (reloads("success"), reloads("failure"));
+    let mut volume = ConfigMapVolume::new("metrics", &limit_bundle(1000));
+    let source = PolicySource::load(&volume.path()).unwrap();
+    volume.update(&limit_bundle(10));
+    source.reload();
+    volume.update("{not json");
+    source.reload();
+    source.reload();
+    // Other tests in this binary reload too: at least ours moved each counter.
+    assert!(reloads("success") > successes && reloads("failure") > failures);
+}

@@ -144,7 +144,7 @@ pub fn http_error(error: ApiError) -> (http::StatusCode, crate::decision::Value)
 }
 
 /// The canonical name of a gRPC code, e.g. `ALREADY_EXISTS`.
-fn grpc_code_name(code: Code) -> &'static str {
+pub fn grpc_code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

@@ -8,6 +8,7 @@
 //! | `POST /validate/execute`, `/v1/validate/execute` | Kernite's validation body (200, `valid` true or false) |
 //! | `GET /health` | `{"status": "ok"}` |
 //! | `POST /v1/execute-with-evidence` | `{"request": …, "mutation": {"name", "params"}}` → the governed write |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
 //!
 //! As in Kernite: the key comes from the `Idempotency-Key` header, an empty
 //! body means `{}`, unparsable JSON is `400 {"message": "Invalid JSON payload"}`,
@@ -23,12 +24,13 @@ use axum::routing::{get, post};
 
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
-use super::telemetry::RpcSpan;
+use super::telemetry::{CTX_ID_HEADER, RpcSpan};
 use super::{GovernanceApi, WriteCall};
 use crate::ctx_id;
 use crate::decision::json::{self, Layout};
 use crate::decision::record::object;
 use crate::decision::{self, Map, Value};
+use crate::metrics::metrics;
 
 /// The routes, sharing `api` (and its concurrency limit) with gRPC.
 pub fn router(api: GovernanceApi, max_body_bytes: usize) -> Router {
@@ -39,6 +41,7 @@ pub fn router(api: GovernanceApi, max_body_bytes: usize) -> Router {
         .route("/validate/execute", post(validate))
         .route("/v1/validate/execute", post(validate))
         .route("/v1/execute-with-evidence", post(execute_with_evidence))
+        .route("/metrics", get(prometheus))
         .method_not_allowed_fallback(not_found)
         .with_state(HttpState { api, max_body_bytes })
 }
@@ -63,13 +66,23 @@ pub async fn not_found(request: Request) -> Response {
     json_response(StatusCode::NOT_FOUND, &message("Not found"))
 }
 
+async fn prometheus(State(state): State<HttpState>) -> Response {
+    if let Some(store) = state.api.evidence() {
+        let (connections, idle, waiters) = store.pool_status();
+        metrics().pool(connections, idle, waiters);
+    }
+    let mut response = metrics().render().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    response
+}
+
 async fn health() -> Response {
     json_response(StatusCode::OK, &object([("status", Value::str("ok"))]))
 }
 
 async fn execute(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let Ok(_permit) = state.api.permit().await else { return unavailable() };
-    let rpc = RpcSpan::start("POST /v1/execute");
+    let rpc = RpcSpan::start("POST /v1/execute", traceparent(&headers));
     let result = async {
         let body = read_json(body, state.max_body_bytes).await?;
         state.api.decide_body(body, idempotency_key(&headers).as_deref(), &rpc)
@@ -79,10 +92,11 @@ async fn execute(State(state): State<HttpState>, headers: HeaderMap, body: Body)
 }
 
 async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let rpc = RpcSpan::start("POST /v1/validate/execute");
+    let rpc = RpcSpan::start("POST /v1/validate/execute", traceparent(&headers));
     let result = async {
         let body = read_json(body, state.max_body_bytes).await?;
         let ctx_id = ctx_id::random();
+        rpc.record_ctx_id(&ctx_id);
         let answer = match decision::validate(body, idempotency_key(&headers).as_deref())? {
             Ok(validation) => object([
                 ("ctx_id", Value::str(ctx_id)),
@@ -106,7 +120,7 @@ async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body
 
 async fn execute_with_evidence(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let Ok(_permit) = state.api.permit().await else { return unavailable() };
-    let rpc = RpcSpan::start("POST /v1/execute-with-evidence");
+    let rpc = RpcSpan::start("POST /v1/execute-with-evidence", traceparent(&headers));
     let result = async {
         let call = write_call(read_json(body, state.max_body_bytes).await?, idempotency_key(&headers))?;
         let governed = state.api.govern(call, &Deadline::none(), &rpc).await?;
@@ -163,6 +177,10 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
 }
 
 fn respond(rpc: RpcSpan, result: Result<(StatusCode, String), ApiError>) -> Response {
+    if let Err(ApiError::Invalid { ctx_id, .. }) = &result {
+        rpc.record_ctx_id(ctx_id);
+    }
+    let ctx_id = rpc.ctx_id().and_then(|c| HeaderValue::from_str(c).ok());
     let (status, body) = match result {
         Ok(answer) => answer,
         Err(error) => {
@@ -171,15 +189,26 @@ fn respond(rpc: RpcSpan, result: Result<(StatusCode, String), ApiError>) -> Resp
         }
     };
     rpc.finish_http(status);
+    let mut response = json_text_response(status, body);
+    if let Some(ctx_id) = ctx_id {
+        response.headers_mut().insert(CTX_ID_HEADER, ctx_id);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    json_text_response(status, json::to_string(body, Layout::Response))
+}
+
+fn json_text_response(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     response
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, json::to_string(body, Layout::Response)).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-    response
+/// The caller's W3C `traceparent` header.
+fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers.get("traceparent").and_then(|v| v.to_str().ok())
 }
 
 fn message(text: &str) -> Value {

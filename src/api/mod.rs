@@ -84,12 +84,12 @@ impl proto::governance_server::Governance for GovernanceApi {
     async fn evaluate(&self, request: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
         let deadline = Deadline::from_metadata(request.metadata());
         let _permit = self.permit().await?;
-        let rpc = RpcSpan::start("Evaluate");
+        let rpc = RpcSpan::start("Evaluate", traceparent(request.metadata()));
         // Answered only if the caller is still waiting for it.
         let result = self
             .evaluate(request.into_inner(), &rpc)
             .and_then(|response| deadline.check().map(|()| response).map_err(ApiError::DeadlinePassed));
-        rpc.finish(result).map(Response::new)
+        rpc.respond(result)
     }
 
     async fn execute_with_evidence(
@@ -98,9 +98,9 @@ impl proto::governance_server::Governance for GovernanceApi {
     ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
         let deadline = Deadline::from_metadata(request.metadata());
         let _permit = self.permit().await?;
-        let rpc = RpcSpan::start("ExecuteWithEvidence");
+        let rpc = RpcSpan::start("ExecuteWithEvidence", traceparent(request.metadata()));
         let result = self.execute_with_evidence(request.into_inner(), &deadline, &rpc).await;
-        rpc.finish(result).map(Response::new)
+        rpc.respond(result)
     }
 
     async fn get_evidence(
@@ -108,9 +108,9 @@ impl proto::governance_server::Governance for GovernanceApi {
         request: Request<proto::GetEvidenceRequest>,
     ) -> Result<Response<proto::EvidenceRecord>, Status> {
         let _permit = self.permit().await?;
-        let rpc = RpcSpan::start("GetEvidence");
+        let rpc = RpcSpan::start("GetEvidence", traceparent(request.metadata()));
         let result = self.read_evidence(request.into_inner()).await;
-        rpc.finish(result).map(Response::new)
+        rpc.respond(result)
     }
 
     async fn list_evidence(
@@ -118,9 +118,9 @@ impl proto::governance_server::Governance for GovernanceApi {
         request: Request<proto::ListEvidenceRequest>,
     ) -> Result<Response<proto::ListEvidenceResponse>, Status> {
         let _permit = self.permit().await?;
-        let rpc = RpcSpan::start("ListEvidence");
+        let rpc = RpcSpan::start("ListEvidence", traceparent(request.metadata()));
         let result = self.list_evidence_page(request.into_inner()).await;
-        rpc.finish(result).map(Response::new)
+        rpc.respond(result)
     }
 }
 
@@ -172,7 +172,7 @@ impl GovernanceApi {
             Mode::Enforce | Mode::Observe => Some(decide(&validation, bundle.as_deref())?),
         };
         if let Some(record) = &record {
-            rpc.record_decision(record, mode);
+            rpc.record_decision(record, &validation.request, mode);
         }
         // Past its deadline, nothing is written.
         deadline.check().map_err(ApiError::DeadlinePassed)?;
@@ -184,9 +184,11 @@ impl GovernanceApi {
             caller_params: &call.caller_params,
             fingerprint,
             policy_bundle: bundle.as_ref().map(|b| b.sha256.as_str()),
+            trace_id: rpc.trace_id(),
         };
-        let execution = store.execute(write).await?;
-        Ok(Governed { record, mode, execution })
+        let execution = store.execute(write).await;
+        telemetry::record_execution(&execution);
+        Ok(Governed { record, mode, execution: execution? })
     }
 }
 
@@ -210,6 +212,11 @@ impl GovernanceApi {
             next_page_token: next.map(|token| token.encode()).unwrap_or_default(),
         })
     }
+}
+
+/// The caller's W3C `traceparent`, from gRPC metadata.
+fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata.get("traceparent").and_then(|v| v.to_str().ok())
 }
 
 /// What makes two calls "the same request" for idempotency: the whole body
@@ -241,7 +248,7 @@ impl GovernanceApi {
         let bundle = self.bundle_for(&body)?;
         let validation = validate(body, idempotency_key)?;
         let record = decide(&validation, bundle.as_deref())?;
-        rpc.record_decision(&record, Mode::Enforce);
+        rpc.record_decision(&record, &validation.request, Mode::Enforce);
         Ok(record)
     }
 

@@ -1,36 +1,106 @@
-//! One span per RPC: method, ctx_id, decision, status and latency. Request
-//! values are never logged; only field names appear in error messages.
+//! One span per call: method, W3C trace context, ctx_id, decision, status and
+//! latency; and the call's metrics. Request values are never logged; only
+//! field names appear in error messages.
+//!
+//! Joining up: a caller's `traceparent` (gRPC metadata or HTTP header) puts
+//! its trace id on the span and in the evidence row; the answer carries the
+//! `x-ctx-id` the evidence row and Kernite's response also hold.
 
 use std::time::Instant;
 
 use tonic::Status;
 use tracing::field::Empty;
 
-use crate::decision::DecisionRecord;
+use super::error::{ApiError, grpc_code_name};
+use crate::decision::{DecisionRecord, NormalizedRequest};
+use crate::evidence::{EvidenceError, Execution};
+use crate::metrics::{Outcome, metrics};
 use crate::mutations::Mode;
 
 pub struct RpcSpan {
+    method: &'static str,
     span: tracing::Span,
     started: Instant,
+    trace: Option<TraceParent>,
+    ctx_id: std::sync::OnceLock<String>,
+}
+
+/// The response header / metadata key that carries the call's ctx_id.
+pub const CTX_ID_HEADER: &str = "x-ctx-id";
+
+/// A W3C Trace Context `traceparent`: `00-<trace id>-<parent id>-<flags>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: String,
+    pub parent_id: String,
+}
+
+impl TraceParent {
+    /// The header as the spec reads it; `None` for anything malformed, so a
+    /// bad header only means "no trace context", never a failed call.
+    pub fn parse(header: &str) -> Option<TraceParent> {
+        let parts: Vec<&str> = header.trim().split('-').collect();
+        let [version, trace_id, parent_id, flags, ..] = parts[..] else { return None };
+        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let valid = hex(version, 2)
+            && version != "ff"
+            && (version != "00" || parts.len() == 4)
+            && hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && hex(parent_id, 16)
+            && parent_id.bytes().any(|b| b != b'0')
+            && hex(flags, 2);
+        valid.then(|| TraceParent { trace_id: trace_id.to_owned(), parent_id: parent_id.to_owned() })
+    }
 }
 
 impl RpcSpan {
-    pub fn start(method: &'static str) -> RpcSpan {
-        let span =
-            tracing::info_span!("rpc", method, ctx_id = Empty, decision = Empty, status = Empty, latency_us = Empty);
-        RpcSpan { span, started: Instant::now() }
+    /// Opens the span; `traceparent` is the caller's header, if it sent one.
+    pub fn start(method: &'static str, traceparent: Option<&str>) -> RpcSpan {
+        let trace = traceparent.and_then(TraceParent::parse);
+        let span = tracing::info_span!(
+            "rpc",
+            method,
+            trace_id = trace.as_ref().map(|t| t.trace_id.as_str()),
+            parent_id = trace.as_ref().map(|t| t.parent_id.as_str()),
+            ctx_id = Empty,
+            decision = Empty,
+            status = Empty,
+            latency_us = Empty
+        );
+        RpcSpan { method, span, started: Instant::now(), trace, ctx_id: std::sync::OnceLock::new() }
     }
 
-    /// Notes the decision (and the mode it was made in: `Evaluate` decides as `enforce`).
-    pub fn record_decision(&self, record: &DecisionRecord, _mode: Mode) {
-        self.span.record("ctx_id", record.ctx_id.as_str());
+    /// The caller's trace id, if it sent a valid `traceparent`.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.trace.as_ref().map(|t| t.trace_id.as_str())
+    }
+
+    /// The ctx_id this call answered with, once known.
+    pub fn ctx_id(&self) -> Option<&str> {
+        self.ctx_id.get().map(String::as_str)
+    }
+
+    /// Notes the ctx_id the call answers with (also for refusals that carry one).
+    pub fn record_ctx_id(&self, ctx_id: &str) {
+        if self.ctx_id.set(ctx_id.to_owned()).is_ok() {
+            self.span.record("ctx_id", ctx_id);
+        }
+    }
+
+    /// Notes the decision, made on `request` in `mode` (`Evaluate` decides as `enforce`).
+    pub fn record_decision(&self, record: &DecisionRecord, request: &NormalizedRequest, mode: Mode) {
+        self.record_ctx_id(&record.ctx_id);
         self.span.record("decision", record.decision.as_str());
+        metrics().decision(record.decision, &request.object_type, &request.operation, mode);
     }
 
     /// Closes the span of an HTTP call with its status and latency.
     pub fn finish_http(self, status: http::StatusCode) {
+        let elapsed = self.started.elapsed();
         self.span.record("status", status.as_u16());
-        self.span.record("latency_us", self.started.elapsed().as_micros() as u64);
+        self.span.record("latency_us", elapsed.as_micros() as u64);
+        metrics().rpc(self.method, status.as_u16().to_string(), elapsed.as_secs_f64());
         if status.is_server_error() {
             tracing::warn!(parent: &self.span, "http call failed")
         } else {
@@ -38,21 +108,84 @@ impl RpcSpan {
         }
     }
 
-    /// Closes the span with the call's status and latency, and passes the result on.
-    pub fn finish<T, E: Into<Status>>(self, result: Result<T, E>) -> Result<T, Status> {
-        let result = result.map_err(Into::into);
+    /// Closes the span with the call's status and latency, and answers: the
+    /// response or the error's status, either carrying `x-ctx-id` when known.
+    pub fn respond<T>(self, result: Result<T, ApiError>) -> Result<tonic::Response<T>, Status> {
+        if let Err(ApiError::Invalid { ctx_id, .. }) = &result {
+            self.record_ctx_id(ctx_id);
+        }
+        let ctx_id = self.ctx_id().and_then(|c| tonic::metadata::MetadataValue::try_from(c).ok());
+        let result = result.map_err(Status::from);
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         };
+        let elapsed = self.started.elapsed();
         self.span.record("status", tracing::field::debug(code));
-        self.span.record("latency_us", self.started.elapsed().as_micros() as u64);
+        self.span.record("latency_us", elapsed.as_micros() as u64);
+        metrics().rpc(self.method, grpc_code_name(code).to_owned(), elapsed.as_secs_f64());
         match &result {
             Err(status) if matches!(code, tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::Unknown) => {
                 tracing::warn!(parent: &self.span, error = status.message(), "rpc failed")
             }
             _ => tracing::info!(parent: &self.span, "rpc completed"),
         }
-        result
+        match result {
+            Ok(answer) => {
+                let mut response = tonic::Response::new(answer);
+                if let Some(ctx_id) = ctx_id {
+                    response.metadata_mut().insert(CTX_ID_HEADER, ctx_id);
+                }
+                Ok(response)
+            }
+            Err(mut status) => {
+                if let Some(ctx_id) = ctx_id {
+                    status.metadata_mut().insert(CTX_ID_HEADER, ctx_id);
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+/// Counts what a governed write did to the evidence table.
+pub fn record_execution(result: &Result<Execution, EvidenceError>) {
+    match result {
+        Ok(execution) if execution.replayed => metrics().replay(),
+        Ok(execution) if execution.mutation_applied => metrics().evidence_row(Outcome::applied),
+        Ok(_) => metrics().evidence_row(Outcome::not_applied),
+        Err(EvidenceError::KeyReused { .. }) => metrics().key_conflict(),
+        Err(EvidenceError::MutationFailed { sqlstate, .. }) => {
+            metrics().mutation_failure(sqlstate);
+            metrics().evidence_row(Outcome::error);
+        }
+        Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_read_as_the_w3c_spec_says() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(good).unwrap();
+        assert_eq!(parsed.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(parsed.parent_id, "00f067aa0ba902b7");
+        // A later version may append fields; version 00 may not.
+        assert!(TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -132,6 +132,8 @@ pub struct GovernedWrite<'a> {
     pub fingerprint: String,
     /// `sha256:…` of the policy bundle the decision was made under, if any.
     pub policy_bundle: Option<&'a str>,
+    /// The caller's W3C trace id, joining the row to its distributed trace.
+    pub trace_id: Option<&'a str>,
 }
 
 impl GovernedWrite<'_> {
@@ -231,6 +233,12 @@ impl EvidenceStore {
     }
 
     /// Whether Postgres answers now (for the health of the Governance service).
+    /// Open connections, idle ones, and calls waiting for one.
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available, status.waiting)
+    }
+
     pub async fn ping(&self) -> bool {
         match self.pool.get().await {
             Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
@@ -512,15 +520,15 @@ async fn insert_evidence(
             "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
              reason_codes, ctx_id, trace_hash, idempotency_key, response_json, outcome, mutation_name, \
              request_fingerprint, error_sqlstate, mode, redacted_paths, policy_bundle_sha256, policy_key, \
-             policy_version) \
+             policy_version, trace_id) \
              VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $14, $15, \
-             $16::text::jsonb, $17, $18, $19) \
+             $16::text::jsonb, $17, $18, $19, $20) \
              ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id",
             &[],
         )
         .await?;
-    let params: [&(dyn ToSql + Sync); 19] = [
+    let params: [&(dyn ToSql + Sync); 20] = [
         &request.workspace_id,
         &request.principal.id,
         &request.object_type,
@@ -540,6 +548,7 @@ async fn insert_evidence(
         &write.policy_bundle,
         &row.policy_key,
         &row.policy_version,
+        &write.trace_id,
     ];
     Ok(client.query_opt(&statement, &params).await?.map(|row| row.get(0)))
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::metrics::{ReloadResult, metrics};
+
 pub use bundle::{BundleError, PolicyBundle, Resolution};
 
 /// The current bundle, replaced whole when the file changes and the new one is valid.
@@ -75,6 +77,7 @@ impl PolicySource {
                 );
                 self.current.store(Arc::new(bundle));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
+                metrics().bundle_reload(ReloadResult::success);
                 *refused = None;
                 Reload::Replaced
             }
@@ -91,6 +94,7 @@ impl PolicySource {
             "policy bundle not reloaded: keeping the one in force"
         );
         self.failures.fetch_add(1, Ordering::Relaxed);
+        metrics().bundle_reload(ReloadResult::failure);
         Reload::Failed(reason)
     }
 

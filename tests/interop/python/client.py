@@ -16,6 +16,7 @@ import importlib
 import json
 import sys
 import tempfile
+import urllib.request
 import uuid
 
 import grpc
@@ -23,6 +24,7 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 
 def generate_stubs(proto_dir):
@@ -161,6 +163,55 @@ def check_corpus(pb, governance, corpus, every):
         decisions += 1
     expect(decisions + refusals == len(sample) and decisions > 0 and refusals > 0,
            f"{decisions} decisions and {refusals} refusals of the corpus answered like Kernite 0.1.6")
+    return decisions, refusals
+
+
+def scrape(address):
+    """GET /metrics (same port, HTTP/1.1) parsed by Prometheus' own parser: {(name, labels): value}."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        content_type = response.headers["Content-Type"]
+        text = response.read().decode("utf-8")
+    expect(content_type.startswith("application/openmetrics-text"), "/metrics is OpenMetrics text")
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def moved(before, after, name, **labels):
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def check_metrics(before, after, decisions, refusals):
+    evaluate_ok = moved(before, after, "governance_rpc_duration_seconds_count", method="Evaluate", status="OK")
+    expect(evaluate_ok == 2 + decisions, f"Evaluate OK latency observations moved by {evaluate_ok}")
+    refused = moved(before, after, "governance_rpc_duration_seconds_count", method="Evaluate", status="INVALID_ARGUMENT")
+    expect(refused == refusals, f"INVALID_ARGUMENT observations moved by {refused}")
+    expect(moved(before, after, "governance_idempotent_replays_total") == 1, "one idempotent replay counted")
+    expect(moved(before, after, "governance_idempotency_conflicts_total") == 1, "one key conflict counted")
+    expect(moved(before, after, "governance_evidence_rows_total", outcome="applied") == 1, "one applied evidence row")
+    expect(moved(before, after, "governance_evidence_rows_total", outcome="not_applied") == 1, "one denied evidence row")
+    denied = moved(before, after, "governance_decisions_total",
+                   decision="denied", object_type="invoice", operation="create", mode="enforce")
+    expect(denied >= 3, f"denied invoice/create decisions moved by {denied}")
+    expect(any(name == "governance_build_info" for name, _ in after), "build_info is exported")
+
+
+def check_http(address, corpus):
+    """Kernite's HTTP route on the same port, with a traceparent joining the logs."""
+    with open(corpus, encoding="utf-8") as lines:
+        case = json.loads(next(lines))
+    request = urllib.request.Request(
+        f"http://{address}/v1/execute", data=case["request_json"].encode("utf-8"), method="POST",
+        headers={"Idempotency-Key": case["idempotency_key"],
+                 "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = json.loads(response.read())
+        ctx_id = response.headers["X-Ctx-Id"]
+    expect(body == case["response"], "POST /v1/execute answers Kernite's body")
+    expect(ctx_id == body["ctx_id"], "the X-Ctx-Id header is the response's ctx_id")
 
 
 def main():
@@ -172,12 +223,15 @@ def main():
     args = parser.parse_args()
 
     pb, services = generate_stubs(args.proto_dir)
+    before = scrape(args.address)
     with grpc.insecure_channel(args.address) as channel:
         governance = services.GovernanceStub(channel)
         check_health(channel)
         check_evaluate(pb, governance)
         check_execute_with_evidence(pb, governance)
-        check_corpus(pb, governance, args.corpus, args.every)
+        decisions, refusals = check_corpus(pb, governance, args.corpus, args.every)
+    check_metrics(before, scrape(args.address), decisions, refusals)
+    check_http(args.address, args.corpus)
 
 
 if __name__ == "__main__":
