@@ -11,6 +11,6 @@ ALTER TABLE governance_events
 
 -- The audit API's reads: a workspace's rows newest first (keyset pages on
 -- created_at, id), and single rows by ctx_id or trace_hash.
-CREATE INDEX governance_events_workspace_created ON governance_events (workspace_id, created_at DESC, id DESC);
-CREATE INDEX governance_events_ctx_id ON governance_events (ctx_id);
-CREATE INDEX governance_events_trace_hash ON governance_events (trace_hash);
+CREATE INDEX IF NOT EXISTS governance_events_workspace_created ON governance_events (workspace_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS governance_events_ctx_id ON governance_events (ctx_id);
+CREATE INDEX IF NOT EXISTS governance_events_trace_hash ON governance_events (trace_hash);
