@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::evidence::DatabaseSettings;
 use crate::evidence::redact::DEFAULT_KEY_PATTERNS;
 use crate::mutations::Mode;
+use crate::server::tls::TlsFiles;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,6 +110,23 @@ pub struct ServeArgs {
     /// kubelet's gRPC probes dial the pod IP, while Governance stays on loopback.
     #[arg(long, env = "GOVERNANCE_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for TLS on the service port (with --tls-key).
+    /// Without it the port speaks plaintext, which loopback in a pod needs no more than.
+    #[arg(long, env = "GOVERNANCE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "GOVERNANCE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: clients must present a certificate one of them signed (mutual TLS).
+    #[arg(long, env = "GOVERNANCE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for replacement, in milliseconds. [default: 5000]
+    #[arg(long, env = "GOVERNANCE_TLS_RELOAD_MS")]
+    pub tls_reload_ms: Option<u64>,
 
     /// Largest request message accepted, in bytes. [default: 4194304]
     #[arg(long, env = "GOVERNANCE_MAX_MESSAGE_BYTES")]
@@ -211,6 +229,10 @@ impl ServeArgs {
             config: self.config.or(other.config),
             listen: self.listen.or(other.listen),
             health_listen: self.health_listen.or(other.health_listen),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            tls_client_ca: self.tls_client_ca.or(other.tls_client_ca),
+            tls_reload_ms: self.tls_reload_ms.or(other.tls_reload_ms),
             max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
             concurrency_limit: self.concurrency_limit.or(other.concurrency_limit),
             request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
@@ -249,6 +271,12 @@ impl ServeArgs {
         Ok(ServerSettings {
             listen: merged.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
             health_listen: merged.health_listen,
+            tls: match (merged.tls_cert, merged.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: merged.tls_client_ca }),
+                (None, None) if merged.tls_client_ca.is_none() => None,
+                _ => anyhow::bail!("TLS needs both tls_cert and tls_key (and tls_client_ca needs them too)"),
+            },
+            tls_reload: ms(merged.tls_reload_ms.unwrap_or(5_000).max(100)),
             max_message_bytes: merged.max_message_bytes.unwrap_or(4 * 1024 * 1024),
             concurrency_limit: merged.concurrency_limit.unwrap_or(1024).max(1),
             request_timeout: ms(merged.request_timeout_ms.unwrap_or(30_000)),
@@ -303,6 +331,9 @@ fn read_config_file(path: &Path) -> anyhow::Result<ServeArgs> {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub health_listen: Option<SocketAddr>,
+    /// TLS (mutual when a client CA is set) on the service port.
+    pub tls: Option<TlsFiles>,
+    pub tls_reload: Duration,
     pub max_message_bytes: usize,
     pub concurrency_limit: usize,
     pub request_timeout: Duration,

@@ -12,6 +12,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+pub mod tls;
+
 use crate::api::GovernanceApi;
 use crate::config::ServerSettings;
 use crate::evidence::EvidenceStore;
@@ -91,15 +93,27 @@ pub async fn serve(
         .merge(crate::api::http::router(api, settings.max_message_bytes))
         .fallback(crate::api::http::not_found);
 
-    tracing::info!(address = %listener.local_addr()?, "serving gRPC and HTTP");
-    Server::builder()
+    let server = Server::builder()
         .accept_http1(true)
         .timeout(settings.request_timeout)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-        .add_routes(routes.into())
-        .serve_with_incoming_shutdown(incoming(listener), drain)
-        .await?;
+        .add_routes(routes.into());
+    let address = listener.local_addr()?;
+    match &settings.tls {
+        None => {
+            tracing::info!(%address, tls = false, "serving gRPC and HTTP");
+            server.serve_with_incoming_shutdown(incoming(listener), drain).await?;
+        }
+        Some(files) => {
+            let tls = Arc::new(tls::ServerTls::load(files.clone())?);
+            let reloader = Arc::clone(&tls).watch(settings.tls_reload);
+            tracing::info!(%address, tls = true, mutual = files.client_ca.is_some(), "serving gRPC and HTTP");
+            let served = server.serve_with_incoming_shutdown(tls.incoming(listener), drain).await;
+            reloader.abort();
+            served?;
+        }
+    }
     let _ = stop_probes.send(());
     if let Some(probes) = probes {
         probes.await??;
