@@ -14,5 +14,6 @@ pub mod evidence;
 pub mod metrics;
 pub mod mutations;
 pub mod policies;
+mod poll;
 pub mod proto;
 pub mod server;

@@ -1,11 +1,8 @@
 //! The operator's policies: a Kernite policy bundle loaded from a file and
 //! kept current while the sidecar runs.
 //!
-//! The file is polled rather than watched with inotify: a Kubernetes
-//! ConfigMap volume updates by swapping a `..data` symlink to a new
-//! directory, which file watches on the old inode never see, while reading
-//! the path again always follows the current link. A poll reads a few
-//! kilobytes once per interval and parses only when the bytes changed.
+//! The file is polled ([`crate::poll`]): a poll reads a few kilobytes once per
+//! interval and parses only when the bytes changed.
 
 pub mod bundle;
 
@@ -103,18 +100,10 @@ impl PolicySource {
         (self.reloads.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
     }
 
-    /// Polls the file every `interval` until the task is aborted.
+    /// Reads the file again every `interval` until the task is aborted.
     pub fn watch(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let source = Arc::clone(&self);
-                // A read from a slow volume must not stall a runtime worker.
-                let _ = tokio::task::spawn_blocking(move || source.reload()).await;
-            }
+        crate::poll::every(interval, move || {
+            self.reload();
         })
     }
 }

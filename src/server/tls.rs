@@ -85,17 +85,10 @@ impl ServerTls {
         }
     }
 
-    /// Polls the files every `interval` until the task is aborted.
+    /// Reads the files again every `interval` until the task is aborted.
     pub fn watch(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let tls = Arc::clone(&self);
-                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
-            }
+        crate::poll::every(interval, move || {
+            self.reload();
         })
     }
 
