@@ -1,0 +1,26 @@
+//! Any bytes as a gRPC EvaluateRequest message, through the real handler:
+//! protobuf decoding, Struct conversion, validation, decision, encoding.
+//! Nothing may panic; every answer is a response or a status.
+#![no_main]
+
+use std::sync::LazyLock;
+
+use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::proto::EvaluateRequest;
+use governance_sidecar::proto::governance_server::Governance as _;
+use libfuzzer_sys::fuzz_target;
+use prost::Message as _;
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_current_thread().build().unwrap());
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(request) = EvaluateRequest::decode(data) else { return };
+    let api = GovernanceApi::new();
+    let answer = RUNTIME.block_on(api.evaluate(tonic::Request::new(request)));
+    if let Ok(response) = answer {
+        let response = response.into_inner();
+        assert!(response.trace_hash.starts_with("sha256:") && response.ctx_id.starts_with("ctx_"));
+        governance_sidecar::decision::json::parse(&response.response_json).expect("response_json is JSON");
+    }
+});
