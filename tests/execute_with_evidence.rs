@@ -956,3 +956,20 @@ async fn a_callers_traceparent_joins_the_evidence_row_and_the_answer_names_its_c
     let row = f.db.query_one("SELECT trace_id FROM governance_events WHERE id = $1", &[&untraced.evidence_id]).await;
     assert_eq!(row.unwrap().get::<_, Option<String>>(0), None);
 }
+
+#[tokio::test]
+async fn a_decision_carrying_nan_is_stored_although_jsonb_has_no_nan() {
+    // Kernite writes Python's NaN token here (max "nan" is float('nan')); found by fuzzing.
+    let f = fixture().await;
+    let body = r#"{"workspace_id": "ws_1", "principal": {"type": "user", "id": "u"}, "object_type": "invoice", "operation": "create", "payload": {"amount": 5, "currency": "USD"}, "policy_context": {"selected_policies": [{"policy_key": "p", "rules": [{"rule_key": "m", "rule_definition": {"type": "max_value", "field": "status", "max": "nan"}}]}]}}"#;
+    let response = f.execute(call(body.into(), Some("nan-1"), "create_invoice")).await.unwrap();
+    let decision = response.decision.unwrap();
+    assert_eq!(decision.decision(), Decision::Denied);
+    assert!(decision.response_json.contains(r#""max": NaN"#), "the answer is Kernite's, NaN and all");
+    let stored: String =
+        f.db.query_one("SELECT response_json #>> '{data,reasons,0,details,max}' FROM governance_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(stored, "NaN", "stored as the string \"NaN\"");
+}

@@ -41,7 +41,8 @@ const MAX_ATTEMPTS: usize = 3;
 pub enum EvidenceError {
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
-    #[error("database error: {0}")]
+    /// Shown with its SQLSTATE only: PostgreSQL's messages may quote values.
+    #[error("database error: {}", .0.code().map_or_else(|| .0.to_string(), |c| format!("SQLSTATE {}", c.code())))]
     Database(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Schema(String),
@@ -317,7 +318,8 @@ impl EvidenceStore {
             Some(Value::Int(version)) => Some(*version),
             _ => None,
         };
-        let redacted = self.redactor.redact_response(response);
+        let mut redacted = self.redactor.redact_response(response);
+        jsonb_safe(&mut redacted.value);
         EvidenceRow {
             policy_key,
             policy_version,
@@ -616,7 +618,30 @@ fn row_to_map(row: &Row) -> Map {
 }
 
 fn rows_json(rows: &[Map]) -> String {
-    json::to_string(&Value::Array(rows.iter().cloned().map(Value::Object).collect()), Layout::Canonical)
+    let mut rows = Value::Array(rows.iter().cloned().map(Value::Object).collect());
+    jsonb_safe(&mut rows);
+    json::to_string(&rows, Layout::Canonical)
+}
+
+/// jsonb has no NaN or Infinity, which Kernite's Python JSON (and a float8
+/// column) can hold: the stored copy spells them as strings, `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`. The caller's answer keeps Kernite's tokens.
+fn jsonb_safe(value: &mut Value) {
+    match value {
+        Value::Float(f) if !f.is_finite() => {
+            let token = if f.is_nan() {
+                "NaN"
+            } else if *f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            *value = Value::str(token);
+        }
+        Value::Array(items) => items.iter_mut().for_each(jsonb_safe),
+        Value::Object(map) => map.values_mut().for_each(jsonb_safe),
+        _ => {}
+    }
 }
 
 fn parse_rows(text: &str) -> Vec<Map> {
