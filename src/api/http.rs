@@ -92,6 +92,7 @@ async fn execute(State(state): State<HttpState>, headers: HeaderMap, body: Body)
 }
 
 async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(_permit) = state.api.permit().await else { return unavailable() };
     let rpc = RpcSpan::start("POST /v1/validate/execute", traceparent(&headers));
     let result = async {
         let body = read_json(body, state.max_body_bytes).await?;

@@ -1,5 +1,7 @@
-//! The gRPC handlers: decode the call, ask the engine (and the evidence
-//! store), encode the answer. No business rules live here.
+//! The service's handlers: decode the call, ask the engine (and the evidence
+//! store), encode the answer. No business rules live here. The gRPC methods
+//! are below; the HTTP/JSON routes are in [`http`]; both call the same
+//! transport-neutral core (`decide_body`, `govern`).
 
 mod convert;
 mod deadline;
