@@ -134,10 +134,6 @@ fn reason(reason: &Reason) -> proto::Reason {
 }
 
 pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
-    let policy_version = match record.policy.get("policy_version") {
-        Some(Value::Int(n)) => Some(*n),
-        _ => None,
-    };
     proto::EvaluateResponse {
         decision: match record.decision {
             Decision::Approved => proto::Decision::Approved,
@@ -148,8 +144,8 @@ pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
         reasons: record.reasons.iter().map(reason).collect(),
         policy_selection_reason_code: record.policy_selection_reason_code.clone(),
         policy: Some(proto::PolicyRef {
-            policy_key: record.policy.get("policy_key").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            policy_version,
+            policy_key: record.policy_key().unwrap_or_default().to_owned(),
+            policy_version: record.policy_version(),
             document: Some(to_struct(&record.policy)),
         }),
         trace_hash: record.trace_hash.clone(),

@@ -99,18 +99,7 @@ async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body
         let ctx_id = ctx_id::random();
         rpc.record_ctx_id(&ctx_id);
         let answer = match decision::validate(body, idempotency_key(&headers).as_deref())? {
-            Ok(validation) => object([
-                ("ctx_id", Value::str(ctx_id)),
-                ("message", Value::str("Execute payload is valid.")),
-                (
-                    "data",
-                    object([
-                        ("valid", Value::Bool(true)),
-                        ("errors", Value::Array(Vec::new())),
-                        ("normalized", validation.normalized_value()),
-                    ]),
-                ),
-            ]),
+            Ok(validation) => decision::valid_body(&validation, &ctx_id),
             Err(invalid) => invalid.to_value(&ctx_id),
         };
         Ok((StatusCode::OK, json::to_string(&answer, Layout::Response)))

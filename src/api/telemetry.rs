@@ -97,15 +97,8 @@ impl RpcSpan {
 
     /// Closes the span of an HTTP call with its status and latency.
     pub fn finish_http(self, status: http::StatusCode) {
-        let elapsed = self.started.elapsed();
         self.span.record("status", status.as_u16());
-        self.span.record("latency_us", elapsed.as_micros() as u64);
-        metrics().rpc(self.method, status.as_u16().to_string(), elapsed.as_secs_f64());
-        if status.is_server_error() {
-            tracing::warn!(parent: &self.span, "http call failed")
-        } else {
-            tracing::info!(parent: &self.span, "http call completed")
-        }
+        self.close(status.as_u16().to_string(), status.is_server_error().then_some(""));
     }
 
     /// Closes the span with the call's status and latency, and answers: the
@@ -116,20 +109,15 @@ impl RpcSpan {
         }
         let ctx_id = self.ctx_id().and_then(|c| tonic::metadata::MetadataValue::try_from(c).ok());
         let result = result.map_err(Status::from);
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        let elapsed = self.started.elapsed();
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
         self.span.record("status", tracing::field::debug(code));
-        self.span.record("latency_us", elapsed.as_micros() as u64);
-        metrics().rpc(self.method, grpc_code_name(code).to_owned(), elapsed.as_secs_f64());
-        match &result {
+        let failure = match &result {
             Err(status) if matches!(code, tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::Unknown) => {
-                tracing::warn!(parent: &self.span, error = status.message(), "rpc failed")
+                Some(status.message())
             }
-            _ => tracing::info!(parent: &self.span, "rpc completed"),
-        }
+            _ => None,
+        };
+        self.close(grpc_code_name(code).to_owned(), failure);
         match result {
             Ok(answer) => {
                 let mut response = tonic::Response::new(answer);
@@ -144,6 +132,20 @@ impl RpcSpan {
                 }
                 Err(status)
             }
+        }
+    }
+}
+
+impl RpcSpan {
+    /// The end of every call, whatever its transport: latency on the span and
+    /// in the histogram, and one log line (a warning for a server-side failure).
+    fn close(&self, status: String, failure: Option<&str>) {
+        let elapsed = self.started.elapsed();
+        self.span.record("latency_us", elapsed.as_micros() as u64);
+        metrics().rpc(self.method, status, elapsed.as_secs_f64());
+        match failure {
+            Some(error) => tracing::warn!(parent: &self.span, error, "rpc failed"),
+            None => tracing::info!(parent: &self.span, "rpc completed"),
         }
     }
 }

@@ -55,6 +55,24 @@ pub struct InvalidRequest {
 }
 
 pub const INVALID_MESSAGE: &str = "Execute payload is invalid.";
+pub const VALID_MESSAGE: &str = "Execute payload is valid.";
+
+/// Kernite's `validate_execute_request` body for a valid request (its status
+/// 200 answer to `/v1/validate/execute`), with the caller's `ctx_id`.
+pub fn valid_body(validation: &Validation, ctx_id: &str) -> Value {
+    object([
+        ("ctx_id", Value::str(ctx_id)),
+        ("message", Value::str(VALID_MESSAGE)),
+        (
+            "data",
+            object([
+                ("valid", Value::Bool(true)),
+                ("errors", Value::Array(Vec::new())),
+                ("normalized", validation.normalized_value()),
+            ]),
+        ),
+    ])
+}
 
 impl InvalidRequest {
     /// Kernite's 400 body, with the caller's `ctx_id` (Kernite draws a random one).

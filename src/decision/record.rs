@@ -197,6 +197,19 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
+    /// The key of the `policy` Kernite reports, when one applied.
+    pub fn policy_key(&self) -> Option<&str> {
+        self.policy.get("policy_key").and_then(Value::as_str)
+    }
+
+    /// The version of the `policy` Kernite reports, when it has an integer one.
+    pub fn policy_version(&self) -> Option<i64> {
+        match self.policy.get("policy_version") {
+            Some(Value::Int(version)) => Some(*version),
+            _ => None,
+        }
+    }
+
     pub fn message(&self) -> &'static str {
         match self.decision {
             Decision::Approved => "Approved by governance policy.",

@@ -312,12 +312,8 @@ impl EvidenceStore {
                 ("skipped", Value::Array(Vec::new()), ctx_id, String::new(), response)
             }
         };
-        let policy = write.decision.map(|record| &record.policy);
-        let policy_key = policy.and_then(|p| p.get("policy_key")).and_then(Value::as_str).map(str::to_owned);
-        let policy_version = match policy.and_then(|p| p.get("policy_version")) {
-            Some(Value::Int(version)) => Some(*version),
-            _ => None,
-        };
+        let policy_key = write.decision.and_then(DecisionRecord::policy_key).map(str::to_owned);
+        let policy_version = write.decision.and_then(DecisionRecord::policy_version);
         let mut redacted = self.redactor.redact_response(response);
         jsonb_safe(&mut redacted.value);
         EvidenceRow {

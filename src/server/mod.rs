@@ -1,5 +1,6 @@
-//! Wires the gRPC server: Governance, health, reflection (v1 and v1alpha),
-//! limits, keepalive and graceful shutdown.
+//! Wires the server: Governance, health and reflection (v1 and v1alpha) over
+//! gRPC, the HTTP/JSON routes on the same port, optional TLS ([`tls`]), the
+//! health-only probe listener, limits, keepalive and graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
