@@ -3,7 +3,8 @@
 //! `cargo bench --bench compare` (needs python3 with `pip install kernite==0.1.6`,
 //! and the PostgreSQL server package for pgbench and the private database).
 //! `BENCH_SECONDS` sets each load's length (default 10); `BENCH_SIDECAR_ARGS`
-//! adds flags to the sidecar under test.
+//! adds flags to the sidecar under test; `BENCH_ONLY` (e.g. `engine,evaluate`)
+//! runs some of the three parts (`engine`, `evaluate`, `execute`) while tuning one.
 //!
 //! - engine: parse + validate + evaluate + hash in-process, next to Kernite's
 //!   `execute_request` on the same requests (`benches/kernite_reference.py`);
@@ -42,6 +43,11 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn seconds() -> Duration {
     Duration::from_secs_f64(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0))
+}
+
+/// Whether this run measures `part` (all parts unless `BENCH_ONLY` names some).
+fn measures(part: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == part))
 }
 
 fn request_text(name: &str) -> String {
@@ -133,14 +139,56 @@ impl Process {
 
     /// User + system CPU time the process has used so far.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+        cpu_of(self.child.id(), false)
     }
+}
+
+/// CPU time (user + system) of a process; with `reaped_children`, plus that
+/// of the children it has waited for (a PostgreSQL server's ended backends).
+fn cpu_of(pid: u32, reaped_children: bool) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: utime and stime are the
+    // 12th and 13th, cutime and cstime the 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let range = if reaped_children { 11..15 } else { 11..13 };
+    let ticks: u64 = fields.get(range).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}
+
+/// CPU time of this process: the load generator.
+fn own_cpu() -> Duration {
+    cpu_of(std::process::id(), false)
+}
+
+/// CPU time of this process's children that have ended and been waited for
+/// (a finished pgbench).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// CPU time of a whole PostgreSQL server: the postmaster, its live
+/// processes and the backends that have ended.
+fn postgres_cpu(data_dir: &Path) -> Duration {
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap_or_default();
+    let Some(postmaster) = pid_file.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+        return Duration::ZERO;
+    };
+    let children = std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        (parent == postmaster).then_some(pid)
+    });
+    cpu_of(postmaster, true) + children.map(|pid| cpu_of(pid, false)).sum::<Duration>()
 }
 
 impl Drop for Process {
@@ -373,7 +421,8 @@ fn psql(url: &str, sql: &str) {
 
 /// pgbench running the reference transaction: one evidence row with the
 /// same ~1 KiB response JSON and one invoice, `BEGIN … END`, prepared.
-fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> f64 {
+/// Returns the transactions per second and how many were committed.
+fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> (f64, u64) {
     let script = dir.join("reference.sql");
     // pgbench reads `:name` as a variable even inside literals: write the
     // JSON as a Unicode-escape literal, with `\` and `:` escaped. The
@@ -401,11 +450,18 @@ fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> f64 {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
-    text.lines()
+    let tps = text
+        .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("pgbench prints tps")
+        .expect("pgbench prints tps");
+    let transactions = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("pgbench prints the transactions processed");
+    (tps, transactions)
 }
 
 // ---------------------------------------------------------------- main
@@ -421,7 +477,7 @@ fn main() {
     row(&["---".into(), "---".into(), "---".into(), "---".into(), "---".into()]);
 
     // Engine beside Kernite.
-    for name in ["approved", "denied"] {
+    for name in ["approved", "denied"].into_iter().filter(|_| measures("engine")) {
         let (rate, p50_ns, p99_ns) = engine(name);
         let reference = kernite(name);
         let (kernite_rate, kernite_cell) = match reference {
@@ -440,68 +496,19 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let approved = Arc::new(request_text("approved"));
 
-    // Evaluate beside the do-nothing server, same client, 8 x 16.
-    let floor_port = free_port();
-    let floor = spawn_floor(floor_port);
-    let floor_cpu = floor.cpu();
-    let floor_load = runtime.block_on(load(floor_port, 8, 128, evaluate_call(approved.clone()), || {}));
-    let floor_cpu_us = (floor.cpu() - floor_cpu).as_secs_f64() * 1e6 / floor_load.ok.max(1) as f64;
-    drop(floor);
-    let sidecar_port = free_port();
-    let sidecar = Arc::new(spawn_sidecar(sidecar_port, &[]));
-    std::thread::sleep(Duration::from_millis(300));
-    let idle_rss = sidecar.rss_kib();
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (sidecar, peak) = (sidecar.clone(), peak.clone());
-        move || {
-            peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
-        }
-    };
-    let sidecar_cpu = sidecar.cpu();
-    let evaluate_load = runtime.block_on(load(sidecar_port, 8, 128, evaluate_call(approved.clone()), sampler));
-    let evaluate_cpu_us = (sidecar.cpu() - sidecar_cpu).as_secs_f64() * 1e6 / evaluate_load.ok.max(1) as f64;
-    let evaluate_rss = peak.load(Ordering::Relaxed);
-    drop(sidecar);
-    assert_eq!(evaluate_load.failed + floor_load.failed, 0, "failed calls in the Evaluate loads");
-    row(&[
-        "Evaluate over gRPC, 8 conns × 16 streams".into(),
-        format!(
-            "{:.0}/s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; server CPU {evaluate_cpu_us:.0} µs/call",
-            evaluate_load.rate(),
-            evaluate_load.p(0.5),
-            evaluate_load.p(0.99),
-            evaluate_load.p(0.999)
-        ),
-        format!(
-            "do-nothing tonic server {:.0}/s, p50 {:.0} µs, p99 {:.0} µs; server CPU {floor_cpu_us:.0} µs/call",
-            floor_load.rate(),
-            floor_load.p(0.5),
-            floor_load.p(0.99)
-        ),
-        format!("{:.2}×", evaluate_load.rate() / floor_load.rate()),
-        "≥ 0.7×".into(),
-    ]);
-
-    // ExecuteWithEvidence beside pgbench, same database.
-    let (admin_url, dir) = start_postgres();
-    psql(&admin_url, "CREATE DATABASE bench");
-    let url = format!("{}/bench", admin_url.rsplit_once('/').unwrap().0);
-    let status =
-        Command::new(SIDECAR).args(["migrate", "--database-url", &url]).env("RUST_LOG", "warn").status().unwrap();
-    assert!(status.success());
-    psql(&url, &std::fs::read_to_string(format!("{ROOT}/deploy/examples/invoice/schema.sql")).unwrap());
-
-    let body = json::parse(&approved).unwrap();
-    let Answer::Decided(decided) = execute(body, Some("bench-0")).unwrap() else { panic!() };
-    let response_json = json::to_string(&decided.record.to_value(), json::Layout::Response);
-
-    let mutations = format!("{ROOT}/deploy/examples/invoice/mutations.toml");
-    let ewe_port = free_port();
-    let sidecar =
-        Arc::new(spawn_sidecar(ewe_port, &["--database-url", &url, "--mutations", &mutations, "--pool-size", "32"]));
-    let mut ewe_rss = Vec::new();
-    for callers in [1usize, 8, 32] {
+    let mut memory = Vec::new();
+    if measures("evaluate") {
+        // Evaluate beside the do-nothing server, same client, 8 x 16.
+        let floor_port = free_port();
+        let floor = spawn_floor(floor_port);
+        let floor_cpu = floor.cpu();
+        let floor_load = runtime.block_on(load(floor_port, 8, 128, evaluate_call(approved.clone()), || {}));
+        let floor_cpu_us = (floor.cpu() - floor_cpu).as_secs_f64() * 1e6 / floor_load.ok.max(1) as f64;
+        drop(floor);
+        let sidecar_port = free_port();
+        let sidecar = Arc::new(spawn_sidecar(sidecar_port, &[]));
+        std::thread::sleep(Duration::from_millis(300));
+        let idle_rss = sidecar.rss_kib();
         let peak = Arc::new(AtomicU64::new(0));
         let sampler = {
             let (sidecar, peak) = (sidecar.clone(), peak.clone());
@@ -509,49 +516,107 @@ fn main() {
                 peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
             }
         };
-        let cpu_before = sidecar.cpu();
-        let measured =
-            runtime.block_on(load(ewe_port, callers.min(8), callers, invoice_call(approved.clone()), sampler));
-        let cpu_us = (sidecar.cpu() - cpu_before).as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
-        assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
-        ewe_rss.push((callers, peak.load(Ordering::Relaxed)));
-        let reference = pgbench(&url, callers, &response_json, &dir);
-        let target = match callers {
-            1 => "—".to_owned(),
-            8 => "≥ 1.0×, p99 < 20 ms".to_owned(),
-            _ => "≥ 1.0×".to_owned(),
-        };
+        let sidecar_cpu = sidecar.cpu();
+        let evaluate_load = runtime.block_on(load(sidecar_port, 8, 128, evaluate_call(approved.clone()), sampler));
+        let evaluate_cpu_us = (sidecar.cpu() - sidecar_cpu).as_secs_f64() * 1e6 / evaluate_load.ok.max(1) as f64;
+        let evaluate_rss = peak.load(Ordering::Relaxed);
+        drop(sidecar);
+        memory.push(format!(
+            "idle {:.1} MiB; Evaluate load {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            evaluate_rss as f64 / 1024.0
+        ));
+        assert_eq!(evaluate_load.failed + floor_load.failed, 0, "failed calls in the Evaluate loads");
         row(&[
-            format!("ExecuteWithEvidence, {callers} caller(s)"),
+            "Evaluate over gRPC, 8 conns × 16 streams".into(),
             format!(
-                "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms; sidecar CPU {cpu_us:.0} µs/call",
-                measured.rate(),
-                measured.p(0.5) / 1000.0,
-                measured.p(0.99) / 1000.0
+                "{:.0}/s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; server CPU {evaluate_cpu_us:.0} µs/call",
+                evaluate_load.rate(),
+                evaluate_load.p(0.5),
+                evaluate_load.p(0.99),
+                evaluate_load.p(0.999)
             ),
-            format!("pgbench reference tx {reference:.0} tx/s"),
-            format!("{:.2}×", measured.rate() / reference),
-            target,
+            format!(
+                "do-nothing tonic server {:.0}/s, p50 {:.0} µs, p99 {:.0} µs; server CPU {floor_cpu_us:.0} µs/call",
+                floor_load.rate(),
+                floor_load.p(0.5),
+                floor_load.p(0.99)
+            ),
+            format!("{:.2}×", evaluate_load.rate() / floor_load.rate()),
+            "≥ 0.7×".into(),
         ]);
     }
-    drop(sidecar);
 
-    row(&[
-        "sidecar RSS".into(),
-        format!(
-            "idle {:.1} MiB; Evaluate load {:.1} MiB; {}",
-            idle_rss as f64 / 1024.0,
-            evaluate_rss as f64 / 1024.0,
-            ewe_rss
-                .iter()
-                .map(|(c, kib)| format!("{c} caller(s) {:.1} MiB", *kib as f64 / 1024.0))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        "—".into(),
-        "—".into(),
-        "< 64 MiB at 32 callers".into(),
-    ]);
+    if measures("execute") {
+        // ExecuteWithEvidence beside pgbench, same database.
+        let (admin_url, dir) = start_postgres();
+        psql(&admin_url, "CREATE DATABASE bench");
+        let url = format!("{}/bench", admin_url.rsplit_once('/').unwrap().0);
+        let status =
+            Command::new(SIDECAR).args(["migrate", "--database-url", &url]).env("RUST_LOG", "warn").status().unwrap();
+        assert!(status.success());
+        psql(&url, &std::fs::read_to_string(format!("{ROOT}/deploy/examples/invoice/schema.sql")).unwrap());
+
+        let body = json::parse(&approved).unwrap();
+        let Answer::Decided(decided) = execute(body, Some("bench-0")).unwrap() else { panic!() };
+        let response_json = json::to_string(&decided.record.to_value(), json::Layout::Response);
+
+        let mutations = format!("{ROOT}/deploy/examples/invoice/mutations.toml");
+        let ewe_port = free_port();
+        let sidecar = Arc::new(spawn_sidecar(
+            ewe_port,
+            &["--database-url", &url, "--mutations", &mutations, "--pool-size", "32"],
+        ));
+        for callers in [1usize, 8, 32] {
+            let peak = Arc::new(AtomicU64::new(0));
+            let sampler = {
+                let (sidecar, peak) = (sidecar.clone(), peak.clone());
+                move || {
+                    peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
+                }
+            };
+            let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
+            let measured =
+                runtime.block_on(load(ewe_port, callers.min(8), callers, invoice_call(approved.clone()), sampler));
+            let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
+            let (client_us, cpu_us, postgres_us) = (
+                per_call(own_cpu() - before.0),
+                per_call(sidecar.cpu() - before.1),
+                per_call(postgres_cpu(&dir) - before.2),
+            );
+            assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
+            memory.push(format!("{callers} caller(s) {:.1} MiB", peak.load(Ordering::Relaxed) as f64 / 1024.0));
+            let before = (children_cpu(), postgres_cpu(&dir));
+            let (reference, transactions) = pgbench(&url, callers, &response_json, &dir);
+            let per_tx = |spent: Duration| spent.as_secs_f64() * 1e6 / transactions.max(1) as f64;
+            let (pgbench_us, reference_postgres_us) =
+                (per_tx(children_cpu() - before.0), per_tx(postgres_cpu(&dir) - before.1));
+            let target = match callers {
+                1 => "—".to_owned(),
+                8 => "≥ 1.0×, p99 < 20 ms".to_owned(),
+                _ => "≥ 1.0×".to_owned(),
+            };
+            row(&[
+                format!("ExecuteWithEvidence, {callers} caller(s)"),
+                format!(
+                    "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms; CPU µs/call: sidecar {cpu_us:.0}, PostgreSQL \
+                     {postgres_us:.0}, load generator {client_us:.0}",
+                    measured.rate(),
+                    measured.p(0.5) / 1000.0,
+                    measured.p(0.99) / 1000.0
+                ),
+                format!(
+                    "pgbench reference tx {reference:.0} tx/s; CPU µs/tx: PostgreSQL {reference_postgres_us:.0}, \
+                     pgbench {pgbench_us:.0}"
+                ),
+                format!("{:.2}×", measured.rate() / reference),
+                target,
+            ]);
+        }
+        drop(sidecar);
+    }
+
+    row(&["sidecar RSS".into(), memory.join("; "), "—".into(), "—".into(), "< 64 MiB at 32 callers".into()]);
 
     println!("\n{}", rows.join("\n"));
 }

@@ -26,7 +26,7 @@ pub const DEFAULT_KEY_PATTERNS: &[&str] =
 pub struct Redactor {
     /// Payload-relative paths: `payload.card.number` is stored as `["card", "number"]`.
     payload_paths: Vec<Vec<String>>,
-    key_patterns: Vec<String>,
+    key_patterns: Vec<KeyPattern>,
 }
 
 /// A value with secrets masked, and where they were.
@@ -46,32 +46,33 @@ impl Redactor {
             };
             payload_paths.push(rest.split('.').map(str::to_owned).collect());
         }
-        Ok(Redactor { payload_paths, key_patterns: key_patterns.iter().map(|p| p.to_ascii_lowercase()).collect() })
+        Ok(Redactor { payload_paths, key_patterns: key_patterns.iter().map(|p| KeyPattern::new(p)).collect() })
     }
 
     fn key_is_sensitive(&self, key: &str) -> bool {
-        self.key_patterns.iter().any(|pattern| glob_matches(pattern.as_bytes(), key.as_bytes()))
+        self.key_patterns.iter().any(|pattern| pattern.matches(key.as_bytes()))
     }
 
     /// Whether a rule's `field_path` (payload-relative, dotted) names a secret.
     fn field_is_sensitive(&self, field_path: &str) -> bool {
-        let segments: Vec<&str> = field_path.split('.').collect();
-        let under_path = self
-            .payload_paths
-            .iter()
-            .any(|path| segments.len() >= path.len() && path.iter().zip(&segments).all(|(a, b)| a == b));
-        under_path || segments.iter().any(|s| self.key_is_sensitive(s))
+        let under_path = self.payload_paths.iter().any(|path| {
+            let mut segments = field_path.split('.');
+            path.iter().all(|a| segments.next() == Some(a.as_str()))
+        });
+        under_path || field_path.split('.').any(|s| self.key_is_sensitive(s))
     }
 
     /// Masks a Kernite response body.
     pub fn redact_response(&self, mut value: Value) -> Redacted {
         let mut masked = Vec::new();
-        self.mask_keys(&mut value, "", &mut masked);
+        self.mask_keys(&mut value, None, &mut masked);
         if let Some(Value::Object(data)) = value.as_object_mut().and_then(|body| body.get_mut("data")) {
             for list in ["reasons", "rule_events"] {
                 if let Some(Value::Array(entries)) = data.get_mut(list) {
+                    let data_at = At { parent: None, step: Step::Key("data") };
+                    let list_at = At { parent: Some(&data_at), step: Step::Key(list) };
                     for (i, entry) in entries.iter_mut().enumerate() {
-                        self.mask_current(entry, &format!("data.{list}[{i}]"), &mut masked);
+                        self.mask_current(entry, &At { parent: Some(&list_at), step: Step::Index(i) }, &mut masked);
                     }
                 }
             }
@@ -87,7 +88,7 @@ impl Redactor {
         rows.iter()
             .map(|row| {
                 let mut value = Value::Object(row.clone());
-                self.mask_keys(&mut value, "", &mut masked);
+                self.mask_keys(&mut value, None, &mut masked);
                 match value {
                     Value::Object(map) => map,
                     _ => unreachable!("an object stays an object"),
@@ -96,7 +97,7 @@ impl Redactor {
             .collect()
     }
 
-    fn mask_current(&self, entry: &mut Value, at: &str, masked: &mut Vec<String>) {
+    fn mask_current(&self, entry: &mut Value, at: &At<'_>, masked: &mut Vec<String>) {
         let Value::Object(entry) = entry else { return };
         let sensitive = entry.get("field_path").and_then(Value::as_str).is_some_and(|p| self.field_is_sensitive(p));
         if !sensitive {
@@ -107,26 +108,29 @@ impl Redactor {
             && !current.is_null()
         {
             *current = Value::str(MASK);
-            masked.push(format!("{at}.details.current"));
+            masked.push(format!("{}.details.current", at.render()));
         }
     }
 
-    fn mask_keys(&self, value: &mut Value, at: &str, masked: &mut Vec<String>) {
+    /// Walks the whole value; the path of a node is only spelled out when
+    /// something there is masked, which is rarely.
+    fn mask_keys(&self, value: &mut Value, at: Option<&At<'_>>, masked: &mut Vec<String>) {
         match value {
             Value::Object(map) => {
                 for (key, item) in map.iter_mut() {
-                    let path = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+                    let here = At { parent: at, step: Step::Key(key) };
                     if self.key_is_sensitive(key) && !item.is_null() {
                         *item = Value::str(MASK);
-                        masked.push(path);
+                        masked.push(here.render());
                     } else {
-                        self.mask_keys(item, &path, masked);
+                        self.mask_keys(item, Some(&here), masked);
                     }
                 }
             }
             Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.mask_keys(item, &format!("{at}[{i}]"), masked);
+                    let here = At { parent: at, step: Step::Index(i) };
+                    self.mask_keys(item, Some(&here), masked);
                 }
             }
             _ => {}
@@ -134,9 +138,80 @@ impl Redactor {
     }
 }
 
-/// `*` matches any run of bytes; everything else matches itself, ignoring
-/// ASCII case (patterns are stored lowercased). Works on bytes so that no
-/// key is copied to compare it.
+/// Where a node sits, as a chain up to the root on the walker's stack.
+struct At<'a> {
+    parent: Option<&'a At<'a>>,
+    step: Step<'a>,
+}
+
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl At<'_> {
+    /// `data.reasons[0].details`: keys joined by dots, indices in brackets.
+    fn render(&self) -> String {
+        let mut steps = vec![&self.step];
+        let mut node = self;
+        while let Some(parent) = node.parent {
+            steps.push(&parent.step);
+            node = parent;
+        }
+        let mut out = String::new();
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::Key(key) if out.is_empty() => out.push_str(key),
+                Step::Key(key) => {
+                    out.push('.');
+                    out.push_str(key);
+                }
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+}
+
+/// A key-name pattern, compiled once: `*` matches any run of bytes,
+/// everything else matches itself ignoring ASCII case. The common shapes
+/// (a name, `prefix*`, `*suffix`) are a length check and one comparison,
+/// because every key of every stored response is checked against them.
+#[derive(Debug, Clone)]
+enum KeyPattern {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+    Suffix(Vec<u8>),
+    Glob(Vec<u8>),
+}
+
+impl KeyPattern {
+    fn new(pattern: &str) -> KeyPattern {
+        let bytes = pattern.to_ascii_lowercase().into_bytes();
+        match bytes.iter().filter(|&&b| b == b'*').count() {
+            0 => KeyPattern::Exact(bytes),
+            1 if bytes.last() == Some(&b'*') => KeyPattern::Prefix(bytes[..bytes.len() - 1].to_vec()),
+            1 if bytes.first() == Some(&b'*') => KeyPattern::Suffix(bytes[1..].to_vec()),
+            _ => KeyPattern::Glob(bytes),
+        }
+    }
+
+    fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            KeyPattern::Exact(name) => name.eq_ignore_ascii_case(key),
+            KeyPattern::Prefix(prefix) => {
+                key.len() >= prefix.len() && prefix.eq_ignore_ascii_case(&key[..prefix.len()])
+            }
+            KeyPattern::Suffix(suffix) => {
+                key.len() >= suffix.len() && suffix.eq_ignore_ascii_case(&key[key.len() - suffix.len()..])
+            }
+            KeyPattern::Glob(pattern) => glob_matches(pattern, key),
+        }
+    }
+}
+
+/// The general case of [`KeyPattern`]: works on bytes so that no key is
+/// copied to compare it.
 fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.iter().position(|&b| b == b'*') {
         None => pattern.eq_ignore_ascii_case(text),
@@ -168,6 +243,21 @@ mod tests {
         assert!(r.key_is_sensitive("refresh_token"));
         assert!(!r.key_is_sensitive("tokens_used"));
         assert!(!r.key_is_sensitive("amount"));
+    }
+
+    #[test]
+    fn every_pattern_shape_matches_like_the_general_glob() {
+        let keys = ["token", "TOKEN", "api_token", "token_id", "x_token_y", "tok", "", "_token", "a*b"];
+        for pattern in ["token", "*_token", "token*", "*token*", "a*b*c", "*", "x*y"] {
+            let compiled = KeyPattern::new(pattern);
+            for key in keys {
+                assert_eq!(
+                    compiled.matches(key.as_bytes()),
+                    glob_matches(pattern.as_bytes(), key.to_ascii_lowercase().as_bytes()),
+                    "{pattern} against {key}"
+                );
+            }
+        }
     }
 
     #[test]
