@@ -359,8 +359,8 @@ impl Mutation {
     /// Refuses caller parameters the operator did not declare as caller-supplied.
     pub fn check_caller_params(&self, caller: &Map) -> Result<(), BindError> {
         for name in caller.keys() {
-            if !self.params.iter().any(|p| &p.name == name && p.source == Source::Caller) {
-                return Err(BindError::NotCallerSupplied(name.clone()));
+            if !self.params.iter().any(|p| p.name == *name && p.source == Source::Caller) {
+                return Err(BindError::NotCallerSupplied(name.to_string()));
             }
         }
         Ok(())
@@ -373,7 +373,7 @@ impl Mutation {
             .map(|param| {
                 let value = match &param.source {
                     Source::Request(path) => read_request_path(builtins.request, path),
-                    Source::Caller => caller.get(&param.name).cloned().unwrap_or(Value::Null),
+                    Source::Caller => caller.get(param.name.as_str()).cloned().unwrap_or(Value::Null),
                     Source::Builtin(builtin) => builtin_value(*builtin, builtins),
                 };
                 convert(param, value)
@@ -411,10 +411,10 @@ fn read_request_path(request: &NormalizedRequest, path: &[String]) -> Value {
 /// The value at `path` inside `map`; the map itself for an empty path.
 fn read_in(map: &Map, path: &[String]) -> Value {
     let Some((first, rest)) = path.split_first() else { return Value::Object(map.clone()) };
-    let mut current = Value::or_null(map.get(first));
+    let mut current = Value::or_null(map.get(first.as_str()));
     for token in rest {
         match current {
-            Value::Object(inner) => current = Value::or_null(inner.get(token)),
+            Value::Object(inner) => current = Value::or_null(inner.get(token.as_str())),
             _ => return Value::Null,
         }
     }
@@ -437,7 +437,7 @@ fn convert(param: &Param, value: Value) -> Result<SqlValue, BindError> {
     Ok(match (param.kind, value) {
         (_, Value::Null) if param.nullable => SqlValue::Null,
         (_, Value::Null) => return Err(BindError::Missing(param.name.clone())),
-        (ParamType::Text, Value::Str(s)) => SqlValue::Text(s),
+        (ParamType::Text, Value::Str(s)) => SqlValue::Text(s.into_string()),
         (ParamType::Text, _) => return Err(wrong("a string")),
         (ParamType::Bigint, Value::Int(n)) => SqlValue::Bigint(n),
         (ParamType::Bigint, _) => return Err(wrong("an integer within 64 bits")),
@@ -504,7 +504,7 @@ mod tests {
             let mut current = &tree;
             for token in path {
                 match current {
-                    Value::Object(map) => current = Value::or_null(map.get(token)),
+                    Value::Object(map) => current = Value::or_null(map.get(token.as_str())),
                     _ => return Value::Null,
                 }
             }

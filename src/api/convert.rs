@@ -37,18 +37,18 @@ pub fn evaluate_body(body: proto::execute_with_evidence_request::Body) -> proto:
 /// stand for absent ones: Kernite treats both as missing.
 pub fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> {
     let mut body = Map::default();
-    body.insert("workspace_id".into(), Value::Str(request.workspace_id));
+    body.insert("workspace_id".into(), Value::str(request.workspace_id));
     if let Some(principal) = request.principal {
         let mut map = Map::default();
-        map.insert("type".into(), Value::Str(principal.r#type));
-        map.insert("id".into(), Value::Str(principal.id));
+        map.insert("type".into(), Value::str(principal.r#type));
+        map.insert("id".into(), Value::str(principal.id));
         if let Some(attributes) = principal.attributes {
             map.insert("attributes".into(), from_struct(attributes, "principal.attributes")?);
         }
         body.insert("principal".into(), Value::Object(map));
     }
-    body.insert("object_type".into(), Value::Str(request.object_type));
-    body.insert("operation".into(), Value::Str(request.operation));
+    body.insert("object_type".into(), Value::str(request.object_type));
+    body.insert("operation".into(), Value::str(request.operation));
     for (key, part) in [
         ("payload", request.payload),
         ("resource", request.resource),
@@ -69,7 +69,7 @@ pub fn from_struct(s: prost_types::Struct, field: &str) -> Result<Value, ApiErro
 pub fn map_from_struct(s: prost_types::Struct, field: &str) -> Result<Map, ApiError> {
     let mut map = Map::with_capacity_and_hasher(s.fields.len(), Default::default());
     for (key, value) in s.fields {
-        map.insert(key, from_proto_value(value, field)?);
+        map.insert(key.into(), from_proto_value(value, field)?);
     }
     Ok(map)
 }
@@ -78,7 +78,7 @@ fn from_proto_value(value: prost_types::Value, field: &str) -> Result<Value, Api
     Ok(match value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::StringValue(s)) => Value::Str(s),
+        Some(Kind::StringValue(s)) => Value::str(s),
         Some(Kind::NumberValue(n)) if !n.is_finite() => {
             return Err(ApiError::BadStruct(format!("{field}: NaN and infinite numbers are not JSON")));
         }
@@ -101,7 +101,7 @@ pub fn to_proto_value(value: &Value) -> prost_types::Value {
         Value::Int(n) => Kind::NumberValue(*n as f64),
         Value::BigInt(n) => Kind::NumberValue(n.to_f64().unwrap_or(f64::NAN)),
         Value::Float(f) => Kind::NumberValue(*f),
-        Value::Str(s) => Kind::StringValue(s.clone()),
+        Value::Str(s) => Kind::StringValue(s.to_string()),
         Value::Array(items) => {
             Kind::ListValue(prost_types::ListValue { values: items.iter().map(to_proto_value).collect() })
         }
@@ -111,14 +111,14 @@ pub fn to_proto_value(value: &Value) -> prost_types::Value {
 }
 
 pub fn to_struct(map: &Map) -> prost_types::Struct {
-    prost_types::Struct { fields: map.iter().map(|(k, v)| (k.clone(), to_proto_value(v))).collect() }
+    prost_types::Struct { fields: map.iter().map(|(k, v)| (k.to_string(), to_proto_value(v))).collect() }
 }
 
 /// Strings stay strings; other JSON (from a guardrail) is given as its text.
 fn optional_text(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
-        Value::Str(s) => Some(s.clone()),
+        Value::Str(s) => Some(s.to_string()),
         other => Some(json::to_string(other, Layout::Canonical)),
     }
 }

@@ -148,7 +148,7 @@ fn write_call(body: Value, idempotency_key: Option<String>) -> Result<WriteCall,
         Some(Value::Object(params)) => params,
         Some(_) => return Err(ApiError::BadStruct("mutation.params must be an object".into())),
     };
-    Ok(WriteCall { body: request, idempotency_key, mutation: name, caller_params })
+    Ok(WriteCall { body: request, idempotency_key, mutation: name.into_string(), caller_params })
 }
 
 /// The body as JSON, as Kernite reads it: empty is `{}`.

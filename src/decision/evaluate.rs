@@ -13,7 +13,7 @@ use super::record::{Decision, DecisionRecord, MatchedPolicy, PolicyOutcome, Reas
 use super::rules::{evaluate_rules, python_dict};
 use super::trace::{TraceInput, trace_hash};
 use super::validate::{Condition, ConditionOp, Effect, NormalizedRequest, PolicyContextInput, PolicyInput};
-use super::value::{Map, Value};
+use super::value::{Map, Text, Value};
 
 const DEFAULT_COMBINING_ALGORITHM: &str = "deny_overrides";
 const DEFAULT_TRACE_DOMAIN: &str = "kernite.execute.v1";
@@ -62,13 +62,13 @@ impl<'a> Policy<'a> {
     }
 
     /// `details` entries every reason and event of this policy carries.
-    fn attribution(&self) -> [(String, Value); 4] {
+    fn attribution(&self) -> [(Text, Value); 4] {
         let optional = |s: Option<&str>| s.map_or(Value::Null, Value::str);
         [
-            ("policy_key".to_owned(), Value::str(self.key)),
-            ("policy_id".to_owned(), optional(self.policy_id)),
-            ("policy_version_id".to_owned(), optional(self.policy_version_id)),
-            ("effect".to_owned(), Value::str(self.effect.as_str())),
+            ("policy_key".into(), Value::str(self.key)),
+            ("policy_id".into(), optional(self.policy_id)),
+            ("policy_version_id".into(), optional(self.policy_version_id)),
+            ("effect".into(), Value::str(self.effect.as_str())),
         ]
     }
 }
@@ -364,8 +364,8 @@ pub fn evaluate(
         (_, Some(&first)) => {
             let first = &context.selected_policies[first];
             Map::from_iter([
-                ("policy_key".to_owned(), Value::str(first.key)),
-                ("policy_version".to_owned(), first.policy_version.clone()),
+                ("policy_key".into(), Value::str(first.key)),
+                ("policy_version".into(), first.policy_version.clone()),
             ])
         }
         _ => Map::default(),

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use num_bigint::BigInt;
 
 use super::python::{MAX_INT_DIGITS, float_repr};
-use super::value::{Map, Value};
+use super::value::{Map, Text, Value};
 
 /// Deepest nesting of arrays and objects accepted.
 pub const MAX_DEPTH: usize = 128;
@@ -48,7 +48,7 @@ struct Parser<'a> {
     /// here, then moved into a map (vector) of exactly their number, instead
     /// of growing each container step by step. Nested containers use the
     /// part of the stack above their parent's.
-    entries: Vec<(String, Value)>,
+    entries: Vec<(Text, Value)>,
     items: Vec<Value>,
 }
 
@@ -182,14 +182,14 @@ impl Parser<'_> {
         Ok(u32::from_str_radix(digits, 16).expect("four hex digits"))
     }
 
-    fn string(&mut self) -> Result<String, JsonError> {
+    fn string(&mut self) -> Result<Text, JsonError> {
         self.pos += 1; // opening quote
         // Most strings have no escape: take them in one exactly-sized copy.
         let rest = &self.bytes[self.pos..];
         if let Some(len) = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)
             && rest[len] == b'"'
         {
-            let text = self.text[self.pos..self.pos + len].to_owned();
+            let text = Text::new(&self.text[self.pos..self.pos + len]);
             self.pos += len + 1;
             return Ok(text);
         }
@@ -207,7 +207,7 @@ impl Parser<'_> {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Text::from(out));
                 }
                 Some(b'\\') => {
                     self.pos += 1;

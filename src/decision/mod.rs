@@ -19,7 +19,7 @@ pub mod value;
 
 pub use record::{Decision, DecisionRecord, Reason};
 pub use validate::{ErrorCode, FieldError, NormalizedRequest, PolicyContextInput, Validation};
-pub use value::{Map, Value};
+pub use value::{Map, Text, Value};
 
 use record::object;
 

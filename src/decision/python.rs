@@ -45,7 +45,7 @@ pub fn normalize_lower(value: &Value) -> String {
 /// Python's `str(value)`.
 pub fn to_str(value: &Value) -> String {
     match value {
-        Value::Str(s) => s.clone(),
+        Value::Str(s) => s.to_string(),
         other => {
             let mut out = String::new();
             write_repr(&mut out, other);

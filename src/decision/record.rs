@@ -5,7 +5,7 @@
 
 use super::json::{Layout, write_object, write_optional_string, write_sorted_strings, write_string, write_value};
 use super::validate::Effect;
-use super::value::{Map, Value};
+use super::value::{Map, Text, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -172,7 +172,7 @@ impl MatchedPolicy {
             ("version", self.version.clone()),
             ("rule_count", Value::Int(self.rule_count as i64)),
             ("decision", Value::str(outcome)),
-            ("reason_codes", Value::Array(codes.into_iter().map(Value::Str).collect())),
+            ("reason_codes", Value::Array(codes.into_iter().map(Value::str).collect())),
             ("condition_count", Value::Int(self.condition_count as i64)),
         ])
     }
@@ -366,7 +366,7 @@ pub fn optional_str(value: &Option<String>) -> Value {
 
 /// An object from `(key, value)` pairs, in order.
 pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    Value::Object(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    Value::Object(entries.into_iter().map(|(k, v)| (Text::from(k), v)).collect())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::Unanswerable;
 use super::python::{FloatError, kernite_to_float, normalize_lower, normalize_string, to_str};
 use super::record::{Reason, RuleEvent, RuleStatus};
-use super::value::{Map, Value, float_greater};
+use super::value::{Map, Text, Value, float_greater};
 
 /// Kernite's rule path reader: an empty path reads nothing, empty tokens are
 /// keys (`"a..b"` looks up `""`), lists are not indexed.
@@ -27,7 +27,7 @@ pub fn read_rule_path<'a>(payload: &'a Map, path: Option<&str>) -> &'a Value {
 fn python_iter(value: &Value, field: &str) -> Result<Vec<Value>, Unanswerable> {
     match value {
         Value::Array(items) => Ok(items.clone()),
-        Value::Str(s) => Ok(s.chars().map(|c| Value::Str(c.to_string())).collect()),
+        Value::Str(s) => Ok(s.chars().map(|c| Value::str(c.to_string())).collect()),
         Value::Object(map) => Ok(map.keys().map(|k| Value::Str(k.clone())).collect()),
         _ => Err(Unanswerable::new(field, "Kernite 0.1.6 cannot iterate a number or boolean here")),
     }
@@ -46,8 +46,8 @@ pub fn python_dict(value: &Value, field: &str) -> Result<Map, Unanswerable> {
                     Value::Array(kv) if kv.len() == 2 => (&kv[0], kv[1].clone()),
                     Value::Str(s) if s.chars().count() == 2 => {
                         let mut chars = s.chars();
-                        let key = chars.next().expect("two characters").to_string();
-                        map.insert(key, Value::Str(chars.next().expect("two characters").to_string()));
+                        let key = Text::from(chars.next().expect("two characters").to_string());
+                        map.insert(key, Value::str(chars.next().expect("two characters").to_string()));
                         continue;
                     }
                     _ => return Err(Unanswerable::new(field, "Kernite 0.1.6 cannot make an object of this list")),
@@ -101,8 +101,8 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
         outcome.reasons.push(Reason {
             code: code.to_owned(),
             message,
-            rule_key: Value::Str(rule_key.clone()),
-            field_path: reason_field.map_or(Value::Null, Value::Str),
+            rule_key: Value::str(rule_key.as_str()),
+            field_path: reason_field.map_or(Value::Null, Value::str),
             details: details.clone(),
         });
         RuleEvent {
@@ -115,7 +115,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
             details,
         }
     };
-    let path_value = || field_path.clone().map_or(Value::Null, Value::Str);
+    let path_value = || field_path.as_deref().map_or(Value::Null, Value::str);
 
     let failed_event = match rule_type.as_str() {
         "required_fields" => {
@@ -124,10 +124,10 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
                 .iter()
                 .map(to_str)
                 .filter(|field| is_missing(read_rule_path(payload, Some(field))))
-                .map(Value::Str)
+                .map(Value::str)
                 .collect();
             (!missing.is_empty()).then(|| {
-                let details = Map::from_iter([("missing_fields".to_owned(), Value::Array(missing))]);
+                let details = Map::from_iter([("missing_fields".into(), Value::Array(missing))]);
                 failure("Missing required fields", &reason_code, reason_message.clone(), None, details)
             })
         }
@@ -144,9 +144,9 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
                 (Some(current), Some(max)) if !float_greater(current, max) => None,
                 (Some(current), Some(max)) => {
                     let details = Map::from_iter([
-                        ("field".to_owned(), path_value()),
-                        ("current".to_owned(), Value::Float(current)),
-                        ("max".to_owned(), Value::Float(max)),
+                        ("field".into(), path_value()),
+                        ("current".into(), Value::Float(current)),
+                        ("max".into(), Value::Float(max)),
                     ]);
                     Some(failure(
                         "Value exceeds max",
@@ -158,7 +158,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
                 }
                 _ => {
                     let details =
-                        Map::from_iter([("field".to_owned(), path_value()), ("max".to_owned(), float_or_null(max))]);
+                        Map::from_iter([("field".into(), path_value()), ("max".into(), float_or_null(max))]);
                     Some(failure(
                         "Rule or payload is not numeric",
                         &reason_code,
@@ -174,15 +174,15 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
             let current = read_rule_path(payload, field_path.as_deref());
             (!allowed.contains(current)).then(|| {
                 let details = Map::from_iter([
-                    ("field".to_owned(), path_value()),
-                    ("current".to_owned(), current.clone()),
-                    ("allowed_values".to_owned(), Value::Array(allowed)),
+                    ("field".into(), path_value()),
+                    ("current".into(), current.clone()),
+                    ("allowed_values".into(), Value::Array(allowed)),
                 ]);
                 failure("Value is not allowed", &reason_code, reason_message.clone(), field_path.clone(), details)
             })
         }
         _ => {
-            let details = Map::from_iter([("rule_type".to_owned(), Value::Str(rule_type.clone()))]);
+            let details = Map::from_iter([("rule_type".into(), Value::str(rule_type.as_str()))]);
             let message = format!("Unsupported rule type: {rule_type}");
             Some(failure("Unsupported rule type", "unsupported_rule_type", message, field_path.clone(), details))
         }

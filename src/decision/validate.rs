@@ -528,7 +528,7 @@ impl NormalizedRequest {
 /// Appends `key: value` when the value is present.
 fn put<T>(map: &mut Map, key: &str, value: &Option<T>, render: impl FnOnce(&T) -> Value) {
     if let Some(value) = value {
-        map.insert(key.to_owned(), render(value));
+        map.insert(key.into(), render(value));
     }
 }
 

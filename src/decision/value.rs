@@ -18,7 +18,12 @@ use num_traits::{FromPrimitive, ToPrimitive};
 /// A JSON object in insertion order. Hashed with foldhash, seeded at random
 /// per process (hashbrown's default): several times faster than SipHash on
 /// short keys, and its seed keeps collisions unpredictable to a client.
-pub type Map = IndexMap<String, Value, foldhash::fast::RandomState>;
+pub type Map = IndexMap<Text, Value, foldhash::fast::RandomState>;
+
+/// The strings of a value tree, keys included. Up to 24 bytes are stored
+/// inline: most keys and many values of a request are that short, and a
+/// decision otherwise spent a quarter of its time allocating and freeing them.
+pub type Text = compact_str::CompactString;
 
 #[derive(Debug, Clone)]
 pub enum Value {
@@ -29,7 +34,7 @@ pub enum Value {
     /// An integer outside the `i64` range; never holds a value that fits.
     BigInt(Box<BigInt>),
     Float(f64),
-    Str(String),
+    Str(Text),
     Array(Vec<Value>),
     Object(Map),
 }
@@ -43,7 +48,7 @@ impl Value {
         }
     }
 
-    pub fn str(s: impl Into<String>) -> Value {
+    pub fn str(s: impl Into<Text>) -> Value {
         Value::Str(s.into())
     }
 

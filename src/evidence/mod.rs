@@ -325,7 +325,7 @@ impl EvidenceStore {
             trace_hash,
             response_json: json::to_string(&redacted.value, Layout::Response),
             redacted_paths: json::to_string(
-                &Value::Array(redacted.masked.into_iter().map(Value::Str).collect()),
+                &Value::Array(redacted.masked.into_iter().map(Value::str).collect()),
                 Layout::Canonical,
             ),
         }
@@ -606,9 +606,9 @@ fn row_to_map(row: &Row) -> Map {
         } else if *ty == Type::JSONB || *ty == Type::JSON {
             row.get::<_, Option<serde_json::Value>>(i).and_then(|v| json::parse(&v.to_string()).ok())
         } else {
-            row.get::<_, Option<String>>(i).map(Value::Str)
+            row.get::<_, Option<String>>(i).map(Value::str)
         };
-        map.insert(column.name().to_owned(), value.unwrap_or(Value::Null));
+        map.insert(column.name().into(), value.unwrap_or(Value::Null));
     }
     map
 }
