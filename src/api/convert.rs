@@ -67,7 +67,7 @@ pub fn from_struct(s: prost_types::Struct, field: &str) -> Result<Value, ApiErro
 }
 
 pub fn map_from_struct(s: prost_types::Struct, field: &str) -> Result<Map, ApiError> {
-    let mut map = Map::with_capacity_and_hasher(s.fields.len(), Default::default());
+    let mut map = Map::with_capacity(s.fields.len());
     for (key, value) in s.fields {
         map.insert(key.into(), from_proto_value(value, field)?);
     }

@@ -106,7 +106,7 @@ impl Parser<'_> {
         let result = self.object_entries(depth);
         let entries = self.entries.drain(start..);
         result?;
-        let mut map = Map::with_capacity_and_hasher(entries.len(), Default::default());
+        let mut map = Map::with_capacity(entries.len());
         // A repeated key keeps its first position and takes the last value, as in Python.
         map.extend(entries);
         Ok(Value::Object(map))

@@ -10,6 +10,7 @@
 
 mod evaluate;
 pub mod json;
+mod map;
 pub mod python;
 pub mod record;
 mod rules;

@@ -6,19 +6,15 @@
 //!   integers have arbitrary precision;
 //! - objects remember insertion order (Python's `str(dict)` and the response
 //!   body depend on it) and a duplicate key keeps its first position but its
-//!   last value, which is what [`IndexMap::insert`] does;
+//!   last value, which is what [`Map::insert`] does;
 //! - equality is Python's `==`: `True == 1 == 1.0`, recursively.
 
 use std::cmp::Ordering;
 
-use indexmap::IndexMap;
 use num_bigint::BigInt;
 use num_traits::{FromPrimitive, ToPrimitive};
 
-/// A JSON object in insertion order. Hashed with foldhash, seeded at random
-/// per process (hashbrown's default): several times faster than SipHash on
-/// short keys, and its seed keeps collisions unpredictable to a client.
-pub type Map = IndexMap<Text, Value, foldhash::fast::RandomState>;
+pub use super::map::Map;
 
 /// The strings of a value tree, keys included. Up to 24 bytes are stored
 /// inline: most keys and many values of a request are that short, and a
@@ -158,9 +154,7 @@ impl PartialEq for Value {
             (Value::Null, Value::Null) => true,
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::Array(a), Value::Array(b)) => a == b,
-            (Value::Object(a), Value::Object(b)) => {
-                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v == w))
-            }
+            (Value::Object(a), Value::Object(b)) => a == b,
             _ => false,
         }
     }
