@@ -186,7 +186,7 @@ impl Parser<'_> {
         self.pos += 1; // opening quote
         // Most strings have no escape: take them in one exactly-sized copy.
         let rest = &self.bytes[self.pos..];
-        if let Some(len) = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        if let Some(len) = first_special(rest)
             && rest[len] == b'"'
         {
             let text = Text::new(&self.text[self.pos..self.pos + len]);
@@ -425,13 +425,12 @@ fn write_float(out: &mut String, f: f64) {
 /// Python's string escaping with `ensure_ascii=False`: only the quote, the
 /// backslash and characters below U+0020 are escaped.
 pub fn write_string(out: &mut String, s: &str) {
-    let needs_escape = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\';
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
     // Copy whole runs between the (rare) bytes that need an escape.
-    while let Some(offset) = bytes[start..].iter().position(needs_escape) {
+    while let Some(offset) = first_special(&bytes[start..]) {
         let i = start + offset;
         out.push_str(&s[start..i]);
         match bytes[i] {
@@ -452,9 +451,67 @@ pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Where the first byte is that a JSON string cannot hold as it is: `"`,
+/// `\` or a control character. Both the parser and the writer scan every
+/// string for these, so this looks at eight bytes at a time: a byte below
+/// 0x20, or equal to one of the two, sets its high bit in `found`. A borrow
+/// can also flag bytes after a true match, never before it, so the lowest
+/// flagged byte is the answer. UTF-8 bytes above 0x7F are never flagged.
+fn first_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+    let mut chunks = bytes.chunks_exact(8);
+    for (i, chunk) in chunks.by_ref().enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let control = word.wrapping_sub(ONES * 0x20) & !word;
+        let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+        let found = (control | quote | backslash) & HIGH_BITS;
+        if found != 0 {
+            return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    let tail = chunks.remainder();
+    let offset = bytes.len() - tail.len();
+    tail.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').map(|p| offset + p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_at_a_time_scan_finds_what_a_byte_scan_finds() {
+        let naive = |bytes: &[u8]| bytes.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        // Every special byte at every position of strings up to 40 bytes,
+        // among ordinary ASCII, 0x20, 0x7f and UTF-8 continuation bytes.
+        let fillers: [&[u8]; 5] = [
+            b"abcdefgh",
+            b"        ",
+            "é€é€".as_bytes(),
+            b"\x7f!#[]~{}",
+            &[0x80, 0x9f, 0xa0, 0xff, 0x20, 0x21, 0x5b, 0x5d],
+        ];
+        for filler in fillers {
+            for len in 0..40 {
+                let base: Vec<u8> = filler.iter().copied().cycle().take(len).collect();
+                assert_eq!(first_special(&base), naive(&base));
+                for at in 0..len {
+                    for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                        let mut bytes = base.clone();
+                        bytes[at] = special;
+                        assert_eq!(first_special(&bytes), naive(&bytes), "{bytes:?}");
+                        // A second special byte later changes nothing.
+                        if at + 3 < len {
+                            bytes[at + 3] = b'"';
+                            assert_eq!(first_special(&bytes), Some(at));
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn canonical(text: &str) -> String {
         to_string(&parse(text).unwrap(), Layout::Canonical)

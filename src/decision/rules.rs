@@ -157,8 +157,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
                     ))
                 }
                 _ => {
-                    let details =
-                        Map::from_iter([("field".into(), path_value()), ("max".into(), float_or_null(max))]);
+                    let details = Map::from_iter([("field".into(), path_value()), ("max".into(), float_or_null(max))]);
                     Some(failure(
                         "Rule or payload is not numeric",
                         &reason_code,
