@@ -19,8 +19,7 @@ pub struct DevSidecar {
 impl DevSidecar {
     /// Starts `dev` on an ephemeral loopback port and waits until it serves.
     pub fn start(name: &str) -> DevSidecar {
-        let data_dir = std::env::temp_dir().join(format!("governance-sidecar-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
+        let data_dir = super::postgres::scratch_dir(name);
         let mut child = Command::new(BINARY)
             .args(["dev", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(&data_dir)

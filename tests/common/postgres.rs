@@ -17,8 +17,7 @@ fn server_url() -> &'static str {
         let (sender, receiver) = std::sync::mpsc::channel();
         // The server dies with the thread that started it: this one never ends.
         std::thread::spawn(move || {
-            let dir = std::env::temp_dir().join(format!("governance-sidecar-test-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = scratch_dir("test");
             let server = LocalPostgres::start(&dir, 0, false).expect("starting a private PostgreSQL");
             sender.send(server.url("")).unwrap();
             loop {
@@ -27,6 +26,45 @@ fn server_url() -> &'static str {
         });
         receiver.recv().expect("PostgreSQL start-up thread").trim_end_matches('/').to_owned()
     })
+}
+
+/// A data directory of this test process, `governance-sidecar-<name>-<pid>`
+/// under the temp dir, removed when the process exits. A server's data is a
+/// few hundred megabytes: left behind by every test binary of every run,
+/// they once filled this machine's disk. Directories of earlier runs whose
+/// process is gone (killed before it could clean up) are removed too.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        for dir in DIRS.lock().map(|dirs| dirs.clone()).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        remove_orphans();
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(remove_all) };
+    });
+    let dir = std::env::temp_dir().join(format!("governance-sidecar-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    DIRS.lock().expect("scratch list").push(dir.clone());
+    dir
+}
+
+/// Removes `governance-sidecar-*-<pid>` data directories whose process no longer runs.
+fn remove_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("governance-sidecar-").and_then(|rest| rest.rsplit_once('-')) else {
+            continue;
+        };
+        let is_data_dir = entry.path().join("PG_VERSION").exists();
+        if is_data_dir && pid.1.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{}", pid.1)).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A new, empty database; returns its URL.
@@ -56,8 +94,7 @@ pub struct OwnedPostgres {
 
 impl OwnedPostgres {
     pub fn start(name: &str) -> OwnedPostgres {
-        let data_dir = std::env::temp_dir().join(format!("governance-sidecar-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
+        let data_dir = scratch_dir(name);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (commands, receiver) = std::sync::mpsc::channel::<(bool, std::sync::mpsc::Sender<()>)>();
         let dir = data_dir.clone();
