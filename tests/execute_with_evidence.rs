@@ -22,7 +22,13 @@ const INVOICES: &str = "CREATE TABLE invoices (
     workspace_id text NOT NULL,
     amount bigint NOT NULL CHECK (amount > 0),
     currency text NOT NULL,
-    evidence_id bigint NOT NULL)";
+    evidence_id bigint NOT NULL);
+    CREATE TABLE numbered_invoices (number bigint PRIMARY KEY)";
+
+/// The two ways an approved write runs: `create_invoice` binds the evidence
+/// id, so its mutation waits for the evidence row; `create_invoice_plain`
+/// does not, so its mutation is sent beside the evidence INSERT.
+const BOTH_PATHS: [&str; 2] = ["create_invoice", "create_invoice_plain"];
 
 const REGISTRY: &str = r#"
 [[mutations]]
@@ -35,6 +41,24 @@ workspace_id = { type = "text", builtin = "workspace_id" }
 amount = { type = "bigint", request = "payload.amount" }
 currency = { type = "text", request = "payload.currency" }
 evidence_id = { type = "bigint", builtin = "evidence_id" }
+
+[[mutations]]
+name = "create_invoice_plain"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, :amount, :currency, 0) RETURNING id"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+currency = { type = "text", request = "payload.currency" }
+
+[[mutations]]
+name = "create_numbered_invoice"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO numbered_invoices (number) VALUES (:amount)"]
+[mutations.params]
+amount = { type = "bigint", request = "payload.amount" }
 
 [[mutations]]
 name = "observe_invoice"
@@ -147,6 +171,7 @@ async fn least_privilege_role(admin: &tokio_postgres::Client) -> String {
              GRANT USAGE ON SEQUENCE governance_events_id_seq TO {role};
              -- what the test mutations need
              GRANT INSERT, DELETE, SELECT ON invoices TO {role}; -- SELECT: for RETURNING
+             GRANT INSERT ON numbered_invoices TO {role};
              GRANT USAGE ON SEQUENCE invoices_id_seq, attempts TO {role};"
         ))
         .await
@@ -263,43 +288,102 @@ async fn a_retry_with_the_same_key_replays_and_writes_nothing() {
 
 #[tokio::test]
 async fn reusing_a_key_for_another_request_is_refused_and_writes_nothing() {
-    let f = fixture().await;
-    f.execute(call(invoice_request(250, "USD"), Some("k-reuse"), "create_invoice")).await.unwrap();
-    let status = f.execute(call(invoice_request(300, "USD"), Some("k-reuse"), "create_invoice")).await.unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
-    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
-    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1);
+    for mutation in BOTH_PATHS {
+        let f = fixture().await;
+        f.execute(call(invoice_request(250, "USD"), Some("k-reuse"), mutation)).await.unwrap();
+        let status = f.execute(call(invoice_request(300, "USD"), Some("k-reuse"), mutation)).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{mutation}: {}", status.message());
+        assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1, "{mutation}");
+        assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1, "{mutation}");
+    }
 }
 
 #[tokio::test]
 async fn thirty_two_concurrent_calls_with_one_key_write_once() {
+    for mutation in BOTH_PATHS {
+        let f = fixture().await;
+        let mut calls = Vec::new();
+        for _ in 0..32 {
+            let mut client = f.server.client().await;
+            calls.push(tokio::spawn(async move {
+                client.execute_with_evidence(call(invoice_request(250, "USD"), Some("k-race"), mutation)).await
+            }));
+        }
+        let mut answers = Vec::new();
+        let mut replays = 0;
+        for call in calls {
+            let response = call.await.unwrap().expect("every duplicate gets an answer").into_inner();
+            replays += usize::from(response.replayed);
+            answers.push((response.evidence_id, response.mutation_applied, response.mutation_result));
+        }
+        answers.dedup();
+        assert_eq!(answers.len(), 1, "{mutation}: one evidence id and one result for all: {answers:?}");
+        assert_eq!(replays, 31, "{mutation}");
+        assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1, "{mutation}");
+        assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1, "{mutation}");
+    }
+}
+
+#[tokio::test]
+async fn a_write_without_the_evidence_id_replays_and_reads_back_its_result() {
+    use governance_sidecar::proto::{GetEvidenceRequest, get_evidence_request::Key};
     let f = fixture().await;
-    let mut calls = Vec::new();
-    for _ in 0..32 {
-        let mut client = f.server.client().await;
-        calls.push(tokio::spawn(async move {
-            client.execute_with_evidence(call(invoice_request(250, "USD"), Some("k-race"), "create_invoice")).await
-        }));
-    }
-    let mut evidence_ids = Vec::new();
-    let mut replays = 0;
-    for call in calls {
-        let response = call.await.unwrap().expect("every duplicate gets an answer").into_inner();
-        evidence_ids.push(response.evidence_id);
-        replays += usize::from(response.replayed);
-    }
-    evidence_ids.dedup();
-    assert_eq!(evidence_ids.len(), 1, "one evidence id for all");
-    assert_eq!(replays, 31);
+    let first = f.execute(call(invoice_request(250, "USD"), Some("k-plain"), "create_invoice_plain")).await.unwrap();
+    assert!(first.mutation_applied && !first.replayed);
+    let invoice_id: i64 = f.db.query_one("SELECT id FROM invoices", &[]).await.unwrap().get(0);
+    let stored: String =
+        f.db.query_one(
+            "SELECT returning_rows::text FROM governance_mutation_results WHERE evidence_id = $1",
+            &[&first.evidence_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, format!(r#"[{{"id": {invoice_id}}}]"#));
+
+    let again = f.execute(call(invoice_request(250, "USD"), Some("k-plain"), "create_invoice_plain")).await.unwrap();
+    assert!(again.replayed && again.mutation_applied);
+    assert_eq!((again.evidence_id, &again.mutation_result), (first.evidence_id, &first.mutation_result));
+    let mut client = f.server.client().await;
+    let read = client
+        .get_evidence(GetEvidenceRequest { key: Some(Key::EvidenceId(first.evidence_id)) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.mutation_result, first.mutation_result);
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1);
-    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 1);
+}
+
+#[tokio::test]
+async fn a_mutations_own_unique_violation_is_an_error_not_a_replay() {
+    let f = fixture().await;
+    f.execute(call(invoice_request(250, "USD"), Some("k-number-1"), "create_numbered_invoice")).await.unwrap();
+    // Another key, the same invoice number: the table refuses it.
+    let status =
+        f.execute(call(invoice_request(250, "USD"), Some("k-number-2"), "create_numbered_invoice")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted, "{}", status.message());
+    assert!(status.message().contains("SQLSTATE 23505"), "{}", status.message());
+    let outcomes: Vec<String> =
+        f.db.query("SELECT outcome FROM governance_events ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(outcomes, ["applied", "error"]);
 }
 
 #[tokio::test]
 async fn a_failing_mutation_rolls_back_and_leaves_one_error_row() {
+    for mutation in BOTH_PATHS {
+        a_failing_mutation_on(mutation).await;
+    }
+}
+
+async fn a_failing_mutation_on(mutation: &str) {
     let f = fixture().await;
     // The policy allows a negative amount; the table's CHECK does not.
-    let status = f.execute(call(invoice_request(-5, "USD"), Some("k-fail"), "create_invoice")).await.unwrap_err();
+    let status = f.execute(call(invoice_request(-5, "USD"), Some("k-fail"), mutation)).await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
     assert!(status.message().contains("SQLSTATE 23514"), "{}", status.message());
     assert!(status.message().contains("trace_hash sha256:"));
@@ -311,7 +395,7 @@ async fn a_failing_mutation_rolls_back_and_leaves_one_error_row() {
     assert_eq!(rows[0].get::<_, Option<String>>(1).as_deref(), Some("23514"));
     assert_eq!(rows[0].get::<_, Option<String>>(2), None, "the key is not claimed");
     // The failed attempt did not claim the key: a corrected retry with it succeeds.
-    let retry = f.execute(call(invoice_request(5, "USD"), Some("k-fail"), "create_invoice")).await.unwrap();
+    let retry = f.execute(call(invoice_request(5, "USD"), Some("k-fail"), mutation)).await.unwrap();
     assert!(retry.mutation_applied && !retry.replayed);
 }
 
