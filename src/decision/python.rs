@@ -39,7 +39,14 @@ pub fn normalize_string(value: &Value) -> String {
 
 /// Like [`normalize_string`], then Python's `str.lower()` (full Unicode lowercasing).
 pub fn normalize_lower(value: &Value) -> String {
-    normalize_string(value).to_lowercase()
+    let mut s = normalize_string(value);
+    // On ASCII, Python's lower() is ASCII lowercasing, done in place.
+    if s.is_ascii() {
+        s.make_ascii_lowercase();
+        s
+    } else {
+        s.to_lowercase()
+    }
 }
 
 /// Python's `str(value)`.

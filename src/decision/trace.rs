@@ -38,9 +38,11 @@ pub fn trace_hash(trace: TraceInput<'_>) -> (String, String) {
     pre_image.push('\n');
     write_record(&mut pre_image, &trace);
 
-    let digest = hex::encode(Sha256::digest(pre_image.as_bytes()));
-    let ctx_id = format!("ctx_{}", &digest[..12]);
-    (format!("sha256:{digest}"), ctx_id)
+    let mut trace_hash = *b"sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    hex::encode_to_slice(Sha256::digest(pre_image.as_bytes()), &mut trace_hash[7..]).expect("64 hex digits fit");
+    let trace_hash = String::from_utf8(trace_hash.to_vec()).expect("ASCII");
+    let ctx_id = format!("ctx_{}", &trace_hash[7..19]);
+    (trace_hash, ctx_id)
 }
 
 /// The hashed record, keys in code-point order.
