@@ -365,8 +365,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let dir = std::env::temp_dir().join(format!("gs-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let file = dir.join("sidecar.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:6000\"\nconcurrency_limit = 7\n").unwrap();
         let cli = ServeArgs { config: Some(file), concurrency_limit: Some(9), ..ServeArgs::default() };
@@ -378,8 +378,8 @@ mod tests {
 
     #[test]
     fn the_database_url_may_come_from_a_secret_file() {
-        let dir = std::env::temp_dir().join(format!("gs-config-url-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let secret = dir.join("url");
         std::fs::write(&secret, "postgresql://sidecar:s3cret@db/app\n").unwrap();
         let from_file = ServeArgs { database_url_file: Some(secret.clone()), ..ServeArgs::default() };
@@ -412,8 +412,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_in_the_file_are_an_error() {
-        let dir = std::env::temp_dir().join(format!("gs-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let file = dir.join("sidecar.toml");
         std::fs::write(&file, "listne = \"127.0.0.1:6000\"\n").unwrap();
         let cli = ServeArgs { config: Some(file), ..ServeArgs::default() };

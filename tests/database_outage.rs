@@ -139,7 +139,8 @@ async fn postgres_over_tls_is_verified_against_the_configured_ca() {
     .unwrap();
     postgres.set_running(true);
 
-    let ca_file = std::env::temp_dir().join(format!("governance-sidecar-ca-{}.pem", std::process::id()));
+    let certificates = common::scratch("outage-ca");
+    let ca_file = certificates.join("ca.pem");
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
     let tls_url = format!("{}?sslmode=require", postgres.url("postgres"));
 
@@ -161,7 +162,7 @@ async fn postgres_over_tls_is_verified_against_the_configured_ca() {
 
     let plain = connect_store(&settings(postgres.url("postgres"), None)).await;
     assert!(plain.is_err(), "without TLS the server refuses us");
-    let other_ca = std::env::temp_dir().join(format!("governance-sidecar-other-ca-{}.pem", std::process::id()));
+    let other_ca = certificates.join("other-ca.pem");
     let other_key = rcgen::KeyPair::generate().unwrap();
     let mut other_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -862,7 +862,7 @@ async fn under_a_policy_bundle_evidence_names_the_bundle_the_policy_and_the_bund
         "governed_scopes": [{"object_type": "invoice", "operation": "create"}],
         "operation_map": [{"object_type": "invoice", "operation": "create", "governed": true,
                            "policy_key": "invoice_limit", "mode": "observe"}]}"#;
-    let path = std::env::temp_dir().join(format!("governance-evidence-bundle-{}.json", std::process::id()));
+    let path = common::scratch("evidence-bundle").join("policy-bundle.json");
     std::fs::write(&path, bundle).unwrap();
     let policies = std::sync::Arc::new(governance_sidecar::policies::PolicySource::load(&path).unwrap());
     let sha256 = policies.current().sha256.clone();

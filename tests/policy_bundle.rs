@@ -99,9 +99,7 @@ struct ConfigMapVolume {
 
 impl ConfigMapVolume {
     fn new(name: &str, bundle: &str) -> ConfigMapVolume {
-        let dir = std::env::temp_dir().join(format!("governance-bundle-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::scratch(&format!("bundle-{name}"));
         let mut volume = ConfigMapVolume { dir, generation: 0 };
         volume.update(bundle);
         std::os::unix::fs::symlink("..data/policy-bundle.json", volume.path()).unwrap();

@@ -38,10 +38,7 @@ impl Authority {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("governance-tls-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch(&format!("tls-{name}"))
 }
 
 /// Writes the server's certificate and key (and client CA) into `dir`.

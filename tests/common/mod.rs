@@ -58,3 +58,25 @@ impl TestServer {
 pub mod dev;
 pub mod http;
 pub mod postgres;
+
+/// An empty directory of this test process under the temp dir,
+/// `governance-sidecar-<name>-<pid>`, removed when the process exits, so
+/// that no run leaves certificates, bundles or databases behind.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        for dir in DIRS.lock().map(|dirs| dirs.clone()).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function to run at exit.
+    AT_EXIT.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
+    let dir = std::env::temp_dir().join(format!("governance-sidecar-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    DIRS.lock().expect("scratch list").push(dir.clone());
+    dir
+}

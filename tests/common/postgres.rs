@@ -28,28 +28,15 @@ fn server_url() -> &'static str {
     })
 }
 
-/// A data directory of this test process, `governance-sidecar-<name>-<pid>`
-/// under the temp dir, removed when the process exits. A server's data is a
-/// few hundred megabytes: left behind by every test binary of every run,
-/// they once filled this machine's disk. Directories of earlier runs whose
-/// process is gone (killed before it could clean up) are removed too.
+/// A data directory of this test process (see [`super::scratch`]). A
+/// server's data is a few hundred megabytes: left behind by every test binary
+/// of every run, they once filled this machine's disk. Data directories of
+/// earlier runs whose process is gone (killed before it could clean up) are
+/// removed first.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
-    static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
-    extern "C" fn remove_all() {
-        for dir in DIRS.lock().map(|dirs| dirs.clone()).unwrap_or_default() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        remove_orphans();
-        // SAFETY: registers a plain function to run at exit.
-        unsafe { libc::atexit(remove_all) };
-    });
-    let dir = std::env::temp_dir().join(format!("governance-sidecar-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    DIRS.lock().expect("scratch list").push(dir.clone());
-    dir
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_orphans);
+    super::scratch(name)
 }
 
 /// Removes `governance-sidecar-*-<pid>` data directories whose process no longer runs.
