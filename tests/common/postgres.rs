@@ -44,11 +44,12 @@ fn remove_orphans() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("governance-sidecar-").and_then(|rest| rest.rsplit_once('-')) else {
+        let Some((_, pid)) = name.strip_prefix("governance-sidecar-").and_then(|rest| rest.rsplit_once('-')) else {
             continue;
         };
         let is_data_dir = entry.path().join("PG_VERSION").exists();
-        if is_data_dir && pid.1.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{}", pid.1)).exists() {
+        let process_gone = pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if is_data_dir && process_gone {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
