@@ -183,6 +183,32 @@ async fn invalid_request_lists_kernite_errors_in_bad_request_details() {
     assert!(info.metadata["kernite_response"].contains(r#""valid": false"#));
 }
 
+/// gRPC C-core clients (Python, Ruby, C++) refuse trailers above 8 KiB at
+/// random, and a conformance case once crossed that line (8,221 bytes): any
+/// refusal must stay under it however many errors the request has.
+#[tokio::test]
+async fn a_refusal_of_any_size_fits_in_the_trailers_every_client_accepts() {
+    let server = server().await;
+    let mut client = server.client().await;
+    let corpus = std::fs::read_to_string("../shared/conformance/kernite-0.1.6-execute.jsonl").unwrap();
+    let near_the_line = corpus.lines().find(|l| l.contains(r#""name": "random-1-800""#)).expect("the case");
+    let near_the_line: serde_json::Value = serde_json::from_str(near_the_line).unwrap();
+    let many_policies = (0..400).map(|i| format!(r#""not a policy {i} ü""#)).collect::<Vec<_>>().join(", ");
+    let many_errors = format!(r#"{{"policy_context": {{"selected_policies": [{many_policies}]}}}}"#);
+    for body in [near_the_line["request_json"].as_str().unwrap().to_owned(), many_errors] {
+        let status = client.evaluate(json_request(body, None)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        // On the wire: grpc-message percent-encoded, grpc-status-details-bin in base64.
+        let message_bytes: usize =
+            status.message().bytes().map(|b| if (0x20..0x7f).contains(&b) && b != b'%' { 1 } else { 3 }).sum();
+        let details_bytes = status.details().len().div_ceil(3) * 4;
+        assert!(message_bytes + details_bytes < 7 * 1024 + 512, "{message_bytes} + {details_bytes} bytes of trailers");
+        let details = status.get_error_details();
+        assert!(!details.bad_request().expect("BadRequest details").field_violations.is_empty());
+        assert!(details.error_info().expect("ErrorInfo details").metadata["ctx_id"].starts_with("ctx_"));
+    }
+}
+
 #[tokio::test]
 async fn malformed_bodies_are_invalid_argument_and_the_server_keeps_serving() {
     let server = server().await;

@@ -12,10 +12,15 @@ use crate::evidence::EvidenceError;
 /// The error domain named in `google.rpc.ErrorInfo`.
 const DOMAIN: &str = "governance.v1";
 
-/// Status details travel in HTTP/2 trailers, which clients cap (often at
-/// 16 KiB): these bounds keep an error deliverable whatever the request held.
+/// Status details travel in HTTP/2 trailers. gRPC's C-core clients (Python,
+/// Ruby, C++, PHP) start refusing metadata at random above 8 KiB and always
+/// above 16 KiB, so an error must stay well under 8 KiB whatever the request
+/// held: at most this many errors, a message of at most this many bytes,
+/// and details (`grpc-status-details-bin`, base64: a third larger) of at most
+/// this many bytes. Kernite's 400 body is echoed only if it fits.
 const MAX_LISTED_ERRORS: usize = 50;
-const MAX_ECHOED_BODY_BYTES: usize = 4096;
+const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_DETAILS_BYTES: usize = 3 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -80,16 +85,34 @@ impl From<ApiError> for Status {
 
 /// INVALID_ARGUMENT listing Kernite's errors three ways: in the message for
 /// people, as `google.rpc.BadRequest` for programs, and as Kernite's own
-/// 400 body in `google.rpc.ErrorInfo` metadata.
+/// 400 body in `google.rpc.ErrorInfo` metadata, within the bounds above.
 fn invalid_request_status(invalid: &InvalidRequest, ctx_id: &str) -> Status {
-    let listed = &invalid.errors[..invalid.errors.len().min(MAX_LISTED_ERRORS)];
-    let mut summary: Vec<String> =
-        listed.iter().map(|e| format!("{} ({}): {}", e.field, e.code.as_str(), e.message)).collect();
-    if listed.len() < invalid.errors.len() {
-        summary.push(format!("and {} more", invalid.errors.len() - listed.len()));
+    let body = json::to_string(&invalid.to_value(ctx_id), Layout::Response);
+    let mut listed = invalid.errors.len().min(MAX_LISTED_ERRORS);
+    let mut echo_body = true;
+    loop {
+        let status = invalid_request_status_with(invalid, ctx_id, listed, echo_body.then_some(body.as_str()));
+        if status.details().len() <= MAX_DETAILS_BYTES || listed <= 1 {
+            return status;
+        }
+        // Too large for a trailer: first the body goes, then half the list at a time.
+        if echo_body {
+            echo_body = false;
+        } else {
+            listed /= 2;
+        }
     }
-    let message = format!("Execute payload is invalid. {}", summary.join("; "));
-    let violations: Vec<FieldViolation> = listed
+}
+
+fn invalid_request_status_with(invalid: &InvalidRequest, ctx_id: &str, listed: usize, body: Option<&str>) -> Status {
+    let shown = &invalid.errors[..listed];
+    let mut summary: Vec<String> =
+        shown.iter().map(|e| format!("{} ({}): {}", e.field, e.code.as_str(), e.message)).collect();
+    if listed < invalid.errors.len() {
+        summary.push(format!("and {} more", invalid.errors.len() - listed));
+    }
+    let message = truncate(format!("Execute payload is invalid. {}", summary.join("; ")), MAX_MESSAGE_BYTES);
+    let violations: Vec<FieldViolation> = shown
         .iter()
         .map(|e| {
             let mut violation = FieldViolation::new(&e.field, &e.message);
@@ -99,12 +122,24 @@ fn invalid_request_status(invalid: &InvalidRequest, ctx_id: &str) -> Status {
         .collect();
     let mut details = ErrorDetails::with_bad_request(violations);
     let mut metadata = HashMap::from([("ctx_id".to_owned(), ctx_id.to_owned())]);
-    let body = json::to_string(&invalid.to_value(ctx_id), Layout::Response);
-    if body.len() <= MAX_ECHOED_BODY_BYTES {
-        metadata.insert("kernite_response".to_owned(), body);
+    if let Some(body) = body {
+        metadata.insert("kernite_response".to_owned(), body.to_owned());
     }
     details.set_error_info("INVALID_EXECUTE_REQUEST", DOMAIN, metadata);
     Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary and marked with "…".
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// The HTTP status and JSON body of an error. Kernite's own failures keep
