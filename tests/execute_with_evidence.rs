@@ -404,6 +404,11 @@ async fn unknown_or_mismatched_mutations_are_refused_and_write_nothing() {
     let f = fixture().await;
     let unknown = f.execute(call(invoice_request(250, "USD"), Some("k-x"), "drop_tables")).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    // A name the caller made huge comes back in a message cut to fit a trailer.
+    let huge_name = "x".repeat(100_000);
+    let unknown = f.execute(call(invoice_request(250, "USD"), Some("k-z"), &huge_name)).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{}", unknown.message());
+    assert!(unknown.message().len() <= 1024 && unknown.message().ends_with('…'), "{} bytes", unknown.message().len());
     let mismatched = f.execute(call(invoice_request(250, "USD"), Some("k-y"), "archive_invoice")).await.unwrap_err();
     assert_eq!(mismatched.code(), Code::PermissionDenied);
     let mut no_mutation = call(invoice_request(250, "USD"), None, "create_invoice");

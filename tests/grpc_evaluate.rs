@@ -203,6 +203,9 @@ async fn a_refusal_of_any_size_fits_in_the_trailers_every_client_accepts() {
             status.message().bytes().map(|b| if (0x20..0x7f).contains(&b) && b != b'%' { 1 } else { 3 }).sum();
         let details_bytes = status.details().len().div_ceil(3) * 4;
         assert!(message_bytes + details_bytes < 7 * 1024 + 512, "{message_bytes} + {details_bytes} bytes of trailers");
+        // Clients check that the details repeat the message exactly.
+        let repeated = <tonic_types::pb::Status as prost::Message>::decode(status.details()).unwrap();
+        assert_eq!(repeated.message, status.message());
         let details = status.get_error_details();
         assert!(!details.bad_request().expect("BadRequest details").field_violations.is_empty());
         assert!(details.error_info().expect("ErrorInfo details").metadata["ctx_id"].starts_with("ctx_"));

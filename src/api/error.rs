@@ -59,27 +59,41 @@ pub enum ApiError {
 }
 
 impl From<ApiError> for Status {
+    /// Every gRPC answer's status comes through here, so here its message is
+    /// bounded: messages can quote what the caller sent (a mutation's name).
     fn from(error: ApiError) -> Status {
-        let message = error.to_string();
-        match error {
-            ApiError::MissingBody
-            | ApiError::BadJson(_)
-            | ApiError::BadStruct(_)
-            | ApiError::Unanswerable(_)
-            | ApiError::MissingMutation
-            | ApiError::BadAuditRequest(_) => Status::invalid_argument(message),
-            ApiError::EvidenceNotFound => Status::not_found(message),
-            ApiError::BodyTooLarge(_) => Status::out_of_range(message),
-            ApiError::NotJson => Status::invalid_argument(message),
-            ApiError::RequestPoliciesRefused => {
-                let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
-                let details = ErrorDetails::with_bad_request(vec![violation]);
-                Status::with_error_details(Code::InvalidArgument, message, details)
-            }
-            ApiError::Invalid { invalid, ctx_id } => invalid_request_status(&invalid, &ctx_id),
-            ApiError::Evidence(error) => error.into(),
-            ApiError::DeadlinePassed(status) => status,
+        let status = status_of(error);
+        if status.message().len() <= MAX_MESSAGE_BYTES {
+            return status;
         }
+        // The details repeat the message (clients check that they agree), so
+        // they are written again around the shorter one.
+        let message = truncate(status.message().to_owned(), MAX_MESSAGE_BYTES);
+        let details = status.get_error_details_vec();
+        Status::with_error_details_vec_and_metadata(status.code(), message, details, status.metadata().clone())
+    }
+}
+
+fn status_of(error: ApiError) -> Status {
+    let message = error.to_string();
+    match error {
+        ApiError::MissingBody
+        | ApiError::BadJson(_)
+        | ApiError::BadStruct(_)
+        | ApiError::Unanswerable(_)
+        | ApiError::MissingMutation
+        | ApiError::BadAuditRequest(_) => Status::invalid_argument(message),
+        ApiError::EvidenceNotFound => Status::not_found(message),
+        ApiError::BodyTooLarge(_) => Status::out_of_range(message),
+        ApiError::NotJson => Status::invalid_argument(message),
+        ApiError::RequestPoliciesRefused => {
+            let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
+            let details = ErrorDetails::with_bad_request(vec![violation]);
+            Status::with_error_details(Code::InvalidArgument, message, details)
+        }
+        ApiError::Invalid { invalid, ctx_id } => invalid_request_status(&invalid, &ctx_id),
+        ApiError::Evidence(error) => error.into(),
+        ApiError::DeadlinePassed(status) => status,
     }
 }
 
@@ -111,6 +125,7 @@ fn invalid_request_status_with(invalid: &InvalidRequest, ctx_id: &str, listed: u
     if listed < invalid.errors.len() {
         summary.push(format!("and {} more", invalid.errors.len() - listed));
     }
+    // Cut here, not later, so that the size measured is the size sent.
     let message = truncate(format!("Execute payload is invalid. {}", summary.join("; ")), MAX_MESSAGE_BYTES);
     let violations: Vec<FieldViolation> = shown
         .iter()
@@ -198,5 +213,30 @@ pub fn grpc_code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_message_is_cut_and_its_details_repeat_the_cut_message() {
+        let long = format!("{}é", "x".repeat(2000));
+        let details = ErrorDetails::with_bad_request(vec![FieldViolation::new("field", "reason")]);
+        let status: Status =
+            ApiError::DeadlinePassed(Status::with_error_details(Code::DeadlineExceeded, long, details)).into();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES && status.message().ends_with('…'));
+        let repeated = <tonic_types::pb::Status as prost::Message>::decode(status.details()).unwrap();
+        assert_eq!(repeated.message, status.message());
+        assert_eq!(status.get_error_details().bad_request().unwrap().field_violations[0].field, "field");
+    }
+
+    #[test]
+    fn truncation_cuts_at_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let cut = truncate("ééééé".into(), 6); // 10 bytes; "…" takes 3
+        assert_eq!(cut, "é…");
     }
 }
