@@ -399,8 +399,8 @@ fn read_request_path(request: &NormalizedRequest, path: &[String]) -> Value {
             None => request.principal_value(),
             Some((field, rest)) => match field.as_str() {
                 "attributes" => read_in(&request.principal.attributes, rest),
-                "id" if rest.is_empty() => Value::str(&request.principal.id),
-                "type" if rest.is_empty() => Value::str(&request.principal.kind),
+                "id" if rest.is_empty() => Value::Str(request.principal.id.clone()),
+                "type" if rest.is_empty() => Value::Str(request.principal.kind.clone()),
                 _ => Value::Null,
             },
         },
@@ -423,8 +423,8 @@ fn read_in(map: &Map, path: &[String]) -> Value {
 
 fn builtin_value(builtin: Builtin, b: &Builtins<'_>) -> Value {
     match builtin {
-        Builtin::WorkspaceId => Value::str(&b.request.workspace_id),
-        Builtin::PrincipalId => Value::str(&b.request.principal.id),
+        Builtin::WorkspaceId => Value::Str(b.request.workspace_id.clone()),
+        Builtin::PrincipalId => Value::Str(b.request.principal.id.clone()),
         Builtin::CtxId => Value::str(b.ctx_id),
         Builtin::TraceHash => Value::str(b.trace_hash),
         Builtin::EvidenceId => Value::Int(b.evidence_id),

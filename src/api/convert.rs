@@ -5,7 +5,7 @@ use prost_types::value::Kind;
 use super::error::ApiError;
 use crate::decision::json::{self, Layout};
 use crate::decision::record::{Decision, DecisionRecord, Reason};
-use crate::decision::{Map, Value};
+use crate::decision::{Map, Text, Value};
 use crate::evidence::audit::{
     DEFAULT_PAGE_SIZE, EvidenceFilter, EvidenceKey, MAX_PAGE_SIZE, PageToken, StoredEvidence,
 };
@@ -125,8 +125,8 @@ fn optional_text(value: &Value) -> Option<String> {
 
 fn reason(reason: &Reason) -> proto::Reason {
     proto::Reason {
-        code: reason.code.clone(),
-        message: reason.message.clone(),
+        code: reason.code.to_string(),
+        message: reason.message.to_string(),
         rule_key: optional_text(&reason.rule_key),
         field_path: optional_text(&reason.field_path),
         details: Some(to_struct(&reason.details)),
@@ -140,20 +140,20 @@ pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
             Decision::Denied => proto::Decision::Denied,
         }
         .into(),
-        reason_codes: record.reason_codes.clone(),
+        reason_codes: record.reason_codes.iter().map(Text::to_string).collect(),
         reasons: record.reasons.iter().map(reason).collect(),
-        policy_selection_reason_code: record.policy_selection_reason_code.clone(),
+        policy_selection_reason_code: record.policy_selection_reason_code.to_string(),
         policy: Some(proto::PolicyRef {
             policy_key: record.policy_key().unwrap_or_default().to_owned(),
             policy_version: record.policy_version(),
             document: Some(to_struct(&record.policy)),
         }),
         trace_hash: record.trace_hash.clone(),
-        ctx_id: record.ctx_id.clone(),
+        ctx_id: record.ctx_id.to_string(),
         message: record.message().to_owned(),
-        idempotency_key: record.idempotency_key.clone(),
-        previous_trace_hash: record.previous_trace_hash.clone(),
-        combining_algorithm: record.combining_algorithm.clone(),
+        idempotency_key: record.idempotency_key.as_ref().map(Text::to_string),
+        previous_trace_hash: record.previous_trace_hash.as_ref().map(Text::to_string),
+        combining_algorithm: record.combining_algorithm.to_string(),
         response_json: record.response_json(),
     }
 }

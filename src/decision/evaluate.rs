@@ -81,7 +81,7 @@ struct PolicyContext<'a> {
     guardrail_result: Option<&'a Map>,
     validation_rules: &'a [Map],
     combining_algorithm: &'a str,
-    previous_trace_hash: &'a Option<String>,
+    previous_trace_hash: &'a Option<Text>,
     trace_domain: &'a str,
     no_policy_decision: Decision,
     no_policy_reason_code: &'a str,
@@ -90,7 +90,7 @@ struct PolicyContext<'a> {
 
 impl<'a> PolicyContext<'a> {
     fn resolve(input: Option<&'a PolicyContextInput>, request: &NormalizedRequest) -> PolicyContext<'a> {
-        static NONE: Option<String> = None;
+        static NONE: Option<Text> = None;
         let Some(input) = input else {
             return PolicyContext {
                 selected_policies: Vec::new(),
@@ -169,7 +169,7 @@ fn guardrail_reasons(raw: &Value) -> Result<Vec<Reason>, Unanswerable> {
             let get = |key: &str| Value::or_null(reason.get(key));
             let text_or = |key: &str, fallback: &str| match get(key) {
                 v if v.is_truthy() => to_str(v),
-                _ => fallback.to_owned(),
+                _ => Text::from(fallback),
             };
             Ok(Reason {
                 code: text_or("code", "policy_denied"),
@@ -178,7 +178,7 @@ fn guardrail_reasons(raw: &Value) -> Result<Vec<Reason>, Unanswerable> {
                 field_path: get("field_path").clone(),
                 details: match get("details") {
                     v if !v.is_truthy() => Map::default(),
-                    v => python_dict(v, "policy_context.guardrail_result.reasons[].details")?,
+                    v => python_dict(v, "policy_context.guardrail_result.reasons[].details")?.into_owned(),
                 },
             })
         })
@@ -188,11 +188,11 @@ fn guardrail_reasons(raw: &Value) -> Result<Vec<Reason>, Unanswerable> {
 /// The request as conditions see it: the normalised request plus `action`.
 fn request_context(request: &NormalizedRequest) -> Value {
     object([
-        ("workspace_id", Value::str(&request.workspace_id)),
+        ("workspace_id", Value::Str(request.workspace_id.clone())),
         ("principal", request.principal_value()),
-        ("object_type", Value::str(&request.object_type)),
-        ("operation", Value::str(&request.operation)),
-        ("action", Value::str(&request.operation)),
+        ("object_type", Value::Str(request.object_type.clone())),
+        ("operation", Value::Str(request.operation.clone())),
+        ("action", Value::Str(request.operation.clone())),
         ("payload", Value::Object(request.payload.clone())),
         ("resource", Value::Object(request.resource.clone())),
         ("context", Value::Object(request.context.clone())),
@@ -234,10 +234,10 @@ fn evaluate_policies(policies: &[Policy<'_>], request: &NormalizedRequest) -> Re
     let context = OnceCell::new();
     for (index, policy) in policies.iter().enumerate() {
         let mut matched = MatchedPolicy {
-            policy_version_id: policy.policy_version_id.map(str::to_owned),
-            policy_id: policy.policy_id.map(str::to_owned),
-            policy_key: policy.key.to_owned(),
-            policy_name: policy.name.to_owned(),
+            policy_version_id: policy.policy_version_id.map(Text::from),
+            policy_id: policy.policy_id.map(Text::from),
+            policy_key: Text::from(policy.key),
+            policy_name: Text::from(policy.name),
             effect: policy.effect,
             priority: policy.priority.clone(),
             version: [policy.version, policy.policy_version]
@@ -265,10 +265,10 @@ fn evaluate_policies(policies: &[Policy<'_>], request: &NormalizedRequest) -> Re
 
         if policy.rules.is_empty() {
             if policy.effect == Effect::Deny {
-                let code = policy.deny_reason_code.unwrap_or("policy_effect_deny").to_owned();
+                let code = Text::from(policy.deny_reason_code.unwrap_or("policy_effect_deny"));
                 let message = policy
                     .deny_reason_message
-                    .map_or_else(|| format!("Policy {} denied the request.", policy.key), str::to_owned);
+                    .map_or_else(|| format!("Policy {} denied the request.", policy.key).into(), Text::from);
                 let mut details: Map = policy.attribution().into_iter().collect();
                 details.insert("mode".into(), Value::str("unconditional"));
                 outcome.reasons.push(Reason {
@@ -322,7 +322,7 @@ pub fn evaluate(
     let guardrail = |key: &str| Value::or_null(context.guardrail_result.and_then(|g| g.get(key)));
     let guardrail_decision = match guardrail("decision") {
         v if v.is_truthy() => normalize_lower(v),
-        _ => "approved".to_owned(),
+        _ => Text::const_new("approved"),
     };
     // Kernite normalises the guardrail's reasons even when it approves.
     let guardrail_reasons = guardrail_reasons(guardrail("reasons"))?;
@@ -353,7 +353,7 @@ pub fn evaluate(
         }
     };
 
-    let mut reason_codes: Vec<String> = reasons.iter().filter(|r| !r.code.is_empty()).map(|r| r.code.clone()).collect();
+    let mut reason_codes: Vec<Text> = reasons.iter().filter(|r| !r.code.is_empty()).map(|r| r.code.clone()).collect();
     if decision == Decision::Denied && reason_codes.is_empty() {
         reasons = vec![Reason::synthesized("policy_denied", "Policy denied the request.")];
         reason_codes = vec!["policy_denied".into()];
@@ -389,8 +389,8 @@ pub fn evaluate(
         reasons,
         rule_events,
         matched_policies,
-        combining_algorithm: context.combining_algorithm.to_owned(),
-        policy_selection_reason_code: context.policy_selection_reason_code.to_owned(),
+        combining_algorithm: Text::from(context.combining_algorithm),
+        policy_selection_reason_code: Text::from(context.policy_selection_reason_code),
         policy,
         trace_hash,
         previous_trace_hash: context.previous_trace_hash.clone(),

@@ -393,8 +393,8 @@ pub fn write_optional_string(out: &mut String, value: Option<&str>) {
 }
 
 /// Strings sorted by code point, as a canonical array: how Kernite hashes reason codes.
-pub fn write_sorted_strings(out: &mut String, strings: &[String]) {
-    let mut sorted: Vec<&String> = strings.iter().collect();
+pub fn write_sorted_strings(out: &mut String, strings: &[impl AsRef<str>]) {
+    let mut sorted: Vec<&str> = strings.iter().map(AsRef::as_ref).collect();
     sorted.sort_unstable();
     out.push('[');
     for (i, s) in sorted.into_iter().enumerate() {

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use num_bigint::BigInt;
 use num_traits::{FromPrimitive, ToPrimitive};
 
-use super::value::{Map, Value};
+use super::value::{Map, Text, Value};
 
 /// Python 3.11 refuses to convert integers longer than this to or from text.
 pub const MAX_INT_DIGITS: usize = 4300;
@@ -27,36 +27,36 @@ pub fn strip(s: &str) -> &str {
 }
 
 /// Python's `str(value or "").strip()`, Kernite's identity-string normaliser.
-pub fn normalize_string(value: &Value) -> String {
+pub fn normalize_string(value: &Value) -> Text {
     if !value.is_truthy() {
-        return String::new();
+        return Text::default();
     }
     match value {
-        Value::Str(s) => strip(s).to_owned(),
-        other => strip(&to_str(other)).to_owned(),
+        Value::Str(s) => Text::from(strip(s)),
+        other => Text::from(strip(&to_str(other))),
     }
 }
 
 /// Like [`normalize_string`], then Python's `str.lower()` (full Unicode lowercasing).
-pub fn normalize_lower(value: &Value) -> String {
+pub fn normalize_lower(value: &Value) -> Text {
     let mut s = normalize_string(value);
     // On ASCII, Python's lower() is ASCII lowercasing, done in place.
     if s.is_ascii() {
         s.make_ascii_lowercase();
         s
     } else {
-        s.to_lowercase()
+        Text::from(s.to_lowercase())
     }
 }
 
 /// Python's `str(value)`.
-pub fn to_str(value: &Value) -> String {
+pub fn to_str(value: &Value) -> Text {
     match value {
-        Value::Str(s) => s.to_string(),
+        Value::Str(s) => s.clone(),
         other => {
             let mut out = String::new();
             write_repr(&mut out, other);
-            out
+            Text::from(out)
         }
     }
 }

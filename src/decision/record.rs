@@ -26,8 +26,8 @@ impl Decision {
 /// JSON as `rule_key` and `field_path`; Kernite passes them through.
 #[derive(Debug, Clone)]
 pub struct Reason {
-    pub code: String,
-    pub message: String,
+    pub code: Text,
+    pub message: Text,
     pub rule_key: Value,
     pub field_path: Value,
     pub details: Map,
@@ -37,8 +37,8 @@ impl Reason {
     /// A reason with no rule behind it (no-policy outcomes, the `policy_denied` fallback).
     pub fn synthesized(code: &str, message: &str) -> Reason {
         Reason {
-            code: code.to_owned(),
-            message: message.to_owned(),
+            code: code.into(),
+            message: message.into(),
             rule_key: Value::Null,
             field_path: Value::Null,
             details: Map::default(),
@@ -47,8 +47,8 @@ impl Reason {
 
     pub fn to_value(&self) -> Value {
         object([
-            ("code", Value::str(&self.code)),
-            ("message", Value::str(&self.message)),
+            ("code", Value::Str(self.code.clone())),
+            ("message", Value::Str(self.message.clone())),
             ("rule_key", self.rule_key.clone()),
             ("field_path", self.field_path.clone()),
             ("details", Value::Object(self.details.clone())),
@@ -65,12 +65,12 @@ pub enum RuleStatus {
 /// What one rule did, for the audit trail in `rule_events`.
 #[derive(Debug, Clone)]
 pub struct RuleEvent {
-    pub rule_key: Option<String>,
-    pub rule_type: String,
+    pub rule_key: Option<Text>,
+    pub rule_type: Text,
     pub status: RuleStatus,
-    pub message: String,
-    pub reason_code: Option<String>,
-    pub field_path: Option<String>,
+    pub message: Text,
+    pub reason_code: Option<Text>,
+    pub field_path: Option<Text>,
     pub details: Map,
 }
 
@@ -82,9 +82,9 @@ impl RuleEvent {
         };
         object([
             ("rule_key", optional_str(&self.rule_key)),
-            ("rule_type", Value::str(&self.rule_type)),
+            ("rule_type", Value::Str(self.rule_type.clone())),
             ("status", Value::str(status)),
-            ("message", Value::str(&self.message)),
+            ("message", Value::Str(self.message.clone())),
             ("reason_code", optional_str(&self.reason_code)),
             ("field_path", optional_str(&self.field_path)),
             ("details", Value::Object(self.details.clone())),
@@ -105,16 +105,16 @@ pub enum PolicyOutcome {
 /// writes that form directly, keys in code-point order.
 #[derive(Debug, Clone)]
 pub struct MatchedPolicy {
-    pub policy_version_id: Option<String>,
-    pub policy_id: Option<String>,
-    pub policy_key: String,
-    pub policy_name: String,
+    pub policy_version_id: Option<Text>,
+    pub policy_id: Option<Text>,
+    pub policy_key: Text,
+    pub policy_name: Text,
     pub effect: Effect,
     pub priority: Value,
     pub version: Value,
     pub rule_count: usize,
     pub outcome: PolicyOutcome,
-    pub reason_codes: Vec<String>,
+    pub reason_codes: Vec<Text>,
     pub condition_count: usize,
 }
 
@@ -165,14 +165,14 @@ impl MatchedPolicy {
         object([
             ("policy_version_id", optional_str(&self.policy_version_id)),
             ("policy_id", optional_str(&self.policy_id)),
-            ("policy_key", Value::str(&self.policy_key)),
-            ("policy_name", Value::str(&self.policy_name)),
+            ("policy_key", Value::Str(self.policy_key.clone())),
+            ("policy_name", Value::Str(self.policy_name.clone())),
             ("effect", Value::str(self.effect.as_str())),
             ("priority", self.priority.clone()),
             ("version", self.version.clone()),
             ("rule_count", Value::Int(self.rule_count as i64)),
             ("decision", Value::str(outcome)),
-            ("reason_codes", Value::Array(codes.into_iter().map(Value::str).collect())),
+            ("reason_codes", Value::Array(codes.into_iter().map(Value::Str).collect())),
             ("condition_count", Value::Int(self.condition_count as i64)),
         ])
     }
@@ -181,19 +181,19 @@ impl MatchedPolicy {
 /// A complete Kernite decision: the `data` of the response, its ctx_id and message.
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {
-    pub ctx_id: String,
+    pub ctx_id: Text,
     pub decision: Decision,
-    pub reason_codes: Vec<String>,
+    pub reason_codes: Vec<Text>,
     pub reasons: Vec<Reason>,
     pub rule_events: Vec<RuleEvent>,
     pub matched_policies: Vec<MatchedPolicy>,
-    pub combining_algorithm: String,
-    pub policy_selection_reason_code: String,
+    pub combining_algorithm: Text,
+    pub policy_selection_reason_code: Text,
     /// The `policy` object: the default policy, or the first applicable one's key and version.
     pub policy: Map,
     pub trace_hash: String,
-    pub previous_trace_hash: Option<String>,
-    pub idempotency_key: Option<String>,
+    pub previous_trace_hash: Option<Text>,
+    pub idempotency_key: Option<Text>,
 }
 
 impl DecisionRecord {
@@ -221,18 +221,18 @@ impl DecisionRecord {
     pub fn to_value(&self) -> Value {
         let data = object([
             ("decision", Value::str(self.decision.as_str())),
-            ("reason_codes", Value::Array(self.reason_codes.iter().map(Value::str).collect())),
+            ("reason_codes", Value::Array(self.reason_codes.iter().cloned().map(Value::Str).collect())),
             ("reasons", Value::Array(self.reasons.iter().map(Reason::to_value).collect())),
             ("rule_events", Value::Array(self.rule_events.iter().map(RuleEvent::to_value).collect())),
             ("matched_policies", Value::Array(self.matched_policies.iter().map(|m| m.to_value(false)).collect())),
-            ("combining_algorithm", Value::str(&self.combining_algorithm)),
-            ("policy_selection_reason_code", Value::str(&self.policy_selection_reason_code)),
+            ("combining_algorithm", Value::Str(self.combining_algorithm.clone())),
+            ("policy_selection_reason_code", Value::Str(self.policy_selection_reason_code.clone())),
             ("policy", Value::Object(self.policy.clone())),
             ("trace_hash", Value::str(&self.trace_hash)),
             ("previous_trace_hash", optional_str(&self.previous_trace_hash)),
             ("idempotency_key", optional_str(&self.idempotency_key)),
         ]);
-        object([("ctx_id", Value::str(&self.ctx_id)), ("message", Value::str(self.message())), ("data", data)])
+        object([("ctx_id", Value::Str(self.ctx_id.clone())), ("message", Value::str(self.message())), ("data", data)])
     }
 }
 
@@ -360,8 +360,8 @@ impl DecisionRecord {
     }
 }
 
-pub fn optional_str(value: &Option<String>) -> Value {
-    value.as_ref().map_or(Value::Null, Value::str)
+pub fn optional_str(value: &Option<impl AsRef<str>>) -> Value {
+    value.as_ref().map_or(Value::Null, |s| Value::str(s.as_ref()))
 }
 
 /// An object from `(key, value)` pairs, in order.

@@ -1,9 +1,14 @@
 //! Kernite's `core.evaluate_policy_rules`: the four rule kinds, applied to a payload.
 
+use std::borrow::Cow;
+
 use super::Unanswerable;
 use super::python::{FloatError, kernite_to_float, normalize_lower, normalize_string, to_str};
 use super::record::{Reason, RuleEvent, RuleStatus};
 use super::value::{Map, Text, Value, float_greater};
+
+/// `[]`, what a rule without its list reads (`definition.get("fields") or []`).
+static EMPTY_LIST: Value = Value::Array(Vec::new());
 
 /// Kernite's rule path reader: an empty path reads nothing, empty tokens are
 /// keys (`"a..b"` looks up `""`), lists are not indexed.
@@ -22,23 +27,23 @@ pub fn read_rule_path<'a>(payload: &'a Map, path: Option<&str>) -> &'a Value {
 }
 
 /// Python's `for item in value` on the values Kernite iterates: lists give
-/// their items, strings their characters, objects their keys. Anything else
-/// raises TypeError in Kernite.
-fn python_iter(value: &Value, field: &str) -> Result<Vec<Value>, Unanswerable> {
+/// their items (borrowed: the common case copies nothing), strings their
+/// characters, objects their keys. Anything else raises TypeError in Kernite.
+fn python_iter<'a>(value: &'a Value, field: &str) -> Result<Cow<'a, [Value]>, Unanswerable> {
     match value {
-        Value::Array(items) => Ok(items.clone()),
+        Value::Array(items) => Ok(Cow::Borrowed(items)),
         Value::Str(s) => Ok(s.chars().map(|c| Value::str(c.to_string())).collect()),
         Value::Object(map) => Ok(map.keys().map(|k| Value::Str(k.clone())).collect()),
         _ => Err(Unanswerable::new(field, "Kernite 0.1.6 cannot iterate a number or boolean here")),
     }
 }
 
-/// Python's `dict(value)` for a JSON value: objects are copied, and a list
-/// of two-item pairs (two-element lists, two-character strings) becomes an
-/// object, as Python builds it. Anything else raises in Kernite.
-pub fn python_dict(value: &Value, field: &str) -> Result<Map, Unanswerable> {
+/// Python's `dict(value)` for a JSON value: objects are borrowed as they
+/// are, and a list of two-item pairs (two-element lists, two-character
+/// strings) becomes an object, as Python builds it. Anything else raises in Kernite.
+pub fn python_dict<'a>(value: &'a Value, field: &str) -> Result<Cow<'a, Map>, Unanswerable> {
     match value {
-        Value::Object(map) => Ok(map.clone()),
+        Value::Object(map) => Ok(Cow::Borrowed(map)),
         Value::Array(pairs) => {
             let mut map = Map::default();
             for pair in pairs {
@@ -57,7 +62,7 @@ pub fn python_dict(value: &Value, field: &str) -> Result<Map, Unanswerable> {
                 };
                 map.insert(key.clone(), item);
             }
-            Ok(map)
+            Ok(Cow::Owned(map))
         }
         _ => Err(Unanswerable::new(field, "Kernite 0.1.6 cannot make an object of this value")),
     }
@@ -82,44 +87,45 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
     let get = |key: &str| Value::or_null(rule.get(key));
     let rule_key = to_str(get("rule_key").or(&Value::Str("rule".into())));
     let definition = match get("rule_definition") {
-        v if !v.is_truthy() => Map::default(),
+        v if !v.is_truthy() => Cow::Owned(Map::default()),
         v => python_dict(v, "rule_definition")?,
     };
     let def = |key: &str| Value::or_null(definition.get(key));
     let rule_type = normalize_lower(def("type"));
     let reason_code = match get("reason_code").or(def("reason_code")) {
         v if v.is_truthy() => to_str(v),
-        _ => format!("{rule_key}_denied"),
+        _ => format!("{rule_key}_denied").into(),
     };
     let reason_message = match get("reason_message").or(def("message")) {
         v if v.is_truthy() => to_str(v),
-        _ => "Policy rule denied the request.".to_owned(),
+        _ => Text::const_new("Policy rule denied the request."),
     };
     let field_path = Some(normalize_string(def("field"))).filter(|s| !s.is_empty());
 
-    let mut failure = |event_message: &str, code: &str, message: String, reason_field: Option<String>, details: Map| {
-        outcome.reasons.push(Reason {
-            code: code.to_owned(),
-            message,
-            rule_key: Value::str(rule_key.as_str()),
-            field_path: reason_field.map_or(Value::Null, Value::str),
-            details: details.clone(),
-        });
-        RuleEvent {
-            rule_key: Some(rule_key.clone()),
-            rule_type: rule_type.clone(),
-            status: RuleStatus::Failed,
-            message: event_message.to_owned(),
-            reason_code: Some(code.to_owned()),
-            field_path: field_path.clone(),
-            details,
-        }
-    };
-    let path_value = || field_path.as_deref().map_or(Value::Null, Value::str);
+    let mut failure =
+        |event_message: &'static str, code: &str, message: Text, reason_field: Option<Text>, details: Map| {
+            outcome.reasons.push(Reason {
+                code: code.into(),
+                message,
+                rule_key: Value::Str(rule_key.clone()),
+                field_path: reason_field.map_or(Value::Null, Value::Str),
+                details: details.clone(),
+            });
+            RuleEvent {
+                rule_key: Some(rule_key.clone()),
+                rule_type: rule_type.clone(),
+                status: RuleStatus::Failed,
+                message: Text::const_new(event_message),
+                reason_code: Some(code.into()),
+                field_path: field_path.clone(),
+                details,
+            }
+        };
+    let path_value = || field_path.clone().map_or(Value::Null, Value::Str);
 
     let failed_event = match rule_type.as_str() {
         "required_fields" => {
-            let fields = python_iter(def("fields").or(&Value::Array(Vec::new())), "rule_definition.fields")?;
+            let fields = python_iter(def("fields").or(&EMPTY_LIST), "rule_definition.fields")?;
             let missing: Vec<Value> = fields
                 .iter()
                 .map(to_str)
@@ -169,20 +175,20 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
             }
         }
         "allowed_values" => {
-            let allowed = python_iter(def("values").or(&Value::Array(Vec::new())), "rule_definition.values")?;
+            let allowed = python_iter(def("values").or(&EMPTY_LIST), "rule_definition.values")?;
             let current = read_rule_path(payload, field_path.as_deref());
             (!allowed.contains(current)).then(|| {
                 let details = Map::from_iter([
                     ("field".into(), path_value()),
                     ("current".into(), current.clone()),
-                    ("allowed_values".into(), Value::Array(allowed)),
+                    ("allowed_values".into(), Value::Array(allowed.into_owned())),
                 ]);
                 failure("Value is not allowed", &reason_code, reason_message.clone(), field_path.clone(), details)
             })
         }
         _ => {
             let details = Map::from_iter([("rule_type".into(), Value::str(rule_type.as_str()))]);
-            let message = format!("Unsupported rule type: {rule_type}");
+            let message = format!("Unsupported rule type: {rule_type}").into();
             Some(failure("Unsupported rule type", "unsupported_rule_type", message, field_path.clone(), details))
         }
     };
@@ -191,7 +197,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
         rule_key: Some(rule_key.clone()),
         rule_type: rule_type.clone(),
         status: RuleStatus::Passed,
-        message: "Rule passed".to_owned(),
+        message: Text::const_new("Rule passed"),
         reason_code: None,
         field_path: field_path.clone(),
         details: Map::default(),

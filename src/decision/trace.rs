@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::json::{Layout, write_object, write_optional_string, write_sorted_strings, write_string};
 use super::record::{Decision, MatchedPolicy};
 use super::validate::NormalizedRequest;
+use super::value::Text;
 
 /// Everything that is hashed, borrowed from the decision being made.
 pub struct TraceInput<'a> {
@@ -24,15 +25,15 @@ pub struct TraceInput<'a> {
     /// The normalised request; `policy_context` is not part of it.
     pub input: &'a NormalizedRequest,
     pub decision: Decision,
-    pub reason_codes: &'a [String],
+    pub reason_codes: &'a [Text],
     pub policy_selection_reason_code: &'a str,
     pub matched_policies: &'a [MatchedPolicy],
     pub combining_algorithm: &'a str,
-    pub previous_trace_hash: &'a Option<String>,
+    pub previous_trace_hash: &'a Option<Text>,
 }
 
 /// Returns `(trace_hash, ctx_id)`.
-pub fn trace_hash(trace: TraceInput<'_>) -> (String, String) {
+pub fn trace_hash(trace: TraceInput<'_>) -> (String, Text) {
     let mut pre_image = String::with_capacity(2048);
     pre_image.push_str(trace.domain);
     pre_image.push('\n');
@@ -41,7 +42,8 @@ pub fn trace_hash(trace: TraceInput<'_>) -> (String, String) {
     let mut trace_hash = *b"sha256:0000000000000000000000000000000000000000000000000000000000000000";
     hex::encode_to_slice(Sha256::digest(pre_image.as_bytes()), &mut trace_hash[7..]).expect("64 hex digits fit");
     let trace_hash = String::from_utf8(trace_hash.to_vec()).expect("ASCII");
-    let ctx_id = format!("ctx_{}", &trace_hash[7..19]);
+    let mut ctx_id = Text::const_new("ctx_");
+    ctx_id.push_str(&trace_hash[7..19]);
     (trace_hash, ctx_id)
 }
 

@@ -5,10 +5,12 @@
 //! fields become integers, invalid conditions are removed. Evaluation runs on
 //! the pruned form, so it is the input of [`super::evaluate`].
 
+use std::fmt::Display;
+
 use super::Unanswerable;
 use super::python::{IntError, normalize_lower, normalize_string, to_int};
 use super::record::{object, optional_str};
-use super::value::{Map, Value};
+use super::value::{Map, Text, Value};
 
 const ALLOWED_OPERATIONS: &str = "activate, archive, associate, create, delete, update";
 
@@ -61,45 +63,45 @@ pub enum ConditionOp {
 /// A policy condition that passed validation: `left op right`.
 #[derive(Debug, Clone)]
 pub struct Condition {
-    pub left: String,
+    pub left: Text,
     pub op: ConditionOp,
     pub right: Value,
 }
 
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub kind: String,
-    pub id: String,
+    pub kind: Text,
+    pub id: Text,
     pub attributes: Map,
 }
 
 /// The request as Kernite normalises it; this is the `input` that is hashed.
 #[derive(Debug, Clone)]
 pub struct NormalizedRequest {
-    pub workspace_id: String,
+    pub workspace_id: Text,
     pub principal: Principal,
-    pub object_type: String,
-    pub operation: String,
+    pub object_type: Text,
+    pub operation: Text,
     pub payload: Map,
     pub resource: Map,
     pub context: Map,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<Text>,
 }
 
 /// A selected policy after validation: only the keys Kernite keeps.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyInput {
-    pub policy_key: Option<String>,
+    pub policy_key: Option<Text>,
     pub effect: Option<Effect>,
     /// Integers, as Python's `int()` made them.
     pub policy_version: Option<Value>,
     pub version: Option<Value>,
     pub priority: Option<Value>,
-    pub policy_id: Option<String>,
-    pub policy_version_id: Option<String>,
-    pub policy_name: Option<String>,
-    pub deny_reason_code: Option<String>,
-    pub deny_reason_message: Option<String>,
+    pub policy_id: Option<Text>,
+    pub policy_version_id: Option<Text>,
+    pub policy_name: Option<Text>,
+    pub deny_reason_code: Option<Text>,
+    pub deny_reason_message: Option<Text>,
     pub conditions: Option<Vec<Condition>>,
     /// Rules are kept as the objects the caller sent; evaluation interprets them.
     pub rules: Option<Vec<Map>>,
@@ -109,18 +111,18 @@ pub struct PolicyInput {
 #[derive(Debug, Clone, Default)]
 pub struct PolicyContextInput {
     pub governed: Option<bool>,
-    pub policy_selection_reason_code: Option<String>,
-    pub governed_scopes: Option<Vec<(String, String)>>,
+    pub policy_selection_reason_code: Option<Text>,
+    pub governed_scopes: Option<Vec<(Text, Text)>>,
     pub selected_policies: Option<Vec<PolicyInput>>,
     pub default_policy: Option<Map>,
     pub validation_rules: Option<Vec<Map>>,
     pub guardrail_result: Option<Map>,
-    pub no_policy_decision: Option<String>,
-    pub no_policy_reason_code: Option<String>,
-    pub no_policy_message: Option<String>,
-    pub previous_trace_hash: Option<String>,
-    pub combining_algorithm: Option<String>,
-    pub trace_domain: Option<String>,
+    pub no_policy_decision: Option<Text>,
+    pub no_policy_reason_code: Option<Text>,
+    pub no_policy_message: Option<Text>,
+    pub previous_trace_hash: Option<Text>,
+    pub combining_algorithm: Option<Text>,
+    pub trace_domain: Option<Text>,
 }
 
 /// The outcome of validation: the normalised request, and the errors that
@@ -135,8 +137,9 @@ pub struct Validation {
 struct Errors(Vec<FieldError>);
 
 impl Errors {
-    fn push(&mut self, field: impl Into<String>, code: ErrorCode, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), code, message: message.into() });
+    /// Field names are `Display` so that a valid request never spells them.
+    fn push(&mut self, field: impl Display, code: ErrorCode, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.to_string(), code, message: message.into() });
     }
 }
 
@@ -177,7 +180,7 @@ pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation
         }
     };
 
-    let mut principal = Principal { kind: String::new(), id: String::new(), attributes: Map::default() };
+    let mut principal = Principal { kind: Text::default(), id: Text::default(), attributes: Map::default() };
     match take("principal") {
         Value::Object(mut raw) => {
             principal.kind = normalize_lower(Value::or_null(raw.get("type")));
@@ -223,7 +226,7 @@ pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation
             payload,
             resource,
             context,
-            idempotency_key: idempotency_key.map(str::to_owned),
+            idempotency_key: idempotency_key.map(Text::from),
         },
         policy_context,
     })
@@ -241,23 +244,23 @@ fn optional_object(value: Value, field: &str, errors: &mut Errors) -> Map {
 }
 
 /// A field that must be a non-empty string once normalised, when present.
-fn non_empty_string(value: Option<&Value>, field: &str, errors: &mut Errors) -> Option<String> {
+fn non_empty_string(value: Option<&Value>, field: impl Display, errors: &mut Errors) -> Option<Text> {
     let value = value.filter(|v| !v.is_null())?;
     let normalized = normalize_string(value);
     if normalized.is_empty() {
-        errors.push(field, ErrorCode::InvalidValue, format!("{field} must be a non-empty string."));
+        errors.push(&field, ErrorCode::InvalidValue, format!("{field} must be a non-empty string."));
         return None;
     }
     Some(normalized)
 }
 
 /// An array of objects, each kept as sent.
-fn object_list(value: Value, field: &str, errors: &mut Errors) -> Option<Vec<Map>> {
+fn object_list(value: Value, field: impl Display, errors: &mut Errors) -> Option<Vec<Map>> {
     let items = match value {
         Value::Null => return None,
         Value::Array(items) => items,
         _ => {
-            errors.push(field, ErrorCode::InvalidType, format!("{field} must be an array."));
+            errors.push(&field, ErrorCode::InvalidType, format!("{field} must be an array."));
             return None;
         }
     };
@@ -266,8 +269,11 @@ fn object_list(value: Value, field: &str, errors: &mut Errors) -> Option<Vec<Map
         match item {
             Value::Object(map) => objects.push(map),
             _ => {
-                let item_field = format!("{field}[{index}]");
-                errors.push(&item_field, ErrorCode::InvalidType, format!("{item_field} must be an object."));
+                errors.push(
+                    format_args!("{field}[{index}]"),
+                    ErrorCode::InvalidType,
+                    format!("{field}[{index}] must be an object."),
+                );
             }
         }
     }
@@ -304,14 +310,16 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         Value::Array(scopes) => {
             let mut normalized_scopes = Vec::with_capacity(scopes.len());
             for (index, scope) in scopes.iter().enumerate() {
-                let field = format!("policy_context.governed_scopes[{index}]");
+                let field = || format!("policy_context.governed_scopes[{index}]");
                 let Value::Object(scope) = scope else {
+                    let field = field();
                     errors.push(&field, ErrorCode::InvalidType, format!("{field} must be an object."));
                     continue;
                 };
                 let object_type = normalize_lower(Value::or_null(scope.get("object_type")));
                 let operation = normalize_lower(Value::or_null(scope.get("operation")));
                 if object_type.is_empty() || operation.is_empty() {
+                    let field = field();
                     errors.push(
                         &field,
                         ErrorCode::InvalidValue,
@@ -335,10 +343,10 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         Value::Array(policies) => {
             let mut normalized_policies = Vec::with_capacity(policies.len());
             for (index, policy) in policies.into_iter().enumerate() {
-                let field = format!("policy_context.selected_policies[{index}]");
+                let field = format_args!("policy_context.selected_policies[{index}]");
                 match policy {
-                    Value::Object(policy) => normalized_policies.push(validate_policy(policy, &field, errors)?),
-                    _ => errors.push(&field, ErrorCode::InvalidType, format!("{field} must be an object.")),
+                    Value::Object(policy) => normalized_policies.push(validate_policy(policy, field, errors)?),
+                    _ => errors.push(field, ErrorCode::InvalidType, format!("{field} must be an object.")),
                 }
             }
             normalized.selected_policies = Some(normalized_policies);
@@ -390,7 +398,7 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
     }
 
     let string_field =
-        |key: &str, errors: &mut Errors| non_empty_string(raw.get(key), &format!("policy_context.{key}"), errors);
+        |key: &str, errors: &mut Errors| non_empty_string(raw.get(key), format_args!("policy_context.{key}"), errors);
     normalized.no_policy_reason_code = string_field("no_policy_reason_code", errors);
     normalized.no_policy_message = string_field("no_policy_message", errors);
     normalized.previous_trace_hash = string_field("previous_trace_hash", errors);
@@ -400,9 +408,13 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
     Ok(normalized)
 }
 
-fn validate_policy(mut raw: Map, field: &str, errors: &mut Errors) -> Result<PolicyInput, Unanswerable> {
+fn validate_policy(
+    mut raw: Map,
+    field: std::fmt::Arguments<'_>,
+    errors: &mut Errors,
+) -> Result<PolicyInput, Unanswerable> {
     let mut policy = PolicyInput {
-        policy_key: non_empty_string(raw.get("policy_key"), &format!("{field}.policy_key"), errors),
+        policy_key: non_empty_string(raw.get("policy_key"), format_args!("{field}.policy_key"), errors),
         ..PolicyInput::default()
     };
 
@@ -449,14 +461,14 @@ fn validate_policy(mut raw: Map, field: &str, errors: &mut Errors) -> Result<Pol
     }
 
     policy.deny_reason_code =
-        non_empty_string(raw.get("deny_reason_code"), &format!("{field}.deny_reason_code"), errors);
+        non_empty_string(raw.get("deny_reason_code"), format_args!("{field}.deny_reason_code"), errors);
     policy.deny_reason_message =
-        non_empty_string(raw.get("deny_reason_message"), &format!("{field}.deny_reason_message"), errors);
+        non_empty_string(raw.get("deny_reason_message"), format_args!("{field}.deny_reason_message"), errors);
 
     match raw.swap_remove("conditions").unwrap_or(Value::Null) {
         Value::Null => {}
         Value::Array(conditions) => {
-            policy.conditions = Some(validate_conditions(conditions, &format!("{field}.conditions"), errors));
+            policy.conditions = Some(validate_conditions(conditions, format_args!("{field}.conditions"), errors));
         }
         _ => errors.push(
             format!("{field}.conditions"),
@@ -465,11 +477,11 @@ fn validate_policy(mut raw: Map, field: &str, errors: &mut Errors) -> Result<Pol
         ),
     }
 
-    policy.rules = object_list(raw.swap_remove("rules").unwrap_or(Value::Null), &format!("{field}.rules"), errors);
+    policy.rules = object_list(raw.swap_remove("rules").unwrap_or(Value::Null), format_args!("{field}.rules"), errors);
     Ok(policy)
 }
 
-fn validate_conditions(conditions: Vec<Value>, field: &str, errors: &mut Errors) -> Vec<Condition> {
+fn validate_conditions(conditions: Vec<Value>, field: impl Display, errors: &mut Errors) -> Vec<Condition> {
     let mut valid = Vec::with_capacity(conditions.len());
     for (index, condition) in conditions.into_iter().enumerate() {
         let field = format!("{field}[{index}]");
@@ -504,8 +516,8 @@ fn validate_conditions(conditions: Vec<Value>, field: &str, errors: &mut Errors)
 impl NormalizedRequest {
     pub fn principal_value(&self) -> Value {
         object([
-            ("type", Value::str(&self.principal.kind)),
-            ("id", Value::str(&self.principal.id)),
+            ("type", Value::Str(self.principal.kind.clone())),
+            ("id", Value::Str(self.principal.id.clone())),
             ("attributes", Value::Object(self.principal.attributes.clone())),
         ])
     }
@@ -513,10 +525,10 @@ impl NormalizedRequest {
     /// The request as Kernite hashes it: `policy_context` is not part of it.
     pub fn to_value(&self) -> Value {
         object([
-            ("workspace_id", Value::str(&self.workspace_id)),
+            ("workspace_id", Value::Str(self.workspace_id.clone())),
             ("principal", self.principal_value()),
-            ("object_type", Value::str(&self.object_type)),
-            ("operation", Value::str(&self.operation)),
+            ("object_type", Value::Str(self.object_type.clone())),
+            ("operation", Value::Str(self.operation.clone())),
             ("payload", Value::Object(self.payload.clone())),
             ("resource", Value::Object(self.resource.clone())),
             ("context", Value::Object(self.context.clone())),
@@ -539,7 +551,7 @@ fn objects(items: &[Map]) -> Value {
 impl PolicyInput {
     pub fn to_value(&self) -> Value {
         let mut map = Map::default();
-        let text = |s: &String| Value::str(s);
+        let text = |s: &Text| Value::Str(s.clone());
         put(&mut map, "policy_key", &self.policy_key, text);
         put(&mut map, "effect", &self.effect, |e| Value::str(e.as_str()));
         put(&mut map, "policy_version", &self.policy_version, Value::clone);
@@ -559,7 +571,11 @@ impl PolicyInput {
                             ConditionOp::Eq => "eq",
                             ConditionOp::Neq => "neq",
                         };
-                        object([("left", Value::str(&c.left)), ("op", Value::str(op)), ("right", c.right.clone())])
+                        object([
+                            ("left", Value::Str(c.left.clone())),
+                            ("op", Value::str(op)),
+                            ("right", c.right.clone()),
+                        ])
                     })
                     .collect(),
             )
@@ -572,7 +588,7 @@ impl PolicyInput {
 impl PolicyContextInput {
     pub fn to_value(&self) -> Value {
         let mut map = Map::default();
-        let text = |s: &String| Value::str(s);
+        let text = |s: &Text| Value::Str(s.clone());
         put(&mut map, "governed", &self.governed, |g| Value::Bool(*g));
         put(&mut map, "policy_selection_reason_code", &self.policy_selection_reason_code, text);
         put(&mut map, "governed_scopes", &self.governed_scopes, |scopes| {
@@ -580,7 +596,10 @@ impl PolicyContextInput {
                 scopes
                     .iter()
                     .map(|(object_type, operation)| {
-                        object([("object_type", Value::str(object_type)), ("operation", Value::str(operation))])
+                        object([
+                            ("object_type", Value::Str(object_type.clone())),
+                            ("operation", Value::Str(operation.clone())),
+                        ])
                     })
                     .collect(),
             )

@@ -296,8 +296,8 @@ impl EvidenceStore {
         let (decision, reason_codes, ctx_id, trace_hash, response) = match write.decision {
             Some(record) => (
                 record.decision.as_str(),
-                Value::Array(record.reason_codes.iter().map(Value::str).collect()),
-                record.ctx_id.clone(),
+                Value::Array(record.reason_codes.iter().cloned().map(Value::Str).collect()),
+                record.ctx_id.to_string(),
                 record.trace_hash.clone(),
                 record.to_value(),
             ),
@@ -430,7 +430,7 @@ impl EvidenceStore {
                 "SELECT e.id, e.request_fingerprint, r.rows_affected, r.returning_rows::text \
                  FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id \
                  WHERE e.workspace_id = $1 AND e.idempotency_key = $2",
-                &[&request.workspace_id, &request.idempotency_key],
+                &[&request.workspace_id.as_str(), &request.idempotency_key.as_deref()],
             )
             .await?;
         let evidence_id: i64 = row.get(0);
@@ -527,10 +527,10 @@ async fn insert_evidence(
         )
         .await?;
     let params: [&(dyn ToSql + Sync); 20] = [
-        &request.workspace_id,
-        &request.principal.id,
-        &request.object_type,
-        &request.operation,
+        &request.workspace_id.as_str(),
+        &request.principal.id.as_str(),
+        &request.object_type.as_str(),
+        &request.operation.as_str(),
         &row.decision,
         &row.reason_codes,
         &row.ctx_id,

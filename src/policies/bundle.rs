@@ -202,7 +202,11 @@ fn objects<'a>(root: &'a Map, name: &str) -> Result<Vec<&'a Map>, BundleError> {
 fn scope_key(entry: &Map, field: &str) -> Result<(String, String), BundleError> {
     let part = |name: &str| {
         let value = normalize_lower(Value::or_null(entry.get(name)));
-        if value.is_empty() { Err(invalid(format!("{field}.{name}"), "must be a non-empty string")) } else { Ok(value) }
+        if value.is_empty() {
+            Err(invalid(format!("{field}.{name}"), "must be a non-empty string"))
+        } else {
+            Ok(String::from(value))
+        }
     };
     Ok((part("object_type")?, part("operation")?))
 }
