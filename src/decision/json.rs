@@ -328,9 +328,7 @@ pub fn write_value(out: &mut String, value: &Value, layout: Layout) {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
-        Value::Int(n) => {
-            let _ = write!(out, "{n}");
-        }
+        Value::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
         Value::BigInt(n) => {
             let _ = write!(out, "{n}");
         }
@@ -373,10 +371,23 @@ pub fn write_object(out: &mut String, map: &Map, layout: Layout) {
         }
         Layout::Canonical => {
             // Rust orders strings by UTF-8 bytes, which is code-point
-            // order: the order Python's sort_keys gives.
-            let mut entries: Vec<_> = map.iter().collect();
+            // order: the order Python's sort_keys gives. Small objects (nearly
+            // all) are sorted on the stack.
+            const ON_STACK: usize = 16;
+            static NULL: Value = Value::Null;
+            let mut on_stack = [("", &NULL); ON_STACK];
+            let mut on_heap = Vec::new();
+            let entries = if map.len() <= ON_STACK {
+                for (slot, (key, item)) in on_stack.iter_mut().zip(map.iter()) {
+                    *slot = (key.as_str(), item);
+                }
+                &mut on_stack[..map.len()]
+            } else {
+                on_heap.extend(map.iter().map(|(key, item)| (key.as_str(), item)));
+                &mut on_heap[..]
+            };
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (i, (key, item)) in entries.into_iter().enumerate() {
+            for (i, &(key, item)) in entries.iter().enumerate() {
                 write_entry(i, key, item);
             }
         }

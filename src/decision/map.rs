@@ -25,7 +25,8 @@ const LINEAR_LIMIT: usize = 8;
 pub struct Map {
     entries: Vec<(Text, Value)>,
     /// Positions in `entries`, by key; present only above [`LINEAR_LIMIT`].
-    index: Option<Index>,
+    /// Boxed: most maps never have one, and every value carries a map's size.
+    index: Option<Box<Index>>,
 }
 
 /// Hashed with foldhash, seeded at random per process: fast on short keys,
@@ -41,14 +42,14 @@ impl Index {
         self.hasher.hash_one(key)
     }
 
-    fn build(entries: &[(Text, Value)]) -> Index {
+    fn build(entries: &[(Text, Value)]) -> Box<Index> {
         let mut index =
             Index { table: HashTable::with_capacity(entries.len()), hasher: foldhash::fast::RandomState::default() };
         for (position, (key, _)) in entries.iter().enumerate() {
             let hash = index.hash(key);
             index.table.insert_unique(hash, position, |&p| index.hasher.hash_one(entries[p].0.as_str()));
         }
-        index
+        Box::new(index)
     }
 }
 

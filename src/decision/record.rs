@@ -131,7 +131,7 @@ impl MatchedPolicy {
     /// reason codes sorted, without building it.
     pub fn write_canonical(&self, out: &mut String) {
         out.push_str("{\"condition_count\":");
-        out.push_str(&self.condition_count.to_string());
+        out.push_str(itoa::Buffer::new().format(self.condition_count));
         out.push_str(",\"decision\":");
         write_string(out, self.outcome_str());
         out.push_str(",\"effect\":");
@@ -149,7 +149,7 @@ impl MatchedPolicy {
         out.push_str(",\"reason_codes\":");
         write_sorted_strings(out, &self.reason_codes);
         out.push_str(",\"rule_count\":");
-        out.push_str(&self.rule_count.to_string());
+        out.push_str(itoa::Buffer::new().format(self.rule_count));
         out.push_str(",\"version\":");
         write_value(out, &self.version, Layout::Canonical);
         out.push('}');
@@ -337,10 +337,10 @@ impl DecisionRecord {
             entry.str("effect", policy.effect.as_str());
             entry.value("priority", &policy.priority);
             entry.value("version", &policy.version);
-            entry.key("rule_count").push_str(&policy.rule_count.to_string());
+            entry.key("rule_count").push_str(itoa::Buffer::new().format(policy.rule_count));
             entry.str("decision", policy.outcome_str());
             entry.list("reason_codes", &policy.reason_codes, |out, code| write_string(out, code));
-            entry.key("condition_count").push_str(&policy.condition_count.to_string());
+            entry.key("condition_count").push_str(itoa::Buffer::new().format(policy.condition_count));
             entry.close();
         });
         data.str("combining_algorithm", &self.combining_algorithm);

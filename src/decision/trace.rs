@@ -56,19 +56,24 @@ fn write_record(out: &mut String, trace: &TraceInput<'_>) {
     out.push_str(",\"input\":");
     write_input(out, trace.input);
 
-    // Each entry sorted by its own canonical JSON, as Kernite does.
+    // Each entry sorted by its own canonical JSON, as Kernite does; one
+    // entry (the common case) is written in place.
     out.push_str(",\"matched_policies\":[");
-    let mut matched: Vec<String> = trace
-        .matched_policies
-        .iter()
-        .map(|policy| {
-            let mut entry = String::with_capacity(256);
-            policy.write_canonical(&mut entry);
-            entry
-        })
-        .collect();
-    matched.sort_unstable();
-    out.push_str(&matched.join(","));
+    if let [only] = trace.matched_policies {
+        only.write_canonical(out);
+    } else {
+        let mut matched: Vec<String> = trace
+            .matched_policies
+            .iter()
+            .map(|policy| {
+                let mut entry = String::with_capacity(256);
+                policy.write_canonical(&mut entry);
+                entry
+            })
+            .collect();
+        matched.sort_unstable();
+        out.push_str(&matched.join(","));
+    }
 
     out.push_str("],\"policy_selection_reason_code\":");
     write_string(out, trace.policy_selection_reason_code);
