@@ -104,12 +104,10 @@ impl Parser<'_> {
         }
         let start = self.entries.len();
         let result = self.object_entries(depth);
-        let entries = self.entries.drain(start..);
+        let entries: Vec<_> = self.entries.drain(start..).collect();
         result?;
-        let mut map = Map::with_capacity(entries.len());
         // A repeated key keeps its first position and takes the last value, as in Python.
-        map.extend(entries);
-        Ok(Value::Object(map))
+        Ok(Value::Object(Map::from_entries(entries)))
     }
 
     fn object_entries(&mut self, depth: usize) -> Result<(), JsonError> {

@@ -58,6 +58,21 @@ impl Map {
         Map { entries: Vec::with_capacity(capacity), index: None }
     }
 
+    /// The object `entries` make when read in order: a repeated key keeps
+    /// its first position and takes the last value. A small object without
+    /// repeats (nearly every one) takes the vector as it is.
+    pub fn from_entries(entries: Vec<(Text, Value)>) -> Map {
+        let repeats = |entries: &[(Text, Value)]| {
+            entries.iter().enumerate().any(|(i, (key, _))| entries[..i].iter().any(|(earlier, _)| earlier == key))
+        };
+        if entries.len() <= LINEAR_LIMIT && !repeats(&entries) {
+            return Map { entries, index: None };
+        }
+        let mut map = Map::with_capacity(entries.len());
+        map.extend(entries);
+        map
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -245,6 +260,25 @@ mod tests {
             assert_eq!(map.get("a"), Some(&Value::Int(3)));
             assert_eq!(&keys(&map)[extra..], ["a", "b"]);
         });
+    }
+
+    #[test]
+    fn from_entries_reads_repeats_as_insert_does() {
+        for len in [2, LINEAR_LIMIT, LINEAR_LIMIT + 1, LINEAR_LIMIT * 4] {
+            for repeat_at in [None, Some(1), Some(len - 1)] {
+                let mut entries: Vec<(Text, Value)> =
+                    (0..len).map(|i| (Text::from(format!("k{i}")), Value::Int(i as i64))).collect();
+                if let Some(at) = repeat_at {
+                    entries[at].0 = "k0".into();
+                }
+                let mut inserted = Map::default();
+                inserted.extend(entries.clone());
+                let built = Map::from_entries(entries);
+                assert_eq!(keys(&built), keys(&inserted), "{len} entries, repeat at {repeat_at:?}");
+                assert_eq!(built, inserted);
+                assert_eq!(built.index.is_some(), built.len() > LINEAR_LIMIT);
+            }
+        }
     }
 
     #[test]

@@ -249,33 +249,36 @@ impl<'a> ObjectWriter<'a> {
     }
 
     /// Writes the key; the caller writes the value into the returned buffer.
-    fn key(&mut self, key: &str) -> &mut String {
+    /// Keys are Kernite's field names, which need no escaping.
+    fn key(&mut self, key: &'static str) -> &mut String {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{key:?} needs escaping");
         if !self.empty {
             self.out.push_str(", ");
         }
         self.empty = false;
-        write_string(self.out, key);
-        self.out.push_str(": ");
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\": ");
         self.out
     }
 
-    fn str(&mut self, key: &str, value: &str) {
+    fn str(&mut self, key: &'static str, value: &str) {
         write_string(self.key(key), value);
     }
 
-    fn optional(&mut self, key: &str, value: Option<&str>) {
+    fn optional(&mut self, key: &'static str, value: Option<&str>) {
         write_optional_string(self.key(key), value);
     }
 
-    fn value(&mut self, key: &str, value: &Value) {
+    fn value(&mut self, key: &'static str, value: &Value) {
         write_value(self.key(key), value, Layout::Response);
     }
 
-    fn map(&mut self, key: &str, map: &Map) {
+    fn map(&mut self, key: &'static str, map: &Map) {
         write_object(self.key(key), map, Layout::Response);
     }
 
-    fn list<T>(&mut self, key: &str, items: &[T], write: impl Fn(&mut String, &T)) {
+    fn list<T>(&mut self, key: &'static str, items: &[T], write: impl Fn(&mut String, &T)) {
         let out = self.key(key);
         out.push('[');
         for (i, item) in items.iter().enumerate() {
