@@ -23,6 +23,11 @@ pub fn is_python_space(c: char) -> bool {
 
 /// Python's `str.strip()`.
 pub fn strip(s: &str) -> &str {
+    // Most strings start and end with a visible ASCII character: nothing to strip.
+    let visible = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii_graphic());
+    if visible(s.as_bytes().first()) && visible(s.as_bytes().last()) {
+        return s;
+    }
     s.trim_matches(is_python_space)
 }
 

@@ -143,22 +143,39 @@ impl Errors {
     }
 }
 
+/// Moves the named fields out of an object in one pass over its entries,
+/// each as an `Option<Value>` bound to a variable of its name; other keys
+/// are dropped. (One pass instead of a lookup per field: a map has no
+/// repeated keys, so the two read the same.)
+macro_rules! take_fields {
+    ($map:expr => $($name:ident),+ $(,)?) => {
+        $(let mut $name: Option<Value> = None;)+
+        for (key, value) in $map {
+            match key.as_str() {
+                $(stringify!($name) => $name = Some(value),)+
+                _ => {}
+            }
+        }
+    };
+}
+
 /// Validates a request body as Kernite 0.1.6 does. The body is consumed:
 /// its payload, attributes and policies move into the result uncopied.
 pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation, Unanswerable> {
     let mut errors = Errors(Vec::new());
-    let mut body = match body {
+    let body = match body {
         Value::Object(map) => map,
         _ => {
             errors.push("body", ErrorCode::InvalidType, "Request body must be an object.");
             Map::default()
         }
     };
-    let mut take = |key: &str| body.swap_remove(key).unwrap_or(Value::Null);
+    take_fields!(body => workspace_id, object_type, operation, payload, principal, resource, context, policy_context);
+    let take = |field: Option<Value>| field.unwrap_or(Value::Null);
 
-    let workspace_id = normalize_string(&take("workspace_id"));
-    let object_type = normalize_lower(&take("object_type"));
-    let operation = normalize_lower(&take("operation"));
+    let workspace_id = normalize_string(&take(workspace_id));
+    let object_type = normalize_lower(&take(object_type));
+    let operation = normalize_lower(&take(operation));
 
     if workspace_id.is_empty() {
         errors.push("workspace_id", ErrorCode::Required, "workspace_id is required.");
@@ -172,7 +189,7 @@ pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation
         errors.push("operation", ErrorCode::InvalidValue, format!("operation must be one of: {ALLOWED_OPERATIONS}"));
     }
 
-    let payload = match take("payload") {
+    let payload = match take(payload) {
         Value::Object(payload) => payload,
         _ => {
             errors.push("payload", ErrorCode::InvalidType, "payload must be an object.");
@@ -180,8 +197,9 @@ pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation
         }
     };
 
+    let raw_principal = take(principal);
     let mut principal = Principal { kind: Text::default(), id: Text::default(), attributes: Map::default() };
-    match take("principal") {
+    match raw_principal {
         Value::Object(mut raw) => {
             principal.kind = normalize_lower(Value::or_null(raw.get("type")));
             principal.id = normalize_string(Value::or_null(raw.get("id")));
@@ -204,10 +222,10 @@ pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation
         _ => errors.push("principal", ErrorCode::InvalidType, "principal must be an object."),
     }
 
-    let resource = optional_object(take("resource"), "resource", &mut errors);
-    let context = optional_object(take("context"), "context", &mut errors);
+    let resource = optional_object(take(resource), "resource", &mut errors);
+    let context = optional_object(take(context), "context", &mut errors);
 
-    let policy_context = match take("policy_context") {
+    let policy_context = match take(policy_context) {
         Value::Null => None,
         Value::Object(raw) => Some(validate_policy_context(raw, &mut errors)?),
         _ => {
@@ -288,10 +306,14 @@ pub fn policy_context(raw: Map) -> Result<Result<PolicyContextInput, Vec<FieldEr
     Ok(if errors.0.is_empty() { Ok(context) } else { Err(errors.0) })
 }
 
-fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyContextInput, Unanswerable> {
+fn validate_policy_context(raw: Map, errors: &mut Errors) -> Result<PolicyContextInput, Unanswerable> {
+    take_fields!(raw => governed, policy_selection_reason_code, governed_scopes, selected_policies, default_policy,
+        validation_rules, guardrail_result, no_policy_decision, no_policy_reason_code, no_policy_message,
+        previous_trace_hash, combining_algorithm, trace_domain);
+    let take = |field: Option<Value>| field.unwrap_or(Value::Null);
     let mut normalized = PolicyContextInput::default();
 
-    match Value::or_null(raw.get("governed")) {
+    match Value::or_null(governed.as_ref()) {
         Value::Null => {}
         Value::Bool(governed) => normalized.governed = Some(*governed),
         _ => {
@@ -299,13 +321,10 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         }
     }
 
-    normalized.policy_selection_reason_code = non_empty_string(
-        raw.get("policy_selection_reason_code"),
-        "policy_context.policy_selection_reason_code",
-        errors,
-    );
+    normalized.policy_selection_reason_code =
+        non_empty_string(policy_selection_reason_code.as_ref(), "policy_context.policy_selection_reason_code", errors);
 
-    match Value::or_null(raw.get("governed_scopes")) {
+    match Value::or_null(governed_scopes.as_ref()) {
         Value::Null => {}
         Value::Array(scopes) => {
             let mut normalized_scopes = Vec::with_capacity(scopes.len());
@@ -338,7 +357,7 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         ),
     }
 
-    match raw.swap_remove("selected_policies").unwrap_or(Value::Null) {
+    match take(selected_policies) {
         Value::Null => {}
         Value::Array(policies) => {
             let mut normalized_policies = Vec::with_capacity(policies.len());
@@ -358,7 +377,7 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         ),
     }
 
-    match raw.swap_remove("default_policy").unwrap_or(Value::Null) {
+    match take(default_policy) {
         Value::Null => {}
         Value::Object(policy) => normalized.default_policy = Some(policy),
         _ => errors.push(
@@ -368,13 +387,9 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         ),
     }
 
-    normalized.validation_rules = object_list(
-        raw.swap_remove("validation_rules").unwrap_or(Value::Null),
-        "policy_context.validation_rules",
-        errors,
-    );
+    normalized.validation_rules = object_list(take(validation_rules), "policy_context.validation_rules", errors);
 
-    match raw.swap_remove("guardrail_result").unwrap_or(Value::Null) {
+    match take(guardrail_result) {
         Value::Null => {}
         Value::Object(result) => normalized.guardrail_result = Some(result),
         _ => errors.push(
@@ -384,8 +399,8 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         ),
     }
 
-    if let Some(decision) = raw.get("no_policy_decision").filter(|v| !v.is_null()) {
-        let decision = normalize_lower(decision);
+    if let Some(decision) = no_policy_decision.filter(|v| !v.is_null()) {
+        let decision = normalize_lower(&decision);
         if decision == "approved" || decision == "denied" {
             normalized.no_policy_decision = Some(decision);
         } else {
@@ -397,29 +412,28 @@ fn validate_policy_context(mut raw: Map, errors: &mut Errors) -> Result<PolicyCo
         }
     }
 
-    let string_field =
-        |key: &str, errors: &mut Errors| non_empty_string(raw.get(key), format_args!("policy_context.{key}"), errors);
-    normalized.no_policy_reason_code = string_field("no_policy_reason_code", errors);
-    normalized.no_policy_message = string_field("no_policy_message", errors);
-    normalized.previous_trace_hash = string_field("previous_trace_hash", errors);
-    normalized.combining_algorithm = string_field("combining_algorithm", errors);
-    normalized.trace_domain = string_field("trace_domain", errors);
+    let mut string_field = |value: Option<Value>, key: &str| {
+        non_empty_string(value.as_ref(), format_args!("policy_context.{key}"), errors)
+    };
+    normalized.no_policy_reason_code = string_field(no_policy_reason_code, "no_policy_reason_code");
+    normalized.no_policy_message = string_field(no_policy_message, "no_policy_message");
+    normalized.previous_trace_hash = string_field(previous_trace_hash, "previous_trace_hash");
+    normalized.combining_algorithm = string_field(combining_algorithm, "combining_algorithm");
+    normalized.trace_domain = string_field(trace_domain, "trace_domain");
 
     Ok(normalized)
 }
 
-fn validate_policy(
-    mut raw: Map,
-    field: std::fmt::Arguments<'_>,
-    errors: &mut Errors,
-) -> Result<PolicyInput, Unanswerable> {
+fn validate_policy(raw: Map, field: std::fmt::Arguments<'_>, errors: &mut Errors) -> Result<PolicyInput, Unanswerable> {
+    take_fields!(raw => policy_key, effect, policy_version, version, priority, policy_id, policy_version_id,
+        policy_name, deny_reason_code, deny_reason_message, conditions, rules);
     let mut policy = PolicyInput {
-        policy_key: non_empty_string(raw.get("policy_key"), format_args!("{field}.policy_key"), errors),
+        policy_key: non_empty_string(policy_key.as_ref(), format_args!("{field}.policy_key"), errors),
         ..PolicyInput::default()
     };
 
-    if let Some(effect) = raw.get("effect").filter(|v| !v.is_null()) {
-        match normalize_lower(effect).as_str() {
+    if let Some(effect) = effect.filter(|v| !v.is_null()) {
+        match normalize_lower(&effect).as_str() {
             "allow" => policy.effect = Some(Effect::Allow),
             "deny" => policy.effect = Some(Effect::Deny),
             _ => errors.push(
@@ -430,13 +444,13 @@ fn validate_policy(
         }
     }
 
-    for (key, slot) in [
-        ("policy_version", &mut policy.policy_version),
-        ("version", &mut policy.version),
-        ("priority", &mut policy.priority),
+    for (key, raw_number, slot) in [
+        ("policy_version", policy_version, &mut policy.policy_version),
+        ("version", version, &mut policy.version),
+        ("priority", priority, &mut policy.priority),
     ] {
-        let Some(raw_number) = raw.get(key).filter(|v| !v.is_null()) else { continue };
-        match to_int(raw_number) {
+        let Some(raw_number) = raw_number.filter(|v| !v.is_null()) else { continue };
+        match to_int(&raw_number) {
             Ok(number) => *slot = Some(number),
             Err(IntError::Invalid) => errors.push(
                 format!("{field}.{key}"),
@@ -450,22 +464,22 @@ fn validate_policy(
     }
 
     // Empty identifiers are dropped silently, unlike the deny fields below.
-    for (key, slot) in [
-        ("policy_id", &mut policy.policy_id),
-        ("policy_version_id", &mut policy.policy_version_id),
-        ("policy_name", &mut policy.policy_name),
+    for (value, slot) in [
+        (policy_id, &mut policy.policy_id),
+        (policy_version_id, &mut policy.policy_version_id),
+        (policy_name, &mut policy.policy_name),
     ] {
-        if let Some(value) = raw.get(key) {
-            *slot = Some(normalize_string(value)).filter(|s| !s.is_empty());
+        if let Some(value) = value {
+            *slot = Some(normalize_string(&value)).filter(|s| !s.is_empty());
         }
     }
 
     policy.deny_reason_code =
-        non_empty_string(raw.get("deny_reason_code"), format_args!("{field}.deny_reason_code"), errors);
+        non_empty_string(deny_reason_code.as_ref(), format_args!("{field}.deny_reason_code"), errors);
     policy.deny_reason_message =
-        non_empty_string(raw.get("deny_reason_message"), format_args!("{field}.deny_reason_message"), errors);
+        non_empty_string(deny_reason_message.as_ref(), format_args!("{field}.deny_reason_message"), errors);
 
-    match raw.swap_remove("conditions").unwrap_or(Value::Null) {
+    match conditions.unwrap_or(Value::Null) {
         Value::Null => {}
         Value::Array(conditions) => {
             policy.conditions = Some(validate_conditions(conditions, format_args!("{field}.conditions"), errors));
@@ -477,7 +491,7 @@ fn validate_policy(
         ),
     }
 
-    policy.rules = object_list(raw.swap_remove("rules").unwrap_or(Value::Null), format_args!("{field}.rules"), errors);
+    policy.rules = object_list(rules.unwrap_or(Value::Null), format_args!("{field}.rules"), errors);
     Ok(policy)
 }
 
