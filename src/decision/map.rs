@@ -69,7 +69,9 @@ impl Map {
             return Map { entries, index: None };
         }
         let mut map = Map::with_capacity(entries.len());
-        map.extend(entries);
+        for (key, value) in entries {
+            map.insert(key, value);
+        }
         map
     }
 
@@ -195,6 +197,10 @@ impl std::fmt::Debug for Map {
 
 impl Extend<(Text, Value)> for Map {
     fn extend<I: IntoIterator<Item = (Text, Value)>>(&mut self, items: I) {
+        if self.is_empty() {
+            *self = Map::from_iter(items);
+            return;
+        }
         let items = items.into_iter();
         self.entries.reserve(items.size_hint().0);
         for (key, value) in items {
@@ -205,9 +211,7 @@ impl Extend<(Text, Value)> for Map {
 
 impl FromIterator<(Text, Value)> for Map {
     fn from_iter<I: IntoIterator<Item = (Text, Value)>>(items: I) -> Map {
-        let mut map = Map::default();
-        map.extend(items);
-        map
+        Map::from_entries(items.into_iter().collect())
     }
 }
 
@@ -272,7 +276,9 @@ mod tests {
                     entries[at].0 = "k0".into();
                 }
                 let mut inserted = Map::default();
-                inserted.extend(entries.clone());
+                for (key, value) in entries.clone() {
+                    inserted.insert(key, value);
+                }
                 let built = Map::from_entries(entries);
                 assert_eq!(keys(&built), keys(&inserted), "{len} entries, repeat at {repeat_at:?}");
                 assert_eq!(built, inserted);
