@@ -45,12 +45,17 @@ pub fn normalize_string(value: &Value) -> Text {
 /// Like [`normalize_string`], then Python's `str.lower()` (full Unicode lowercasing).
 pub fn normalize_lower(value: &Value) -> Text {
     let mut s = normalize_string(value);
-    // On ASCII, Python's lower() is ASCII lowercasing, done in place.
-    if s.is_ascii() {
-        s.make_ascii_lowercase();
-        s
-    } else {
+    // Usually already lowercase ASCII: one pass (without early exit, so it
+    // vectorises) to know. On ASCII, Python's lower() is ASCII lowercasing.
+    let (upper, non_ascii) =
+        s.bytes().fold((false, false), |(upper, high), b| (upper | b.is_ascii_uppercase(), high | !b.is_ascii()));
+    if non_ascii {
         Text::from(s.to_lowercase())
+    } else {
+        if upper {
+            s.make_ascii_lowercase();
+        }
+        s
     }
 }
 

@@ -14,6 +14,9 @@ static EMPTY_LIST: Value = Value::Array(Vec::new());
 /// keys (`"a..b"` looks up `""`), lists are not indexed.
 pub fn read_rule_path<'a>(payload: &'a Map, path: Option<&str>) -> &'a Value {
     let Some(path) = path.filter(|p| !p.is_empty()) else { return &Value::Null };
+    if !path.contains('.') {
+        return Value::or_null(payload.get(path));
+    }
     let mut tokens = path.split('.');
     let first = tokens.next().expect("split yields at least one token");
     let mut current = Value::or_null(payload.get(first));
@@ -83,24 +86,41 @@ pub fn evaluate_rules(rules: &[Map], payload: &Map) -> Result<RulesOutcome, Unan
     Ok(outcome)
 }
 
+/// Binds `name = "key"` to the value of each key in an object (`null` when
+/// absent), in one pass over its entries instead of a lookup per key.
+macro_rules! read_fields {
+    ($map:expr => $($name:ident = $key:literal),+ $(,)?) => {
+        $(let mut $name: &Value = &Value::Null;)+
+        for (key, value) in $map.iter() {
+            match key.as_str() {
+                $($key => $name = value,)+
+                _ => {}
+            }
+        }
+    };
+}
+
 fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Result<(), Unanswerable> {
-    let get = |key: &str| Value::or_null(rule.get(key));
-    let rule_key = to_str(get("rule_key").or(&Value::Str("rule".into())));
-    let definition = match get("rule_definition") {
+    static DEFAULT_RULE_KEY: Value = Value::Str(Text::const_new("rule"));
+    read_fields!(rule => rule_key = "rule_key", rule_definition = "rule_definition",
+        rule_reason_code = "reason_code", rule_reason_message = "reason_message");
+    let rule_key = to_str(rule_key.or(&DEFAULT_RULE_KEY));
+    let definition = match rule_definition {
         v if !v.is_truthy() => Cow::Owned(Map::default()),
         v => python_dict(v, "rule_definition")?,
     };
-    let def = |key: &str| Value::or_null(definition.get(key));
-    let rule_type = normalize_lower(def("type"));
-    let reason_code = match get("reason_code").or(def("reason_code")) {
+    read_fields!(definition => kind = "type", reason_code = "reason_code", message = "message", field = "field",
+        fields = "fields", max = "max", values = "values");
+    let rule_type = normalize_lower(kind);
+    let reason_code = match rule_reason_code.or(reason_code) {
         v if v.is_truthy() => to_str(v),
         _ => format!("{rule_key}_denied").into(),
     };
-    let reason_message = match get("reason_message").or(def("message")) {
+    let reason_message = match rule_reason_message.or(message) {
         v if v.is_truthy() => to_str(v),
         _ => Text::const_new("Policy rule denied the request."),
     };
-    let field_path = Some(normalize_string(def("field"))).filter(|s| !s.is_empty());
+    let field_path = Some(normalize_string(field)).filter(|s| !s.is_empty());
 
     let mut failure =
         |event_message: &'static str, code: &str, message: Text, reason_field: Option<Text>, details: Map| {
@@ -125,7 +145,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
 
     let failed_event = match rule_type.as_str() {
         "required_fields" => {
-            let fields = python_iter(def("fields").or(&EMPTY_LIST), "rule_definition.fields")?;
+            let fields = python_iter(fields.or(&EMPTY_LIST), "rule_definition.fields")?;
             let missing: Vec<Value> = fields
                 .iter()
                 .map(to_str)
@@ -143,7 +163,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
                     Unanswerable::new("rule_definition.max", "an integer beyond the float range cannot be compared")
                 })
             };
-            let max = to_float(def("max"))?;
+            let max = to_float(max)?;
             let current = to_float(read_rule_path(payload, field_path.as_deref()))?;
             let float_or_null = |f: Option<f64>| f.map_or(Value::Null, Value::Float);
             match (current, max) {
@@ -175,7 +195,7 @@ fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Resul
             }
         }
         "allowed_values" => {
-            let allowed = python_iter(def("values").or(&EMPTY_LIST), "rule_definition.values")?;
+            let allowed = python_iter(values.or(&EMPTY_LIST), "rule_definition.values")?;
             let current = read_rule_path(payload, field_path.as_deref());
             (!allowed.contains(current)).then(|| {
                 let details = Map::from_iter([
