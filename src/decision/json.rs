@@ -429,13 +429,29 @@ fn write_float(out: &mut String, f: f64) {
 
 /// Python's string escaping with `ensure_ascii=False`: only the quote, the
 /// backslash and characters below U+0020 are escaped.
+#[inline]
 pub fn write_string(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
+    match first_special(s.as_bytes()) {
+        None => {
+            out.reserve(s.len() + 2);
+            out.push('"');
+            out.push_str(s);
+            out.push('"');
+        }
+        Some(first) => write_escaped_string(out, s, first),
+    }
+}
+
+/// [`write_string`] for a string with a byte to escape at `first`: whole runs
+/// between such bytes are copied as they are.
+#[cold]
+fn write_escaped_string(out: &mut String, s: &str, first: usize) {
+    out.reserve(s.len() + 8);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    // Copy whole runs between the (rare) bytes that need an escape.
-    while let Some(offset) = first_special(&bytes[start..]) {
+    let mut next = Some(first);
+    while let Some(offset) = next {
         let i = start + offset;
         out.push_str(&s[start..i]);
         match bytes[i] {
@@ -451,6 +467,7 @@ pub fn write_string(out: &mut String, s: &str) {
             }
         }
         start = i + 1;
+        next = first_special(&bytes[start..]);
     }
     out.push_str(&s[start..]);
     out.push('"');
