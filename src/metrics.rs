@@ -7,6 +7,7 @@
 //! gets its own label for the first [`MAX_OBJECT_TYPES`] seen and `other`
 //! after that. No workspace, principal, key or ctx_id is ever a label.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 
@@ -18,6 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::decision::Decision;
+use crate::decision::validate::OPERATIONS;
 use crate::mutations::Mode;
 
 /// Distinct `object_type` label values before the rest are counted as `other`.
@@ -41,7 +43,8 @@ pub enum ModeLabel {
 pub struct DecisionLabels {
     pub decision: DecisionLabel,
     pub object_type: String,
-    pub operation: String,
+    /// One of Kernite's six operations (validation refuses any other).
+    pub operation: Cow<'static, str>,
     pub mode: ModeLabel,
 }
 
@@ -50,7 +53,7 @@ pub struct RpcLabels {
     /// `Evaluate`, `ExecuteWithEvidence`, … or `POST /v1/execute`, ….
     pub method: &'static str,
     /// The gRPC code name (`OK`, `INVALID_ARGUMENT`, …) or the HTTP status.
-    pub status: String,
+    pub status: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -181,7 +184,7 @@ impl Metrics {
                 Decision::Denied => DecisionLabel::denied,
             },
             object_type: self.object_type_label(object_type),
-            operation: operation.to_owned(),
+            operation: operation_label(operation),
             mode: if mode == Mode::Observe { ModeLabel::observe } else { ModeLabel::enforce },
         };
         self.decisions.get_or_create(&labels).inc();
@@ -199,7 +202,7 @@ impl Metrics {
         "other".to_owned()
     }
 
-    pub fn rpc(&self, method: &'static str, status: String, seconds: f64) {
+    pub fn rpc(&self, method: &'static str, status: Cow<'static, str>, seconds: f64) {
         self.rpc_duration.get_or_create(&RpcLabels { method, status }).observe(seconds);
     }
 
@@ -243,6 +246,15 @@ impl Metrics {
 /// The content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The operation as a label without allocating: validated requests carry
+/// one of Kernite's six.
+fn operation_label(operation: &str) -> Cow<'static, str> {
+    match OPERATIONS.iter().find(|known| **known == operation) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(operation.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +274,7 @@ mod tests {
     fn the_exposition_names_every_family_with_the_governance_prefix() {
         let metrics = Metrics::new();
         metrics.decision(Decision::Denied, "invoice", "create", Mode::Enforce);
-        metrics.rpc("Evaluate", "OK".into(), 0.0002);
+        metrics.rpc("Evaluate", Cow::Borrowed("OK"), 0.0002);
         metrics.mutation_failure("23505");
         let text = metrics.render();
         assert!(text.contains(

@@ -6,6 +6,7 @@
 //! its trace id on the span and in the evidence row; the answer carries the
 //! `x-ctx-id` the evidence row and Kernite's response also hold.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use tonic::Status;
@@ -98,7 +99,7 @@ impl RpcSpan {
     /// Closes the span of an HTTP call with its status and latency.
     pub fn finish_http(self, status: http::StatusCode) {
         self.span.record("status", status.as_u16());
-        self.close(status.as_u16().to_string(), status.is_server_error().then_some(""));
+        self.close(Cow::Owned(status.as_u16().to_string()), status.is_server_error().then_some(""));
     }
 
     /// Closes the span with the call's status and latency, and answers: the
@@ -117,7 +118,7 @@ impl RpcSpan {
             }
             _ => None,
         };
-        self.close(grpc_code_name(code).to_owned(), failure);
+        self.close(Cow::Borrowed(grpc_code_name(code)), failure);
         match result {
             Ok(answer) => {
                 let mut response = tonic::Response::new(answer);
@@ -139,7 +140,7 @@ impl RpcSpan {
 impl RpcSpan {
     /// The end of every call, whatever its transport: latency on the span and
     /// in the histogram, and one log line (a warning for a server-side failure).
-    fn close(&self, status: String, failure: Option<&str>) {
+    fn close(&self, status: Cow<'static, str>, failure: Option<&str>) {
         let elapsed = self.started.elapsed();
         self.span.record("latency_us", elapsed.as_micros() as u64);
         metrics().rpc(self.method, status, elapsed.as_secs_f64());

@@ -12,7 +12,8 @@ use super::python::{IntError, normalize_lower, normalize_string, to_int};
 use super::record::{object, optional_str};
 use super::value::{Map, Text, Value};
 
-const ALLOWED_OPERATIONS: &str = "activate, archive, associate, create, delete, update";
+/// The operations Kernite accepts, in the order its error message lists them.
+pub const OPERATIONS: [&str; 6] = ["activate", "archive", "associate", "create", "delete", "update"];
 
 /// One validation error, as Kernite reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,8 +186,12 @@ pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation
     }
     if operation.is_empty() {
         errors.push("operation", ErrorCode::Required, "operation is required.");
-    } else if !ALLOWED_OPERATIONS.split(", ").any(|allowed| allowed == operation) {
-        errors.push("operation", ErrorCode::InvalidValue, format!("operation must be one of: {ALLOWED_OPERATIONS}"));
+    } else if !OPERATIONS.contains(&operation.as_str()) {
+        errors.push(
+            "operation",
+            ErrorCode::InvalidValue,
+            format!("operation must be one of: {}", OPERATIONS.join(", ")),
+        );
     }
 
     let payload = match take(payload) {
