@@ -172,6 +172,26 @@ impl Map {
     }
 }
 
+/// Binds the named fields of an object in one pass over its entries, instead
+/// of a lookup per field (a map has no repeated keys, so both read the same).
+/// Each `name`, or `name = "key"` where the key is not a Rust name, becomes an
+/// `Option` of its value: owned when given the map, borrowed when given
+/// `map.iter()`. Other keys are skipped.
+macro_rules! fields {
+    ($entries:expr => $($name:ident $(= $key:literal)?),+ $(,)?) => {
+        $(let mut $name = None;)+
+        for (key, value) in $entries {
+            match key.as_str() {
+                $(fields!(@key $name $($key)?) => $name = Some(value),)+
+                _ => {}
+            }
+        }
+    };
+    (@key $name:ident $key:literal) => { $key };
+    (@key $name:ident) => { stringify!($name) };
+}
+pub(crate) use fields;
+
 /// `map["key"]`, for tests and code that knows the key is there; panics otherwise.
 impl std::ops::Index<&str> for Map {
     type Output = Value;

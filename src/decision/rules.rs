@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use super::Unanswerable;
+use super::map::fields;
 use super::python::{FloatError, kernite_to_float, normalize_lower, normalize_string, to_str};
 use super::record::{Reason, RuleEvent, RuleStatus};
 use super::value::{Map, Text, Value, float_greater};
@@ -86,37 +87,24 @@ pub fn evaluate_rules(rules: &[Map], payload: &Map) -> Result<RulesOutcome, Unan
     Ok(outcome)
 }
 
-/// Binds `name = "key"` to the value of each key in an object (`null` when
-/// absent), in one pass over its entries instead of a lookup per key.
-macro_rules! read_fields {
-    ($map:expr => $($name:ident = $key:literal),+ $(,)?) => {
-        $(let mut $name: &Value = &Value::Null;)+
-        for (key, value) in $map.iter() {
-            match key.as_str() {
-                $($key => $name = value,)+
-                _ => {}
-            }
-        }
-    };
-}
-
 fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Result<(), Unanswerable> {
     static DEFAULT_RULE_KEY: Value = Value::Str(Text::const_new("rule"));
-    read_fields!(rule => rule_key = "rule_key", rule_definition = "rule_definition",
-        rule_reason_code = "reason_code", rule_reason_message = "reason_message");
-    let rule_key = to_str(rule_key.or(&DEFAULT_RULE_KEY));
-    let definition = match rule_definition {
+    fields!(rule.iter() => rule_key, rule_definition, rule_reason_code = "reason_code",
+        rule_reason_message = "reason_message");
+    let rule_key = to_str(Value::or_null(rule_key).or(&DEFAULT_RULE_KEY));
+    let definition = match Value::or_null(rule_definition) {
         v if !v.is_truthy() => Cow::Owned(Map::default()),
         v => python_dict(v, "rule_definition")?,
     };
-    read_fields!(definition => kind = "type", reason_code = "reason_code", message = "message", field = "field",
-        fields = "fields", max = "max", values = "values");
+    fields!(definition.iter() => kind = "type", reason_code, message, field, fields, max, values);
+    let [kind, reason_code, message, field, fields, max, values] =
+        [kind, reason_code, message, field, fields, max, values].map(Value::or_null);
     let rule_type = normalize_lower(kind);
-    let reason_code = match rule_reason_code.or(reason_code) {
+    let reason_code = match Value::or_null(rule_reason_code).or(reason_code) {
         v if v.is_truthy() => to_str(v),
         _ => format!("{rule_key}_denied").into(),
     };
-    let reason_message = match rule_reason_message.or(message) {
+    let reason_message = match Value::or_null(rule_reason_message).or(message) {
         v if v.is_truthy() => to_str(v),
         _ => Text::const_new("Policy rule denied the request."),
     };

@@ -8,6 +8,7 @@
 use std::fmt::Display;
 
 use super::Unanswerable;
+use super::map::fields;
 use super::python::{IntError, normalize_lower, normalize_string, to_int};
 use super::record::{object, optional_str};
 use super::value::{Map, Text, Value};
@@ -144,22 +145,6 @@ impl Errors {
     }
 }
 
-/// Moves the named fields out of an object in one pass over its entries,
-/// each as an `Option<Value>` bound to a variable of its name; other keys
-/// are dropped. (One pass instead of a lookup per field: a map has no
-/// repeated keys, so the two read the same.)
-macro_rules! take_fields {
-    ($map:expr => $($name:ident),+ $(,)?) => {
-        $(let mut $name: Option<Value> = None;)+
-        for (key, value) in $map {
-            match key.as_str() {
-                $(stringify!($name) => $name = Some(value),)+
-                _ => {}
-            }
-        }
-    };
-}
-
 /// Validates a request body as Kernite 0.1.6 does. The body is consumed:
 /// its payload, attributes and policies move into the result uncopied.
 pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation, Unanswerable> {
@@ -171,7 +156,7 @@ pub fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation
             Map::default()
         }
     };
-    take_fields!(body => workspace_id, object_type, operation, payload, principal, resource, context, policy_context);
+    fields!(body => workspace_id, object_type, operation, payload, principal, resource, context, policy_context);
     let take = |field: Option<Value>| field.unwrap_or(Value::Null);
 
     let workspace_id = normalize_string(&take(workspace_id));
@@ -312,7 +297,7 @@ pub fn policy_context(raw: Map) -> Result<Result<PolicyContextInput, Vec<FieldEr
 }
 
 fn validate_policy_context(raw: Map, errors: &mut Errors) -> Result<PolicyContextInput, Unanswerable> {
-    take_fields!(raw => governed, policy_selection_reason_code, governed_scopes, selected_policies, default_policy,
+    fields!(raw => governed, policy_selection_reason_code, governed_scopes, selected_policies, default_policy,
         validation_rules, guardrail_result, no_policy_decision, no_policy_reason_code, no_policy_message,
         previous_trace_hash, combining_algorithm, trace_domain);
     let take = |field: Option<Value>| field.unwrap_or(Value::Null);
@@ -430,7 +415,7 @@ fn validate_policy_context(raw: Map, errors: &mut Errors) -> Result<PolicyContex
 }
 
 fn validate_policy(raw: Map, field: std::fmt::Arguments<'_>, errors: &mut Errors) -> Result<PolicyInput, Unanswerable> {
-    take_fields!(raw => policy_key, effect, policy_version, version, priority, policy_id, policy_version_id,
+    fields!(raw => policy_key, effect, policy_version, version, priority, policy_id, policy_version_id,
         policy_name, deny_reason_code, deny_reason_message, conditions, rules);
     let mut policy = PolicyInput {
         policy_key: non_empty_string(policy_key.as_ref(), format_args!("{field}.policy_key"), errors),
