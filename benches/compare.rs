@@ -1,4 +1,4 @@
-//! The performance table of the README, measured side by side in one run.
+//! The performance table of `docs/performance.md`, measured side by side in one run.
 //!
 //! `cargo bench --bench compare` (needs python3 with `pip install kernite==0.1.6`,
 //! and the PostgreSQL server package for pgbench and the private database).
@@ -17,6 +17,9 @@
 //!
 //! Only calls answered OK (grpc-status 0) are counted; any other answer is
 //! reported and fails the run.
+
+// libc for CPU accounting (clock ticks, children's rusage) and signals.
+#![allow(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -324,7 +327,7 @@ async fn load<F, Fut>(
 ) -> Measured
 where
     F: Fn(GovernanceClient<Channel>, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: Future<Output = bool> + Send,
 {
     let mut channels = Vec::new();
     for _ in 0..connections {
@@ -376,8 +379,7 @@ where
 
 fn evaluate_call(
     text: Arc<String>,
-) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync
-{
+) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync {
     move |mut client, _| {
         let request = EvaluateRequest {
             body: Some(evaluate_request::Body::RequestJson(text.as_ref().clone())),
@@ -389,8 +391,7 @@ fn evaluate_call(
 
 fn invoice_call(
     text: Arc<String>,
-) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync
-{
+) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync {
     move |mut client, n| {
         let request = ExecuteWithEvidenceRequest {
             body: Some(execute_with_evidence_request::Body::RequestJson(text.as_ref().clone())),

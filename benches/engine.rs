@@ -32,13 +32,13 @@ fn engine(c: &mut Criterion) {
             std::fs::read_to_string(format!("{}/benches/requests/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let parsed = json::parse(&text).unwrap();
         group.bench_function(format!("execute/{name}"), |b| {
-            b.iter_batched(|| parsed.clone(), decide, BatchSize::SmallInput)
+            b.iter_batched(|| parsed.clone(), decide, BatchSize::SmallInput);
         });
         group.bench_function(format!("parse+execute/{name}"), |b| {
-            b.iter(|| decide(json::parse(black_box(&text)).unwrap()))
+            b.iter(|| decide(json::parse(black_box(&text)).unwrap()));
         });
         group.bench_function(format!("parse+execute+render/{name}"), |b| {
-            b.iter(|| decide(json::parse(black_box(&text)).unwrap()).record.response_json())
+            b.iter(|| decide(json::parse(black_box(&text)).unwrap()).record.response_json());
         });
     }
     group.finish();

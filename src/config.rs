@@ -1,21 +1,49 @@
-//! Command line, environment and config file, resolved once into typed settings.
+//! Command line, environment and config file, resolved once into typed
+//! settings grouped by subsystem.
 //!
 //! Every setting has a flag and a `GOVERNANCE_…` variable; `--config FILE`
 //! names a TOML file with the same keys (snake_case). A flag or variable wins
-//! over the file, and the file over the default.
+//! over the file, and the file over the default. Each default is one
+//! `DEFAULT_…` constant below, which both the help text and the resolver use.
 
-use std::net::SocketAddr;
+use std::fmt::Display;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::evidence::DatabaseSettings;
 use crate::evidence::redact::DEFAULT_KEY_PATTERNS;
-use crate::mutations::Mode;
 use crate::server::tls::TlsFiles;
+use crate::vocabulary::Mode;
+
+/// A sidecar talks to its own pod: loopback by default.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
+pub const DEFAULT_TLS_RELOAD_MS: u64 = 5_000;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_CONCURRENCY_LIMIT: usize = 1024;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_SHUTDOWN_DELAY_MS: u64 = 0;
+pub const DEFAULT_POLICY_BUNDLE_POLL_MS: u64 = 1_000;
+pub const DEFAULT_POOL_SIZE: usize = 16;
+pub const DEFAULT_POOL_WAIT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_HEALTH_SERVICE: &str = "governance.v1.Governance";
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 2_000;
+
+/// Polling faster than this only burns CPU.
+const MIN_TLS_RELOAD_MS: u64 = 100;
+const MIN_POLICY_BUNDLE_POLL_MS: u64 = 10;
+
+/// A flag's help, ending with its default as clap shows defaults.
+fn defaulted(help: &str, default: impl Display) -> String {
+    format!("{help} [default: {default}]")
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,14 +74,15 @@ pub enum Command {
     /// Ask a running sidecar's grpc.health.v1 service; exit 0 when SERVING.
     /// For container health checks where there is no shell or grpc_health_probe.
     Health {
-        /// The sidecar's gRPC address.
-        #[arg(long, default_value = "127.0.0.1:50051")]
+        #[arg(long, default_value_t = DEFAULT_LISTEN, help = "The sidecar's gRPC address.")]
         address: SocketAddr,
-        /// The service to ask about; empty for the server as a whole.
-        #[arg(long, default_value = "governance.v1.Governance")]
+        #[arg(
+            long,
+            default_value = DEFAULT_HEALTH_SERVICE,
+            help = "The service to ask about; empty for the server as a whole."
+        )]
         service: String,
-        /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = DEFAULT_HEALTH_TIMEOUT_MS, help = "Give up after this many milliseconds.")]
         timeout_ms: u64,
     },
     /// Apply the embedded schema migrations (safe with concurrent starters).
@@ -84,7 +113,7 @@ pub struct DevArgs {
     pub serve: ServeArgs,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -92,9 +121,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings of `serve`. Every field is optional here so that flags,
-/// environment and file can be layered; [`ServeArgs::resolve`] applies defaults.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+/// Settings of `serve`, as flags, variables and file keys. Every field is
+/// optional so that the three can be layered; [`ServeArgs::resolve`] applies
+/// the defaults.
+#[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys).
@@ -102,8 +132,9 @@ pub struct ServeArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address of the gRPC listener. A sidecar talks to its own pod: loopback by default. [default: 127.0.0.1:50051]
-    #[arg(long, env = "GOVERNANCE_LISTEN")]
+    // ---- listening
+    #[arg(long, env = "GOVERNANCE_LISTEN", help = defaulted(
+        "Address of the gRPC listener. A sidecar talks to its own pod: loopback by default.", DEFAULT_LISTEN))]
     pub listen: Option<SocketAddr>,
 
     /// Optional second listener that serves grpc.health.v1 only, e.g. `0.0.0.0:50052`:
@@ -124,43 +155,47 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// How often the TLS files are checked for replacement, in milliseconds. [default: 5000]
-    #[arg(long, env = "GOVERNANCE_TLS_RELOAD_MS")]
+    #[arg(long, env = "GOVERNANCE_TLS_RELOAD_MS", help = defaulted(
+        "How often the TLS files are checked for replacement, in milliseconds.", DEFAULT_TLS_RELOAD_MS))]
     pub tls_reload_ms: Option<u64>,
 
-    /// Largest request message accepted, in bytes. [default: 4194304]
-    #[arg(long, env = "GOVERNANCE_MAX_MESSAGE_BYTES")]
+    // ---- limits
+    #[arg(long, env = "GOVERNANCE_MAX_MESSAGE_BYTES", help = defaulted(
+        "Largest request message accepted, in bytes.", DEFAULT_MAX_MESSAGE_BYTES))]
     pub max_message_bytes: Option<usize>,
 
-    /// Governance calls processed at once across all connections; more wait (health checks never do). [default: 1024]
-    #[arg(long, env = "GOVERNANCE_CONCURRENCY_LIMIT")]
+    #[arg(long, env = "GOVERNANCE_CONCURRENCY_LIMIT", help = defaulted(
+        "Governance calls processed at once across all connections; more wait (health checks never do).",
+        DEFAULT_CONCURRENCY_LIMIT))]
     pub concurrency_limit: Option<usize>,
 
-    /// Upper bound on any call, in milliseconds, on top of the client's own deadline. [default: 30000]
-    #[arg(long, env = "GOVERNANCE_REQUEST_TIMEOUT_MS")]
+    #[arg(long, env = "GOVERNANCE_REQUEST_TIMEOUT_MS", help = defaulted(
+        "Upper bound on any call, in milliseconds, on top of the client's own deadline.",
+        DEFAULT_REQUEST_TIMEOUT_MS))]
     pub request_timeout_ms: Option<u64>,
 
-    /// HTTP/2 keepalive ping interval, in milliseconds. [default: 30000]
-    #[arg(long, env = "GOVERNANCE_KEEPALIVE_INTERVAL_MS")]
+    #[arg(long, env = "GOVERNANCE_KEEPALIVE_INTERVAL_MS", help = defaulted(
+        "HTTP/2 keepalive ping interval, in milliseconds.", DEFAULT_KEEPALIVE_INTERVAL_MS))]
     pub keepalive_interval_ms: Option<u64>,
 
-    /// How long to wait for a keepalive ping's answer, in milliseconds. [default: 10000]
-    #[arg(long, env = "GOVERNANCE_KEEPALIVE_TIMEOUT_MS")]
+    #[arg(long, env = "GOVERNANCE_KEEPALIVE_TIMEOUT_MS", help = defaulted(
+        "How long to wait for a keepalive ping's answer, in milliseconds.", DEFAULT_KEEPALIVE_TIMEOUT_MS))]
     pub keepalive_timeout_ms: Option<u64>,
 
-    /// After SIGTERM/SIGINT, health reports NOT_SERVING for this long, in
-    /// milliseconds, before the listener closes and in-flight calls drain. [default: 0]
-    #[arg(long, env = "GOVERNANCE_SHUTDOWN_DELAY_MS")]
+    #[arg(long, env = "GOVERNANCE_SHUTDOWN_DELAY_MS", help = defaulted(
+        "After SIGTERM/SIGINT, health reports NOT_SERVING for this long, in milliseconds, \
+         before the listener closes and in-flight calls drain.", DEFAULT_SHUTDOWN_DELAY_MS))]
     pub shutdown_delay_ms: Option<u64>,
 
+    // ---- process
     /// Tokio worker threads. [default: the number of CPUs]
     #[arg(long, env = "GOVERNANCE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 
-    /// Log format. [default: text]
-    #[arg(long, env = "GOVERNANCE_LOG_FORMAT", value_enum)]
+    #[arg(long, env = "GOVERNANCE_LOG_FORMAT", value_enum, help = defaulted("Log format.", "text"))]
     pub log_format: Option<LogFormat>,
 
+    // ---- database
     /// PostgreSQL URL for ExecuteWithEvidence, e.g. postgresql://sidecar@127.0.0.1/app. Without it only Evaluate is served.
     #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -170,140 +205,130 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
 
+    #[arg(long, env = "GOVERNANCE_POOL_SIZE", help = defaulted("Database connections in the pool.", DEFAULT_POOL_SIZE))]
+    pub pool_size: Option<usize>,
+
+    #[arg(long, env = "GOVERNANCE_POOL_WAIT_TIMEOUT_MS", help = defaulted(
+        "How long a call waits for a database connection, in milliseconds; then it fails with UNAVAILABLE.",
+        DEFAULT_POOL_WAIT_TIMEOUT_MS))]
+    pub pool_wait_timeout_ms: Option<u64>,
+
+    #[arg(long, env = "GOVERNANCE_MIGRATE", num_args = 0..=1, default_missing_value = "true",
+        help = defaulted("Apply pending migrations before serving.", false))]
+    pub migrate: Option<bool>,
+
+    #[arg(long, env = "GOVERNANCE_STATEMENT_TIMEOUT_MS", help = defaulted(
+        "Longest a database statement may run, in milliseconds; a mutation over it is rolled back.",
+        DEFAULT_STATEMENT_TIMEOUT_MS))]
+    pub statement_timeout_ms: Option<u64>,
+
+    #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE", help = defaulted(
+        "PEM CA certificate(s) to verify Postgres with when the URL's sslmode is not `disable`.", "system roots"))]
+    pub database_ca_file: Option<PathBuf>,
+
+    // ---- policies
     /// Kernite policy bundle (`kernite.policy.bundle.v1`) to decide with: policies
     /// come from the operator, not the request. Reloaded when the file changes.
     #[arg(long, env = "GOVERNANCE_POLICY_BUNDLE")]
     pub policy_bundle: Option<PathBuf>,
 
-    /// How often the policy bundle file is checked for changes, in milliseconds. [default: 1000]
-    #[arg(long, env = "GOVERNANCE_POLICY_BUNDLE_POLL_MS")]
+    #[arg(long, env = "GOVERNANCE_POLICY_BUNDLE_POLL_MS", help = defaulted(
+        "How often the policy bundle file is checked for changes, in milliseconds.", DEFAULT_POLICY_BUNDLE_POLL_MS))]
     pub policy_bundle_poll_ms: Option<u64>,
 
-    /// With a policy bundle, decide a request that carries its own `policy_context`
-    /// with it instead of refusing the request. [default: false]
-    #[arg(long, env = "GOVERNANCE_ALLOW_REQUEST_POLICIES", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "GOVERNANCE_ALLOW_REQUEST_POLICIES", num_args = 0..=1, default_missing_value = "true",
+        help = defaulted("With a policy bundle, decide a request that carries its own `policy_context` \
+         with it instead of refusing the request.", false))]
     pub allow_request_policies: Option<bool>,
 
+    // ---- evidence
     /// TOML file declaring the mutations callers may name (see README).
     #[arg(long, env = "GOVERNANCE_MUTATIONS")]
     pub mutations: Option<PathBuf>,
 
-    /// Database connections in the pool. [default: 16]
-    #[arg(long, env = "GOVERNANCE_POOL_SIZE")]
-    pub pool_size: Option<usize>,
-
-    /// How long a call waits for a database connection, in milliseconds; then it fails with UNAVAILABLE. [default: 2000]
-    #[arg(long, env = "GOVERNANCE_POOL_WAIT_TIMEOUT_MS")]
-    pub pool_wait_timeout_ms: Option<u64>,
-
-    /// Apply pending migrations before serving. [default: false]
-    #[arg(long, env = "GOVERNANCE_MIGRATE", num_args = 0..=1, default_missing_value = "true")]
-    pub migrate: Option<bool>,
-
-    /// Longest a database statement may run, in milliseconds; a mutation over it is rolled back. [default: 5000]
-    #[arg(long, env = "GOVERNANCE_STATEMENT_TIMEOUT_MS")]
-    pub statement_timeout_ms: Option<u64>,
-
-    /// PEM CA certificate(s) to verify Postgres with when the URL's sslmode is not `disable`. [default: system roots]
-    #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
-    pub database_ca_file: Option<PathBuf>,
-
-    /// Mode of mutations that do not set their own: enforce, observe or skip. [default: enforce]
-    #[arg(long, env = "GOVERNANCE_MODE", value_enum)]
+    #[arg(long, env = "GOVERNANCE_MODE", value_parser = str::parse::<Mode>, help = defaulted(
+        "Mode of mutations that do not set their own: enforce, observe or skip.", Mode::default()))]
     pub mode: Option<Mode>,
 
     /// Request paths whose values are masked in stored evidence, comma-separated (e.g. payload.card_number).
     #[arg(long, env = "GOVERNANCE_REDACT_PATHS", value_delimiter = ',')]
     pub redact_paths: Option<Vec<String>>,
 
-    /// Key-name patterns masked anywhere in stored evidence, comma-separated, case-insensitive, `*` wildcard.
-    /// [default: password,passwd,secret,*_secret,token,*_token,api_key,authorization,card_number,cvv]
-    #[arg(long, env = "GOVERNANCE_REDACT_KEYS", value_delimiter = ',')]
+    #[arg(long, env = "GOVERNANCE_REDACT_KEYS", value_delimiter = ',', help = defaulted(
+        "Key-name patterns masked anywhere in stored evidence, comma-separated, case-insensitive, `*` wildcard.",
+        DEFAULT_KEY_PATTERNS.join(",")))]
     pub redact_keys: Option<Vec<String>>,
 }
 
 impl ServeArgs {
-    /// Fills each unset setting from `other`.
-    fn or(self, other: ServeArgs) -> ServeArgs {
-        ServeArgs {
-            config: self.config.or(other.config),
-            listen: self.listen.or(other.listen),
-            health_listen: self.health_listen.or(other.health_listen),
-            tls_cert: self.tls_cert.or(other.tls_cert),
-            tls_key: self.tls_key.or(other.tls_key),
-            tls_client_ca: self.tls_client_ca.or(other.tls_client_ca),
-            tls_reload_ms: self.tls_reload_ms.or(other.tls_reload_ms),
-            max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
-            concurrency_limit: self.concurrency_limit.or(other.concurrency_limit),
-            request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
-            keepalive_interval_ms: self.keepalive_interval_ms.or(other.keepalive_interval_ms),
-            keepalive_timeout_ms: self.keepalive_timeout_ms.or(other.keepalive_timeout_ms),
-            shutdown_delay_ms: self.shutdown_delay_ms.or(other.shutdown_delay_ms),
-            log_format: self.log_format.or(other.log_format),
-            worker_threads: self.worker_threads.or(other.worker_threads),
-            database_url: self.database_url.or(other.database_url),
-            database_url_file: self.database_url_file.or(other.database_url_file),
-            mutations: self.mutations.or(other.mutations),
-            policy_bundle: self.policy_bundle.or(other.policy_bundle),
-            policy_bundle_poll_ms: self.policy_bundle_poll_ms.or(other.policy_bundle_poll_ms),
-            allow_request_policies: self.allow_request_policies.or(other.allow_request_policies),
-            pool_size: self.pool_size.or(other.pool_size),
-            pool_wait_timeout_ms: self.pool_wait_timeout_ms.or(other.pool_wait_timeout_ms),
-            migrate: self.migrate.or(other.migrate),
-            statement_timeout_ms: self.statement_timeout_ms.or(other.statement_timeout_ms),
-            database_ca_file: self.database_ca_file.or(other.database_ca_file),
-            mode: self.mode.or(other.mode),
-            redact_paths: self.redact_paths.or(other.redact_paths),
-            redact_keys: self.redact_keys.or(other.redact_keys),
-        }
+    /// Fills each setting unset here from `under`. Both are read as tables of
+    /// their set keys, so no list of fields is kept here to fall out of date.
+    fn over(self, under: ServeArgs) -> anyhow::Result<ServeArgs> {
+        let config = self.config.clone().or(under.config.clone());
+        let mut merged = toml::Table::try_from(&under)?;
+        merged.extend(toml::Table::try_from(&self)?);
+        Ok(ServeArgs { config, ..merged.try_into()? })
     }
 
     /// Layers the config file under the flags and applies the defaults.
     pub fn resolve(self) -> anyhow::Result<ServerSettings> {
-        let merged = match &self.config {
+        let set = match &self.config {
             Some(path) => {
                 let file = read_config_file(path)?;
-                self.or(file)
+                self.over(file)?
             }
             None => self,
         };
         let ms = Duration::from_millis;
         Ok(ServerSettings {
-            listen: merged.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
-            health_listen: merged.health_listen,
-            tls: match (merged.tls_cert, merged.tls_key) {
-                (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: merged.tls_client_ca }),
-                (None, None) if merged.tls_client_ca.is_none() => None,
-                _ => anyhow::bail!("TLS needs both tls_cert and tls_key (and tls_client_ca needs them too)"),
+            listen: ListenSettings {
+                address: set.listen.unwrap_or(DEFAULT_LISTEN),
+                health_address: set.health_listen,
+                tls: match (set.tls_cert, set.tls_key) {
+                    (Some(cert), Some(key)) => Some(TlsSettings {
+                        files: TlsFiles { cert, key, client_ca: set.tls_client_ca },
+                        reload: ms(set.tls_reload_ms.unwrap_or(DEFAULT_TLS_RELOAD_MS).max(MIN_TLS_RELOAD_MS)),
+                    }),
+                    (None, None) if set.tls_client_ca.is_none() => None,
+                    _ => anyhow::bail!("TLS needs both tls_cert and tls_key (and tls_client_ca needs them too)"),
+                },
             },
-            tls_reload: ms(merged.tls_reload_ms.unwrap_or(5_000).max(100)),
-            max_message_bytes: merged.max_message_bytes.unwrap_or(4 * 1024 * 1024),
-            concurrency_limit: merged.concurrency_limit.unwrap_or(1024).max(1),
-            request_timeout: ms(merged.request_timeout_ms.unwrap_or(30_000)),
-            keepalive_interval: ms(merged.keepalive_interval_ms.unwrap_or(30_000)),
-            keepalive_timeout: ms(merged.keepalive_timeout_ms.unwrap_or(10_000)),
-            shutdown_delay: ms(merged.shutdown_delay_ms.unwrap_or(0)),
-            log_format: merged.log_format.unwrap_or_default(),
-            worker_threads: merged.worker_threads.filter(|&n| n > 0),
-            database: database_url(merged.database_url, merged.database_url_file.as_deref())?.map(|url| {
-                DatabaseSettings {
-                    url,
-                    pool_size: merged.pool_size.unwrap_or(16).max(1),
-                    wait_timeout: ms(merged.pool_wait_timeout_ms.unwrap_or(2_000)),
-                    statement_timeout: ms(merged.statement_timeout_ms.unwrap_or(5_000)),
-                    ca_file: merged.database_ca_file,
-                }
+            limits: Limits {
+                max_message_bytes: set.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+                concurrency_limit: set.concurrency_limit.unwrap_or(DEFAULT_CONCURRENCY_LIMIT).max(1),
+                request_timeout: ms(set.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS)),
+                keepalive_interval: ms(set.keepalive_interval_ms.unwrap_or(DEFAULT_KEEPALIVE_INTERVAL_MS)),
+                keepalive_timeout: ms(set.keepalive_timeout_ms.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT_MS)),
+                shutdown_delay: ms(set.shutdown_delay_ms.unwrap_or(DEFAULT_SHUTDOWN_DELAY_MS)),
+            },
+            process: ProcessSettings {
+                log_format: set.log_format.unwrap_or_default(),
+                worker_threads: set.worker_threads.filter(|&n| n > 0),
+            },
+            database: database_url(set.database_url, set.database_url_file.as_deref())?.map(|url| DatabaseSettings {
+                url,
+                pool_size: set.pool_size.unwrap_or(DEFAULT_POOL_SIZE).max(1),
+                wait_timeout: ms(set.pool_wait_timeout_ms.unwrap_or(DEFAULT_POOL_WAIT_TIMEOUT_MS)),
+                statement_timeout: ms(set.statement_timeout_ms.unwrap_or(DEFAULT_STATEMENT_TIMEOUT_MS)),
+                ca_file: set.database_ca_file,
             }),
-            mutations: merged.mutations,
-            policy_bundle: merged.policy_bundle,
-            policy_bundle_poll: ms(merged.policy_bundle_poll_ms.unwrap_or(1_000).max(10)),
-            allow_request_policies: merged.allow_request_policies.unwrap_or(false),
-            migrate: merged.migrate.unwrap_or(false),
-            mode: merged.mode.unwrap_or_default(),
-            redact_paths: merged.redact_paths.unwrap_or_default(),
-            redact_keys: merged
-                .redact_keys
-                .unwrap_or_else(|| DEFAULT_KEY_PATTERNS.iter().map(|k| (*k).to_owned()).collect()),
+            migrate: set.migrate.unwrap_or(false),
+            policies: set.policy_bundle.map(|bundle| PolicySettings {
+                bundle,
+                poll: ms(set
+                    .policy_bundle_poll_ms
+                    .unwrap_or(DEFAULT_POLICY_BUNDLE_POLL_MS)
+                    .max(MIN_POLICY_BUNDLE_POLL_MS)),
+                allow_request_policies: set.allow_request_policies.unwrap_or(false),
+            }),
+            evidence: EvidenceSettings {
+                mutations: set.mutations,
+                mode: set.mode.unwrap_or_default(),
+                redact_paths: set.redact_paths.unwrap_or_default(),
+                redact_keys: set
+                    .redact_keys
+                    .unwrap_or_else(|| DEFAULT_KEY_PATTERNS.iter().map(|k| (*k).to_owned()).collect()),
+            },
         })
     }
 }
@@ -326,37 +351,86 @@ fn read_config_file(path: &Path) -> anyhow::Result<ServeArgs> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-/// The resolved settings of the gRPC server.
+/// The resolved settings of `serve`, by subsystem.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub listen: SocketAddr,
-    pub health_listen: Option<SocketAddr>,
-    /// TLS (mutual when a client CA is set) on the service port.
-    pub tls: Option<TlsFiles>,
-    pub tls_reload: Duration,
-    pub max_message_bytes: usize,
-    pub concurrency_limit: usize,
-    pub request_timeout: Duration,
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
-    pub shutdown_delay: Duration,
-    pub log_format: LogFormat,
-    pub worker_threads: Option<usize>,
+    pub listen: ListenSettings,
+    pub limits: Limits,
+    pub process: ProcessSettings,
+    /// Without a database only Evaluate is served.
     pub database: Option<DatabaseSettings>,
-    pub mutations: Option<PathBuf>,
-    pub policy_bundle: Option<PathBuf>,
-    pub policy_bundle_poll: Duration,
-    pub allow_request_policies: bool,
+    /// Apply pending migrations before serving.
     pub migrate: bool,
-    pub mode: Mode,
-    pub redact_paths: Vec<String>,
-    pub redact_keys: Vec<String>,
+    /// The operator's policy bundle; without one, requests bring their own policies.
+    pub policies: Option<PolicySettings>,
+    pub evidence: EvidenceSettings,
 }
 
 impl Default for ServerSettings {
     fn default() -> ServerSettings {
         ServeArgs::default().resolve().expect("defaults need no file")
     }
+}
+
+/// Where the service listens, and how.
+#[derive(Debug, Clone)]
+pub struct ListenSettings {
+    pub address: SocketAddr,
+    /// A second listener serving grpc.health.v1 only.
+    pub health_address: Option<SocketAddr>,
+    /// TLS (mutual when a client CA is set) on the service port.
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub files: TlsFiles,
+    /// How often the files are read again.
+    pub reload: Duration,
+}
+
+/// Bounds on what callers may ask of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub concurrency_limit: usize,
+    pub request_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// How long health reports NOT_SERVING before the listener closes.
+    pub shutdown_delay: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        ServerSettings::default().limits
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    pub log_format: LogFormat,
+    /// Tokio worker threads; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub bundle: PathBuf,
+    pub poll: Duration,
+    /// Whether a request's own `policy_context` is used instead of refused.
+    pub allow_request_policies: bool,
+}
+
+/// What the operator lets callers write, and how its evidence is kept.
+#[derive(Debug, Clone)]
+pub struct EvidenceSettings {
+    /// The registry of mutations; none: no mutation may be named.
+    pub mutations: Option<PathBuf>,
+    /// Mode of mutations that set none (and whose bundle scope sets none).
+    pub mode: Mode,
+    pub redact_paths: Vec<String>,
+    pub redact_keys: Vec<String>,
 }
 
 #[cfg(test)]
@@ -371,9 +445,9 @@ mod tests {
         std::fs::write(&file, "listen = \"127.0.0.1:6000\"\nconcurrency_limit = 7\n").unwrap();
         let cli = ServeArgs { config: Some(file), concurrency_limit: Some(9), ..ServeArgs::default() };
         let settings = cli.resolve().unwrap();
-        assert_eq!(settings.listen, "127.0.0.1:6000".parse().unwrap());
-        assert_eq!(settings.concurrency_limit, 9);
-        assert_eq!(settings.max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(settings.listen.address, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(settings.limits.concurrency_limit, 9);
+        assert_eq!(settings.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
     }
 
     #[test]
@@ -403,10 +477,11 @@ mod tests {
             let Command::Serve(serve) = cli.command else { panic!("not serve") };
             serve.resolve().unwrap()
         };
-        let bare = parse(&["--migrate", "--allow-request-policies"]);
-        assert!(bare.migrate && bare.allow_request_policies);
-        let explicit = parse(&["--migrate", "false", "--allow-request-policies=false"]);
-        assert!(!explicit.migrate && !explicit.allow_request_policies);
+        let allows = |settings: &ServerSettings| settings.policies.as_ref().unwrap().allow_request_policies;
+        let bare = parse(&["--policy-bundle", "b.json", "--migrate", "--allow-request-policies"]);
+        assert!(bare.migrate && allows(&bare));
+        let explicit = parse(&["--policy-bundle", "b.json", "--migrate", "false", "--allow-request-policies=false"]);
+        assert!(!explicit.migrate && !allows(&explicit));
         assert!(!parse(&[]).migrate);
     }
 
@@ -418,5 +493,33 @@ mod tests {
         std::fs::write(&file, "listne = \"127.0.0.1:6000\"\n").unwrap();
         let cli = ServeArgs { config: Some(file), ..ServeArgs::default() };
         assert!(cli.resolve().is_err());
+    }
+
+    #[test]
+    fn every_file_key_layers_under_the_flags() {
+        let scratch = tempfile::tempdir().unwrap();
+        let file = scratch.path().join("sidecar.toml");
+        let keys = "listen = \"127.0.0.1:6001\"\nmode = \"observe\"\nredact_keys = [\"pin\"]\n\
+                    policy_bundle = \"b.json\"\nallow_request_policies = true\npool_size = 3\n\
+                    database_url = \"postgresql://a@db/x\"\nlog_format = \"json\"\n";
+        std::fs::write(&file, keys).unwrap();
+        let flags = ServeArgs { config: Some(file), mode: Some(Mode::Skip), ..ServeArgs::default() };
+        let settings = flags.resolve().unwrap();
+        assert_eq!(settings.listen.address, "127.0.0.1:6001".parse().unwrap());
+        assert_eq!(settings.evidence.mode, Mode::Skip, "the flag wins");
+        assert_eq!(settings.evidence.redact_keys, ["pin"]);
+        assert!(settings.policies.unwrap().allow_request_policies);
+        assert_eq!(settings.database.unwrap().pool_size, 3);
+        assert_eq!(settings.process.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn an_unknown_mode_is_refused_on_the_command_line_and_in_the_file() {
+        assert!(Cli::try_parse_from(["governance-sidecar", "serve", "--mode", "audit"]).is_err());
+        let scratch = tempfile::tempdir().unwrap();
+        let file = scratch.path().join("sidecar.toml");
+        std::fs::write(&file, "mode = \"Enforce\"\n").unwrap();
+        let error = ServeArgs { config: Some(file), ..ServeArgs::default() }.resolve().unwrap_err();
+        assert!(format!("{error:#}").contains("is not a mode"), "{error:#}");
     }
 }

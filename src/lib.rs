@@ -4,16 +4,21 @@
 //! Data flows one way: [`api`] decodes a call and encodes its answer,
 //! [`decision`] decides (pure), [`evidence`] records and writes. The
 //! operator's inputs sit beside them: [`policies`] (which policies decide)
-//! and [`mutations`] (which writes callers may ask for).
+//! and [`mutations`] (which writes callers may ask for). The words they share
+//! are in [`vocabulary`]; what each error becomes on the wire, in [`error`].
+//! [`config`] and [`server`] wire them together. `docs/architecture.md`
+//! follows one call through these files.
 
 pub mod api;
 pub mod config;
 mod ctx_id;
 pub mod decision;
+pub mod error;
 pub mod evidence;
 pub mod metrics;
 pub mod mutations;
 pub mod policies;
-mod poll;
 pub mod proto;
+pub mod reload;
 pub mod server;
+pub mod vocabulary;

@@ -14,7 +14,6 @@ use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate};
 use governance_sidecar::mutations::Registry;
-use governance_sidecar::policies::PolicySource;
 use governance_sidecar::server;
 
 /// mimalloc: about a quarter less CPU per decision than glibc malloc on our
@@ -37,36 +36,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let settings = (*args).resolve()?;
-            init_logging(settings.log_format);
-            runtime(&settings)?.block_on(async {
-                let shutdown = server::termination_signal();
-                let api = api_for(&settings, None).await?;
-                let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-                server::serve(listener, &settings, api, shutdown).await
-            })?;
+            init_logging(settings.process.log_format);
+            serve(&settings, None)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
-            let DevArgs { data_dir, postgres_port, mut serve } = *args;
-            if serve.database_url.is_some() || serve.database_url_file.is_some() {
+            let DevArgs { data_dir, postgres_port, serve: mut args } = *args;
+            if args.database_url.is_some() || args.database_url_file.is_some() {
                 anyhow::bail!("`dev` starts its own PostgreSQL; use `serve` with --database-url for another one");
             }
-            init_logging(serve.clone().resolve()?.log_format);
-            // The server is tied to this (the main) thread, which lives as long as we do.
             let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("governance-sidecar-dev"));
             let data_dir = std::path::absolute(&data_dir)?;
             let postgres = LocalPostgres::start(&data_dir, postgres_port, true)?;
+            args.database_url = Some(postgres.url("postgres"));
+            args.migrate = Some(true);
+            let settings = args.resolve()?;
+            init_logging(settings.process.log_format);
             tracing::info!(url = postgres.url("postgres"), data_dir = %data_dir.display(), "private PostgreSQL is up");
-            serve.database_url = Some(postgres.url("postgres"));
-            serve.migrate = Some(true);
-            let settings = serve.resolve()?;
-            let example = settings.mutations.is_none().then_some(EXAMPLE_MUTATIONS);
-            runtime(&settings)?.block_on(async {
-                let shutdown = server::termination_signal();
-                let api = api_for(&settings, example).await?;
-                let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-                server::serve(listener, &settings, api, shutdown).await
-            })?;
+            let example = settings.evidence.mutations.is_none().then_some(EXAMPLE_MUTATIONS);
+            serve(&settings, example)?;
             drop(postgres);
             Ok(ExitCode::SUCCESS)
         }
@@ -90,12 +78,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn runtime(settings: &ServerSettings) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = settings.worker_threads {
-        builder.worker_threads(threads);
+/// Serves until SIGTERM or SIGINT, on a runtime of the configured size.
+/// The server is tied to this (the main) thread, which lives as long as we do.
+fn serve(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.process.worker_threads {
+        runtime.worker_threads(threads);
     }
-    builder.enable_all().build()
+    runtime.enable_all().build()?.block_on(async {
+        let shutdown = server::termination_signal();
+        let api = api_for(settings, example).await?;
+        let listener = tokio::net::TcpListener::bind(settings.listen.address).await?;
+        server::serve(listener, settings, api, shutdown).await
+    })
 }
 
 /// The service, with an evidence store when a database is configured.
@@ -108,7 +103,8 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
     if settings.migrate {
         migrate(&database.url, database.ca_file.as_deref()).await?;
     }
-    let registry = match (&settings.mutations, example) {
+    let evidence = &settings.evidence;
+    let registry = match (&evidence.mutations, example) {
         (Some(path), _) => Registry::load(path)?,
         (None, Some(example)) => {
             connect_once(&database.url, database.ca_file.as_deref()).await?.batch_execute(EXAMPLE_SCHEMA).await?;
@@ -116,17 +112,17 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
         }
         (None, None) => Registry::default(),
     };
-    let redactor = Redactor::new(&settings.redact_paths, &settings.redact_keys)?;
-    Ok(GovernanceApi::with_evidence(EvidenceStore::connect(database, registry, settings.mode, redactor).await?))
+    let redactor = Redactor::new(&evidence.redact_paths, &evidence.redact_keys)?;
+    Ok(GovernanceApi::with_evidence(EvidenceStore::connect(database, registry, evidence.mode, redactor).await?))
 }
 
 /// The service as configured: evidence store, then the operator's policy bundle.
 async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
     let api = governed_writes(settings, example).await?;
-    let Some(path) = &settings.policy_bundle else { return Ok(api) };
-    let policies = Arc::new(PolicySource::load(path)?);
-    Arc::clone(&policies).watch(settings.policy_bundle_poll);
-    Ok(api.with_policies(policies, settings.allow_request_policies))
+    let Some(policies) = &settings.policies else { return Ok(api) };
+    let source = Arc::new(governance_sidecar::policies::load(&policies.bundle)?);
+    Arc::clone(&source).watch(policies.poll);
+    Ok(api.with_policies(source, policies.allow_request_policies))
 }
 
 /// The invoice example that `dev` serves unless --mutations is given.

@@ -9,43 +9,43 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::{LazyLock, Mutex};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::decision::Decision;
 use crate::decision::validate::OPERATIONS;
-use crate::mutations::Mode;
+use crate::vocabulary::{Decision, Mode, Outcome};
 
 /// Distinct `object_type` label values before the rest are counted as `other`.
 pub const MAX_OBJECT_TYPES: usize = 100;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum DecisionLabel {
-    approved,
-    denied,
+/// The vocabulary's words are label values as they are spelled everywhere.
+macro_rules! word_labels {
+    ($($word:ty),+) => {$(
+        impl EncodeLabelValue for $word {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )+};
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum ModeLabel {
-    enforce,
-    observe,
-}
+word_labels!(Decision, Mode, Outcome);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    pub decision: DecisionLabel,
+    pub decision: Decision,
     pub object_type: String,
     /// One of Kernite's six operations (validation refuses any other).
     pub operation: Cow<'static, str>,
-    pub mode: ModeLabel,
+    /// `enforce` or `observe` (skip mode decides nothing).
+    pub mode: Mode,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,14 +54,6 @@ pub struct RpcLabels {
     pub method: &'static str,
     /// The gRPC code name (`OK`, `INVALID_ARGUMENT`, …) or the HTTP status.
     pub status: Cow<'static, str>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Outcome {
-    applied,
-    not_applied,
-    error,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,13 +171,10 @@ impl Metrics {
 
     pub fn decision(&self, decision: Decision, object_type: &str, operation: &str, mode: Mode) {
         let labels = DecisionLabels {
-            decision: match decision {
-                Decision::Approved => DecisionLabel::approved,
-                Decision::Denied => DecisionLabel::denied,
-            },
+            decision,
             object_type: self.object_type_label(object_type),
             operation: operation_label(operation),
-            mode: if mode == Mode::Observe { ModeLabel::observe } else { ModeLabel::enforce },
+            mode,
         };
         self.decisions.get_or_create(&labels).inc();
     }

@@ -26,36 +26,13 @@ use serde::Deserialize;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::decision::{Map, NormalizedRequest, Value};
+use crate::vocabulary::Mode;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
     #[serde(default)]
     mutations: Vec<MutationSpec>,
-}
-
-/// How the operator runs governance for a mutation, as Kernite's
-/// `evaluate_execute_controlled` defines the modes. Never the caller's choice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The decision gates the write.
-    #[default]
-    Enforce,
-    /// The real decision is recorded; the write goes through regardless.
-    Observe,
-    /// Nothing is evaluated; the write goes through and the evidence says so.
-    Skip,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Observe => "observe",
-            Mode::Skip => "skip",
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,11 +135,11 @@ pub struct Mutation {
 impl Mutation {
     /// Whether a parameter takes this built-in (the evidence id forces the
     /// mutation to wait for the evidence row).
-    pub fn uses_builtin(&self, builtin: Builtin) -> bool {
+    pub(crate) fn uses_builtin(&self, builtin: Builtin) -> bool {
         self.params.iter().any(|p| p.source == Source::Builtin(builtin))
     }
 
-    pub fn param_types(&self, statement: &Statement) -> Vec<Type> {
+    pub(crate) fn param_types(&self, statement: &Statement) -> Vec<Type> {
         statement.params.iter().map(|&i| self.params[i].kind.sql_type()).collect()
     }
 }
@@ -305,7 +282,7 @@ fn bind_named(sql: &str, params: &[Param]) -> anyhow::Result<Statement> {
 
 /// A bound parameter value, typed as its declaration says.
 #[derive(Debug, Clone)]
-pub enum SqlValue {
+pub(crate) enum SqlValue {
     Null,
     Text(String),
     Bigint(i64),
@@ -348,7 +325,7 @@ pub enum BindError {
 }
 
 /// What built-ins resolve to for one call.
-pub struct Builtins<'a> {
+pub(crate) struct Builtins<'a> {
     pub request: &'a NormalizedRequest,
     pub ctx_id: &'a str,
     pub trace_hash: &'a str,
@@ -357,7 +334,7 @@ pub struct Builtins<'a> {
 
 impl Mutation {
     /// Refuses caller parameters the operator did not declare as caller-supplied.
-    pub fn check_caller_params(&self, caller: &Map) -> Result<(), BindError> {
+    pub(crate) fn check_caller_params(&self, caller: &Map) -> Result<(), BindError> {
         for name in caller.keys() {
             if !self.params.iter().any(|p| p.name == *name && p.source == Source::Caller) {
                 return Err(BindError::NotCallerSupplied(name.to_string()));
@@ -367,7 +344,7 @@ impl Mutation {
     }
 
     /// The values of every parameter, in declaration order.
-    pub fn bind(&self, builtins: &Builtins<'_>, caller: &Map) -> Result<Vec<SqlValue>, BindError> {
+    pub(crate) fn bind(&self, builtins: &Builtins<'_>, caller: &Map) -> Result<Vec<SqlValue>, BindError> {
         self.params
             .iter()
             .map(|param| {
@@ -455,7 +432,7 @@ fn convert(param: &Param, value: Value) -> Result<SqlValue, BindError> {
 }
 
 /// Our value as serde_json's, for `jsonb` parameters and columns.
-pub fn to_serde(value: &Value) -> serde_json::Value {
+pub(crate) fn to_serde(value: &Value) -> serde_json::Value {
     use crate::decision::json::{Layout, to_string};
     // Our writer emits valid JSON for every finite value; serde_json reads it back.
     serde_json::from_str(&to_string(value, Layout::Canonical)).unwrap_or(serde_json::Value::Null)

@@ -1,6 +1,6 @@
 //! The generated wire types of `proto/governance/v1/governance.proto`.
 
-#![allow(clippy::all, missing_docs)]
+#![allow(clippy::all, missing_docs, unused_qualifications, rust_2018_idioms)]
 
 pub mod governance {
     pub mod v1 {

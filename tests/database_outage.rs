@@ -11,10 +11,11 @@ use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
-use governance_sidecar::mutations::{Mode, Registry};
+use governance_sidecar::mutations::Registry;
 use governance_sidecar::proto::{
     EvaluateRequest, ExecuteWithEvidenceRequest, MutationCall, evaluate_request, execute_with_evidence_request,
 };
+use governance_sidecar::vocabulary::Mode;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 

@@ -38,11 +38,13 @@ fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts() {
         ..ServeArgs::default()
     };
     let settings = args.resolve().expect("deploy/kubernetes/sidecar.toml");
-    assert!(settings.listen.ip().is_loopback(), "Governance must stay on loopback in the pod");
-    assert_eq!(settings.health_listen.map(|a| a.port()), Some(50052), "the probes in deployment.yaml dial 50052");
-    assert_eq!(settings.mutations.as_deref(), Some(Path::new("/etc/governance/mutations/mutations.toml")));
-    assert_eq!(settings.policy_bundle.as_deref(), Some(Path::new("/etc/governance/policy/policy-bundle.json")));
-    assert!(!settings.allow_request_policies, "in the cluster, policies come from the operator only");
+    assert!(settings.listen.address.ip().is_loopback(), "Governance must stay on loopback in the pod");
+    let probes = settings.listen.health_address.map(|a| a.port());
+    assert_eq!(probes, Some(50052), "the probes in deployment.yaml dial 50052");
+    assert_eq!(settings.evidence.mutations.as_deref(), Some(Path::new("/etc/governance/mutations/mutations.toml")));
+    let policies = settings.policies.expect("the cluster decides with the operator's bundle");
+    assert_eq!(policies.bundle, Path::new("/etc/governance/policy/policy-bundle.json"));
+    assert!(!policies.allow_request_policies, "in the cluster, policies come from the operator only");
 }
 
 #[test]

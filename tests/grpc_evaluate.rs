@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::ServerSettings;
+use governance_sidecar::config::{Limits, ServerSettings};
 use governance_sidecar::proto::{Decision, EvaluateRequest, ExecuteRequest, Principal, evaluate_request::Body};
 use prost_types::{Struct, Value as ProtoValue, value::Kind};
 use tonic::Code;
@@ -244,7 +244,10 @@ async fn malformed_bodies_are_invalid_argument_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn messages_over_the_size_limit_are_refused() {
-    let settings = ServerSettings { max_message_bytes: 64 * 1024, ..ServerSettings::default() };
+    let settings = ServerSettings {
+        limits: Limits { max_message_bytes: 64 * 1024, ..Limits::default() },
+        ..ServerSettings::default()
+    };
     let server = TestServer::start(settings, GovernanceApi::new()).await;
     let mut client = server.client().await;
     let big = invoice_request_json(&format!("1, \"note\": \"{}\"", "x".repeat(100 * 1024)));
@@ -311,7 +314,10 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
 #[tokio::test]
 async fn shutdown_reports_not_serving_then_finishes() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-    let settings = ServerSettings { shutdown_delay: Duration::from_millis(500), ..ServerSettings::default() };
+    let settings = ServerSettings {
+        limits: Limits { shutdown_delay: Duration::from_millis(500), ..Limits::default() },
+        ..ServerSettings::default()
+    };
     let mut server = TestServer::start(settings, GovernanceApi::new()).await;
     let mut health = HealthClient::new(server.channel().await);
     let mut client = server.client().await;

@@ -13,7 +13,8 @@ use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{Value, record::object};
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
-use governance_sidecar::mutations::{Mode, Registry};
+use governance_sidecar::mutations::Registry;
+use governance_sidecar::vocabulary::Mode;
 
 fn corpus() -> Vec<Value> {
     let path = std::env::var_os("GOVERNANCE_CONFORMANCE_CORPUS").map(PathBuf::from).unwrap_or_else(|| {

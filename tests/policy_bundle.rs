@@ -12,8 +12,8 @@ use common::TestServer;
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
 use governance_sidecar::decision::json::{self, Layout};
-use governance_sidecar::decision::{self, Value};
-use governance_sidecar::policies::{PolicyBundle, PolicySource};
+use governance_sidecar::decision::{self, Map, Value};
+use governance_sidecar::policies::{self, PolicyBundle, PolicySource};
 use governance_sidecar::proto::{Decision, EvaluateRequest, evaluate_request::Body};
 use tonic::Code;
 
@@ -26,7 +26,7 @@ fn corpus_cases() -> Vec<Value> {
 
 /// A bundle saying what `policy_context` said, if a bundle can say it: selected
 /// policies (each with its own key) for the request's scope, governed.
-fn bundle_for(request: &governance_sidecar::decision::Map) -> Option<String> {
+fn bundle_for(request: &Map) -> Option<String> {
     let context = request.get("policy_context")?.as_object()?;
     if context.keys().any(|k| k != "selected_policies" && k != "governed") {
         return None;
@@ -143,7 +143,7 @@ fn evaluate(amount: i64, policy_context: Option<&str>) -> EvaluateRequest {
 }
 
 async fn server_with(path: &Path, poll: Duration, allow_request_policies: bool) -> (TestServer, Arc<PolicySource>) {
-    let policies = Arc::new(PolicySource::load(path).unwrap());
+    let policies = Arc::new(policies::load(path).unwrap());
     Arc::clone(&policies).watch(poll);
     let api = GovernanceApi::new().with_policies(Arc::clone(&policies), allow_request_policies);
     (TestServer::start(ServerSettings::default(), api).await, policies)
@@ -215,7 +215,7 @@ async fn a_request_with_its_own_policies_is_refused_in_bundle_mode() {
 #[test]
 fn a_bundle_that_does_not_load_stops_start_up() {
     let volume = ConfigMapVolume::new("startup", "{\"schema_version\": \"kernite.policy.bundle.v1\", \"policies\": 3}");
-    let error = PolicySource::load(&volume.path()).err().expect("an invalid bundle must not load").to_string();
+    let error = policies::load(&volume.path()).err().expect("an invalid bundle must not load").to_string();
     assert!(error.contains("policies: must be an array"), "{error}");
 }
 
@@ -229,7 +229,7 @@ async fn reloads_are_counted_in_the_metrics() {
     };
     let (successes, failures) = (reloads("success"), reloads("failure"));
     let mut volume = ConfigMapVolume::new("metrics", &limit_bundle(1000));
-    let source = PolicySource::load(&volume.path()).unwrap();
+    let source = policies::load(&volume.path()).unwrap();
     volume.update(&limit_bundle(10));
     source.reload();
     volume.update("{not json");

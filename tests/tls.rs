@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::ServerSettings;
+use governance_sidecar::config::{ListenSettings, ServerSettings, TlsSettings};
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::{EvaluateRequest, evaluate_request::Body};
 use governance_sidecar::server::tls::TlsFiles;
@@ -54,7 +54,10 @@ fn server_files(dir: &Path, server: &Authority, client_ca: Option<&Authority>) -
 }
 
 async fn start(files: TlsFiles, reload: Duration) -> TestServer {
-    let settings = ServerSettings { tls: Some(files), tls_reload: reload, ..ServerSettings::default() };
+    let settings = ServerSettings {
+        listen: ListenSettings { tls: Some(TlsSettings { files, reload }), ..ServerSettings::default().listen },
+        ..ServerSettings::default()
+    };
     TestServer::start(settings, GovernanceApi::new()).await
 }
 

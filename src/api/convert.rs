@@ -4,20 +4,17 @@ use prost_types::value::Kind;
 
 use super::error::ApiError;
 use crate::decision::json::{self, Layout};
-use crate::decision::record::{Decision, DecisionRecord, Reason};
+use crate::decision::record::{DecisionRecord, Reason};
 use crate::decision::{Map, Text, Value};
-use crate::evidence::audit::{
-    DEFAULT_PAGE_SIZE, EvidenceFilter, EvidenceKey, MAX_PAGE_SIZE, PageToken, StoredEvidence,
-};
-use crate::evidence::{Execution, MutationResult};
-use crate::mutations::Mode;
+use crate::evidence::MutationResult;
 use crate::proto;
+use crate::vocabulary::{Decision, Mode};
 
 /// Doubles in this range that are whole numbers enter the engine as JSON integers.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0; // 2^53
 
 /// The Kernite request body carried by either form of the `body` oneof.
-pub fn request_body(body: Option<proto::evaluate_request::Body>) -> Result<Value, ApiError> {
+pub(super) fn request_body(body: Option<proto::evaluate_request::Body>) -> Result<Value, ApiError> {
     match body.ok_or(ApiError::MissingBody)? {
         proto::evaluate_request::Body::Request(request) => typed_request(request),
         proto::evaluate_request::Body::RequestJson(text) => json::parse(&text).map_err(ApiError::BadJson),
@@ -25,7 +22,7 @@ pub fn request_body(body: Option<proto::evaluate_request::Body>) -> Result<Value
 }
 
 /// ExecuteWithEvidence carries the same oneof as Evaluate.
-pub fn evaluate_body(body: proto::execute_with_evidence_request::Body) -> proto::evaluate_request::Body {
+pub(super) fn evaluate_body(body: proto::execute_with_evidence_request::Body) -> proto::evaluate_request::Body {
     use proto::execute_with_evidence_request::Body;
     match body {
         Body::Request(request) => proto::evaluate_request::Body::Request(request),
@@ -35,7 +32,7 @@ pub fn evaluate_body(body: proto::execute_with_evidence_request::Body) -> proto:
 
 /// The typed form as the JSON body Kernite would receive. Empty strings
 /// stand for absent ones: Kernite treats both as missing.
-pub fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> {
+pub(super) fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> {
     let mut body = Map::default();
     body.insert("workspace_id".into(), Value::str(request.workspace_id));
     if let Some(principal) = request.principal {
@@ -62,11 +59,11 @@ pub fn typed_request(request: proto::ExecuteRequest) -> Result<Value, ApiError> 
     Ok(Value::Object(body))
 }
 
-pub fn from_struct(s: prost_types::Struct, field: &str) -> Result<Value, ApiError> {
+pub(super) fn from_struct(s: prost_types::Struct, field: &str) -> Result<Value, ApiError> {
     map_from_struct(s, field).map(Value::Object)
 }
 
-pub fn map_from_struct(s: prost_types::Struct, field: &str) -> Result<Map, ApiError> {
+pub(super) fn map_from_struct(s: prost_types::Struct, field: &str) -> Result<Map, ApiError> {
     let mut map = Map::with_capacity(s.fields.len());
     for (key, value) in s.fields {
         map.insert(key.into(), from_proto_value(value, field)?);
@@ -93,7 +90,7 @@ fn from_proto_value(value: prost_types::Value, field: &str) -> Result<Value, Api
 
 /// A value for a typed response field. Integers beyond 2^53 lose precision
 /// here, as any double would; `response_json` keeps them exact.
-pub fn to_proto_value(value: &Value) -> prost_types::Value {
+pub(super) fn to_proto_value(value: &Value) -> prost_types::Value {
     use num_traits::ToPrimitive;
     let kind = match value {
         Value::Null => Kind::NullValue(0),
@@ -110,7 +107,7 @@ pub fn to_proto_value(value: &Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-pub fn to_struct(map: &Map) -> prost_types::Struct {
+pub(super) fn to_struct(map: &Map) -> prost_types::Struct {
     prost_types::Struct { fields: map.iter().map(|(k, v)| (k.to_string(), to_proto_value(v))).collect() }
 }
 
@@ -133,7 +130,7 @@ fn reason(reason: &Reason) -> proto::Reason {
     }
 }
 
-pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
+pub(super) fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
     proto::EvaluateResponse {
         decision: match record.decision {
             Decision::Approved => proto::Decision::Approved,
@@ -158,122 +155,20 @@ pub fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
     }
 }
 
-fn proto_mode(mode: Mode) -> proto::Mode {
-    match mode {
-        Mode::Enforce => proto::Mode::Enforce,
-        Mode::Observe => proto::Mode::Observe,
-        Mode::Skip => proto::Mode::Skip,
+impl From<Mode> for proto::Mode {
+    fn from(mode: Mode) -> proto::Mode {
+        match mode {
+            Mode::Enforce => proto::Mode::Enforce,
+            Mode::Observe => proto::Mode::Observe,
+            Mode::Skip => proto::Mode::Skip,
+        }
     }
 }
 
-fn mutation_result(result: &MutationResult) -> proto::MutationResult {
+pub(super) fn mutation_result(result: &MutationResult) -> proto::MutationResult {
     proto::MutationResult {
         rows_affected: result.rows_affected,
         returning: result.returning.iter().map(to_struct).collect(),
-    }
-}
-
-pub fn execute_response(
-    record: Option<&DecisionRecord>,
-    mode: Mode,
-    execution: &Execution,
-) -> proto::ExecuteWithEvidenceResponse {
-    proto::ExecuteWithEvidenceResponse {
-        decision: record.map(evaluate_response),
-        evidence_id: execution.evidence_id,
-        mutation_applied: execution.mutation_applied,
-        mutation_result: execution.result.as_ref().map(mutation_result),
-        replayed: execution.replayed,
-        mode: proto_mode(mode).into(),
-    }
-}
-
-/// The row to read, from a GetEvidence request.
-pub fn evidence_key(request: proto::GetEvidenceRequest) -> Result<EvidenceKey, ApiError> {
-    use proto::get_evidence_request::Key;
-    let required = |value: String, name: &str| {
-        if value.is_empty() { Err(ApiError::BadAuditRequest(format!("{name} is empty"))) } else { Ok(value) }
-    };
-    Ok(
-        match request.key.ok_or_else(|| {
-            ApiError::BadAuditRequest("set one key: evidence_id, ctx_id, trace_hash or idempotency".into())
-        })? {
-            Key::EvidenceId(id) => EvidenceKey::Id(id),
-            Key::CtxId(ctx_id) => EvidenceKey::CtxId(required(ctx_id, "ctx_id")?),
-            Key::TraceHash(hash) => EvidenceKey::TraceHash(required(hash, "trace_hash")?),
-            Key::Idempotency(reference) => EvidenceKey::Idempotency {
-                workspace_id: required(reference.workspace_id, "idempotency.workspace_id")?,
-                idempotency_key: required(reference.idempotency_key, "idempotency.idempotency_key")?,
-            },
-        },
-    )
-}
-
-/// A ListEvidence request's filters, page position and size.
-pub fn evidence_listing(
-    request: proto::ListEvidenceRequest,
-) -> Result<(EvidenceFilter, Option<PageToken>, usize), ApiError> {
-    if request.workspace_id.is_empty() {
-        return Err(ApiError::BadAuditRequest("workspace_id is required".into()));
-    }
-    let decision = match request.decision.as_str() {
-        "" => None,
-        "approved" | "denied" | "skipped" => Some(request.decision),
-        other => {
-            return Err(ApiError::BadAuditRequest(format!("decision {other:?} is not approved, denied or skipped")));
-        }
-    };
-    let non_empty = |s: String| (!s.is_empty()).then_some(s);
-    let after = match request.page_token.as_str() {
-        "" => None,
-        token => Some(
-            PageToken::decode(token)
-                .ok_or_else(|| ApiError::BadAuditRequest("page_token is not one we issued".into()))?,
-        ),
-    };
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n => (n as usize).min(MAX_PAGE_SIZE),
-    };
-    let micros =
-        |t: prost_types::Timestamp| t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000);
-    let filter = EvidenceFilter {
-        workspace_id: request.workspace_id,
-        since_micros: request.since.map(micros),
-        until_micros: request.until.map(micros),
-        decision,
-        object_type: non_empty(request.object_type),
-        operation: non_empty(request.operation),
-    };
-    Ok((filter, after, page_size))
-}
-
-pub fn evidence_record(stored: StoredEvidence) -> proto::EvidenceRecord {
-    proto::EvidenceRecord {
-        evidence_id: stored.id,
-        created_at: Some(prost_types::Timestamp {
-            seconds: stored.created_at_micros.div_euclid(1_000_000),
-            nanos: (stored.created_at_micros.rem_euclid(1_000_000) * 1_000) as i32,
-        }),
-        workspace_id: stored.workspace_id,
-        principal_id: stored.principal_id,
-        object_type: stored.object_type,
-        operation: stored.operation,
-        decision: stored.decision,
-        reason_codes: stored.reason_codes,
-        ctx_id: stored.ctx_id,
-        trace_hash: stored.trace_hash,
-        idempotency_key: stored.idempotency_key,
-        outcome: stored.outcome,
-        mutation_name: stored.mutation_name,
-        mode: proto_mode(stored.mode).into(),
-        error_sqlstate: stored.error_sqlstate,
-        redacted_paths: stored.redacted_paths,
-        policy_bundle_sha256: stored.policy_bundle_sha256,
-        policy_key: stored.policy_key,
-        policy_version: stored.policy_version,
-        response_json: stored.response_json,
-        mutation_result: stored.mutation_result.as_ref().map(mutation_result),
     }
 }
 

@@ -8,10 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-pub struct Deadline {
+use super::error::ApiError;
+
+pub(crate) struct Deadline {
     expires: Option<Instant>,
 }
 
@@ -28,11 +29,10 @@ impl Deadline {
         Deadline { expires: None }
     }
 
-    pub fn check(&self) -> Result<(), Status> {
+    /// Whether the caller is still waiting.
+    pub fn check(&self) -> Result<(), ApiError> {
         match self.expires {
-            Some(expires) if Instant::now() >= expires => {
-                Err(Status::deadline_exceeded("the call's deadline has passed"))
-            }
+            Some(expires) if Instant::now() >= expires => Err(ApiError::DeadlinePassed),
             _ => Ok(()),
         }
     }
@@ -77,7 +77,7 @@ mod tests {
         metadata.insert("grpc-timeout", "1n".parse().unwrap());
         let deadline = Deadline::from_metadata(&metadata);
         std::thread::sleep(Duration::from_micros(10));
-        assert_eq!(deadline.check().unwrap_err().code(), tonic::Code::DeadlineExceeded);
+        assert!(matches!(deadline.check(), Err(ApiError::DeadlinePassed)));
         assert!(Deadline::from_metadata(&MetadataMap::new()).check().is_ok());
     }
 }

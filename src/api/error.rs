@@ -1,4 +1,6 @@
-//! Every way a call can fail, and the one place each becomes a gRPC status.
+//! Every way a call can fail, and how each is written on the wire: the
+//! gRPC status (with bounded details) and the HTTP body. Which gRPC code and
+//! HTTP status an error gets is [`crate::error`]'s table, not this file's.
 
 use std::collections::HashMap;
 
@@ -6,7 +8,9 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::decision::json::{self, JsonError, Layout};
-use crate::decision::{InvalidRequest, Unanswerable};
+use crate::decision::record::object;
+use crate::decision::{InvalidRequest, Unanswerable, Value};
+use crate::error::{ServiceError, ServiceErrorCode, grpc_code_name};
 use crate::evidence::EvidenceError;
 
 /// The error domain named in `google.rpc.ErrorInfo`.
@@ -28,8 +32,12 @@ pub enum ApiError {
     MissingBody,
     #[error("request_json is not valid JSON: {0}")]
     BadJson(JsonError),
+    /// A `google.protobuf.Struct` that JSON cannot hold (NaN, infinities).
     #[error("{0}")]
     BadStruct(String),
+    /// HTTP only: a JSON body of the wrong shape.
+    #[error("{0}")]
+    BadBody(String),
     /// Kernite's status 400, with the ctx_id given to this rejection.
     #[error("Execute payload is invalid.")]
     Invalid { invalid: InvalidRequest, ctx_id: String },
@@ -52,49 +60,61 @@ pub enum ApiError {
     /// HTTP only, with Kernite's message.
     #[error("Invalid JSON payload")]
     NotJson,
-    #[error("{}", .0.message())]
-    DeadlinePassed(Status),
+    #[error("the call's deadline has passed")]
+    DeadlinePassed,
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+}
+
+impl ServiceError for ApiError {
+    fn error_code(&self) -> ServiceErrorCode {
+        match self {
+            ApiError::MissingBody
+            | ApiError::BadJson(_)
+            | ApiError::BadStruct(_)
+            | ApiError::BadBody(_)
+            | ApiError::Invalid { .. }
+            | ApiError::Unanswerable(_)
+            | ApiError::MissingMutation
+            | ApiError::RequestPoliciesRefused
+            | ApiError::BadAuditRequest(_)
+            | ApiError::NotJson => ServiceErrorCode::BadRequest,
+            ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
+            ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,
+            ApiError::DeadlinePassed => ServiceErrorCode::DeadlineExceeded,
+            ApiError::Evidence(error) => error.error_code(),
+        }
+    }
 }
 
 impl From<ApiError> for Status {
     /// Every gRPC answer's status comes through here, so here its message is
     /// bounded: messages can quote what the caller sent (a mutation's name).
     fn from(error: ApiError) -> Status {
-        let status = status_of(error);
-        if status.message().len() <= MAX_MESSAGE_BYTES {
-            return status;
-        }
-        // The details repeat the message (clients check that they agree), so
-        // they are written again around the shorter one.
-        let message = truncate(status.message().to_owned(), MAX_MESSAGE_BYTES);
-        let details = status.get_error_details_vec();
-        Status::with_error_details_vec_and_metadata(status.code(), message, details, status.metadata().clone())
+        let code = error.error_code().grpc();
+        let message = error.to_string();
+        bounded(match error {
+            ApiError::RequestPoliciesRefused => {
+                let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
+                let details = ErrorDetails::with_bad_request(vec![violation]);
+                Status::with_error_details(code, message, details)
+            }
+            ApiError::Invalid { invalid, ctx_id } => invalid_request_status(&invalid, &ctx_id),
+            _ => Status::new(code, message),
+        })
     }
 }
 
-fn status_of(error: ApiError) -> Status {
-    let message = error.to_string();
-    match error {
-        ApiError::MissingBody
-        | ApiError::BadJson(_)
-        | ApiError::BadStruct(_)
-        | ApiError::Unanswerable(_)
-        | ApiError::MissingMutation
-        | ApiError::BadAuditRequest(_) => Status::invalid_argument(message),
-        ApiError::EvidenceNotFound => Status::not_found(message),
-        ApiError::BodyTooLarge(_) => Status::out_of_range(message),
-        ApiError::NotJson => Status::invalid_argument(message),
-        ApiError::RequestPoliciesRefused => {
-            let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
-            let details = ErrorDetails::with_bad_request(vec![violation]);
-            Status::with_error_details(Code::InvalidArgument, message, details)
-        }
-        ApiError::Invalid { invalid, ctx_id } => invalid_request_status(&invalid, &ctx_id),
-        ApiError::Evidence(error) => error.into(),
-        ApiError::DeadlinePassed(status) => status,
+/// The status with its message cut to [`MAX_MESSAGE_BYTES`]. The details
+/// repeat the message (clients check that they agree), so they are written
+/// again around the shorter one.
+fn bounded(status: Status) -> Status {
+    if status.message().len() <= MAX_MESSAGE_BYTES {
+        return status;
     }
+    let message = truncate(status.message().to_owned(), MAX_MESSAGE_BYTES);
+    let details = status.get_error_details_vec();
+    Status::with_error_details_vec_and_metadata(status.code(), message, details, status.metadata().clone())
 }
 
 /// INVALID_ARGUMENT listing Kernite's errors three ways: in the message for
@@ -158,62 +178,20 @@ fn truncate(mut text: String, max: usize) -> String {
 }
 
 /// The HTTP status and JSON body of an error. Kernite's own failures keep
-/// Kernite's bodies (a 400 with its errors, `Invalid JSON payload`); the
-/// sidecar's own carry the gRPC code's name, with the status grpc-gateway uses.
-pub fn http_error(error: ApiError) -> (http::StatusCode, crate::decision::Value) {
-    use crate::decision::Value;
-    use crate::decision::record::object;
-    use http::StatusCode;
-    match error {
-        ApiError::Invalid { invalid, ctx_id } => (StatusCode::BAD_REQUEST, invalid.to_value(&ctx_id)),
-        ApiError::NotJson => (StatusCode::BAD_REQUEST, object([("message", Value::str("Invalid JSON payload"))])),
-        ApiError::BodyTooLarge(_) => {
-            (StatusCode::PAYLOAD_TOO_LARGE, object([("message", Value::str(error.to_string()))]))
-        }
+/// Kernite's bodies (a 400 with its errors, `Invalid JSON payload`, and a
+/// bare message for an oversized body); the sidecar's own carry the gRPC
+/// code's name beside the message.
+pub(crate) fn http_error(error: ApiError) -> (http::StatusCode, Value) {
+    let status = error.error_code().http();
+    let body = match error {
+        ApiError::Invalid { invalid, ctx_id } => invalid.to_value(&ctx_id),
+        ApiError::NotJson | ApiError::BodyTooLarge(_) => object([("message", Value::str(error.to_string()))]),
         other => {
             let status = Status::from(other);
-            let http = match status.code() {
-                Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
-                Code::NotFound => StatusCode::NOT_FOUND,
-                Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-                Code::PermissionDenied => StatusCode::FORBIDDEN,
-                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-                Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-                Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            let body = object([
-                ("message", Value::str(status.message())),
-                ("code", Value::str(grpc_code_name(status.code()))),
-            ]);
-            (http, body)
+            object([("message", Value::str(status.message())), ("code", Value::str(grpc_code_name(status.code())))])
         }
-    }
-}
-
-/// The canonical name of a gRPC code, e.g. `ALREADY_EXISTS`.
-pub fn grpc_code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
+    };
+    (status, body)
 }
 
 #[cfg(test)]
@@ -224,8 +202,7 @@ mod tests {
     fn a_long_message_is_cut_and_its_details_repeat_the_cut_message() {
         let long = format!("{}é", "x".repeat(2000));
         let details = ErrorDetails::with_bad_request(vec![FieldViolation::new("field", "reason")]);
-        let status: Status =
-            ApiError::DeadlinePassed(Status::with_error_details(Code::DeadlineExceeded, long, details)).into();
+        let status = bounded(Status::with_error_details(Code::DeadlineExceeded, long, details));
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert!(status.message().len() <= MAX_MESSAGE_BYTES && status.message().ends_with('…'));
         let repeated = <tonic_types::pb::Status as prost::Message>::decode(status.details()).unwrap();

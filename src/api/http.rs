@@ -15,6 +15,8 @@
 //! and anything else is `404 {"message": "Not found"}`. Bodies are written the
 //! way Python's `json.dumps(body, ensure_ascii=False)` writes them.
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -22,18 +24,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use super::GovernanceApi;
+use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
-use super::telemetry::{CTX_ID_HEADER, RpcSpan};
-use super::{GovernanceApi, WriteCall};
-use crate::ctx_id;
 use crate::decision::json::{self, Layout};
 use crate::decision::record::object;
-use crate::decision::{self, Map, Value};
+use crate::decision::{Map, Value};
 use crate::metrics::metrics;
 
 /// The routes, sharing `api` (and its concurrency limit) with gRPC.
-pub fn router(api: GovernanceApi, max_body_bytes: usize) -> Router {
+pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/execute", post(execute))
@@ -54,7 +55,7 @@ struct HttpState {
 
 /// Kernite's answer to any route it does not serve. gRPC calls to unknown
 /// methods still get gRPC's UNIMPLEMENTED.
-pub async fn not_found(request: Request) -> Response {
+pub(crate) async fn not_found(request: Request) -> Response {
     let is_grpc = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -81,74 +82,61 @@ async fn health() -> Response {
 }
 
 async fn execute(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(_permit) = state.api.permit().await else { return unavailable() };
-    let rpc = RpcSpan::start("POST /v1/execute", traceparent(&headers));
-    let result = async {
-        let body = read_json(body, state.max_body_bytes).await?;
-        state.api.decide_body(body, idempotency_key(&headers).as_deref(), &rpc)
-    }
-    .await;
-    respond(rpc, result.map(|record| (StatusCode::OK, record.response_json())))
+    state
+        .call("POST /v1/execute", &headers, body, async |call, body| {
+            state.api.execute_json(body, idempotency_key(&headers).as_deref(), call)
+        })
+        .await
 }
 
 async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(_permit) = state.api.permit().await else { return unavailable() };
-    let rpc = RpcSpan::start("POST /v1/validate/execute", traceparent(&headers));
-    let result = async {
-        let body = read_json(body, state.max_body_bytes).await?;
-        let ctx_id = ctx_id::random();
-        rpc.record_ctx_id(&ctx_id);
-        let answer = match decision::validate(body, idempotency_key(&headers).as_deref())? {
-            Ok(validation) => decision::valid_body(&validation, &ctx_id),
-            Err(invalid) => invalid.to_value(&ctx_id),
-        };
-        Ok((StatusCode::OK, json::to_string(&answer, Layout::Response)))
-    }
-    .await;
-    respond(rpc, result)
+    state
+        .call("POST /v1/validate/execute", &headers, body, async |call, body| {
+            state.api.validate_json(body, idempotency_key(&headers).as_deref(), call)
+        })
+        .await
 }
 
 async fn execute_with_evidence(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(_permit) = state.api.permit().await else { return unavailable() };
-    let rpc = RpcSpan::start("POST /v1/execute-with-evidence", traceparent(&headers));
-    let result = async {
-        let call = write_call(read_json(body, state.max_body_bytes).await?, idempotency_key(&headers))?;
-        let governed = state.api.govern(call, &Deadline::none(), &rpc).await?;
-        let execution = &governed.execution;
-        let result = execution.result.as_ref().map_or(Value::Null, |result| {
-            object([
-                ("rows_affected", Value::Int(result.rows_affected as i64)),
-                ("returning", Value::Array(result.returning.iter().cloned().map(Value::Object).collect())),
-            ])
-        });
-        let answer = object([
-            ("decision", governed.record.as_ref().map_or(Value::Null, |record| record.to_value())),
-            ("evidence_id", Value::Int(execution.evidence_id)),
-            ("mutation_applied", Value::Bool(execution.mutation_applied)),
-            ("mutation_result", result),
-            ("replayed", Value::Bool(execution.replayed)),
-            ("mode", Value::str(governed.mode.as_str())),
-        ]);
-        Ok((StatusCode::OK, json::to_string(&answer, Layout::Response)))
-    }
-    .await;
-    respond(rpc, result)
+    state
+        .call("POST /v1/execute-with-evidence", &headers, body, async |call, body| {
+            state.api.execute_with_evidence_json(body, idempotency_key(&headers), call).await
+        })
+        .await
 }
 
-/// `{"request": {Kernite's body}, "mutation": {"name": …, "params": {…}}}`.
-fn write_call(body: Value, idempotency_key: Option<String>) -> Result<WriteCall, ApiError> {
-    let Value::Object(mut body) = body else { return Err(ApiError::BadStruct("the body must be an object".into())) };
-    let request = body.shift_remove("request").ok_or(ApiError::MissingBody)?;
-    let Some(Value::Object(mut mutation)) = body.shift_remove("mutation") else {
-        return Err(ApiError::MissingMutation);
-    };
-    let Some(Value::Str(name)) = mutation.shift_remove("name") else { return Err(ApiError::MissingMutation) };
-    let caller_params = match mutation.shift_remove("params") {
-        None | Some(Value::Null) => Map::default(),
-        Some(Value::Object(params)) => params,
-        Some(_) => return Err(ApiError::BadStruct("mutation.params must be an object".into())),
-    };
-    Ok(WriteCall { body: request, idempotency_key, mutation: name.into_string(), caller_params })
+impl HttpState {
+    /// What every HTTP call goes through: its span, a concurrency permit, the
+    /// body read as JSON, the handler, and the answer (200 with the handler's
+    /// JSON, or the error's status and body) carrying `x-ctx-id` when known.
+    async fn call(
+        &self,
+        method: &'static str,
+        headers: &HeaderMap,
+        body: Body,
+        handler: impl AsyncFnOnce(&Call, Value) -> Result<String, ApiError>,
+    ) -> Response {
+        let call = Call::start(method, traceparent(headers), Deadline::none());
+        let _permit = call.permit(&self.api.permits).await;
+        let result = match read_json(body, self.max_body_bytes).await {
+            Ok(body) => handler(&call, body).await,
+            Err(error) => Err(error),
+        };
+        let ctx_id = call.answered_ctx_id(&result).and_then(|c| HeaderValue::from_str(&c).ok());
+        let (status, body) = match result {
+            Ok(answer) => (StatusCode::OK, answer),
+            Err(error) => {
+                let (status, body) = http_error(error);
+                (status, json::to_string(&body, Layout::Response))
+            }
+        };
+        call.finish(Cow::Owned(status.as_u16().to_string()), status.is_server_error().then_some(""));
+        let mut response = json_text_response(status, body);
+        if let Some(ctx_id) = ctx_id {
+            response.headers_mut().insert(CTX_ID_HEADER, ctx_id);
+        }
+        response
+    }
 }
 
 /// The body as JSON, as Kernite reads it: empty is `{}`.
@@ -164,26 +152,6 @@ async fn read_json(body: Body, limit: usize) -> Result<Value, ApiError> {
 /// The `Idempotency-Key` header as Python's http.server reads it (Latin-1).
 fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     headers.get("idempotency-key").map(|value| value.as_bytes().iter().map(|&b| char::from(b)).collect())
-}
-
-fn respond(rpc: RpcSpan, result: Result<(StatusCode, String), ApiError>) -> Response {
-    if let Err(ApiError::Invalid { ctx_id, .. }) = &result {
-        rpc.record_ctx_id(ctx_id);
-    }
-    let ctx_id = rpc.ctx_id().and_then(|c| HeaderValue::from_str(c).ok());
-    let (status, body) = match result {
-        Ok(answer) => answer,
-        Err(error) => {
-            let (status, body) = http_error(error);
-            (status, json::to_string(&body, Layout::Response))
-        }
-    };
-    rpc.finish_http(status);
-    let mut response = json_text_response(status, body);
-    if let Some(ctx_id) = ctx_id {
-        response.headers_mut().insert(CTX_ID_HEADER, ctx_id);
-    }
-    response
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -203,8 +171,4 @@ fn traceparent(headers: &HeaderMap) -> Option<&str> {
 
 fn message(text: &str) -> Value {
     object([("message", Value::str(text))])
-}
-
-fn unavailable() -> Response {
-    json_response(StatusCode::SERVICE_UNAVAILABLE, &message("shutting down"))
 }

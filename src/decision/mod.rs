@@ -11,7 +11,7 @@
 mod evaluate;
 pub mod json;
 mod map;
-pub mod python;
+pub(crate) mod python;
 pub mod record;
 mod rules;
 mod trace;

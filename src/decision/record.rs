@@ -7,20 +7,7 @@ use super::json::{Layout, write_object, write_optional_string, write_sorted_stri
 use super::validate::Effect;
 use super::value::{Map, Text, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Approved,
-    Denied,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Approved => "approved",
-            Decision::Denied => "denied",
-        }
-    }
-}
+pub use crate::vocabulary::Decision;
 
 /// One reason behind a decision. Reasons a guardrail supplies may carry any
 /// JSON as `rule_key` and `field_path`; Kernite passes them through.

@@ -307,7 +307,11 @@ fn validate_policy_context(raw: Map, errors: &mut Errors) -> Result<PolicyContex
         Value::Null => {}
         Value::Bool(governed) => normalized.governed = Some(*governed),
         _ => {
-            errors.push("policy_context.governed", ErrorCode::InvalidType, "policy_context.governed must be a boolean.")
+            errors.push(
+                "policy_context.governed",
+                ErrorCode::InvalidType,
+                "policy_context.governed must be a boolean.",
+            );
         }
     }
 

@@ -8,8 +8,9 @@
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{EvidenceError, EvidenceStore, MutationResult, parse_rows};
-use crate::mutations::Mode;
+use super::returning::{MutationResult, stored_result};
+use super::{EvidenceError, EvidenceStore};
+use crate::vocabulary::{Mode, Outcome, RecordedDecision, UnknownWord};
 
 /// Which row to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +31,12 @@ pub struct StoredEvidence {
     pub principal_id: String,
     pub object_type: String,
     pub operation: String,
-    pub decision: String,
+    pub decision: RecordedDecision,
     pub reason_codes: Vec<String>,
     pub ctx_id: String,
     pub trace_hash: String,
     pub idempotency_key: Option<String>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub mutation_name: String,
     pub mode: Mode,
     pub error_sqlstate: Option<String>,
@@ -53,7 +54,7 @@ pub struct EvidenceFilter {
     pub workspace_id: String,
     pub since_micros: Option<i64>,
     pub until_micros: Option<i64>,
-    pub decision: Option<String>,
+    pub decision: Option<RecordedDecision>,
     pub object_type: Option<String>,
     pub operation: Option<String>,
 }
@@ -81,11 +82,13 @@ impl PageToken {
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 500;
 
-const COLUMNS: &str = "e.id, (extract(epoch FROM e.created_at) * 1000000)::bigint, e.workspace_id, e.principal_id, \
-     e.object_type, e.operation, e.decision, e.reason_codes::text, e.ctx_id, e.trace_hash, e.idempotency_key, \
-     e.outcome, coalesce(e.mutation_name, ''), e.mode, e.error_sqlstate, e.redacted_paths::text, \
-     e.policy_bundle_sha256, e.policy_key, e.policy_version, e.response_json::text, r.rows_affected, \
-     r.returning_rows::text \
+/// The columns [`stored`] reads, by these names.
+const COLUMNS: &str = "e.id, (extract(epoch FROM e.created_at) * 1000000)::bigint AS created_at_micros, \
+     e.workspace_id, e.principal_id, e.object_type, e.operation, e.decision, e.reason_codes::text AS reason_codes, \
+     e.ctx_id, e.trace_hash, e.idempotency_key, e.outcome, coalesce(e.mutation_name, '') AS mutation_name, e.mode, \
+     e.error_sqlstate, e.redacted_paths::text AS redacted_paths, e.policy_bundle_sha256, e.policy_key, \
+     e.policy_version, e.response_json::text AS response_json, r.rows_affected, \
+     r.returning_rows::text AS returning_rows \
      FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id";
 
 impl EvidenceStore {
@@ -105,7 +108,7 @@ impl EvidenceStore {
                 client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
             }
         };
-        Ok(row.map(|row| stored(&row)))
+        row.as_ref().map(stored).transpose()
     }
 
     /// Up to `page_size` rows after `after`, newest first, and the token of
@@ -131,9 +134,11 @@ impl EvidenceStore {
         if let Some(until) = &filter.until_micros {
             filters.push((format!("e.created_at < {micros}"), until));
         }
-        for (column, value) in
-            [("decision", &filter.decision), ("object_type", &filter.object_type), ("operation", &filter.operation)]
-        {
+        let decision = filter.decision.map(RecordedDecision::as_str);
+        if let Some(decision) = &decision {
+            filters.push(("e.decision = $".to_owned(), decision));
+        }
+        for (column, value) in [("object_type", &filter.object_type), ("operation", &filter.operation)] {
             if let Some(value) = value {
                 filters.push((format!("e.{column} = $"), value));
             }
@@ -158,7 +163,7 @@ impl EvidenceStore {
         );
         let client = self.pool.get().await?;
         let rows = client.query(&sql, &params).await?;
-        let mut records: Vec<StoredEvidence> = rows.iter().map(stored).collect();
+        let mut records = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
         let more = records.len() > page_size;
         records.truncate(page_size);
         let next =
@@ -167,42 +172,38 @@ impl EvidenceStore {
     }
 }
 
-fn stored(row: &Row) -> StoredEvidence {
-    let strings = |text: String| -> Vec<String> { serde_json::from_str(&text).unwrap_or_default() };
-    let mode = match row.get::<_, String>(13).as_str() {
-        "observe" => Mode::Observe,
-        "skip" => Mode::Skip,
-        _ => Mode::Enforce,
+/// One row of [`COLUMNS`], read by column name. A word the sidecar never
+/// writes (an unknown mode, outcome or decision) is an error, not a default.
+fn stored(row: &Row) -> Result<StoredEvidence, EvidenceError> {
+    let id: i64 = row.try_get("id")?;
+    let strings = |column: &str| -> Result<Vec<String>, EvidenceError> {
+        Ok(serde_json::from_str(row.try_get(column)?).unwrap_or_default())
     };
-    let mutation_result = match (row.get::<_, Option<i64>>(20), row.get::<_, Option<String>>(21)) {
-        (Some(rows_affected), Some(returning)) => {
-            Some(MutationResult { rows_affected: rows_affected as u64, returning: parse_rows(&returning) })
-        }
-        _ => None,
-    };
-    StoredEvidence {
-        id: row.get(0),
-        created_at_micros: row.get(1),
-        workspace_id: row.get(2),
-        principal_id: row.get(3),
-        object_type: row.get(4),
-        operation: row.get(5),
-        decision: row.get(6),
-        reason_codes: strings(row.get(7)),
-        ctx_id: row.get(8),
-        trace_hash: row.get(9),
-        idempotency_key: row.get(10),
-        outcome: row.get(11),
-        mutation_name: row.get(12),
-        mode,
-        error_sqlstate: row.get(14),
-        redacted_paths: strings(row.get(15)),
-        policy_bundle_sha256: row.get(16),
-        policy_key: row.get(17),
-        policy_version: row.get(18),
-        response_json: row.get(19),
-        mutation_result,
-    }
+    let word = |column: &str| -> Result<&str, EvidenceError> { Ok(row.try_get(column)?) };
+    let known = |word: UnknownWord| EvidenceError::UnknownStoredWord { evidence_id: id, word };
+    Ok(StoredEvidence {
+        id,
+        created_at_micros: row.try_get("created_at_micros")?,
+        workspace_id: row.try_get("workspace_id")?,
+        principal_id: row.try_get("principal_id")?,
+        object_type: row.try_get("object_type")?,
+        operation: row.try_get("operation")?,
+        decision: word("decision")?.parse().map_err(known)?,
+        reason_codes: strings("reason_codes")?,
+        ctx_id: row.try_get("ctx_id")?,
+        trace_hash: row.try_get("trace_hash")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        outcome: word("outcome")?.parse().map_err(known)?,
+        mutation_name: row.try_get("mutation_name")?,
+        mode: word("mode")?.parse().map_err(known)?,
+        error_sqlstate: row.try_get("error_sqlstate")?,
+        redacted_paths: strings("redacted_paths")?,
+        policy_bundle_sha256: row.try_get("policy_bundle_sha256")?,
+        policy_key: row.try_get("policy_key")?,
+        policy_version: row.try_get("policy_version")?,
+        response_json: row.try_get("response_json")?,
+        mutation_result: stored_result(row.try_get("rows_affected")?, row.try_get("returning_rows")?),
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 //! dies with the process that started it (`PR_SET_PDEATHSIG`), so no test
 //! run leaves a server behind. As root it runs as the `postgres` system user,
 //! since PostgreSQL refuses to run as root.
+//!
+//! The crate's one home of `unsafe`: libc calls for process credentials and
+//! signals, each with its SAFETY comment.
+
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::os::unix::process::CommandExt as _;

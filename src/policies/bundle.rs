@@ -25,7 +25,7 @@ use crate::decision::json;
 use crate::decision::python::normalize_lower;
 use crate::decision::validate::policy_context;
 use crate::decision::{Map, PolicyContextInput, Value};
-use crate::mutations::Mode;
+use crate::vocabulary::Mode;
 
 pub const SCHEMA_VERSION: &str = "kernite.policy.bundle.v1";
 
@@ -134,12 +134,9 @@ impl ScopeEntries {
         };
         let mode = match entry.get("mode") {
             None | Some(Value::Null) => Mode::Enforce,
-            Some(value) => match normalize_lower(value).as_str() {
-                "enforce" => Mode::Enforce,
-                "observe" => Mode::Observe,
-                "skip" => Mode::Skip,
-                _ => return Err(invalid(format!("{field}.mode"), "must be one of: enforce, observe, skip")),
-            },
+            Some(value) => normalize_lower(value)
+                .parse()
+                .map_err(|_| invalid(format!("{field}.mode"), "must be one of: enforce, observe, skip"))?,
         };
         match self.mode {
             Some(earlier) if earlier != mode => {

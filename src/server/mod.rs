@@ -45,12 +45,13 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
-    let api = api.with_concurrency_limit(settings.concurrency_limit);
+    let limits = &settings.limits;
+    let api = api.with_concurrency_limit(limits.concurrency_limit);
     let governance = GovernanceServer::new(api.clone())
-        .max_decoding_message_size(settings.max_message_bytes)
+        .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(usize::MAX);
 
-    let delay = settings.shutdown_delay;
+    let delay = limits.shutdown_delay;
     let draining_health = health.clone();
     let drain = async move {
         shutdown.await;
@@ -65,7 +66,7 @@ pub async fn serve(
     // Probes keep their answers (NOT_SERVING while draining) until the main
     // listener has stopped.
     let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
-    let probes = match settings.health_listen {
+    let probes = match settings.listen.health_address {
         Some(address) => {
             let listener = TcpListener::bind(address).await?;
             tracing::info!(address = %listener.local_addr()?, "serving gRPC health probes");
@@ -91,25 +92,26 @@ pub async fn serve(
         .routes();
     let routes = grpc
         .into_axum_router()
-        .merge(crate::api::http::router(api, settings.max_message_bytes))
+        .merge(crate::api::http::router(api, limits.max_message_bytes))
         .fallback(crate::api::http::not_found);
 
     let server = Server::builder()
         .accept_http1(true)
-        .timeout(settings.request_timeout)
-        .http2_keepalive_interval(Some(settings.keepalive_interval))
-        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_routes(routes.into());
     let address = listener.local_addr()?;
-    match &settings.tls {
+    match &settings.listen.tls {
         None => {
             tracing::info!(%address, tls = false, "serving gRPC and HTTP");
             server.serve_with_incoming_shutdown(incoming(listener), drain).await?;
         }
-        Some(files) => {
-            let tls = Arc::new(tls::ServerTls::load(files.clone())?);
-            let reloader = Arc::clone(&tls).watch(settings.tls_reload);
-            tracing::info!(%address, tls = true, mutual = files.client_ca.is_some(), "serving gRPC and HTTP");
+        Some(settings) => {
+            let tls = Arc::new(tls::ServerTls::load(settings.files.clone())?);
+            let reloader = Arc::clone(&tls).watch(settings.reload);
+            let (cert, mutual) = (settings.files.cert.display(), settings.files.client_ca.is_some());
+            tracing::info!(%address, tls = true, %cert, mutual, "serving gRPC and HTTP");
             let served = server.serve_with_incoming_shutdown(tls.incoming(listener), drain).await;
             reloader.abort();
             served?;

@@ -9,11 +9,10 @@
 //! a slow or hostile client cannot hold up the others.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -22,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::reload::{Reloadable, Reloading};
 
 /// Where the service port's certificate material lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,61 +38,24 @@ pub struct TlsFiles {
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct ServerTls {
-    files: TlsFiles,
-    current: ArcSwap<rustls::ServerConfig>,
-    /// Hash of the files' bytes in force, and of the last set refused.
-    loaded: Mutex<(String, Option<String>)>,
+/// The service port's TLS configuration in force, re-read every interval.
+pub(crate) type ServerTls = Reloading<rustls::ServerConfig>;
+
+impl Reloadable for rustls::ServerConfig {
+    const WHAT: &'static str = "TLS certificates";
+    type Files = TlsFiles;
+    type Contents = TlsBytes;
+
+    fn read(files: &TlsFiles) -> anyhow::Result<(TlsBytes, String)> {
+        read(files)
+    }
+
+    fn build(bytes: TlsBytes) -> anyhow::Result<rustls::ServerConfig> {
+        configuration(&bytes)
+    }
 }
 
 impl ServerTls {
-    /// Loads the files; anything missing or invalid stops start-up.
-    pub fn load(files: TlsFiles) -> anyhow::Result<ServerTls> {
-        let (bytes, hash) = read(&files)?;
-        let config = configuration(&bytes)?;
-        tracing::info!(cert = %files.cert.display(), mutual = files.client_ca.is_some(), "TLS on the service port");
-        Ok(ServerTls { files, current: ArcSwap::from_pointee(config), loaded: Mutex::new((hash, None)) })
-    }
-
-    /// Reads the files again; swaps in a new configuration if they changed
-    /// and are valid. Returns whether the configuration was replaced.
-    pub fn reload(&self) -> bool {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outcome = read(&self.files).and_then(|(bytes, hash)| {
-            if hash == loaded.0 || loaded.1.as_deref() == Some(&hash) {
-                return Ok(None);
-            }
-            match configuration(&bytes) {
-                Ok(config) => Ok(Some((config, hash))),
-                Err(error) => {
-                    loaded.1 = Some(hash);
-                    Err(error)
-                }
-            }
-        });
-        match outcome {
-            Ok(Some((config, hash))) => {
-                self.current.store(Arc::new(config));
-                *loaded = (hash, None);
-                tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
-                true
-            }
-            Ok(None) => false,
-            Err(error) => {
-                // A file half-way through being replaced is read again at the next poll.
-                tracing::warn!(error = format!("{error:#}"), "TLS certificates not reloaded: keeping those in force");
-                false
-            }
-        }
-    }
-
-    /// Reads the files again every `interval` until the task is aborted.
-    pub fn watch(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
-        crate::poll::every(interval, move || {
-            self.reload();
-        })
-    }
-
     /// Accepted connections, TLS established, for tonic to serve. The accept
     /// loop ends when the server stops listening (drops the stream).
     pub fn incoming(
@@ -115,7 +79,7 @@ impl ServerTls {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let acceptor = TlsAcceptor::from(self.current.load_full());
+                let acceptor = TlsAcceptor::from(self.current());
                 let sender = sender.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -133,7 +97,7 @@ impl ServerTls {
 }
 
 /// The files' contents: certificate chain, key, client CA.
-struct TlsBytes {
+pub struct TlsBytes {
     cert: Vec<u8>,
     key: Vec<u8>,
     client_ca: Option<Vec<u8>>,

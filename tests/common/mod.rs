@@ -1,6 +1,8 @@
 //! A real sidecar on an ephemeral loopback port, for integration tests.
 
 #![allow(dead_code)]
+// libc for the exit hook and for signalling the child sidecar; each use has its SAFETY comment.
+#![allow(unsafe_code)]
 
 use std::net::SocketAddr;
 
@@ -56,6 +58,7 @@ impl TestServer {
     }
 }
 pub mod dev;
+pub mod evidence;
 pub mod http;
 pub mod postgres;
 

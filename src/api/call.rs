@@ -1,37 +1,41 @@
-//! One span per call: method, W3C trace context, ctx_id, decision, status and
-//! latency; and the call's metrics. Request values are never logged; only
-//! field names appear in error messages.
+//! The path every call takes, whatever its transport: its span (method, W3C
+//! trace context, ctx_id, decision, status, latency), a concurrency permit,
+//! its deadline, and its metrics. Request values are never logged; only field
+//! names appear in error messages.
 //!
 //! Joining up: a caller's `traceparent` (gRPC metadata or HTTP header) puts
 //! its trace id on the span and in the evidence row; the answer carries the
 //! `x-ctx-id` the evidence row and Kernite's response also hold.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use tonic::Status;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::field::Empty;
 
-use super::error::{ApiError, grpc_code_name};
+use super::deadline::Deadline;
+use super::error::ApiError;
 use crate::decision::{DecisionRecord, NormalizedRequest};
-use crate::evidence::{EvidenceError, Execution};
-use crate::metrics::{Outcome, metrics};
-use crate::mutations::Mode;
+use crate::metrics::metrics;
+use crate::vocabulary::Mode;
 
-pub struct RpcSpan {
+/// The response header / metadata key that carries the call's ctx_id.
+pub(crate) const CTX_ID_HEADER: &str = "x-ctx-id";
+
+/// One call in progress.
+pub(crate) struct Call {
     method: &'static str,
     span: tracing::Span,
     started: Instant,
     trace: Option<TraceParent>,
-    ctx_id: std::sync::OnceLock<String>,
+    deadline: Deadline,
+    ctx_id: OnceLock<String>,
 }
-
-/// The response header / metadata key that carries the call's ctx_id.
-pub const CTX_ID_HEADER: &str = "x-ctx-id";
 
 /// A W3C Trace Context `traceparent`: `00-<trace id>-<parent id>-<flags>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceParent {
+pub(crate) struct TraceParent {
     pub trace_id: String,
     pub parent_id: String,
 }
@@ -55,9 +59,10 @@ impl TraceParent {
     }
 }
 
-impl RpcSpan {
-    /// Opens the span; `traceparent` is the caller's header, if it sent one.
-    pub fn start(method: &'static str, traceparent: Option<&str>) -> RpcSpan {
+impl Call {
+    /// Opens the call's span; `traceparent` is the caller's header, if it sent
+    /// one, and `deadline` the caller's (none over HTTP).
+    pub fn start(method: &'static str, traceparent: Option<&str>, deadline: Deadline) -> Call {
         let trace = traceparent.and_then(TraceParent::parse);
         let span = tracing::info_span!(
             "rpc",
@@ -69,17 +74,24 @@ impl RpcSpan {
             status = Empty,
             latency_us = Empty
         );
-        RpcSpan { method, span, started: Instant::now(), trace, ctx_id: std::sync::OnceLock::new() }
+        Call { method, span, started: Instant::now(), trace, deadline, ctx_id: OnceLock::new() }
+    }
+
+    /// Waits for a permit of the concurrency limit. The wait counts in the
+    /// call's latency. The semaphore is never closed: calls still queued at
+    /// shutdown are served while the server drains.
+    pub async fn permit<'s>(&self, permits: &'s Semaphore) -> SemaphorePermit<'s> {
+        permits.acquire().await.expect("the concurrency semaphore is never closed")
+    }
+
+    /// The caller's deadline.
+    pub fn deadline(&self) -> &Deadline {
+        &self.deadline
     }
 
     /// The caller's trace id, if it sent a valid `traceparent`.
     pub fn trace_id(&self) -> Option<&str> {
         self.trace.as_ref().map(|t| t.trace_id.as_str())
-    }
-
-    /// The ctx_id this call answered with, once known.
-    pub fn ctx_id(&self) -> Option<&str> {
-        self.ctx_id.get().map(String::as_str)
     }
 
     /// Notes the ctx_id the call answers with (also for refusals that carry one).
@@ -96,73 +108,26 @@ impl RpcSpan {
         metrics().decision(record.decision, &request.object_type, &request.operation, mode);
     }
 
-    /// Closes the span of an HTTP call with its status and latency.
-    pub fn finish_http(self, status: http::StatusCode) {
-        self.span.record("status", status.as_u16());
-        self.close(Cow::Owned(status.as_u16().to_string()), status.is_server_error().then_some(""));
-    }
-
-    /// Closes the span with the call's status and latency, and answers: the
-    /// response or the error's status, either carrying `x-ctx-id` when known.
-    pub fn respond<T>(self, result: Result<T, ApiError>) -> Result<tonic::Response<T>, Status> {
-        if let Err(ApiError::Invalid { ctx_id, .. }) = &result {
+    /// The ctx_id to answer with: the decision's, or the one a refusal carries.
+    pub fn answered_ctx_id<T>(&self, result: &Result<T, ApiError>) -> Option<String> {
+        if let Err(ApiError::Invalid { ctx_id, .. }) = result {
             self.record_ctx_id(ctx_id);
         }
-        let ctx_id = self.ctx_id().and_then(|c| tonic::metadata::MetadataValue::try_from(c).ok());
-        let result = result.map_err(Status::from);
-        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.span.record("status", tracing::field::debug(code));
-        let failure = match &result {
-            Err(status) if matches!(code, tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::Unknown) => {
-                Some(status.message())
-            }
-            _ => None,
-        };
-        self.close(Cow::Borrowed(grpc_code_name(code)), failure);
-        match result {
-            Ok(answer) => {
-                let mut response = tonic::Response::new(answer);
-                if let Some(ctx_id) = ctx_id {
-                    response.metadata_mut().insert(CTX_ID_HEADER, ctx_id);
-                }
-                Ok(response)
-            }
-            Err(mut status) => {
-                if let Some(ctx_id) = ctx_id {
-                    status.metadata_mut().insert(CTX_ID_HEADER, ctx_id);
-                }
-                Err(status)
-            }
-        }
+        self.ctx_id.get().cloned()
     }
-}
 
-impl RpcSpan {
-    /// The end of every call, whatever its transport: latency on the span and
-    /// in the histogram, and one log line (a warning for a server-side failure).
-    fn close(&self, status: Cow<'static, str>, failure: Option<&str>) {
+    /// The end of every call, whatever its transport: its status and latency
+    /// on the span and in the histogram, and one log line (a warning for a
+    /// server-side failure, with its message).
+    pub fn finish(self, status: Cow<'static, str>, failure: Option<&str>) {
         let elapsed = self.started.elapsed();
+        self.span.record("status", &*status);
         self.span.record("latency_us", elapsed.as_micros() as u64);
         metrics().rpc(self.method, status, elapsed.as_secs_f64());
         match failure {
             Some(error) => tracing::warn!(parent: &self.span, error, "rpc failed"),
             None => tracing::info!(parent: &self.span, "rpc completed"),
         }
-    }
-}
-
-/// Counts what a governed write did to the evidence table.
-pub fn record_execution(result: &Result<Execution, EvidenceError>) {
-    match result {
-        Ok(execution) if execution.replayed => metrics().replay(),
-        Ok(execution) if execution.mutation_applied => metrics().evidence_row(Outcome::applied),
-        Ok(_) => metrics().evidence_row(Outcome::not_applied),
-        Err(EvidenceError::KeyReused { .. }) => metrics().key_conflict(),
-        Err(EvidenceError::MutationFailed { sqlstate, .. }) => {
-            metrics().mutation_failure(sqlstate);
-            metrics().evidence_row(Outcome::error);
-        }
-        Err(_) => {}
     }
 }
 

@@ -1,0 +1,165 @@
+//! ExecuteWithEvidence: decide a write, then commit it with its evidence
+//! (or commit the evidence alone), over gRPC and as JSON over HTTP
+//! (`POST /v1/execute-with-evidence`).
+//!
+//! The story of one call, in [`GovernanceApi::govern`]: fingerprint the
+//! request as sent, pick the policies, validate, find the operator's mutation
+//! for the request's scope, take the operator's mode, decide (unless skip),
+//! check the caller is still waiting, and hand the write to the evidence store.
+
+use super::call::Call;
+use super::evaluate::{decide, resolve, validate};
+use super::{ApiError, GovernanceApi, convert};
+use crate::decision::json::{self, Layout};
+use crate::decision::record::object;
+use crate::decision::{DecisionRecord, Map, Value};
+use crate::evidence::{EvidenceError, Execution, Fingerprint, GovernedWrite, MutationResult};
+use crate::metrics::metrics;
+use crate::proto::{self, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
+use crate::vocabulary::{Mode, Outcome};
+
+/// A governed write as either transport hands it over.
+pub(super) struct WriteCall {
+    body: Value,
+    idempotency_key: Option<String>,
+    mutation: String,
+    caller_params: Map,
+}
+
+/// What a governed write came to: the decision (none in skip mode), the mode
+/// it ran in, and what the evidence store did.
+struct Governed {
+    record: Option<DecisionRecord>,
+    mode: Mode,
+    execution: Execution,
+}
+
+impl GovernanceApi {
+    /// gRPC `ExecuteWithEvidence`.
+    pub(super) async fn execute_with_evidence(
+        &self,
+        request: ExecuteWithEvidenceRequest,
+        call: &Call,
+    ) -> Result<ExecuteWithEvidenceResponse, ApiError> {
+        let body = convert::request_body(request.body.map(convert::evaluate_body))?;
+        let mutation = request.mutation.ok_or(ApiError::MissingMutation)?;
+        let caller_params = match mutation.params {
+            Some(params) => convert::map_from_struct(params, "mutation.params")?,
+            None => Map::default(),
+        };
+        let write =
+            WriteCall { body, idempotency_key: request.idempotency_key, mutation: mutation.name, caller_params };
+        Ok(self.govern(write, call).await?.to_proto())
+    }
+
+    /// `POST /v1/execute-with-evidence`: `{"request": {Kernite's body},
+    /// "mutation": {"name": …, "params": {…}}}`, the key in `Idempotency-Key`.
+    pub(super) async fn execute_with_evidence_json(
+        &self,
+        body: Value,
+        idempotency_key: Option<String>,
+        call: &Call,
+    ) -> Result<String, ApiError> {
+        let write = write_call(body, idempotency_key)?;
+        Ok(json::to_string(&self.govern(write, call).await?.to_json(), Layout::Response))
+    }
+
+    /// Decides a write and commits it with its evidence (or only the evidence).
+    async fn govern(&self, write: WriteCall, call: &Call) -> Result<Governed, ApiError> {
+        let store = self.store()?;
+        let fingerprint = Fingerprint::of(&write.body, &write.mutation, &write.caller_params);
+        let bundle = self.bundle_for(&write.body)?;
+        let validation = validate(write.body, write.idempotency_key.as_deref())?;
+        let mutation = store.mutation_for(&write.mutation, &validation.request)?;
+        let bundle_mode = bundle.as_ref().and_then(|b| resolve(b, &validation).mode);
+        let mode = store.mode_for(mutation, bundle_mode);
+        let record = match mode {
+            Mode::Skip => None,
+            Mode::Enforce | Mode::Observe => Some(decide(&validation, bundle.as_deref())?),
+        };
+        if let Some(record) = &record {
+            call.record_decision(record, &validation.request, mode);
+        }
+        // Past its deadline, nothing is written.
+        call.deadline().check()?;
+        let execution = store
+            .execute(GovernedWrite {
+                request: &validation.request,
+                decision: record.as_ref(),
+                mode,
+                mutation,
+                caller_params: &write.caller_params,
+                fingerprint,
+                policy_bundle: bundle.as_ref().map(|b| b.sha256.as_str()),
+                trace_id: call.trace_id(),
+            })
+            .await;
+        count(&execution);
+        Ok(Governed { record, mode, execution: execution? })
+    }
+}
+
+/// The JSON body's parts: `request` is Kernite's body, `mutation.params` optional.
+fn write_call(body: Value, idempotency_key: Option<String>) -> Result<WriteCall, ApiError> {
+    let Value::Object(mut body) = body else { return Err(ApiError::BadBody("the body must be an object".into())) };
+    let request = body.shift_remove("request").ok_or(ApiError::MissingBody)?;
+    let Some(Value::Object(mut mutation)) = body.shift_remove("mutation") else {
+        return Err(ApiError::MissingMutation);
+    };
+    let Some(Value::Str(name)) = mutation.shift_remove("name") else { return Err(ApiError::MissingMutation) };
+    let caller_params = match mutation.shift_remove("params") {
+        None | Some(Value::Null) => Map::default(),
+        Some(Value::Object(params)) => params,
+        Some(_) => return Err(ApiError::BadBody("mutation.params must be an object".into())),
+    };
+    Ok(WriteCall { body: request, idempotency_key, mutation: name.into_string(), caller_params })
+}
+
+/// Counts what a governed write did to the evidence table.
+fn count(result: &Result<Execution, EvidenceError>) {
+    match result {
+        Ok(execution) if execution.replayed => metrics().replay(),
+        Ok(execution) if execution.mutation_applied => metrics().evidence_row(Outcome::Applied),
+        Ok(_) => metrics().evidence_row(Outcome::NotApplied),
+        Err(EvidenceError::KeyReused { .. }) => metrics().key_conflict(),
+        Err(EvidenceError::MutationFailed { sqlstate, .. }) => {
+            metrics().mutation_failure(sqlstate);
+            metrics().evidence_row(Outcome::Error);
+        }
+        Err(_) => {}
+    }
+}
+
+impl Governed {
+    fn to_proto(&self) -> ExecuteWithEvidenceResponse {
+        let execution = &self.execution;
+        ExecuteWithEvidenceResponse {
+            decision: self.record.as_ref().map(convert::evaluate_response),
+            evidence_id: execution.evidence_id,
+            mutation_applied: execution.mutation_applied,
+            mutation_result: execution.result.as_ref().map(convert::mutation_result),
+            replayed: execution.replayed,
+            mode: proto::Mode::from(self.mode).into(),
+        }
+    }
+
+    /// The same answer as JSON, the decision as Kernite's response body.
+    fn to_json(&self) -> Value {
+        let execution = &self.execution;
+        object([
+            ("decision", self.record.as_ref().map_or(Value::Null, DecisionRecord::to_value)),
+            ("evidence_id", Value::Int(execution.evidence_id)),
+            ("mutation_applied", Value::Bool(execution.mutation_applied)),
+            ("mutation_result", execution.result.as_ref().map_or(Value::Null, result_json)),
+            ("replayed", Value::Bool(execution.replayed)),
+            ("mode", Value::str(self.mode.as_str())),
+        ])
+    }
+}
+
+fn result_json(result: &MutationResult) -> Value {
+    object([
+        ("rows_affected", Value::Int(result.rows_affected as i64)),
+        ("returning", Value::Array(result.returning.iter().cloned().map(Value::Object).collect())),
+    ])
+}

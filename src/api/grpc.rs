@@ -1,0 +1,84 @@
+//! The gRPC face: each method is the common path of [`GovernanceApi::grpc`]
+//! around its operation's handler.
+
+use std::borrow::Cow;
+
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status};
+
+use super::call::{CTX_ID_HEADER, Call};
+use super::deadline::Deadline;
+use super::{ApiError, GovernanceApi};
+use crate::error::grpc_code_name;
+use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
+
+#[tonic::async_trait]
+impl proto::governance_server::Governance for GovernanceApi {
+    async fn evaluate(&self, request: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
+        self.grpc("Evaluate", request, async |call, request| self.evaluate(request, call)).await
+    }
+
+    async fn execute_with_evidence(
+        &self,
+        request: Request<ExecuteWithEvidenceRequest>,
+    ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
+        self.grpc("ExecuteWithEvidence", request, async |call, request| self.execute_with_evidence(request, call).await)
+            .await
+    }
+
+    async fn get_evidence(
+        &self,
+        request: Request<proto::GetEvidenceRequest>,
+    ) -> Result<Response<proto::EvidenceRecord>, Status> {
+        self.grpc("GetEvidence", request, async |_, request| self.get_evidence(request).await).await
+    }
+
+    async fn list_evidence(
+        &self,
+        request: Request<proto::ListEvidenceRequest>,
+    ) -> Result<Response<proto::ListEvidenceResponse>, Status> {
+        self.grpc("ListEvidence", request, async |_, request| self.list_evidence(request).await).await
+    }
+}
+
+impl GovernanceApi {
+    /// What every gRPC call goes through: its deadline (measured from now),
+    /// its span, a concurrency permit, the handler, and the answer (the
+    /// response, or the error's status) carrying `x-ctx-id` when known.
+    async fn grpc<Req, Resp>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        handler: impl AsyncFnOnce(&Call, Req) -> Result<Resp, ApiError>,
+    ) -> Result<Response<Resp>, Status> {
+        let metadata = request.metadata();
+        let call = Call::start(method, traceparent(metadata), Deadline::from_metadata(metadata));
+        let _permit = call.permit(&self.permits).await;
+        let result = handler(&call, request.into_inner()).await;
+        let ctx_id = call.answered_ctx_id(&result).and_then(|c| MetadataValue::try_from(c).ok());
+        let result = result.map_err(Status::from);
+        let failure = match &result {
+            Err(status)
+                if matches!(status.code(), tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::Unknown) =>
+            {
+                Some(status.message())
+            }
+            _ => None,
+        };
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        call.finish(Cow::Borrowed(grpc_code_name(code)), failure);
+        let mut result = result.map(Response::new);
+        if let Some(ctx_id) = ctx_id {
+            match &mut result {
+                Ok(response) => response.metadata_mut().insert(CTX_ID_HEADER, ctx_id),
+                Err(status) => status.metadata_mut().insert(CTX_ID_HEADER, ctx_id),
+            };
+        }
+        result
+    }
+}
+
+/// The caller's W3C `traceparent`, from gRPC metadata.
+fn traceparent(metadata: &MetadataMap) -> Option<&str> {
+    metadata.get("traceparent").and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,95 @@
+//! How a governed write or an evidence read can fail, and which database
+//! failures are worth a retry.
+
+use tokio_postgres::error::SqlState;
+
+use crate::error::{ServiceError, ServiceErrorCode};
+use crate::mutations::BindError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Shown with its SQLSTATE only: PostgreSQL's messages may quote values.
+    #[error("database error: {}", .0.code().map_or_else(|| .0.to_string(), |c| format!("SQLSTATE {}", c.code())))]
+    Database(#[from] tokio_postgres::Error),
+    /// The database's schema is not the one this binary needs.
+    #[error("{0}")]
+    Schema(String),
+    /// A stored value is none of the words the sidecar writes.
+    #[error("evidence row {evidence_id}: {word}")]
+    UnknownStoredWord { evidence_id: i64, word: crate::vocabulary::UnknownWord },
+    #[error("no mutation named `{0}` is registered")]
+    UnknownMutation(String),
+    #[error("mutation `{name}` is bound to {object_type}/{operation}, not to this request's scope")]
+    MutationScope { name: String, object_type: String, operation: String },
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("the idempotency key is longer than {max_bytes} bytes")]
+    KeyTooLong { max_bytes: usize },
+    #[error("the idempotency key was already used with a different request (evidence id {evidence_id})")]
+    KeyReused { evidence_id: i64 },
+    #[error(
+        "the mutation failed with SQLSTATE {sqlstate} and was rolled back (ctx_id {ctx_id}, trace_hash {trace_hash}, error evidence id {evidence_id})"
+    )]
+    MutationFailed { sqlstate: String, ctx_id: String, trace_hash: String, evidence_id: i64 },
+    #[error("ExecuteWithEvidence needs a database: start with --database-url or use `governance-sidecar dev`")]
+    NotConfigured,
+}
+
+impl ServiceError for EvidenceError {
+    fn error_code(&self) -> ServiceErrorCode {
+        match self {
+            EvidenceError::Unavailable(_) => ServiceErrorCode::Unavailable,
+            EvidenceError::Database(e) if e.is_closed() || e.as_db_error().is_none() => ServiceErrorCode::Unavailable,
+            EvidenceError::Database(_) | EvidenceError::Schema(_) | EvidenceError::UnknownStoredWord { .. } => {
+                ServiceErrorCode::Internal
+            }
+            EvidenceError::UnknownMutation(_) => ServiceErrorCode::NotFound,
+            EvidenceError::MutationScope { .. } => ServiceErrorCode::PermissionDenied,
+            EvidenceError::Bind(_) | EvidenceError::KeyTooLong { .. } => ServiceErrorCode::BadRequest,
+            EvidenceError::KeyReused { .. } => ServiceErrorCode::AlreadyExists,
+            EvidenceError::MutationFailed { sqlstate, .. } if sqlstate == SqlState::QUERY_CANCELED.code() => {
+                ServiceErrorCode::DeadlineExceeded
+            }
+            EvidenceError::MutationFailed { .. } => ServiceErrorCode::Aborted,
+            EvidenceError::NotConfigured => ServiceErrorCode::FailedPrecondition,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for EvidenceError {
+    fn from(error: deadpool_postgres::PoolError) -> EvidenceError {
+        EvidenceError::Unavailable(error.to_string())
+    }
+}
+
+/// Of two failures of one pipeline, the one that caused the other. Once a
+/// statement fails, the transaction's later statements only report 25P02
+/// (in failed transaction); which one ran first depends on timing.
+pub(super) fn cause(a: EvidenceError, b: EvidenceError) -> EvidenceError {
+    let aborted_by_another = |e: &EvidenceError| matches!(e, EvidenceError::Database(db) if db.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    if aborted_by_another(&a) && !aborted_by_another(&b) { b } else { a }
+}
+
+/// A serialization failure or deadlock: the same transaction may succeed again.
+pub(super) fn is_retryable(error: &tokio_postgres::Error) -> bool {
+    matches!(error.code(), Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// The server went away (connection exception, or an operator/crash
+/// shutdown of the backend): nothing committed, and the request is not at fault.
+pub(super) fn is_connection_loss(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => error.is_closed(),
+        Some(code) => {
+            code.code().starts_with("08")
+                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+        }
+    }
+}
+
+/// A database error's own message, without the statement or its parameters.
+pub(super) fn db_message(error: &tokio_postgres::Error) -> String {
+    error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
+}

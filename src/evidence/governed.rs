@@ -1,0 +1,42 @@
+//! What a governed write is made of, and what it came to: the vocabulary
+//! of the evidence store's one write operation ([`super::write`]).
+
+use super::idempotency::Fingerprint;
+use super::returning::MutationResult;
+use crate::decision::{DecisionRecord, Map, NormalizedRequest};
+use crate::mutations::Mutation;
+use crate::vocabulary::{Decision, Mode};
+
+/// One governed write, ready to commit.
+pub struct GovernedWrite<'a> {
+    pub request: &'a NormalizedRequest,
+    /// The decision; `None` in skip mode, where nothing is evaluated.
+    pub decision: Option<&'a DecisionRecord>,
+    pub mode: Mode,
+    pub mutation: &'a Mutation,
+    pub caller_params: &'a Map,
+    pub fingerprint: Fingerprint,
+    /// `sha256:…` of the policy bundle the decision was made under, if any.
+    pub policy_bundle: Option<&'a str>,
+    /// The caller's W3C trace id, joining the row to its distributed trace.
+    pub trace_id: Option<&'a str>,
+}
+
+impl GovernedWrite<'_> {
+    /// Whether the mutation may run: the decision gates it only in enforce mode.
+    pub(super) fn allows_write(&self) -> bool {
+        match self.mode {
+            Mode::Enforce => self.decision.is_some_and(|d| d.decision == Decision::Approved),
+            Mode::Observe | Mode::Skip => true,
+        }
+    }
+}
+
+/// How an ExecuteWithEvidence call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub evidence_id: i64,
+    pub mutation_applied: bool,
+    pub result: Option<MutationResult>,
+    pub replayed: bool,
+}

@@ -1,0 +1,89 @@
+//! The evidence row of one call: every column computed once, before a
+//! connection is taken, with secrets masked (see [`super::redact`]).
+
+use super::governed::GovernedWrite;
+use super::redact::Redactor;
+use crate::decision::json::{self, Layout};
+use crate::decision::record::object;
+use crate::decision::{DecisionRecord, Value};
+use crate::vocabulary::RecordedDecision;
+
+/// The columns of one call's evidence that do not depend on how it ends
+/// (the outcome, the claimed key and the SQLSTATE are added at insert, see
+/// [`super::idempotency::Recording`]).
+pub(super) struct EvidenceRow<'w> {
+    pub write: &'w GovernedWrite<'w>,
+    pub decision: RecordedDecision,
+    /// JSON array of Kernite's reason codes.
+    pub reason_codes: String,
+    pub ctx_id: String,
+    pub trace_hash: String,
+    /// Kernite's response as stored: redacted, and jsonb-safe.
+    pub response_json: String,
+    /// JSON array of the paths redaction masked.
+    pub redacted_paths: String,
+    /// The `policy` Kernite reports: key and version, when one applied.
+    pub policy_key: Option<String>,
+    pub policy_version: Option<i64>,
+}
+
+impl<'w> EvidenceRow<'w> {
+    /// The columns of `write`: its decision (or the skip), with secrets masked.
+    pub fn new(write: &'w GovernedWrite<'w>, redactor: &Redactor) -> EvidenceRow<'w> {
+        let (reason_codes, ctx_id, trace_hash, response) = match write.decision {
+            Some(record) => (
+                Value::Array(record.reason_codes.iter().cloned().map(Value::Str).collect()),
+                record.ctx_id.to_string(),
+                record.trace_hash.clone(),
+                record.to_value(),
+            ),
+            None => {
+                // Nothing was decided, so nothing was hashed: a fresh ctx_id joins the logs.
+                let ctx_id = crate::ctx_id::random();
+                let response = object([
+                    ("ctx_id", Value::str(&ctx_id)),
+                    ("message", Value::str("Governance skipped by operator mode.")),
+                    ("data", object([("decision", Value::str("skipped")), ("mode", Value::str("skip"))])),
+                ]);
+                (Value::Array(Vec::new()), ctx_id, String::new(), response)
+            }
+        };
+        let mut redacted = redactor.redact_response(response);
+        jsonb_safe(&mut redacted.value);
+        EvidenceRow {
+            write,
+            decision: write.decision.map(|record| record.decision).into(),
+            reason_codes: json::to_string(&reason_codes, Layout::Canonical),
+            ctx_id,
+            trace_hash,
+            response_json: json::to_string(&redacted.value, Layout::Response),
+            redacted_paths: json::to_string(
+                &Value::Array(redacted.masked.into_iter().map(Value::str).collect()),
+                Layout::Canonical,
+            ),
+            policy_key: write.decision.and_then(DecisionRecord::policy_key).map(str::to_owned),
+            policy_version: write.decision.and_then(DecisionRecord::policy_version),
+        }
+    }
+}
+
+/// jsonb has no NaN or Infinity, which Kernite's Python JSON (and a float8
+/// column) can hold: the stored copy spells them as strings, `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`. The caller's answer keeps Kernite's tokens.
+pub(super) fn jsonb_safe(value: &mut Value) {
+    match value {
+        Value::Float(f) if !f.is_finite() => {
+            let token = if f.is_nan() {
+                "NaN"
+            } else if *f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            *value = Value::str(token);
+        }
+        Value::Array(items) => items.iter_mut().for_each(jsonb_safe),
+        Value::Object(map) => map.values_mut().for_each(jsonb_safe),
+        _ => {}
+    }
+}

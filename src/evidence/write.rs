@@ -1,0 +1,181 @@
+//! The governed write: the evidence row and the mutation it governs commit
+//! in one transaction, or neither does.
+//!
+//! The evidence row goes first and claims the idempotency key
+//! ([`super::idempotency`]). Only then, and only if the decision allows it,
+//! the operator's mutation runs, and its result goes to an append-only side
+//! table. A failing mutation rolls all of it back; its evidence is then
+//! written alone, with outcome `error`.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::error::{cause, db_message, is_connection_loss, is_retryable};
+use super::governed::{Execution, GovernedWrite};
+use super::idempotency::{self, Claim, Claiming};
+use super::returning::{MutationResult, row_to_map, rows_json};
+use super::row::EvidenceRow;
+use super::transaction::Transaction;
+use super::{EvidenceError, EvidenceStore};
+use crate::mutations::{Builtin, Builtins, Mutation, SqlValue};
+
+/// Attempts for a transaction that fails with a serialization failure or deadlock.
+const MAX_ATTEMPTS: usize = 3;
+
+impl EvidenceStore {
+    /// Records the decision and, if it allows, applies the mutation, atomically.
+    pub async fn execute(&self, write: GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
+        idempotency::check_key(write.request)?;
+        write.mutation.check_caller_params(write.caller_params)?;
+        let row = EvidenceRow::new(&write, &self.redactor);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_execute(&row).await {
+                Err(EvidenceError::Database(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::info!(attempt, sqlstate = ?e.code(), "retrying the transaction");
+                }
+                Err(EvidenceError::Database(e)) if is_connection_loss(&e) => {
+                    return Err(EvidenceError::Unavailable(db_message(&e)));
+                }
+                Err(EvidenceError::Database(e)) if e.as_db_error().is_some() && !is_retryable(&e) => {
+                    return Err(self.record_failure(&row, &e).await);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The transaction, in as few round trips as its dependencies allow:
+    /// a decision that writes nothing is one autocommitted INSERT; a write is
+    /// BEGIN, the evidence INSERT and the mutation sent together (the mutation
+    /// waits for the INSERT only if it needs the evidence id), then the result
+    /// INSERT with COMMIT: two round trips.
+    async fn try_execute(&self, row: &EvidenceRow<'_>) -> Result<Execution, EvidenceError> {
+        let write = row.write;
+        let mutation = write.mutation;
+        let bind = |evidence_id| {
+            let builtins =
+                Builtins { request: write.request, ctx_id: &row.ctx_id, trace_hash: &row.trace_hash, evidence_id };
+            mutation.bind(&builtins, write.caller_params)
+        };
+        // Bound before a connection is taken: a caller's bad parameter costs the
+        // database nothing. (The evidence id, if used, is bound again once known.)
+        let values = if write.allows_write() { Some(bind(0)?) } else { None };
+
+        let client = self.pool.get().await?;
+        let Some(values) = values else {
+            // Nothing to write but the evidence: a single statement is atomic by itself.
+            return match idempotency::claim(&client, row, Claiming::NotApplied).await? {
+                Claim::Inserted(evidence_id) => {
+                    Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
+                }
+                Claim::Taken => idempotency::replay(&client, write).await,
+            };
+        };
+
+        let transaction = Transaction::open(client);
+        let client = transaction.client();
+        let begin = async { transaction.begin().await.map_err(EvidenceError::from) };
+        let outcome = if mutation.uses_builtin(Builtin::EvidenceId) {
+            // The mutation needs the id: it waits for the evidence row.
+            let first = async {
+                match idempotency::claim(client, row, Claiming::Applied).await? {
+                    Claim::Inserted(evidence_id) => {
+                        let values = bind(evidence_id)?;
+                        Ok(Some((evidence_id, run_mutation(client, mutation, &values).await?)))
+                    }
+                    Claim::Taken => Ok(None),
+                }
+            };
+            let (began, outcome) = tokio::join!(begin, first);
+            match (began, outcome) {
+                (Ok(()), outcome) => outcome,
+                (Err(error), Ok(_)) => Err(error),
+                (Err(a), Err(b)) => Err(cause(a, b)),
+            }
+        } else {
+            let (began, inserted, result) = tokio::join!(
+                begin,
+                idempotency::claim(client, row, Claiming::Applied),
+                run_mutation(client, mutation, &values)
+            );
+            match (began, inserted, result) {
+                (Ok(()), Ok(Claim::Inserted(evidence_id)), Ok(result)) => Ok(Some((evidence_id, result))),
+                (Ok(()), Ok(Claim::Taken), Ok(_)) => Ok(None),
+                (began, inserted, result) => Err([began.err(), inserted.err(), result.err()]
+                    .into_iter()
+                    .flatten()
+                    .reduce(cause)
+                    .expect("one of them failed")),
+            }
+        };
+        let (evidence_id, result) = match outcome {
+            Ok(Some(inserted)) => inserted,
+            Ok(None) => {
+                // The key is taken: undo what ran beside the insert, then replay.
+                let client = transaction.rollback().await?;
+                return idempotency::replay(&client, write).await;
+            }
+            Err(error) => {
+                if !matches!(&error, EvidenceError::Database(e) if e.is_closed()) {
+                    let _ = transaction.rollback().await;
+                }
+                return Err(error);
+            }
+        };
+
+        let returning = rows_json(&self.redactor.redact_rows(&result.returning));
+        let rows_affected = result.rows_affected as i64;
+        let statement = client
+            .prepare_typed_cached(
+                "INSERT INTO governance_mutation_results (evidence_id, rows_affected, returning_rows) \
+                 VALUES ($1, $2, $3::text::jsonb)",
+                &[],
+            )
+            .await?;
+        transaction.commit_with_execute(&statement, &[&evidence_id, &rows_affected, &returning]).await?;
+        Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
+    }
+
+    /// After a rollback: the evidence of the failed attempt, alone and
+    /// without the idempotency key, so that a corrected retry can succeed.
+    async fn record_failure(&self, row: &EvidenceRow<'_>, error: &tokio_postgres::Error) -> EvidenceError {
+        let sqlstate = error.code().map_or("XX000", SqlState::code);
+        tracing::warn!(sqlstate, mutation = row.write.mutation.name, "mutation failed; transaction rolled back");
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(e) => return e.into(),
+        };
+        match idempotency::insert_failure(&client, row, sqlstate).await {
+            Ok(evidence_id) => EvidenceError::MutationFailed {
+                sqlstate: sqlstate.to_owned(),
+                ctx_id: row.ctx_id.clone(),
+                trace_hash: row.trace_hash.clone(),
+                evidence_id,
+            },
+            Err(e) => e,
+        }
+    }
+}
+
+async fn run_mutation(
+    client: &impl GenericClient,
+    mutation: &Mutation,
+    values: &[SqlValue],
+) -> Result<MutationResult, EvidenceError> {
+    let mut result = MutationResult { rows_affected: 0, returning: Vec::new() };
+    for statement in &mutation.statements {
+        let prepared = client.prepare_typed_cached(&statement.sql, &mutation.param_types(statement)).await?;
+        let params: Vec<&(dyn ToSql + Sync)> = statement.params.iter().map(|&i| &values[i] as _).collect();
+        if prepared.columns().is_empty() {
+            result.rows_affected += client.execute(&prepared, &params).await?;
+        } else {
+            let rows = client.query(&prepared, &params).await?;
+            result.rows_affected += rows.len() as u64;
+            result.returning.extend(rows.iter().map(row_to_map));
+        }
+    }
+    Ok(result)
+}

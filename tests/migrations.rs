@@ -1,0 +1,109 @@
+//! The evidence schema: migrations applied once under concurrent start-ups,
+//! newer schemas and bad mutation statements refused at start-up, and
+//! evidence tables that only the purge function can delete from.
+
+mod common;
+
+use common::evidence::{call, database, fixture, invoice_request};
+use common::postgres::{connect, fresh_database};
+use governance_sidecar::evidence::redact::Redactor;
+use governance_sidecar::evidence::{EvidenceStore, migrate};
+use governance_sidecar::mutations::Registry;
+use governance_sidecar::vocabulary::Mode;
+
+#[tokio::test]
+async fn concurrent_migrators_apply_each_version_once_and_newer_schemas_are_refused() {
+    let url = fresh_database().await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect(&url).await;
+            migrate::migrate(&mut client).await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for task in tasks {
+        applied.extend(task.await.unwrap());
+    }
+    applied.sort();
+    assert_eq!(applied, (1..=migrate::latest_version()).collect::<Vec<_>>());
+
+    let client = connect(&url).await;
+    migrate::check_schema(&client).await.unwrap();
+    client
+        .execute("INSERT INTO governance_schema_migrations (version, name) VALUES (999, 'future')", &[])
+        .await
+        .unwrap();
+    let error = migrate::check_schema(&client).await.unwrap_err();
+    assert!(error.to_string().contains("newer than this binary knows"), "{error}");
+}
+
+#[tokio::test]
+async fn a_bad_statement_stops_start_up_naming_the_mutation() {
+    let url = fresh_database().await;
+    let mut admin = connect(&url).await;
+    migrate::migrate(&mut admin).await.unwrap();
+    let registry = Registry::parse(
+        "[[mutations]]\nname = \"broken\"\nobject_type = \"x\"\noperation = \"create\"\nstatements = [\"INSERT INTO no_such_table VALUES (1)\"]\n",
+    )
+    .unwrap();
+    let error = EvidenceStore::connect(&database(&url), registry, Mode::Enforce, Redactor::default())
+        .await
+        .err()
+        .expect("start-up must fail");
+    assert!(error.to_string().contains("mutation `broken`"), "{error}");
+}
+
+#[tokio::test]
+async fn evidence_is_append_only_except_through_the_purge_function() {
+    let f = fixture().await;
+    f.execute(call(invoice_request(250, "USD"), Some("k-keep"), "create_invoice")).await.unwrap();
+    f.execute(call(invoice_request(5000, "USD"), Some("k-denied"), "create_invoice")).await.unwrap();
+
+    for tampering in [
+        "UPDATE governance_events SET decision = 'approved'",
+        "DELETE FROM governance_events",
+        "TRUNCATE governance_events CASCADE",
+        "UPDATE governance_mutation_results SET rows_affected = 0",
+        "DELETE FROM governance_mutation_results",
+        "TRUNCATE governance_mutation_results",
+    ] {
+        let error = f.db.batch_execute(tampering).await.expect_err(tampering);
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{tampering}: {error}"
+        );
+    }
+    // Another role with DELETE privilege cannot open the door by setting the flag itself.
+    f.db.batch_execute("CREATE ROLE evidence_tamperer; GRANT DELETE, SELECT ON governance_events TO evidence_tamperer")
+        .await
+        .unwrap();
+    let error = f
+        .db
+        .batch_execute("BEGIN; SET LOCAL ROLE evidence_tamperer; SET LOCAL governance.purging = 'on'; DELETE FROM governance_events; COMMIT")
+        .await
+        .expect_err("flag set by another role");
+    assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
+    f.db.batch_execute("ROLLBACK").await.unwrap();
+    // Nobody may run the purge function until it is granted.
+    let error =
+        f.db.batch_execute("BEGIN; SET LOCAL ROLE evidence_tamperer; SELECT governance_purge_before(now()); COMMIT")
+            .await
+            .expect_err("purge without a grant");
+    assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
+    f.db.batch_execute("ROLLBACK; DROP OWNED BY evidence_tamperer; DROP ROLE evidence_tamperer").await.unwrap();
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 2);
+
+    // Retention: the purge function deletes what is older than the cutoff, results included.
+    let purged: i64 =
+        f.db.query_one("SELECT governance_purge_before(now() + interval '1 minute')", &[]).await.unwrap().get(0);
+    assert_eq!(purged, 2);
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
+    assert_eq!(f.count("SELECT count(*) FROM governance_mutation_results").await, 0);
+    // ...and the door closes behind it.
+    assert!(f.db.batch_execute("DELETE FROM governance_events").await.is_ok(), "nothing left to refuse");
+    f.execute(call(invoice_request(250, "USD"), Some("k-after"), "create_invoice")).await.unwrap();
+    assert!(f.db.batch_execute("DELETE FROM governance_events").await.is_err());
+}
