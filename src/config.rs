@@ -87,13 +87,13 @@ pub enum Command {
     },
     /// Apply the embedded schema migrations (safe with concurrent starters).
     Migrate {
-        /// PostgreSQL URL (of a role that may create tables).
-        #[arg(long, env = "GOVERNANCE_DATABASE_URL", required_unless_present = "database_url_file")]
+        /// PostgreSQL URL (of a role that may create tables), read as libpq reads it (with PG* and ~/.pgpass).
+        #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
         database_url: Option<String>,
         /// File holding the PostgreSQL URL, e.g. a mounted Kubernetes Secret.
         #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
         database_url_file: Option<PathBuf>,
-        /// PEM file of the CA that signs PostgreSQL's certificate (with `sslmode=require` or stricter).
+        /// PEM root certificate(s) to verify PostgreSQL with: libpq's sslrootcert, which the URL's own overrides.
         #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
         database_ca_file: Option<PathBuf>,
     },
@@ -196,7 +196,9 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
 
     // ---- database
-    /// PostgreSQL URL for ExecuteWithEvidence, e.g. postgresql://sidecar@127.0.0.1/app. Without it only Evaluate is served.
+    /// PostgreSQL for ExecuteWithEvidence: a libpq URL or key=value string, e.g.
+    /// postgresql://sidecar@db/app?sslmode=verify-full, completed from the PG* variables and ~/.pgpass.
+    /// Without it (and without PGHOST) only Evaluate is served.
     #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
     pub database_url: Option<String>,
 
@@ -223,7 +225,8 @@ pub struct ServeArgs {
     pub statement_timeout_ms: Option<u64>,
 
     #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE", help = defaulted(
-        "PEM CA certificate(s) to verify Postgres with when the URL's sslmode is not `disable`.", "system roots"))]
+        "PEM root certificate(s) to verify PostgreSQL with: libpq's sslrootcert, which the URL's own overrides.",
+        "~/.postgresql/root.crt if it exists"))]
     pub database_ca_file: Option<PathBuf>,
 
     // ---- policies
@@ -333,7 +336,9 @@ impl ServeArgs {
     }
 }
 
-/// The URL given directly, else the one in `file` (surrounding whitespace dropped).
+/// The URL given directly, else the one in `file` (surrounding whitespace
+/// dropped), else, when `PGHOST` or `PGHOSTADDR` names a server, an empty
+/// one: libpq's variables then say everything, as they do to psql.
 pub fn database_url(direct: Option<String>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
     match (direct, file) {
         (Some(url), _) => Ok(Some(url)),
@@ -341,6 +346,9 @@ pub fn database_url(direct: Option<String>, file: Option<&Path>) -> anyhow::Resu
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the database URL from {}", path.display()))?;
             Ok(Some(text.trim().to_owned()))
+        }
+        (None, None) if ["PGHOST", "PGHOSTADDR"].iter().any(|v| std::env::var_os(v).is_some_and(|h| !h.is_empty())) => {
+            Ok(Some(String::new()))
         }
         (None, None) => Ok(None),
     }

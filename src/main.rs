@@ -71,7 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { database_url, database_url_file, database_ca_file } => {
             init_logging(LogFormat::Text);
             let url = config::database_url(database_url, database_url_file.as_deref())?
-                .ok_or_else(|| anyhow::anyhow!("--database-url or --database-url-file is required"))?;
+                .ok_or_else(|| anyhow::anyhow!("--database-url, --database-url-file or PGHOST is required"))?;
             tokio::runtime::Runtime::new()?.block_on(migrate(&url, database_ca_file.as_deref()))?;
             Ok(ExitCode::SUCCESS)
         }

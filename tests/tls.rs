@@ -7,35 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::certificates::Authority;
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::{ListenSettings, ServerSettings, TlsSettings};
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::{EvaluateRequest, evaluate_request::Body};
 use governance_sidecar::server::tls::TlsFiles;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-/// A certificate authority made now.
-struct Authority {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-impl Authority {
-    fn new() -> Authority {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let pem = params.self_signed(&key).unwrap().pem();
-        Authority { issuer: rcgen::Issuer::new(params, key), pem }
-    }
-
-    /// A leaf certificate and key (PEM) for `names`.
-    fn issue(&self, names: &[&str]) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
-        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
-    }
-}
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch(&format!("tls-{name}"))

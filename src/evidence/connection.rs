@@ -1,28 +1,34 @@
 //! Reaching PostgreSQL: the settings, the pool every call borrows from, and
 //! single connections outside it (migrations, the example schema).
 //!
-//! TLS is used whenever the URL's `sslmode` is not `disable` ([`super::tls`]).
+//! Where and how to connect follows libpq's conventions ([`super::libpq`]
+//! for the URL, the `PG*` variables and `.pgpass`; [`super::tls`] for
+//! `sslmode`), so that the URL that works with psql works here.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
-use tokio_postgres::config::SslMode;
+use deadpool_postgres::{Connect, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::tls;
+use super::libpq::{self, ConnectionTarget, ProcessEnvironment};
+use super::tls::SslMode;
 
 /// How to reach Postgres.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
+    /// A libpq connection string: a `postgresql://` URL or `key=value` pairs,
+    /// completed from the `PG*` variables and the password file.
     pub url: String,
     pub pool_size: usize,
     /// How long a call waits for a pooled connection (and to open one).
     pub wait_timeout: Duration,
     /// Longest any statement may run; a mutation over it is cancelled and rolled back.
     pub statement_timeout: Duration,
-    /// PEM file of the CA that signs the server's certificate, for `sslmode=require`
-    /// (and stricter); the system's roots are used without it.
+    /// PEM root certificate(s) to verify the server with: libpq's `sslrootcert`,
+    /// which the URL's own `sslrootcert` overrides.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -30,14 +36,15 @@ pub struct DatabaseSettings {
 /// session carries the statement timeout, so it costs no round trip per
 /// transaction.
 pub(super) fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let mut config: tokio_postgres::Config = settings.url.parse()?;
-    config.options(format!("-c statement_timeout={}", settings.statement_timeout.as_millis()));
-    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-    let manager = match config.get_ssl_mode() {
-        SslMode::Disable => Manager::from_config(config, NoTls, manager_config),
-        _ => Manager::from_config(config, tls::connector(settings.ca_file.as_deref())?, manager_config),
+    let mut target = libpq::resolve(&settings.url, settings.ca_file.as_deref(), &ProcessEnvironment)?;
+    let options = match target.config.get_options() {
+        Some(options) => format!("{options} -c statement_timeout={}", settings.statement_timeout.as_millis()),
+        None => format!("-c statement_timeout={}", settings.statement_timeout.as_millis()),
     };
-    Ok(Pool::builder(manager)
+    target.config.options(options);
+    let connector = Connector::new(&target)?;
+    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    Ok(Pool::builder(Manager::from_connect(target.config, connector, manager_config))
         .max_size(settings.pool_size)
         .wait_timeout(Some(settings.wait_timeout))
         .create_timeout(Some(settings.wait_timeout))
@@ -46,21 +53,65 @@ pub(super) fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
         .build()?)
 }
 
-/// One connection outside the pool (for migrations), with TLS whenever the
-/// URL's `sslmode` asks for it, exactly as the pool connects.
-pub async fn connect_once(url: &str, ca_file: Option<&Path>) -> anyhow::Result<tokio_postgres::Client> {
-    let config: tokio_postgres::Config = url.parse()?;
-    let client = match config.get_ssl_mode() {
-        SslMode::Disable => {
-            let (client, connection) = config.connect(NoTls).await?;
-            tokio::spawn(connection);
-            client
-        }
-        _ => {
-            let (client, connection) = config.connect(tls::connector(ca_file)?).await?;
-            tokio::spawn(connection);
-            client
-        }
-    };
+/// One connection outside the pool (for migrations), made exactly as the
+/// pool makes its connections.
+pub async fn connect_once(url: &str, ca_file: Option<&Path>) -> anyhow::Result<Client> {
+    let target = libpq::resolve(url, ca_file, &ProcessEnvironment)?;
+    let (client, _connection) = Connector::new(&target)?.connect(&target.config).await?;
     Ok(client)
+}
+
+/// Opens connections with libpq's `sslmode` behaviour, which tokio-postgres
+/// alone has only in part: `allow` tries plaintext first and TLS if that is
+/// refused; `prefer` falls back to plaintext when the TLS handshake fails,
+/// not only when the server offers no TLS.
+struct Connector {
+    mode: SslMode,
+    tls: MakeRustlsConnect,
+}
+
+impl Connector {
+    fn new(target: &ConnectionTarget) -> anyhow::Result<Connector> {
+        Ok(Connector { mode: target.tls.mode, tls: target.tls.connector()? })
+    }
+
+    async fn attempt(
+        &self,
+        config: &Config,
+        transport: tokio_postgres::config::SslMode,
+    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let mut config = config.clone();
+        config.ssl_mode(transport);
+        let (client, connection) = config.connect(self.tls.clone()).await?;
+        let task = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "database connection ended");
+            }
+        });
+        Ok((client, task))
+    }
+}
+
+/// A connection being opened, as deadpool's [`Connect`] returns it.
+type Connecting<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send + 'a>>;
+
+impl Connect for Connector {
+    fn connect(&self, config: &Config) -> Connecting<'_> {
+        use tokio_postgres::config::SslMode as Transport;
+        let config = config.clone();
+        Box::pin(async move {
+            match self.mode {
+                SslMode::Allow => match self.attempt(&config, Transport::Disable).await {
+                    Err(error) if error.as_db_error().is_some() => self.attempt(&config, Transport::Require).await,
+                    connected => connected,
+                },
+                SslMode::Prefer => match self.attempt(&config, Transport::Prefer).await {
+                    Err(error) if error.as_db_error().is_none() => self.attempt(&config, Transport::Disable).await,
+                    connected => connected,
+                },
+                mode => self.attempt(&config, mode.transport()).await,
+            }
+        })
+    }
 }

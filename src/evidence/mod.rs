@@ -19,6 +19,7 @@ mod connection;
 mod error;
 mod governed;
 mod idempotency;
+mod libpq;
 pub mod local_postgres;
 pub mod migrate;
 pub mod redact;

@@ -57,6 +57,7 @@ impl TestServer {
         self.task.await.expect("server task panicked")
     }
 }
+pub mod certificates;
 pub mod dev;
 pub mod evidence;
 pub mod http;
