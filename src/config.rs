@@ -109,6 +109,11 @@ pub struct DevArgs {
     #[arg(long, env = "GOVERNANCE_DEV_POSTGRES_PORT", default_value_t = 0)]
     pub postgres_port: u16,
 
+    /// Decide the invoice example with its policy bundle (invoices up to 1000, in USD or EUR),
+    /// written to the data directory, where edits are reloaded. `false`: requests bring their own policies.
+    #[arg(long, env = "GOVERNANCE_DEV_EXAMPLE_POLICIES", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub example_policies: bool,
+
     #[command(flatten)]
     pub serve: ServeArgs,
 }

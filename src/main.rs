@@ -41,7 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
-            let DevArgs { data_dir, postgres_port, serve: mut args } = *args;
+            let DevArgs { data_dir, postgres_port, example_policies, serve: mut args } = *args;
             if args.database_url.is_some() || args.database_url_file.is_some() {
                 anyhow::bail!("`dev` starts its own PostgreSQL; use `serve` with --database-url for another one");
             }
@@ -50,11 +50,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let postgres = LocalPostgres::start(&data_dir, postgres_port, true)?;
             args.database_url = Some(postgres.url("postgres"));
             args.migrate = Some(true);
+            let example = args.mutations.is_none();
+            if example && example_policies && args.policy_bundle.is_none() {
+                // Kernite's own request bodies carry their policies: dev decides those with them.
+                args.policy_bundle = Some(example_bundle(&data_dir)?);
+                args.allow_request_policies = args.allow_request_policies.or(Some(true));
+            }
             let settings = args.resolve()?;
             init_logging(settings.process.log_format);
             tracing::info!(url = postgres.url("postgres"), data_dir = %data_dir.display(), "private PostgreSQL is up");
-            let example = settings.evidence.mutations.is_none().then_some(EXAMPLE_MUTATIONS);
-            serve(&settings, example)?;
+            serve(&settings, example.then_some(EXAMPLE_MUTATIONS))?;
             drop(postgres);
             Ok(ExitCode::SUCCESS)
         }
@@ -80,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Serves until SIGTERM or SIGINT, on a runtime of the configured size.
 /// The server is tied to this (the main) thread, which lives as long as we do.
+/// With the invoice example, prints how to try it once the port is bound.
 fn serve(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = settings.process.worker_threads {
@@ -89,8 +95,25 @@ fn serve(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<()>
         let shutdown = server::termination_signal();
         let api = api_for(settings, example).await?;
         let listener = tokio::net::TcpListener::bind(settings.listen.address).await?;
+        if example.is_some() && settings.policies.is_some() {
+            println!("{}", try_it(listener.local_addr()?));
+        }
         server::serve(listener, settings, api, shutdown).await
     })
+}
+
+/// The invoice example's policy bundle, written where `dev` keeps its data
+/// (and rewritten at each start), so that edits to it are reloaded live.
+fn example_bundle(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = data_dir.join("policy-bundle.json");
+    std::fs::write(&path, EXAMPLE_BUNDLE)?;
+    Ok(path)
+}
+
+/// The first run's commands, for the address the server listens on: the
+/// README opens with the same lines for 127.0.0.1:50051.
+fn try_it(address: std::net::SocketAddr) -> String {
+    EXAMPLE_TRY_IT.replace("{address}", &address.to_string())
 }
 
 /// The service, with an evidence store when a database is configured.
@@ -125,9 +148,12 @@ async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Re
     Ok(api.with_policies(source, policies.allow_request_policies))
 }
 
-/// The invoice example that `dev` serves unless --mutations is given.
+/// The invoice example that `dev` serves unless --mutations is given: its
+/// table and mutation, its policy bundle, and how to try it.
 const EXAMPLE_SCHEMA: &str = include_str!("../deploy/examples/invoice/schema.sql");
 const EXAMPLE_MUTATIONS: &str = include_str!("../deploy/examples/invoice/mutations.toml");
+const EXAMPLE_BUNDLE: &str = include_str!("../deploy/examples/invoice/policy-bundle.json");
+const EXAMPLE_TRY_IT: &str = include_str!("../deploy/examples/invoice/try-it.txt");
 
 async fn migrate(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let mut client = connect_once(url, ca_file).await?;

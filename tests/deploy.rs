@@ -48,6 +48,14 @@ fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts() {
 }
 
 #[test]
+fn the_kubernetes_policy_bundle_is_the_invoice_examples_dev_serves() {
+    // kustomize may not read files outside its directory, so the bundle is a copy.
+    let copy = std::fs::read_to_string(deploy().join("kubernetes/policy-bundle.json")).unwrap();
+    let example = std::fs::read_to_string(deploy().join("examples/invoice/policy-bundle.json")).unwrap();
+    assert_eq!(copy, example, "deploy/kubernetes/policy-bundle.json drifted from the invoice example");
+}
+
+#[test]
 fn the_kubernetes_policy_bundle_loads_and_governs_invoice_creation() {
     let bytes = std::fs::read(deploy().join("kubernetes/policy-bundle.json")).unwrap();
     let bundle = PolicyBundle::parse(&bytes).expect("deploy/kubernetes/policy-bundle.json");

@@ -46,7 +46,9 @@ fn assert_success(what: &str, output: &Output) {
 
 /// Runs a client program against a fresh sidecar and returns what it printed.
 fn run_client(program: &Path, script: &str) -> String {
-    let sidecar = DevSidecar::start(&format!("interop-{}", program.file_name().unwrap().to_string_lossy()));
+    // The corpus is Kernite's answers without an operator's bundle.
+    let name = format!("interop-{}", program.file_name().unwrap().to_string_lossy());
+    let sidecar = DevSidecar::start_with(&name, &["--example-policies=false"]);
     let output = Command::new(program)
         .arg(repository().join(script))
         .args(["--address", &sidecar.address, "--proto-dir"])
@@ -82,7 +84,11 @@ const README_GRPCURL: &[(&str, bool, &[&str])] = &[
     (" list", true, &["governance.v1.Governance", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]),
     ("describe governance.v1.EvaluateRequest", true, &["message EvaluateRequest", "string request_json = 2;"]),
     (r#"\"amount\": 5000}, \"policy_context\""#, true, &[r#""decision": "DECISION_DENIED""#, r#""max_amount_denied""#]),
-    (r#""payload": {"amount": 250}"#, true, &[r#""decision": "DECISION_APPROVED""#, r#""out_of_scope_phase1""#]),
+    (
+        r#""payload": {"amount": 250, "currency": "USD"}}}"#,
+        true,
+        &[r#""decision": "DECISION_APPROVED""#, r#""policyKey": "invoice_create""#],
+    ),
     ("grpc.health.v1.Health/Check", true, &[r#""status": "SERVING""#]),
     (
         r#""idempotency_key": "invoice-1", "mutation""#,
@@ -113,9 +119,11 @@ const README_GRPCURL: &[(&str, bool, &[&str])] = &[
     ),
 ];
 
-/// The grpcurl commands of README.md's `sh` blocks, continuation lines joined.
+/// The grpcurl commands of README.md's `sh` blocks from "Calling it" on,
+/// continuation lines joined. (The first run's block, above it, has a test of its own.)
 fn readme_grpcurl_commands() -> Vec<String> {
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let readme = readme.split("\n## Calling it").nth(1).expect("a Calling it section");
     let mut commands = Vec::new();
     let mut in_shell = false;
     let mut current: Option<String> = None;
@@ -165,5 +173,37 @@ fn the_readme_client_examples_are_the_code_the_tests_run() {
         let from = source.find(&start).and_then(|i| source[i..].find('\n').map(|n| i + n + 1)).expect(&start);
         let to = source[..source.find(&end).expect(&end)].rfind('\n').unwrap() + 1;
         assert!(readme.contains(&source[from..to]), "README.md's {language} example differs from {path}");
+    }
+}
+
+/// `dev` prints the README's first lines, and each of its commands does what
+/// its comment says: one write approved, one denied, and both rows of evidence.
+#[test]
+fn dev_prints_the_readmes_first_run_and_it_governs() {
+    let mut sidecar = DevSidecar::start("interop-first-run");
+    let printed = sidecar.first_run();
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    assert!(readme.contains(&printed.replace(&sidecar.address, "127.0.0.1:50051")), "README.md lacks:\n{printed}");
+
+    let path = format!("{}:{}", toolchains().join("bin").display(), std::env::var("PATH").unwrap());
+    let commands: Vec<&str> = printed.lines().filter(|line| !line.is_empty() && !line.starts_with('#')).collect();
+    let expected: [&[&str]; 3] = [
+        &[r#""decision": "DECISION_APPROVED""#, r#""mutationApplied": true"#, r#""rowsAffected": "1""#],
+        &[r#""decision": "denied""#, r#""mutation_applied": false"#, r#""max_amount""#],
+        &[
+            r#""decision": "denied""#,
+            r#""outcome": "not_applied""#,
+            r#""decision": "approved""#,
+            r#""outcome": "applied""#,
+        ],
+    ];
+    assert_eq!(commands.len(), expected.len(), "{printed}");
+    for (command, fragments) in commands.iter().zip(expected) {
+        let output = Command::new("bash").args(["-c", command]).env("PATH", &path).output().unwrap();
+        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{command}\n{printed}");
+        for fragment in fragments {
+            assert!(printed.contains(fragment), "{command}\nprinted\n{printed}\nwithout {fragment}");
+        }
     }
 }

@@ -3,13 +3,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_governance-sidecar");
 
 pub struct DevSidecar {
     child: Child,
+    /// What `dev` prints for people: how to try it.
+    stdout: Option<ChildStdout>,
     /// The gRPC address it logged, e.g. `127.0.0.1:40123`.
     pub address: String,
     pub postgres_port: u16,
@@ -19,11 +21,18 @@ pub struct DevSidecar {
 impl DevSidecar {
     /// Starts `dev` on an ephemeral loopback port and waits until it serves.
     pub fn start(name: &str) -> DevSidecar {
+        DevSidecar::start_with(name, &[])
+    }
+
+    /// Starts `dev` with more arguments (e.g. `--example-policies=false`).
+    pub fn start_with(name: &str, arguments: &[&str]) -> DevSidecar {
         let data_dir = super::postgres::scratch_dir(name);
         let mut child = Command::new(BINARY)
             .args(["dev", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(&data_dir)
+            .args(arguments)
             .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -35,7 +44,18 @@ impl DevSidecar {
         let address = logged_address(&serving);
         let postgres_port =
             postgres_line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
-        DevSidecar { child, address, postgres_port, data_dir }
+        let stdout = child.stdout.take();
+        DevSidecar { child, stdout, address, postgres_port, data_dir }
+    }
+
+    /// The block `dev` prints on how to try it (up to its last command).
+    pub fn first_run(&mut self) -> String {
+        let mut stdout = BufReader::new(self.stdout.take().expect("read once"));
+        let mut printed = String::new();
+        while !printed.contains("governance.v1.Governance/ListEvidence") {
+            assert!(stdout.read_line(&mut printed).unwrap() > 0, "dev printed no first run: {printed}");
+        }
+        printed
     }
 
     /// Sends SIGTERM and waits (at most 10 s) for the exit.
