@@ -77,6 +77,13 @@ pub(super) fn is_retryable(error: &tokio_postgres::Error) -> bool {
     matches!(error.code(), Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED)
 }
 
+/// The server answers read-only (25006): a standby, or a primary demoted
+/// since the connection was opened. Nothing was written; another server may
+/// be the primary now.
+pub(super) fn is_read_only(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+}
+
 /// The server went away (connection exception, or an operator/crash
 /// shutdown of the backend): nothing committed, and the request is not at fault.
 pub(super) fn is_connection_loss(error: &tokio_postgres::Error) -> bool {

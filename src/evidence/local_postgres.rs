@@ -72,6 +72,40 @@ impl LocalPostgres {
     /// The server is tied to the calling thread's lifetime by the kernel, so
     /// call this from a thread that lives as long as the server should.
     pub fn start(data_dir: &Path, port: u16, durable: bool) -> anyhow::Result<LocalPostgres> {
+        LocalPostgres::start_with(data_dir, port, durable, &[])
+    }
+
+    /// A streaming standby of the local primary on `primary_port`, in
+    /// `data_dir` (which must not hold a server yet), copied with
+    /// `pg_basebackup -R` and started on `port`.
+    pub fn start_standby(primary_port: u16, data_dir: &Path, port: u16) -> anyhow::Result<LocalPostgres> {
+        let owner = run_as()?;
+        let data_dir = &std::path::absolute(data_dir)?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(data_dir, Some(uid), Some(gid))?;
+            ensure_traversable(data_dir)?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            // PostgreSQL refuses a data directory others may read.
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let output = as_owner(Command::new(server_bin_dir()?.join("pg_basebackup")), owner)
+            .args(["-h", "127.0.0.1", "-p", &primary_port.to_string(), "-U", "postgres", "-R", "-X", "stream", "-D"])
+            .arg(data_dir)
+            .output()
+            .context("running pg_basebackup")?;
+        if !output.status.success() {
+            bail!("pg_basebackup failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        // The copy holds the primary's logs, and its own settings come from the primary's.
+        let _ = std::fs::remove_file(data_dir.join("server.log"));
+        LocalPostgres::start_with(data_dir, port, true, &[])
+    }
+
+    /// Like [`LocalPostgres::start`], with more `-c name=value` settings.
+    pub fn start_with(data_dir: &Path, port: u16, durable: bool, settings: &[&str]) -> anyhow::Result<LocalPostgres> {
         let bin = server_bin_dir()?;
         let owner = run_as()?;
         let data_dir = &std::path::absolute(data_dir)?;
@@ -106,6 +140,9 @@ impl LocalPostgres {
             .stderr(std::fs::File::create(data_dir.join("server.log"))?);
         if !durable {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        for setting in settings {
+            command.args(["-c", setting]);
         }
         // SAFETY: prctl is async-signal-safe; the closure only calls it.
         unsafe {
@@ -148,9 +185,24 @@ impl LocalPostgres {
     }
 }
 
+impl LocalPostgres {
+    /// Stops the server as a crash would (immediate shutdown: no checkpoint,
+    /// connections cut), as a failing primary goes away.
+    pub fn stop_immediately(mut self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGQUIT);
+        }
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for LocalPostgres {
     fn drop(&mut self) {
-        // SAFETY: sending a signal to our own child process.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // Already gone (and reaped: its pid may be another's now).
+        }
+        // SAFETY: sending a signal to our own child process, which has not been reaped.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
         }

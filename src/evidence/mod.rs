@@ -91,12 +91,31 @@ impl EvidenceStore {
         (status.size, status.available, status.waiting)
     }
 
-    /// Whether Postgres answers now (for the health of the Governance service).
+    /// Whether a writable PostgreSQL answers now (for the health of the
+    /// Governance service). A connection that finds its server read-only (a
+    /// standby, or a demoted primary) takes the pool's idle connections with
+    /// it, so that the next ones look for the primary.
     pub async fn ping(&self) -> bool {
-        match self.pool.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        let Ok(client) = self.pool.get().await else { return false };
+        let writable = "SELECT NOT (pg_is_in_recovery() OR current_setting('transaction_read_only')::bool) AS writable";
+        match client.query_one(writable, &[]).await {
+            Ok(row) if row.try_get("writable").unwrap_or(false) => true,
+            Ok(_) => {
+                drop(client);
+                self.forget_connections("the database answers read-only");
+                false
+            }
             Err(_) => false,
         }
+    }
+
+    /// Closes every idle connection: after a failover they lead to the old
+    /// primary. Connections in use are closed as their calls fail.
+    pub(super) fn forget_connections(&self, why: &str) {
+        let before = self.pool.status().size;
+        self.pool.retain(|_, _| false);
+        let closed = before.saturating_sub(self.pool.status().size);
+        tracing::warn!(why, closed, "closed the pool's idle connections");
     }
 
     /// The operator's mode for a mutation: its own, else its scope's in the

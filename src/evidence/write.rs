@@ -11,7 +11,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::error::{cause, db_message, is_connection_loss, is_retryable};
+use super::error::{cause, db_message, is_connection_loss, is_read_only, is_retryable};
 use super::governed::{Execution, GovernedWrite};
 use super::idempotency::{self, Claim, Claiming};
 use super::returning::{MutationResult, row_to_map, rows_json};
@@ -35,6 +35,14 @@ impl EvidenceStore {
             match self.try_execute(&row).await {
                 Err(EvidenceError::Database(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
                     tracing::info!(attempt, sqlstate = ?e.code(), "retrying the transaction");
+                }
+                Err(EvidenceError::Database(e)) if is_read_only(&e) => {
+                    // Never write to a standby: its connections go, and new
+                    // ones look for a writable server (target_session_attrs).
+                    self.forget_connections("a connection answered read-only");
+                    if attempt == MAX_ATTEMPTS {
+                        return Err(EvidenceError::Unavailable("no writable PostgreSQL is reachable".into()));
+                    }
                 }
                 Err(EvidenceError::Database(e)) if is_connection_loss(&e) => {
                     return Err(EvidenceError::Unavailable(db_message(&e)));

@@ -114,3 +114,42 @@ impl OwnedPostgres {
         format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
     }
 }
+
+/// A thread that outlives the servers started on it: a private PostgreSQL
+/// dies with the thread that started it (`PR_SET_PDEATHSIG`), so tests that
+/// start several start them here, and they stop when this is dropped.
+pub struct ServerThread {
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    pub fn new() -> ServerThread {
+        let (jobs, receiver) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let thread = std::thread::spawn(move || {
+            while let Ok(job) = receiver.recv() {
+                job();
+            }
+        });
+        ServerThread { jobs: Some(jobs), thread: Some(thread) }
+    }
+
+    /// Runs `job` on the thread and returns what it returns.
+    pub fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> R {
+        let (result, receive) = std::sync::mpsc::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = result.send(job());
+        });
+        self.jobs.as_ref().unwrap().send(job).unwrap();
+        receive.recv().expect("the server thread's job panicked")
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
