@@ -21,4 +21,5 @@ pub mod policies;
 pub mod proto;
 pub mod reload;
 pub mod server;
+pub mod telemetry;
 pub mod vocabulary;

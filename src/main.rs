@@ -14,7 +14,7 @@ use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate};
 use governance_sidecar::mutations::Registry;
-use governance_sidecar::server;
+use governance_sidecar::{server, telemetry};
 
 /// mimalloc: about a quarter less CPU per decision than glibc malloc on our
 /// many short-lived allocations (measured with benches/engine.rs).
@@ -36,8 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let settings = (*args).resolve()?;
-            init_logging(settings.process.log_format);
-            serve(&settings, None)?;
+            serve(&settings, None, || ())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
@@ -57,9 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 args.allow_request_policies = args.allow_request_policies.or(Some(true));
             }
             let settings = args.resolve()?;
-            init_logging(settings.process.log_format);
-            tracing::info!(url = postgres.url("postgres"), data_dir = %data_dir.display(), "private PostgreSQL is up");
-            serve(&settings, example.then_some(EXAMPLE_MUTATIONS))?;
+            let url = postgres.url("postgres");
+            serve(&settings, example.then_some(EXAMPLE_MUTATIONS), || {
+                tracing::info!(url, data_dir = %data_dir.display(), "private PostgreSQL is up");
+            })?;
             drop(postgres);
             Ok(ExitCode::SUCCESS)
         }
@@ -74,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if status == server::ReportedStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Migrate { database_url, database_url_file, database_ca_file } => {
-            init_logging(LogFormat::Text);
+            telemetry::init_logs(LogFormat::Text);
             let url = config::database_url(database_url, database_url_file.as_deref())?
                 .ok_or_else(|| anyhow::anyhow!("--database-url, --database-url-file or PGHOST is required"))?;
             tokio::runtime::Runtime::new()?.block_on(migrate(&url, database_ca_file.as_deref()))?;
@@ -83,15 +83,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Serves until SIGTERM or SIGINT, on a runtime of the configured size.
+/// Serves until SIGTERM or SIGINT, on a runtime of the configured size, with
+/// logs and trace export set up first (`started` logs what happened before).
 /// The server is tied to this (the main) thread, which lives as long as we do.
 /// With the invoice example, prints how to try it once the port is bound.
-fn serve(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<()> {
+fn serve(settings: &ServerSettings, example: Option<&str>, started: impl FnOnce()) -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = settings.process.worker_threads {
         runtime.worker_threads(threads);
     }
-    runtime.enable_all().build()?.block_on(async {
+    let runtime = runtime.enable_all().build()?;
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(settings.process.log_format)
+    };
+    started();
+    let served = runtime.block_on(async {
         let shutdown = server::termination_signal();
         let api = api_for(settings, example).await?;
         let listener = tokio::net::TcpListener::bind(settings.listen.address).await?;
@@ -99,7 +106,9 @@ fn serve(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<()>
             println!("{}", try_it(listener.local_addr()?));
         }
         server::serve(listener, settings, api, shutdown).await
-    })
+    });
+    telemetry.shutdown();
+    served
 }
 
 /// The invoice example's policy bundle, written where `dev` keeps its data
@@ -173,14 +182,4 @@ fn evaluate_stdin(idempotency_key: Option<&str>) -> anyhow::Result<ExitCode> {
     };
     println!("{}", json::to_string(&response, Layout::Response));
     Ok(code)
-}
-
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }

@@ -207,3 +207,81 @@ fn dev_prints_the_readmes_first_run_and_it_governs() {
         }
     }
 }
+
+/// With the standard OTEL_* variables set, every call's span reaches an OTLP
+/// collector (a Python one, from the opentelemetry-proto package), continuing
+/// the caller's traceparent, with the PostgreSQL transaction as its child.
+#[test]
+fn spans_reach_an_otlp_collector_continuing_the_callers_trace() {
+    use std::io::{BufRead as _, BufReader};
+    let mut receiver = Command::new(toolchains().join("otlp/bin/python"))
+        .arg(repository().join("tests/interop/otlp/receiver.py"))
+        .args(["0", "--exit-on-stdin-eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _held_open = receiver.stdin.take();
+    let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let port = lines.next().unwrap().unwrap();
+    let (spans, received) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = spans.send(serde_json::from_str(&line).unwrap());
+        }
+    });
+
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "governance-sidecar-under-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let sidecar = DevSidecar::start_with_env("interop-otel", &[], &env);
+    let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = runtime.block_on(async {
+        use governance_sidecar::proto::governance_client::GovernanceClient;
+        use governance_sidecar::proto::{ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request::Body};
+        let mut client = GovernanceClient::connect(format!("http://{}", sidecar.address)).await.unwrap();
+        let body = r#"{"workspace_id": "ws_otel", "principal": {"type": "user", "id": "u"}, "object_type": "invoice", "operation": "create", "payload": {"amount": 250, "currency": "USD"}}"#;
+        let mut request = tonic::Request::new(ExecuteWithEvidenceRequest {
+            body: Some(Body::RequestJson(body.into())),
+            idempotency_key: Some("otel-1".into()),
+            mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+        });
+        let traceparent = format!("00-{trace_id}-{caller_span}-01");
+        request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+        client.execute_with_evidence(request).await.unwrap().into_inner()
+    });
+    let decision = answer.decision.unwrap();
+
+    let (mut call, mut transaction) = (None, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while call.is_none() || transaction.is_none() {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let span = received.recv_timeout(wait).expect("the call's spans did not reach the collector");
+        if span["trace_id"] != trace_id {
+            continue;
+        }
+        match span["name"].as_str().unwrap() {
+            "ExecuteWithEvidence" => call = Some(span),
+            "PostgreSQL transaction" => transaction = Some(span),
+            _ => {}
+        }
+    }
+    let (call, transaction) = (call.unwrap(), transaction.unwrap());
+    assert_eq!(call["parent_span_id"], caller_span, "the call continues the caller's span: {call}");
+    assert_eq!(call["service_name"], "governance-sidecar-under-test");
+    assert_eq!(call["kind"], 2, "a server span: {call}");
+    let attributes = &call["attributes"];
+    assert_eq!(attributes["method"], "ExecuteWithEvidence");
+    assert_eq!(attributes["ctx_id"], decision.ctx_id.as_str());
+    assert_eq!(attributes["decision"], "approved");
+    assert_eq!(attributes["trace_hash"], decision.trace_hash.as_str());
+    assert_eq!(transaction["parent_span_id"], call["span_id"], "the transaction is the call's child: {transaction}");
+    assert_eq!(transaction["attributes"]["db.system"], "postgresql");
+    drop(sidecar);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}

@@ -66,14 +66,18 @@ impl Call {
         let trace = traceparent.and_then(TraceParent::parse);
         let span = tracing::info_span!(
             "rpc",
+            otel.name = method,
+            otel.kind = "server",
             method,
             trace_id = trace.as_ref().map(|t| t.trace_id.as_str()),
             parent_id = trace.as_ref().map(|t| t.parent_id.as_str()),
             ctx_id = Empty,
             decision = Empty,
+            trace_hash = Empty,
             status = Empty,
             latency_us = Empty
         );
+        crate::telemetry::continue_trace(&span, trace.is_some().then_some(traceparent).flatten());
         Call { method, span, started: Instant::now(), trace, deadline, ctx_id: OnceLock::new() }
     }
 
@@ -82,6 +86,12 @@ impl Call {
     /// shutdown are served while the server drains.
     pub async fn permit<'s>(&self, permits: &'s Semaphore) -> SemaphorePermit<'s> {
         permits.acquire().await.expect("the concurrency semaphore is never closed")
+    }
+
+    /// The call's span: the handler runs inside it, so that what it does
+    /// (the PostgreSQL transaction) is traced as its children.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The caller's deadline.
@@ -105,6 +115,7 @@ impl Call {
     pub fn record_decision(&self, record: &DecisionRecord, request: &NormalizedRequest, mode: Mode) {
         self.record_ctx_id(&record.ctx_id);
         self.span.record("decision", record.decision.as_str());
+        self.span.record("trace_hash", record.trace_hash.as_str());
         metrics().decision(record.decision, &request.object_type, &request.operation, mode);
     }
 

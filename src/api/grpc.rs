@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
@@ -54,7 +55,7 @@ impl GovernanceApi {
         let metadata = request.metadata();
         let call = Call::start(method, traceparent(metadata), Deadline::from_metadata(metadata));
         let _permit = call.permit(&self.permits).await;
-        let result = handler(&call, request.into_inner()).await;
+        let result = handler(&call, request.into_inner()).instrument(call.span().clone()).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| MetadataValue::try_from(c).ok());
         let result = result.map_err(Status::from);
         let failure = match &result {

@@ -23,6 +23,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tracing::Instrument as _;
 
 use super::GovernanceApi;
 use super::call::{CTX_ID_HEADER, Call};
@@ -119,7 +120,7 @@ impl HttpState {
         let call = Call::start(method, traceparent(headers), Deadline::none());
         let _permit = call.permit(&self.api.permits).await;
         let result = match read_json(body, self.max_body_bytes).await {
-            Ok(body) => handler(&call, body).await,
+            Ok(body) => handler(&call, body).instrument(call.span().clone()).await,
             Err(error) => Err(error),
         };
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| HeaderValue::from_str(&c).ok());

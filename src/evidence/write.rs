@@ -10,6 +10,7 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tracing::Instrument as _;
 
 use super::error::{cause, db_message, is_connection_loss, is_read_only, is_retryable};
 use super::governed::{Execution, GovernedWrite};
@@ -32,7 +33,15 @@ impl EvidenceStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_execute(&row).await {
+            let transaction = tracing::info_span!(
+                "transaction",
+                otel.name = "PostgreSQL transaction",
+                otel.kind = "client",
+                db.system = "postgresql",
+                attempt,
+                mutation = write.mutation.name,
+            );
+            match self.try_execute(&row).instrument(transaction).await {
                 Err(EvidenceError::Database(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
                     tracing::info!(attempt, sqlstate = ?e.code(), "retrying the transaction");
                 }

