@@ -161,7 +161,7 @@ async fn postgres_over_tls_is_verified_against_the_configured_ca() {
     let migrated = migrate_command(&ca_file);
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
 
-    let plain = connect_store(&settings(postgres.url("postgres"), None)).await;
+    let plain = connect_store(&settings(format!("{}?sslmode=disable", postgres.url("postgres")), None)).await;
     assert!(plain.is_err(), "without TLS the server refuses us");
     let other_ca = certificates.join("other-ca.pem");
     let other_key = rcgen::KeyPair::generate().unwrap();
