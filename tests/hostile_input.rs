@@ -108,3 +108,34 @@ async fn malformed_protobuf_is_internal_by_grpc_convention_and_harmless() {
     }
     assert_eq!(evaluate(&server, with_payload("{}"), None).await.unwrap(), Decision::Approved, "still serving");
 }
+
+/// Hundreds of connections that send nothing, or half an HTTP/2 preface,
+/// hold no resource a real caller needs: every call made meanwhile is
+/// answered, promptly, on a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_and_half_open_connections_leaves_every_call_answered() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::new()).await;
+    let mut flood = Vec::new();
+    for n in 0..400 {
+        let mut connection = tokio::net::TcpStream::connect(server.address).await.unwrap();
+        if n % 2 == 1 {
+            connection.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        }
+        flood.push(connection);
+    }
+    let (calls, mut slowest) = (200, Duration::ZERO);
+    let mut client = server.client().await;
+    for _ in 0..calls {
+        let started = std::time::Instant::now();
+        let answer = client
+            .evaluate(EvaluateRequest { body: Some(Body::RequestJson(with_payload("{}"))), idempotency_key: None })
+            .await;
+        assert!(answer.is_ok(), "{answer:?}");
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(1), "the slowest call took {slowest:?} during the flood");
+    drop(flood);
+    assert_eq!(evaluate(&server, with_payload("{}"), None).await.unwrap(), Decision::Approved, "still serving");
+    eprintln!("connection flood: 400 idle or half-open connections; {calls} calls, 0 failed, the slowest {slowest:?}");
+}

@@ -1,5 +1,6 @@
 //! Server limits around ExecuteWithEvidence: the concurrency limit queues
-//! governance calls but never health checks, and a call whose deadline is
+//! governance calls but never health checks, an exhausted pool refuses
+//! within its wait timeout and loses nothing, and a call whose deadline is
 //! already spent writes nothing.
 
 mod common;
@@ -7,9 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use common::evidence::{REGISTRY, call, fixture, invoice_request, store};
+use common::evidence::{REGISTRY, call, database, fixture, invoice_request, store, store_with};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::{Limits, ServerSettings};
+use governance_sidecar::evidence::DatabaseSettings;
+use governance_sidecar::proto::governance_client::GovernanceClient;
 use tonic::Code;
 
 #[tokio::test]
@@ -58,4 +61,88 @@ async fn a_call_arriving_with_its_deadline_spent_writes_nothing() {
     }
     assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+}
+
+/// A write that holds its connection for 100 ms.
+const SLOW_WRITE: &str = r#"
+[[mutations]]
+name = "slow_write"
+object_type = "invoice"
+operation = "create"
+statements = ["SELECT pg_sleep(0.1)::text AS slept", "INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, :amount, :currency, :evidence_id)"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+currency = { type = "text", request = "payload.currency" }
+evidence_id = { type = "bigint", builtin = "evidence_id" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_refuses_within_its_wait_timeout_and_every_retried_key_writes_once() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let f = fixture().await;
+    // Two connections for 16 callers whose writes hold one for 100 ms each.
+    let settings = DatabaseSettings { pool_size: 2, wait_timeout: Duration::from_millis(200), ..database(&f.url) };
+    let store = store_with(settings, &format!("{REGISTRY}{SLOW_WRITE}")).await;
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let (callers, keys_each) = (16, 5);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let address = format!("http://{}", server.address);
+            tokio::spawn(async move {
+                let mut client = GovernanceClient::connect(address).await.unwrap();
+                let (mut refused, mut slowest_refusal) = (0, Duration::ZERO);
+                for n in 0..keys_each {
+                    let key = format!("pool-{caller}-{n}");
+                    loop {
+                        let attempt = std::time::Instant::now();
+                        match client
+                            .execute_with_evidence(call(invoice_request(250, "USD"), Some(&key), "slow_write"))
+                            .await
+                        {
+                            Ok(answer) => {
+                                assert!(answer.into_inner().mutation_applied);
+                                break;
+                            }
+                            Err(status) => {
+                                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                                refused += 1;
+                                slowest_refusal = slowest_refusal.max(attempt.elapsed());
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }
+                (refused, slowest_refusal)
+            })
+        })
+        .collect();
+    // Health answers while the pool is exhausted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(status.status(), ServingStatus::Serving);
+    let (mut refused, mut slowest_refusal) = (0, Duration::ZERO);
+    for task in tasks {
+        let (r, s) = task.await.unwrap();
+        refused += r;
+        slowest_refusal = slowest_refusal.max(s);
+    }
+    let keys = (callers * keys_each) as i64;
+    assert!(refused > 0, "the pool should have been exhausted");
+    assert!(slowest_refusal < Duration::from_secs(1), "a refusal took {slowest_refusal:?}: the wait is bounded");
+    let applied = f
+        .count("SELECT count(*) FROM governance_events WHERE outcome = 'applied' AND idempotency_key LIKE 'pool-%'")
+        .await;
+    let distinct = f
+        .count("SELECT count(DISTINCT idempotency_key) FROM governance_events WHERE idempotency_key LIKE 'pool-%'")
+        .await;
+    let written = f.count("SELECT count(*) FROM invoices i JOIN governance_events e ON e.id = i.evidence_id WHERE e.idempotency_key LIKE 'pool-%'").await;
+    assert_eq!((applied, distinct, written), (keys, keys, keys), "each key applied and written once");
+    eprintln!(
+        "pool exhaustion: {keys} writes by {callers} callers over 2 connections in {:?}; {refused} attempts refused \
+         UNAVAILABLE, the slowest after {slowest_refusal:?}; 0 lost, 0 applied twice",
+        started.elapsed()
+    );
 }
