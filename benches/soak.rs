@@ -120,7 +120,7 @@ fn main() {
     let (evaluate_total, execute_total) = (setting("SOAK_EVALUATE", 5_000_000), setting("SOAK_EXECUTE", 1_000_000));
     let (evaluate_rate, execute_rate) = (setting("SOAK_EVALUATE_RATE", 6_250), setting("SOAK_EXECUTE_RATE", 1_250));
 
-    let (admin_url, _postgres_dir) = start_postgres();
+    let (admin_url, postgres_dir) = start_postgres();
     psql(&admin_url, "CREATE DATABASE soak");
     let url = format!("{}/soak", admin_url.rsplit_once('/').unwrap().0);
     let migrated = std::process::Command::new(SIDECAR).args(["migrate", "--database-url", &url]).status().unwrap();
@@ -167,9 +167,15 @@ fn main() {
             })
         };
 
-        println!("| time | Evaluate calls | ExecuteWithEvidence calls | RSS MiB | open fds | pool | Evaluate p99 ms | ExecuteWithEvidence p99 ms |");
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| time | Evaluate calls | ExecuteWithEvidence calls | RSS MiB | open fds | pool | Evaluate p99 ms | \
+             ExecuteWithEvidence p99 ms | sidecar CPU | PostgreSQL CPU |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         let started = Instant::now();
+        // CPU seconds per second in each window: what the sidecar and the
+        // database (which share this machine's cores) each took.
+        let mut cpu_before = (cpu_of(pid, false), postgres_cpu(&postgres_dir));
         let mut samples: Vec<(Duration, f64, f64, f64)> = Vec::new();
         while running.load(Ordering::Relaxed) {
             tokio::time::sleep(SAMPLE_EVERY).await;
@@ -177,8 +183,13 @@ fn main() {
             let pool = pool_connections(port).await.map_or_else(|| "?".to_owned(), |n| n.to_string());
             let (evaluate_p99, execute_p99) = (evaluations.take_p99_ms().await, executions.take_p99_ms().await);
             let at = started.elapsed();
+            let cpu_now = (cpu_of(pid, false), postgres_cpu(&postgres_dir));
+            let share = |now: Duration, before: Duration| (now - before).as_secs_f64() / SAMPLE_EVERY.as_secs_f64();
+            let (sidecar_cpu, postgres_cpu_share) = (share(cpu_now.0, cpu_before.0), share(cpu_now.1, cpu_before.1));
+            cpu_before = cpu_now;
             println!(
-                "| {:.0} s | {} | {} | {rss_mib:.1} | {fds} | {pool} | {evaluate_p99:.2} | {execute_p99:.2} |",
+                "| {:.0} s | {} | {} | {rss_mib:.1} | {fds} | {pool} | {evaluate_p99:.2} | {execute_p99:.2} | \
+                 {sidecar_cpu:.2} | {postgres_cpu_share:.2} |",
                 at.as_secs_f64(),
                 evaluations.done.load(Ordering::Relaxed),
                 executions.done.load(Ordering::Relaxed),
@@ -218,4 +229,11 @@ fn main() {
         );
     });
     drop(sidecar);
+    // What a million evidence rows came to, for the p99 columns above.
+    psql(
+        &url,
+        "SELECT pg_size_pretty(pg_total_relation_size('governance_events')) AS evidence, \
+         pg_size_pretty(pg_total_relation_size('governance_mutation_results')) AS results, \
+         pg_size_pretty(pg_total_relation_size('invoices')) AS invoices",
+    );
 }

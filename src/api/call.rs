@@ -77,7 +77,10 @@ impl Call {
             status = Empty,
             latency_us = Empty
         );
-        crate::telemetry::continue_trace(&span, trace.is_some().then_some(traceparent).flatten());
+        if trace.is_some() {
+            // The same header, valid by our reading, continues the exported trace.
+            crate::telemetry::continue_trace(&span, traceparent);
+        }
         Call { method, span, started: Instant::now(), trace, deadline, ctx_id: OnceLock::new() }
     }
 

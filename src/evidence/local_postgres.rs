@@ -80,14 +80,10 @@ impl LocalPostgres {
     /// `pg_basebackup -R` and started on `port`.
     pub fn start_standby(primary_port: u16, data_dir: &Path, port: u16) -> anyhow::Result<LocalPostgres> {
         let owner = run_as()?;
-        let data_dir = &std::path::absolute(data_dir)?;
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(data_dir, Some(uid), Some(gid))?;
-            ensure_traversable(data_dir)?;
-        }
+        let data_dir = &owned_data_dir(data_dir, owner)?;
         {
             use std::os::unix::fs::PermissionsExt as _;
+            // initdb would set this; pg_basebackup keeps what it finds, and
             // PostgreSQL refuses a data directory others may read.
             std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
         }
@@ -108,12 +104,7 @@ impl LocalPostgres {
     pub fn start_with(data_dir: &Path, port: u16, durable: bool, settings: &[&str]) -> anyhow::Result<LocalPostgres> {
         let bin = server_bin_dir()?;
         let owner = run_as()?;
-        let data_dir = &std::path::absolute(data_dir)?;
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(data_dir, Some(uid), Some(gid))?;
-            ensure_traversable(data_dir)?;
-        }
+        let data_dir = &owned_data_dir(data_dir, owner)?;
 
         if !data_dir.join("PG_VERSION").exists() {
             let output = as_owner(Command::new(bin.join("initdb")), owner)
@@ -217,6 +208,17 @@ fn as_owner(mut command: Command, owner: Option<(u32, u32)>) -> Command {
         command.current_dir("/");
     }
     command
+}
+
+/// `data_dir`, made absolute, created, and owned by the user the server runs as.
+fn owned_data_dir(data_dir: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<PathBuf> {
+    let data_dir = std::path::absolute(data_dir)?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&data_dir, Some(uid), Some(gid))?;
+        ensure_traversable(&data_dir)?;
+    }
+    Ok(data_dir)
 }
 
 /// The `postgres` user must be able to reach the data directory.
