@@ -117,7 +117,7 @@ pub fn resolve(
     Ok(ConnectionTarget { config, tls })
 }
 
-/// A connection string's keywords, in the order given (a later one wins).
+/// A connection string's keywords, each once (a later one replaces an earlier).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Keywords(Vec<(String, String)>);
 
@@ -135,7 +135,7 @@ impl Keywords {
     fn render_without(&self, skipped: &[&str]) -> String {
         let mut rendered = String::new();
         for (keyword, value) in &self.0 {
-            if skipped.contains(&keyword.as_str()) || self.get(keyword) != Some(value) {
+            if skipped.contains(&keyword.as_str()) {
                 continue;
             }
             let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");

@@ -107,10 +107,11 @@ pub async fn serve(
             tracing::info!(%address, tls = false, "serving gRPC and HTTP");
             server.serve_with_incoming_shutdown(incoming(listener), drain).await?;
         }
-        Some(settings) => {
-            let tls = Arc::new(tls::ServerTls::load(settings.files.clone())?);
-            let reloader = Arc::clone(&tls).watch(settings.reload);
-            let (cert, mutual) = (settings.files.cert.display(), settings.files.client_ca.is_some());
+        Some(tls_settings) => {
+            let tls = Arc::new(tls::ServerTls::load(tls_settings.files.clone())?);
+            let reloader = Arc::clone(&tls).watch(tls_settings.reload);
+            let files = &tls_settings.files;
+            let (cert, mutual) = (files.cert.display(), files.client_ca.is_some());
             tracing::info!(%address, tls = true, %cert, mutual, "serving gRPC and HTTP");
             let served = server.serve_with_incoming_shutdown(tls.incoming(listener), drain).await;
             reloader.abort();
