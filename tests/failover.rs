@@ -14,11 +14,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::load::KeyedLoad;
 use common::postgres::{ServerThread, connect, scratch_dir};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
@@ -26,7 +25,6 @@ use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
 use governance_sidecar::mutations::Registry;
-use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::{ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request::Body};
 use governance_sidecar::vocabulary::Mode;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -132,54 +130,6 @@ fn note_call(key: &str) -> ExecuteWithEvidenceRequest {
     }
 }
 
-/// Callers that write one key after another, retrying each until it is
-/// acknowledged; what they saw.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failed_attempts: Arc<AtomicU64>,
-    callers: Vec<tokio::task::JoinHandle<Vec<String>>>,
-}
-
-impl Load {
-    fn start(server: &TestServer, callers: usize) -> Load {
-        let (stop, failed_attempts) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-        let callers = (0..callers)
-            .map(|caller| {
-                let (stop, failed) = (Arc::clone(&stop), Arc::clone(&failed_attempts));
-                let address = format!("http://{}", server.address);
-                tokio::spawn(async move {
-                    let mut client = GovernanceClient::connect(address).await.unwrap();
-                    let mut acknowledged = Vec::new();
-                    for n in 0.. {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let key = format!("caller-{caller}-{n}");
-                        let started = Instant::now();
-                        while client.execute_with_evidence(note_call(&key)).await.is_err() {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            assert!(started.elapsed() < Duration::from_secs(30), "{key} never acknowledged");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        acknowledged.push(key);
-                    }
-                    acknowledged
-                })
-            })
-            .collect();
-        Load { stop, failed_attempts, callers }
-    }
-
-    async fn stop(self) -> (Vec<String>, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut acknowledged = Vec::new();
-        for caller in self.callers {
-            acknowledged.extend(caller.await.unwrap());
-        }
-        (acknowledged, self.failed_attempts.load(Ordering::Relaxed))
-    }
-}
-
 async fn governance_health(server: &TestServer) -> Option<ServingStatus> {
     let mut health = HealthClient::new(server.channel().await);
     let request = HealthCheckRequest { service: "governance.v1.Governance".into() };
@@ -217,7 +167,7 @@ async fn fail_over_under_load(name: &str, replication: Replication) {
     let server =
         TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store(&cluster.url()).await)).await;
     wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(5)).await;
-    let load = Load::start(&server, 8);
+    let load = KeyedLoad::start(&server.address.to_string(), 8, "caller", note_call);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let failed_at = Instant::now();

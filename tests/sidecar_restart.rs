@@ -6,13 +6,11 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::dev::{BINARY, wait_for_line};
+use common::load::KeyedLoad;
 use common::postgres::{connect, scratch_dir};
-use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::{ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request::Body};
 
 fn free_port() -> u16 {
@@ -51,35 +49,7 @@ async fn a_sidecar_killed_under_load_loses_no_acknowledged_write_and_applies_no_
     let (listen, postgres) = (free_port(), free_port());
     let mut sidecar = start_dev(&data_dir, listen, postgres);
 
-    let (stop, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let last_ack = Arc::new(std::sync::Mutex::new(Instant::now()));
-    let callers: Vec<_> = (0..8)
-        .map(|caller| {
-            let (stop, failed, last_ack) = (Arc::clone(&stop), Arc::clone(&failed), Arc::clone(&last_ack));
-            tokio::spawn(async move {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{listen}"))
-                    .unwrap()
-                    .connect_lazy();
-                let mut client = GovernanceClient::new(channel);
-                let mut acknowledged = Vec::new();
-                for n in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let key = format!("restart-{caller}-{n}");
-                    let started = Instant::now();
-                    while client.execute_with_evidence(invoice_call(&key)).await.is_err() {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        assert!(started.elapsed() < Duration::from_secs(60), "{key} never acknowledged");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    *last_ack.lock().unwrap() = Instant::now();
-                    acknowledged.push(key);
-                }
-                acknowledged
-            })
-        })
-        .collect();
+    let load = KeyedLoad::start(&format!("127.0.0.1:{listen}"), 8, "restart", invoice_call);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     sidecar.kill().unwrap();
@@ -92,19 +62,15 @@ async fn a_sidecar_killed_under_load_loses_no_acknowledged_write_and_applies_no_
     let mut sidecar = tokio::task::spawn_blocking(move || start_dev(&data_dir, listen, postgres)).await.unwrap();
     let restarted = killed_at.elapsed();
     let recovered = loop {
-        let ack = *last_ack.lock().unwrap();
-        if ack > killed_at {
-            break ack - killed_at;
+        let acknowledged = load.last_acknowledged();
+        if acknowledged > killed_at {
+            break acknowledged - killed_at;
         }
         assert!(killed_at.elapsed() < Duration::from_secs(60), "no write acknowledged after the restart");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acknowledged = Vec::new();
-    for caller in callers {
-        acknowledged.extend(caller.await.unwrap());
-    }
+    let (acknowledged, failed_attempts) = load.stop().await;
 
     let db = connect(&format!("postgresql://postgres@127.0.0.1:{postgres}/postgres")).await;
     let count = |sql: &'static str| {
@@ -131,9 +97,9 @@ async fn a_sidecar_killed_under_load_loses_no_acknowledged_write_and_applies_no_
     assert!(applied >= keys, "{applied} applied rows for {keys} acknowledged keys");
     assert_eq!(count("SELECT count(*) FROM governance_events WHERE outcome = 'error'").await, 0);
     eprintln!(
-        "sidecar SIGKILL: {keys} writes acknowledged, {} failed attempts, 0 lost, 0 applied twice; serving again \
-         {restarted:?} after the kill (dev restarts its PostgreSQL too), writes acknowledged again after {recovered:?}",
-        failed.load(Ordering::Relaxed)
+        "sidecar SIGKILL: {keys} writes acknowledged, {failed_attempts} failed attempts, 0 lost, 0 applied twice; \
+         serving again {restarted:?} after the kill (dev restarts its PostgreSQL too), writes acknowledged again \
+         after {recovered:?}"
     );
     sidecar.kill().unwrap();
     sidecar.wait().unwrap();

@@ -61,6 +61,7 @@ pub mod certificates;
 pub mod dev;
 pub mod evidence;
 pub mod http;
+pub mod load;
 pub mod postgres;
 
 /// An empty directory of this test process under the temp dir,
