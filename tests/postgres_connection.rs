@@ -246,6 +246,12 @@ fn the_environment_and_the_password_file_are_read_as_psql_reads_them() {
         assert_eq!((psql, sidecar), (connects, connects), "{what}: {stderr}");
     }
 
+    // With PGHOST set, the URL may be left out altogether, as psql needs none.
+    let alone = isolated(BINARY, &home, &env("localhost", "verify-full")).args(["migrate"]).output().unwrap();
+    assert!(alone.status.success(), "PG* alone: {}", String::from_utf8_lossy(&alone.stderr));
+    let nothing = isolated(BINARY, &home, &[]).args(["migrate"]).output().unwrap();
+    assert!(!nothing.status.success(), "neither a URL nor PGHOST: refused");
+
     // The password: PGPASSWORD, else ~/.pgpass, else the file PGPASSFILE names,
     // and never a file others may read.
     let url = format!("postgresql://pwuser@127.0.0.1:{port}/postgres?sslmode=disable");
