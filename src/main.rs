@@ -47,7 +47,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("governance-sidecar-dev"));
             let data_dir = std::path::absolute(&data_dir)?;
             let postgres = LocalPostgres::start(&data_dir, postgres_port, true)?;
-            args.database_url = Some(postgres.url("postgres"));
+            // The private server has no TLS: say so, rather than let libpq's
+            // default (`prefer`) ask for it on every new connection.
+            args.database_url = Some(format!("{}?sslmode=disable", postgres.url("postgres")));
             args.migrate = Some(true);
             let example = args.mutations.is_none();
             if example && example_policies && args.policy_bundle.is_none() {
