@@ -33,12 +33,14 @@ pub const DEFAULT_POLICY_BUNDLE_POLL_MS: u64 = 1_000;
 pub const DEFAULT_POOL_SIZE: usize = 16;
 pub const DEFAULT_POOL_WAIT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_LOG_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_HEALTH_SERVICE: &str = "governance.v1.Governance";
 pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 2_000;
 
 /// Polling faster than this only burns CPU.
 const MIN_TLS_RELOAD_MS: u64 = 100;
 const MIN_POLICY_BUNDLE_POLL_MS: u64 = 10;
+const MIN_LOG_INTERVAL_MS: u64 = 10;
 
 /// A flag's help, ending with its default as clap shows defaults.
 fn defaulted(help: &str, default: impl Display) -> String {
@@ -84,6 +86,41 @@ pub enum Command {
         service: String,
         #[arg(long, default_value_t = DEFAULT_HEALTH_TIMEOUT_MS, help = "Give up after this many milliseconds.")]
         timeout_ms: u64,
+    },
+    /// Make the verifiable log's Ed25519 key pair: the signer key goes to a new
+    /// file (mode 0600) for --log-signing-key-file; the verifier key is printed
+    /// for auditors and `verify`.
+    LogKey {
+        /// The log's name (its checkpoints' origin line), e.g. `example.com/payments/evidence`.
+        #[arg(long)]
+        origin: String,
+        /// Where to write the signer key; an existing file is not overwritten.
+        #[arg(long)]
+        signing_key_file: PathBuf,
+    },
+    /// Check the evidence against the verifiable log with the log's public key
+    /// alone (read-only): every row's leaf, every checkpoint's signature and
+    /// root, the log's order, and rows missing from it. Exit 0 only when
+    /// everything verifies; each discrepancy is printed, named by evidence id.
+    Verify {
+        /// PostgreSQL URL (a read-only role will do), read as libpq reads it (with PG* and ~/.pgpass).
+        #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
+        database_url: Option<String>,
+        /// File holding the PostgreSQL URL.
+        #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
+        database_url_file: Option<PathBuf>,
+        /// PEM root certificate(s) to verify PostgreSQL with.
+        #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
+        database_ca_file: Option<PathBuf>,
+        /// The log's verifier key (`<origin>+<id>+<base64>`, as `log-key` printed it), or a file holding it.
+        #[arg(long)]
+        public_key: String,
+        /// Longest a governed transaction may run, in seconds (from its rows' created_at to its commit).
+        #[arg(long, default_value_t = crate::evidence::log::verify::DEFAULT_MAX_TRANSACTION_AGE.as_secs())]
+        max_transaction_seconds: u64,
+        /// Rows not yet sequenced are a discrepancy once older than this many seconds.
+        #[arg(long, default_value_t = crate::evidence::log::verify::DEFAULT_MAX_LAG.as_secs())]
+        max_lag_seconds: u64,
     },
     /// Apply the embedded schema migrations (safe with concurrent starters).
     Migrate {
@@ -266,6 +303,17 @@ pub struct ServeArgs {
         "Key-name patterns masked anywhere in stored evidence, comma-separated, case-insensitive, `*` wildcard.",
         DEFAULT_KEY_PATTERNS.join(",")))]
     pub redact_keys: Option<Vec<String>>,
+
+    // ---- verifiable log
+    /// The verifiable log's Ed25519 signer key (`PRIVATE+KEY+<origin>+…`, made by `log-key`),
+    /// e.g. a mounted Secret. With it this sidecar takes its turn sequencing the log and signing checkpoints.
+    #[arg(long, env = "GOVERNANCE_LOG_SIGNING_KEY_FILE")]
+    pub log_signing_key_file: Option<PathBuf>,
+
+    #[arg(long, env = "GOVERNANCE_LOG_INTERVAL_MS", help = defaulted(
+        "How often the log's sequencer takes the newly committed rows and signs a checkpoint, in milliseconds.",
+        DEFAULT_LOG_INTERVAL_MS))]
+    pub log_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -337,6 +385,10 @@ impl ServeArgs {
                     .redact_keys
                     .unwrap_or_else(|| DEFAULT_KEY_PATTERNS.iter().map(|k| (*k).to_owned()).collect()),
             },
+            log: set.log_signing_key_file.map(|signing_key_file| LogKeeping {
+                signing_key_file,
+                interval: ms(set.log_interval_ms.unwrap_or(DEFAULT_LOG_INTERVAL_MS).max(MIN_LOG_INTERVAL_MS)),
+            }),
         })
     }
 }
@@ -377,6 +429,8 @@ pub struct ServerSettings {
     /// The operator's policy bundle; without one, requests bring their own policies.
     pub policies: Option<PolicySettings>,
     pub evidence: EvidenceSettings,
+    /// The verifiable log, when this sidecar has the key to sign it.
+    pub log: Option<LogKeeping>,
 }
 
 impl Default for ServerSettings {
@@ -444,6 +498,14 @@ pub struct EvidenceSettings {
     pub mode: Mode,
     pub redact_paths: Vec<String>,
     pub redact_keys: Vec<String>,
+}
+
+/// How this sidecar keeps the verifiable log.
+#[derive(Debug, Clone)]
+pub struct LogKeeping {
+    pub signing_key_file: PathBuf,
+    /// How often a batch is cut and a checkpoint signed.
+    pub interval: Duration,
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
 use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::redact::Redactor;
+use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier};
+use governance_sidecar::evidence::log::sequencer::LogSettings;
+use governance_sidecar::evidence::log::verify::{self, VerifySettings};
 use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::{server, telemetry};
@@ -51,6 +54,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // default (`prefer`) ask for it on every new connection.
             args.database_url = Some(format!("{}?sslmode=disable", postgres.url("postgres")));
             args.migrate = Some(true);
+            if args.log_signing_key_file.is_none() {
+                args.log_signing_key_file = Some(dev_log_key(&data_dir)?);
+            }
             let example = args.mutations.is_none();
             if example && example_policies && args.policy_bundle.is_none() {
                 // Kernite's own request bodies carry their policies: dev decides those with them.
@@ -74,6 +80,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .block_on(server::health_check(address, service, timeout))?;
             println!("{}", status.as_str_name());
             Ok(if status == server::ReportedStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::LogKey { origin, signing_key_file } => {
+            let (signer_key, verifier_key) = governance_sidecar::evidence::log::checkpoint::generate_key(&origin)?;
+            write_secret(&signing_key_file, &signer_key)?;
+            eprintln!("wrote the signer key to {}; the verifier key is:", signing_key_file.display());
+            println!("{verifier_key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            database_url,
+            database_url_file,
+            database_ca_file,
+            public_key,
+            max_transaction_seconds,
+            max_lag_seconds,
+        } => {
+            let url = config::database_url(database_url, database_url_file.as_deref())?
+                .ok_or_else(|| anyhow::anyhow!("--database-url, --database-url-file or PGHOST is required"))?;
+            let verifier = LogVerifier::new(&read_key_argument(&public_key)?)?;
+            let settings = VerifySettings {
+                max_transaction_age: std::time::Duration::from_secs(max_transaction_seconds),
+                max_lag: std::time::Duration::from_secs(max_lag_seconds),
+            };
+            tokio::runtime::Runtime::new()?.block_on(verify_log(&url, database_ca_file.as_deref(), &verifier, settings))
         }
         Command::Migrate { database_url, database_url_file, database_ca_file } => {
             telemetry::init_logs(LogFormat::Text);
@@ -121,6 +151,19 @@ fn example_bundle(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathB
     Ok(path)
 }
 
+/// The verifiable log's key of `dev`, made at its first start and kept in
+/// its data directory, with the verifier key beside it for `verify`.
+fn dev_log_key(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = data_dir.join("log-signing-key");
+    if !path.exists() {
+        let (signer_key, verifier_key) =
+            governance_sidecar::evidence::log::checkpoint::generate_key("governance-sidecar.dev/evidence")?;
+        write_secret(&path, &signer_key)?;
+        std::fs::write(data_dir.join("log-public-key"), format!("{verifier_key}\n"))?;
+    }
+    Ok(path)
+}
+
 /// The first run's commands, for the address the server listens on: the
 /// README opens with the same lines for 127.0.0.1:50051.
 fn try_it(address: std::net::SocketAddr) -> String {
@@ -131,6 +174,9 @@ fn try_it(address: std::net::SocketAddr) -> String {
 /// `example` is a registry (with its schema) to use when no --mutations is given.
 async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
     let Some(database) = &settings.database else {
+        if settings.log.is_some() {
+            anyhow::bail!("the verifiable log needs a database: give --database-url too");
+        }
         tracing::info!("no database configured: serving Evaluate only");
         return Ok(GovernanceApi::new());
     };
@@ -147,7 +193,13 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
         (None, None) => Registry::default(),
     };
     let redactor = Redactor::new(&evidence.redact_paths, &evidence.redact_keys)?;
-    Ok(GovernanceApi::with_evidence(EvidenceStore::connect(database, registry, evidence.mode, redactor).await?))
+    let mut store = EvidenceStore::connect(database, registry, evidence.mode, redactor).await?;
+    if let Some(log) = &settings.log {
+        let signer = Arc::new(LogSigner::load(&log.signing_key_file)?);
+        tracing::info!(origin = signer.origin(), "keeping the verifiable log");
+        store.keep_log(database, LogSettings { signer, interval: log.interval });
+    }
+    Ok(GovernanceApi::with_evidence(store))
 }
 
 /// The service as configured: evidence store, then the operator's policy bundle.
@@ -171,6 +223,63 @@ async fn migrate(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result
     let applied = migrate::migrate(&mut client).await?;
     tracing::info!(?applied, latest = migrate::latest_version(), "schema is up to date");
     Ok(())
+}
+
+/// A new file only its owner can read, holding `text`.
+fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
+}
+
+/// A verifier key given inline, or the contents of the file it names.
+fn read_key_argument(argument: &str) -> anyhow::Result<String> {
+    let path = std::path::Path::new(argument);
+    if path.is_file() { Ok(std::fs::read_to_string(path)?.trim().to_owned()) } else { Ok(argument.to_owned()) }
+}
+
+/// `verify`: prints each discrepancy on stdout and progress on stderr.
+async fn verify_log(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    verifier: &LogVerifier,
+    settings: VerifySettings,
+) -> anyhow::Result<ExitCode> {
+    let client = connect_once(url, ca_file).await?;
+    let started = std::time::Instant::now();
+    let mut shown = started;
+    let report = verify::verify(&client, verifier, settings, |done, total| {
+        if shown.elapsed() >= std::time::Duration::from_secs(1) || done == total {
+            shown = std::time::Instant::now();
+            eprintln!("checked {done} of {total} leaves ({:.1} s)", started.elapsed().as_secs_f64());
+        }
+    })
+    .await?;
+    for discrepancy in &report.discrepancies {
+        println!("{discrepancy}");
+    }
+    eprintln!(
+        "{} leaves ({} removed by retention, checked by their stored hashes), {} checkpoints, {} rows awaiting \
+         sequencing: {} in {:.1} s",
+        report.leaves,
+        report.pruned,
+        report.checkpoints,
+        report.pending,
+        if report.discrepancies.is_empty() {
+            "everything verifies".to_owned()
+        } else {
+            format!("{} discrepancies", report.discrepancies.len())
+        },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if report.discrepancies.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Offline debugging: one request on stdin, Kernite's response body on stdout.

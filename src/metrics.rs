@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::{LazyLock, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -98,6 +99,11 @@ pub struct Metrics {
     pool_idle: Gauge,
     pool_waiters: Gauge,
     bundle_reloads: Family<ReloadLabels, Counter>,
+    log_leader: Gauge,
+    log_sequenced_rows: Counter,
+    log_checkpoint_size: Gauge,
+    log_lag_rows: Gauge,
+    log_lag_seconds: Gauge<f64, AtomicU64>,
     object_types: Mutex<HashSet<String>>,
 }
 
@@ -123,6 +129,8 @@ impl Metrics {
         let mutation_failures = Family::<SqlstateLabels, Counter>::default();
         let (pool_connections, pool_idle, pool_waiters) = (Gauge::default(), Gauge::default(), Gauge::default());
         let bundle_reloads = Family::<ReloadLabels, Counter>::default();
+        let (log_leader, log_checkpoint_size, log_lag_rows) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let (log_sequenced_rows, log_lag_seconds) = (Counter::default(), Gauge::<f64, AtomicU64>::default());
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
 
@@ -152,6 +160,27 @@ impl Metrics {
             "Policy bundle reloads, by result (a failure keeps the bundle in force)",
             bundle_reloads.clone(),
         );
+        registry.register(
+            "log_sequencer_leader",
+            "1 while this sidecar sequences the verifiable log (one per database does)",
+            log_leader.clone(),
+        );
+        registry.register(
+            "log_sequenced_rows",
+            "Evidence rows this sidecar added to the verifiable log",
+            log_sequenced_rows.clone(),
+        );
+        registry.register("log_checkpoint_size", "Leaves in the latest signed checkpoint", log_checkpoint_size.clone());
+        registry.register(
+            "log_lag_rows",
+            "Evidence rows not yet in a signed checkpoint (counted up to 100000)",
+            log_lag_rows.clone(),
+        );
+        registry.register(
+            "log_lag_seconds",
+            "Age of the oldest evidence row not yet in a signed checkpoint",
+            log_lag_seconds.clone(),
+        );
         registry.register("build_info", "The running build", build_info);
         Metrics {
             registry,
@@ -165,6 +194,11 @@ impl Metrics {
             pool_idle,
             pool_waiters,
             bundle_reloads,
+            log_leader,
+            log_sequenced_rows,
+            log_checkpoint_size,
+            log_lag_rows,
+            log_lag_seconds,
             object_types: Mutex::new(HashSet::new()),
         }
     }
@@ -222,6 +256,21 @@ impl Metrics {
         self.pool_connections.set(connections as i64);
         self.pool_idle.set(idle as i64);
         self.pool_waiters.set(waiters as i64);
+    }
+
+    pub fn log_leader(&self, leader: bool) {
+        self.log_leader.set(i64::from(leader));
+    }
+
+    pub fn log_sequenced(&self, rows: u64, checkpoint_size: u64) {
+        self.log_sequenced_rows.inc_by(rows);
+        self.log_checkpoint_size.set(checkpoint_size as i64);
+    }
+
+    pub fn log_lag(&self, rows: u64, seconds: f64, checkpoint_size: u64) {
+        self.log_lag_rows.set(rows as i64);
+        self.log_lag_seconds.set(seconds);
+        self.log_checkpoint_size.set(checkpoint_size as i64);
     }
 
     /// The exposition, in the OpenMetrics text format (which Prometheus reads).

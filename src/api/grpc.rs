@@ -40,6 +40,27 @@ impl proto::governance_server::Governance for GovernanceApi {
     ) -> Result<Response<proto::ListEvidenceResponse>, Status> {
         self.grpc("ListEvidence", request, async |_, request| self.list_evidence(request).await).await
     }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<proto::GetCheckpointRequest>,
+    ) -> Result<Response<proto::Checkpoint>, Status> {
+        self.grpc("GetCheckpoint", request, async |_, request| self.get_checkpoint(request).await).await
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<proto::GetInclusionProofRequest>,
+    ) -> Result<Response<proto::InclusionProof>, Status> {
+        self.grpc("GetInclusionProof", request, async |_, request| self.get_inclusion_proof(request).await).await
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<proto::GetConsistencyProofRequest>,
+    ) -> Result<Response<proto::ConsistencyProof>, Status> {
+        self.grpc("GetConsistencyProof", request, async |_, request| self.get_consistency_proof(request).await).await
+    }
 }
 
 impl GovernanceApi {

@@ -5,7 +5,8 @@
 //! One file per operation, holding its decoding, its story and its encoding
 //! for both transports: `evaluate.rs` (Evaluate, `POST /v1/execute`,
 //! `POST /v1/validate/execute`), `execute.rs` (ExecuteWithEvidence) and
-//! `audit.rs` (GetEvidence, ListEvidence). What every call goes through,
+//! `audit.rs` (GetEvidence, ListEvidence), `log.rs` (GetCheckpoint,
+//! GetInclusionProof, GetConsistencyProof). What every call goes through,
 //! permit, span, metrics and ctx_id, is `call.rs`; how errors are written is
 //! `error.rs`.
 
@@ -17,6 +18,7 @@ mod error;
 mod evaluate;
 mod execute;
 mod grpc;
+mod log;
 pub(crate) mod http;
 
 use std::sync::Arc;

@@ -33,6 +33,15 @@ pub enum EvidenceError {
         "the mutation failed with SQLSTATE {sqlstate} and was rolled back (ctx_id {ctx_id}, trace_hash {trace_hash}, error evidence id {evidence_id})"
     )]
     MutationFailed { sqlstate: String, ctx_id: String, trace_hash: String, evidence_id: i64 },
+    /// The verifiable log's stored tree is not what it should be.
+    #[error("verifiable log: {0}")]
+    Log(String),
+    /// No checkpoint, or no leaf, answers the question yet.
+    #[error("{0}")]
+    NotInLog(String),
+    /// A proof between sizes that cannot have one.
+    #[error("{0}")]
+    BadLogRange(String),
     #[error("ExecuteWithEvidence needs a database: start with --database-url or use `governance-sidecar dev`")]
     NotConfigured,
 }
@@ -42,12 +51,17 @@ impl ServiceError for EvidenceError {
         match self {
             EvidenceError::Unavailable(_) => ServiceErrorCode::Unavailable,
             EvidenceError::Database(e) if e.is_closed() || e.as_db_error().is_none() => ServiceErrorCode::Unavailable,
-            EvidenceError::Database(_) | EvidenceError::Schema(_) | EvidenceError::UnknownStoredWord { .. } => {
+            EvidenceError::Database(_)
+            | EvidenceError::Schema(_)
+            | EvidenceError::UnknownStoredWord { .. }
+            | EvidenceError::Log(_) => {
                 ServiceErrorCode::Internal
             }
-            EvidenceError::UnknownMutation(_) => ServiceErrorCode::NotFound,
+            EvidenceError::UnknownMutation(_) | EvidenceError::NotInLog(_) => ServiceErrorCode::NotFound,
             EvidenceError::MutationScope { .. } => ServiceErrorCode::PermissionDenied,
-            EvidenceError::Bind(_) | EvidenceError::KeyTooLong { .. } => ServiceErrorCode::BadRequest,
+            EvidenceError::Bind(_) | EvidenceError::KeyTooLong { .. } | EvidenceError::BadLogRange(_) => {
+                ServiceErrorCode::BadRequest
+            }
             EvidenceError::KeyReused { .. } => ServiceErrorCode::AlreadyExists,
             EvidenceError::MutationFailed { sqlstate, .. } if sqlstate == SqlState::QUERY_CANCELED.code() => {
                 ServiceErrorCode::DeadlineExceeded

@@ -13,12 +13,14 @@
 //! | How is evidence read back (the audit API)? | [`audit`] |
 //! | How does the schema evolve? | [`migrate`], `migrations/` |
 //! | Which failures are retried, and what does each become? | `error.rs` |
+//! | How can an auditor check the evidence without trusting the database? | [`log`] |
 
 pub mod audit;
 mod connection;
 mod error;
 mod governed;
 mod idempotency;
+pub mod log;
 mod libpq;
 pub mod local_postgres;
 pub mod migrate;
@@ -50,6 +52,8 @@ pub struct EvidenceStore {
     registry: Arc<Registry>,
     default_mode: Mode,
     redactor: Redactor,
+    /// What the log's sequencer reports, when this sidecar keeps the log.
+    log: Option<tokio::sync::watch::Receiver<log::sequencer::LogState>>,
 }
 
 impl EvidenceStore {
@@ -82,7 +86,20 @@ impl EvidenceStore {
                 }
             }
         }
-        Ok(EvidenceStore { pool, registry: Arc::new(registry), default_mode, redactor })
+        Ok(EvidenceStore { pool, registry: Arc::new(registry), default_mode, redactor, log: None })
+    }
+
+    /// Starts this sidecar's log sequencer, which sequences whenever no other
+    /// sidecar on the database does.
+    pub fn keep_log(&mut self, database: &DatabaseSettings, settings: log::sequencer::LogSettings) {
+        let (state, watched) = tokio::sync::watch::channel(log::sequencer::LogState::default());
+        tokio::spawn(log::sequencer::run(database.clone(), settings, state));
+        self.log = Some(watched);
+    }
+
+    /// The sequencer's latest report, when this sidecar keeps the log.
+    pub fn log_state(&self) -> Option<tokio::sync::watch::Receiver<log::sequencer::LogState>> {
+        self.log.clone()
     }
 
     /// Open connections, idle ones, and calls waiting for one.

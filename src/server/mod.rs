@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 
 pub mod tls;
@@ -18,6 +19,7 @@ pub mod tls;
 use crate::api::GovernanceApi;
 use crate::config::ServerSettings;
 use crate::evidence::EvidenceStore;
+use crate::evidence::log::sequencer::LogState;
 use crate::proto::governance_server::{GovernanceServer, SERVICE_NAME};
 
 /// Accepted connections with Nagle's algorithm off: small gRPC frames must
@@ -45,6 +47,9 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
+    let log_monitor = api.evidence().and_then(|store| store.log_state()).map(|log| {
+        tokio::spawn(monitor_log(log, health.clone()))
+    });
     let limits = &settings.limits;
     let api = api.with_concurrency_limit(limits.concurrency_limit);
     let governance = GovernanceServer::new(api.clone())
@@ -55,7 +60,7 @@ pub async fn serve(
     let draining_health = health.clone();
     let drain = async move {
         shutdown.await;
-        if let Some(monitor) = database_monitor {
+        for monitor in [database_monitor, log_monitor].into_iter().flatten() {
             monitor.abort();
         }
         tracing::info!(delay_ms = delay.as_millis() as u64, "shutting down: health is NOT_SERVING, draining");
@@ -157,6 +162,27 @@ async fn monitor_database(store: Arc<EvidenceStore>, health: HealthReporter) {
                 tracing::warn!("database does not answer: Governance is NOT_SERVING");
                 health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
             }
+        }
+    }
+}
+
+/// The health name of the verifiable log: SERVING while evidence reaches
+/// signed checkpoints within [`crate::evidence::log::sequencer::MAX_HEALTHY_LAG`] (whichever sidecar sequences).
+pub const LOG_HEALTH_SERVICE: &str = "governance.v1.Governance/log";
+
+/// Keeps [`LOG_HEALTH_SERVICE`] up to date with the sequencer's reports.
+async fn monitor_log(log: watch::Receiver<LogState>, health: HealthReporter) {
+    let mut serving = None;
+    let mut ticks = tokio::time::interval(DATABASE_CHECK_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let state = *log.borrow();
+        let keeping_up = state.keeping_up();
+        if serving != Some(keeping_up) {
+            serving = Some(keeping_up);
+            let (status, lag_seconds) = (if keeping_up { ServingStatus::Serving } else { ServingStatus::NotServing }, state.lag_seconds);
+            tracing::info!(?status, leader = state.leader, lag_seconds, "verifiable log health");
+            health.set_service_status(LOG_HEALTH_SERVICE, status).await;
         }
     }
 }

@@ -8,6 +8,7 @@ use super::TestServer;
 use super::postgres::{connect, fresh_database};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
+use governance_sidecar::evidence::log::sequencer::LogSettings;
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
 use governance_sidecar::mutations::Registry;
@@ -127,9 +128,16 @@ pub struct Fixture {
     pub db: tokio_postgres::Client,
     /// The test database, as its owner: for tests that start a store of their own.
     pub url: String,
+    /// The sidecar's role's URL.
+    pub sidecar_url: String,
 }
 
 pub async fn fixture() -> Fixture {
+    fixture_keeping(None).await
+}
+
+/// The fixture, its sidecar keeping the verifiable log when given how.
+pub async fn fixture_keeping(log: Option<LogSettings>) -> Fixture {
     let url = fresh_database().await;
     let mut admin = connect(&url).await;
     migrate::migrate(&mut admin).await.unwrap();
@@ -152,9 +160,12 @@ pub async fn fixture() -> Fixture {
     // The sidecar runs as the least-privilege role the README recommends.
     let role = least_privilege_role(&admin).await;
     let sidecar_url = url.replacen("postgres@", &format!("{role}@"), 1);
-    let store = store(&sidecar_url, REGISTRY).await;
+    let mut store = store(&sidecar_url, REGISTRY).await;
+    if let Some(log) = log {
+        store.keep_log(&database(&sidecar_url), log);
+    }
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
-    Fixture { server, db: admin, url }
+    Fixture { server, db: admin, url, sidecar_url }
 }
 
 /// The README's recommended role: it may add evidence and read it back for
@@ -168,6 +179,8 @@ async fn least_privilege_role(admin: &tokio_postgres::Client) -> String {
              GRANT INSERT, SELECT ON governance_events, governance_mutation_results TO {role};
              GRANT SELECT ON governance_schema_migrations TO {role};
              GRANT USAGE ON SEQUENCE governance_events_id_seq TO {role};
+             GRANT INSERT, SELECT ON governance_log_leaves, governance_log_hashes, governance_log_checkpoints TO {role};
+             GRANT SELECT ON governance_log_retention TO {role};
              -- what the test mutations need
              GRANT INSERT, DELETE, SELECT ON invoices TO {role}; -- SELECT: for RETURNING
              GRANT INSERT ON numbered_invoices TO {role};

@@ -1,0 +1,119 @@
+//! The bytes a log leaf commits to: a canonical, versioned encoding of one
+//! evidence row as stored, which anyone can recompute from a plain SELECT.
+//!
+//! Encoding v1 (README, "Verifiable evidence", says the same):
+//! `ENTRY_VERSION`, then for each field of [`FIELDS`], in order, either the
+//! byte `0x00` (SQL NULL) or the byte `0x01`, the length of the value's UTF-8
+//! bytes as a 4-byte big-endian integer, and those bytes. Each value is the
+//! text [`ENTRY_COLUMNS`] selects: PostgreSQL's own text output of the stored
+//! value (jsonb in its normalised form), and `created_at` as microseconds
+//! since the Unix epoch. The leaf hash is RFC 6962's `SHA-256(0x00 || entry)`.
+
+use tokio_postgres::Row;
+
+/// The first bytes of every v1 entry.
+pub const ENTRY_VERSION: &[u8] = b"governance-sidecar evidence entry v1\n";
+
+/// The fields an entry encodes, in order: every column of the evidence row
+/// that carries meaning, then the mutation's result (NULL when there is none).
+pub const FIELDS: [&str; 25] = [
+    "id",
+    "created_at_us",
+    "xact_id",
+    "workspace_id",
+    "principal_id",
+    "object_type",
+    "operation",
+    "decision",
+    "reason_codes",
+    "ctx_id",
+    "trace_hash",
+    "idempotency_key",
+    "response_json",
+    "outcome",
+    "mutation_name",
+    "request_fingerprint",
+    "error_sqlstate",
+    "mode",
+    "redacted_paths",
+    "policy_bundle_sha256",
+    "policy_key",
+    "policy_version",
+    "trace_id",
+    "rows_affected",
+    "returning_rows",
+];
+
+/// The select list giving each field of [`FIELDS`] as text, from
+/// `governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id`.
+pub const ENTRY_COLUMNS: &str = "e.id::text AS id,
+    (extract(epoch FROM e.created_at) * 1000000)::bigint::text AS created_at_us,
+    e.xact_id::text AS xact_id,
+    e.workspace_id, e.principal_id, e.object_type, e.operation, e.decision,
+    e.reason_codes::text AS reason_codes,
+    e.ctx_id, e.trace_hash, e.idempotency_key,
+    e.response_json::text AS response_json,
+    e.outcome, e.mutation_name, e.request_fingerprint, e.error_sqlstate, e.mode,
+    e.redacted_paths::text AS redacted_paths,
+    e.policy_bundle_sha256, e.policy_key,
+    e.policy_version::text AS policy_version,
+    e.trace_id,
+    r.rows_affected::text AS rows_affected,
+    r.returning_rows::text AS returning_rows";
+
+/// The tables [`ENTRY_COLUMNS`] reads.
+pub const ENTRY_FROM: &str =
+    "governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id";
+
+/// Encodes field values (in [`FIELDS`] order) as an entry.
+pub fn encode<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(1024);
+    entry.extend_from_slice(ENTRY_VERSION);
+    for value in values {
+        match value {
+            None => entry.push(0x00),
+            Some(text) => {
+                entry.push(0x01);
+                let length = u32::try_from(text.len()).expect("a PostgreSQL text value is under 1 GB");
+                entry.extend_from_slice(&length.to_be_bytes());
+                entry.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    entry
+}
+
+/// The entry of a row selected with [`ENTRY_COLUMNS`], read by column name.
+pub fn from_row(row: &Row) -> Result<Vec<u8>, tokio_postgres::Error> {
+    let values = FIELDS.iter().map(|field| row.try_get::<_, Option<&str>>(*field)).collect::<Result<Vec<_>, _>>()?;
+    Ok(encode(values))
+}
+
+/// The leaf hash of an entry: RFC 6962's `SHA-256(0x00 || entry)`.
+pub fn leaf_hash(entry: &[u8]) -> tlog_tiles::Hash {
+    tlog_tiles::record_hash(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_and_empty_text_encode_differently() {
+        assert_ne!(encode([None]), encode([Some("")]));
+        assert_eq!(encode([Some("")]), [ENTRY_VERSION, &[1, 0, 0, 0, 0]].concat());
+    }
+
+    #[test]
+    fn values_are_length_prefixed_so_no_split_is_ambiguous() {
+        assert_ne!(encode([Some("ab"), Some("c")]), encode([Some("a"), Some("bc")]));
+        assert_eq!(encode([Some("ab")]), [ENTRY_VERSION, &[1, 0, 0, 0, 2, b'a', b'b']].concat());
+    }
+
+    #[test]
+    fn the_leaf_hash_is_rfc_6962s() {
+        // SHA-256 of the single byte 0x00: RFC 6962's hash of an empty leaf.
+        let empty = "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d";
+        assert_eq!(hex::encode(leaf_hash(b"").0), empty);
+    }
+}

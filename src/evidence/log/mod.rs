@@ -1,0 +1,159 @@
+//! The verifiable log: every evidence row is a leaf of an RFC 6962 Merkle
+//! tree, and signed checkpoints commit to the tree, so that an auditor can
+//! check the evidence without trusting whoever runs the database.
+//!
+//! | question | file |
+//! | --- | --- |
+//! | Which bytes does a leaf commit to? | `entry.rs` |
+//! | How are rows given log positions, by whom, and when? | `sequencer.rs` |
+//! | How is the tree stored, and proofs made from it? | `tree.rs` |
+//! | How are checkpoints signed and checked? | `checkpoint.rs` |
+//! | How is everything checked offline? | `verify.rs` |
+//! | Which tables hold it? | `migrations/0006_verifiable_log.sql` |
+
+pub mod checkpoint;
+pub mod entry;
+pub mod sequencer;
+mod tree;
+pub mod verify;
+
+use tlog_tiles::Hash;
+use tokio_postgres::GenericClient;
+
+use super::{EvidenceError, EvidenceStore};
+
+/// A checkpoint as stored.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub tree_size: u64,
+    pub root_hash: Hash,
+    pub signed_note: String,
+    pub created_at: std::time::SystemTime,
+}
+
+/// Which row to prove.
+#[derive(Debug, Clone)]
+pub enum LeafKey {
+    EvidenceId(i64),
+    Idempotency { workspace_id: String, idempotency_key: String },
+}
+
+/// A row's inclusion in the tree of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct InclusionProof {
+    pub evidence_id: i64,
+    pub leaf_index: u64,
+    pub leaf_hash: Hash,
+    /// The row's entry; `None` when retention removed the row.
+    pub entry: Option<Vec<u8>>,
+    pub audit_path: Vec<Hash>,
+    pub checkpoint: StoredCheckpoint,
+}
+
+impl EvidenceStore {
+    /// The latest checkpoint, or the one of a given size.
+    pub async fn checkpoint(&self, size: Option<u64>) -> Result<StoredCheckpoint, EvidenceError> {
+        let client = self.pool.get().await?;
+        checkpoint(&**client, size).await
+    }
+
+    /// The audit path of a row in the tree of the latest checkpoint (or of the one of `size`).
+    pub async fn inclusion_proof(&self, key: &LeafKey, size: Option<u64>) -> Result<InclusionProof, EvidenceError> {
+        let client = self.pool.get().await?;
+        let client = &**client;
+        let (evidence_id, leaf_index) = leaf(client, key).await?;
+        let checkpoint = checkpoint(client, size).await?;
+        if leaf_index >= checkpoint.tree_size {
+            return Err(EvidenceError::NotInLog(format!(
+                "evidence {evidence_id} is at log index {leaf_index}, beyond the checkpoint of size {}; \
+                 ask again after the next checkpoint",
+                checkpoint.tree_size
+            )));
+        }
+        let audit_path = tree::inclusion_proof(client, checkpoint.tree_size, leaf_index).await?;
+        let leaf_hash = *tree::load(client, &[tlog_tiles::stored_hash_index(0, leaf_index)])
+            .await?
+            .values()
+            .next()
+            .ok_or_else(|| EvidenceError::Log(format!("the leaf hash at log index {leaf_index} is missing")))?;
+        let select = format!("SELECT {} FROM {} WHERE e.id = $1", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
+        let entry = match client.query_opt(&select, &[&evidence_id]).await? {
+            Some(row) => Some(entry::from_row(&row)?),
+            None => None,
+        };
+        Ok(InclusionProof { evidence_id, leaf_index, leaf_hash, entry, audit_path, checkpoint })
+    }
+
+    /// The proof that the tree of `first` leaves is a prefix of the tree of `second` leaves.
+    pub async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, EvidenceError> {
+        if first > second {
+            return Err(EvidenceError::BadLogRange(format!(
+                "first_size {first} is larger than second_size {second}"
+            )));
+        }
+        let client = self.pool.get().await?;
+        let client = &**client;
+        let latest = checkpoint(client, None).await?.tree_size;
+        if second > latest {
+            return Err(EvidenceError::NotInLog(format!(
+                "second_size {second} is beyond the latest checkpoint (size {latest})"
+            )));
+        }
+        if first == 0 || first == second {
+            return Ok(Vec::new());
+        }
+        tree::consistency_proof(client, first, second).await
+    }
+}
+
+async fn checkpoint(client: &impl GenericClient, size: Option<u64>) -> Result<StoredCheckpoint, EvidenceError> {
+    const COLUMNS: &str = "tree_size, root_hash, signed_note, created_at";
+    let row = match size {
+        None => {
+            let latest = format!("SELECT {COLUMNS} FROM governance_log_checkpoints ORDER BY tree_size DESC LIMIT 1");
+            client.query_opt(&latest, &[]).await?
+        }
+        Some(size) => {
+            let sized = format!("SELECT {COLUMNS} FROM governance_log_checkpoints WHERE tree_size = $1");
+            client.query_opt(&sized, &[&(size as i64)]).await?
+        }
+    };
+    let row = row.ok_or_else(|| {
+        EvidenceError::NotInLog(match size {
+            None => "no checkpoint yet: is a sidecar with --log-signing-key-file running?".to_owned(),
+            Some(size) => format!("no checkpoint of size {size}"),
+        })
+    })?;
+    Ok(StoredCheckpoint {
+        tree_size: row.try_get::<_, i64>("tree_size")? as u64,
+        root_hash: tree::to_hash(row.try_get("root_hash")?)?,
+        signed_note: row.try_get("signed_note")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// The evidence id and log index of the row a key names.
+async fn leaf(client: &impl GenericClient, key: &LeafKey) -> Result<(i64, u64), EvidenceError> {
+    const LEAF: &str = "SELECT e.id AS evidence_id, l.log_index \
+                        FROM governance_events e LEFT JOIN governance_log_leaves l ON l.evidence_id = e.id";
+    let row = match key {
+        LeafKey::EvidenceId(id) => {
+            // A row retention removed keeps its leaf.
+            let sql = "SELECT evidence_id, log_index FROM governance_log_leaves WHERE evidence_id = $1 \
+                       UNION ALL SELECT id, NULL FROM governance_events WHERE id = $1 LIMIT 1";
+            client.query_opt(sql, &[id]).await?
+        }
+        LeafKey::Idempotency { workspace_id, idempotency_key } => {
+            let sql = format!("{LEAF} WHERE e.workspace_id = $1 AND e.idempotency_key = $2");
+            client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
+        }
+    };
+    let row = row.ok_or_else(|| EvidenceError::NotInLog("no evidence row has that key".to_owned()))?;
+    let evidence_id: i64 = row.try_get("evidence_id")?;
+    match row.try_get::<_, Option<i64>>("log_index")? {
+        Some(index) => Ok((evidence_id, index as u64)),
+        None => Err(EvidenceError::NotInLog(format!(
+            "evidence {evidence_id} is not sequenced yet; ask again after the next checkpoint"
+        ))),
+    }
+}

@@ -1,0 +1,313 @@
+//! The sequencer: gives committed evidence rows their places in the log, a
+//! batch at a time, and signs a checkpoint after each batch.
+//!
+//! **Order without serialising writers.** Rows are taken in `(xact_id, id)`
+//! order, `xact_id` being the 64-bit id of the transaction that wrote the row
+//! (a column default: the governed write takes no extra lock and makes no
+//! extra round trip). A batch takes only rows whose transaction is older than
+//! `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still
+//! running: every transaction below it has ended, and every transaction that
+//! has not yet written will get a larger id. So no row can ever commit with a
+//! key below one already sequenced, and the cursor (the last leaf's key) is
+//! all the sequencer needs to remember. Rows written before the log existed
+//! have no `xact_id`; they come first, by id. (bigserial order alone would
+//! not do: a row with a lower id can commit after one with a higher id.)
+//!
+//! **One sequencer per database.** Every sidecar with a signing key runs this
+//! loop; the one holding a session advisory lock sequences, the others wait.
+//! When it dies its session ends, the lock is free, and another takes over
+//! within an interval. Each batch is one transaction (leaves, tree hashes and
+//! checkpoint), and checks first that the log's size is the one it knows, so
+//! a batch cut short leaves no trace and two sequencers can never interleave.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_postgres::{Client, GenericClient};
+
+use super::checkpoint::LogSigner;
+use super::entry;
+use super::tree::Frontier;
+use crate::evidence::{DatabaseSettings, EvidenceError, connect_once};
+use crate::metrics::metrics;
+
+/// Key of the advisory lock held by the sequencing sidecar ("govslog" in ASCII).
+const LOCK_KEY: i64 = 0x676f_7673_6c6f_67;
+
+/// The most rows one batch (one transaction) takes.
+pub const MAX_BATCH_ROWS: usize = 10_000;
+
+/// Unsequenced rows older than this make the log unhealthy.
+pub const MAX_HEALTHY_LAG: Duration = Duration::from_secs(30);
+
+/// How the log is kept: the key, and how often a batch is cut.
+#[derive(Clone)]
+pub struct LogSettings {
+    pub signer: Arc<LogSigner>,
+    pub interval: Duration,
+}
+
+/// What the sequencer reports, for health and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LogState {
+    /// This sidecar holds the lock and sequences.
+    pub leader: bool,
+    /// Rows written but not yet in a checkpoint, and the age of the oldest.
+    pub lag_rows: u64,
+    pub lag_seconds: f64,
+    /// The size of the latest checkpoint.
+    pub checkpoint_size: u64,
+    /// When the sequencer last reached the database (`None`: not yet).
+    pub reported_at: Option<Instant>,
+}
+
+impl LogState {
+    /// Whether evidence reaches signed checkpoints in good time, as lately seen.
+    pub fn keeping_up(&self) -> bool {
+        self.reported_at.is_some_and(|at| at.elapsed() <= MAX_HEALTHY_LAG)
+            && self.lag_seconds <= MAX_HEALTHY_LAG.as_secs_f64()
+    }
+}
+
+/// Where the log ends: its size, the key of its last row, and the right edge of its tree.
+struct Tail {
+    cursor: Cursor,
+    frontier: Frontier,
+}
+
+/// The `(xact_id, id)` of the last sequenced row; `xact_id` is `None` while
+/// rows from before the log are being sequenced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Cursor {
+    xact_id: Option<i64>,
+    id: i64,
+}
+
+impl Cursor {
+    const START: Cursor = Cursor { xact_id: None, id: 0 };
+}
+
+/// Runs the sequencer for as long as the process lives: waits for the lock,
+/// sequences while it holds it, and starts over after any failure.
+pub async fn run(database: DatabaseSettings, settings: LogSettings, state: watch::Sender<LogState>) {
+    loop {
+        if let Err(error) = lead(&database, &settings, &state).await {
+            tracing::warn!(error = %format!("{error:#}"), "the log sequencer stopped; starting over");
+        }
+        state.send_modify(|s| s.leader = false);
+        metrics().log_leader(false);
+        tokio::time::sleep(settings.interval).await;
+    }
+}
+
+/// Waits for the lock, then sequences until something fails.
+async fn lead(database: &DatabaseSettings, settings: &LogSettings, state: &watch::Sender<LogState>) -> anyhow::Result<()> {
+    let client = connect_once(&database.url, database.ca_file.as_deref()).await?;
+    while !client.query_one("SELECT pg_try_advisory_lock($1) AS locked", &[&LOCK_KEY]).await?.try_get("locked")? {
+        report(state, &client, false).await?;
+        tokio::time::sleep(settings.interval).await;
+    }
+    tracing::info!("this sidecar sequences the verifiable log");
+    metrics().log_leader(true);
+    let mut client = client;
+    let mut tail = load_tail(&client).await?;
+    loop {
+        let appended = batch(&mut client, &settings.signer, &mut tail).await?;
+        report(state, &client, true).await?;
+        if appended < MAX_BATCH_ROWS {
+            tokio::time::sleep(settings.interval).await;
+        }
+    }
+}
+
+/// The log's end as stored, checked against its latest checkpoint.
+async fn load_tail(client: &Client) -> anyhow::Result<Tail> {
+    let last = client
+        .query_opt(
+            "SELECT log_index, evidence_id, xact_id::text AS xact_id FROM governance_log_leaves \
+             ORDER BY log_index DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    let (size, cursor) = match last {
+        None => (0, Cursor::START),
+        Some(row) => {
+            let index: i64 = row.try_get("log_index")?;
+            let xact_id = row.try_get::<_, Option<&str>>("xact_id")?.map(str::parse).transpose()?;
+            (index as u64 + 1, Cursor { xact_id, id: row.try_get("evidence_id")? })
+        }
+    };
+    let frontier = Frontier::load(client, size).await?;
+    if let Some(checkpoint) = client
+        .query_opt("SELECT root_hash FROM governance_log_checkpoints WHERE tree_size = $1", &[&(size as i64)])
+        .await?
+    {
+        let signed_root = super::tree::to_hash(checkpoint.try_get("root_hash")?)?;
+        anyhow::ensure!(
+            signed_root == frontier.root(),
+            "the stored tree of size {size} does not have its checkpoint's root: run `governance-sidecar verify`"
+        );
+    }
+    Ok(Tail { cursor, frontier })
+}
+
+/// One batch, in one transaction: the next committed rows become leaves, and
+/// the new tree head is signed. Returns how many rows were sequenced.
+async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyhow::Result<usize> {
+    let transaction = client.transaction().await?;
+    let now = transaction
+        .query_one(
+            "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint AS horizon, \
+                    (extract(epoch FROM now()) * 1000000)::bigint AS now_us, \
+                    (SELECT coalesce(max(log_index) + 1, 0) FROM governance_log_leaves) AS size, \
+                    EXISTS (SELECT 1 FROM governance_log_checkpoints) AS signed",
+            &[],
+        )
+        .await?;
+    let stored_size: i64 = now.try_get("size")?;
+    anyhow::ensure!(
+        stored_size as u64 == tail.frontier.size(),
+        "the log has {stored_size} leaves, not the {} this sequencer wrote: another sequencer is writing",
+        tail.frontier.size()
+    );
+    let rows = next_rows(&transaction, tail.cursor, now.try_get("horizon")?).await?;
+    if rows.is_empty() && now.try_get::<_, bool>("signed")? {
+        return Ok(0);
+    }
+
+    let first_index = tail.frontier.size();
+    let first_stored = tlog_tiles::stored_hash_index(0, first_index);
+    let mut leaves = Vec::with_capacity(rows.len());
+    let (mut indexes, mut evidence_ids, mut xact_ids) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cursor = tail.cursor;
+    for (row, index) in rows.iter().zip(first_index..) {
+        leaves.push(entry::leaf_hash(&entry::from_row(row)?));
+        cursor = Cursor {
+            xact_id: row.try_get::<_, Option<&str>>("xact_id")?.map(str::parse).transpose()?,
+            id: row.try_get("evidence_id")?,
+        };
+        indexes.push(index as i64);
+        evidence_ids.push(cursor.id);
+        xact_ids.push(cursor.xact_id.map(|x| x.to_string()));
+    }
+    let mut frontier = std::mem::take(&mut tail.frontier);
+    let stored = frontier.append(&leaves);
+    let (size, root) = (frontier.size(), frontier.root());
+    let signed_note = signer.sign(size, root, now.try_get("now_us")?)?;
+
+    let stored_indexes: Vec<i64> = (first_stored..).take(stored.len()).map(|i| i as i64).collect();
+    let stored_hashes: Vec<&[u8]> = stored.iter().map(|h| h.0.as_slice()).collect();
+    let written = async {
+        transaction
+            .execute(
+                "INSERT INTO governance_log_leaves (log_index, evidence_id, xact_id) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]::xid8[])",
+                &[&indexes, &evidence_ids, &xact_ids],
+            )
+            .await?;
+        transaction
+            .execute(
+                "INSERT INTO governance_log_hashes (stored_index, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+                &[&stored_indexes, &stored_hashes],
+            )
+            .await?;
+        transaction
+            .execute(
+                "INSERT INTO governance_log_checkpoints (tree_size, root_hash, signed_note) VALUES ($1, $2, $3)",
+                &[&(size as i64), &root.0.as_slice(), &signed_note],
+            )
+            .await?;
+        transaction.commit().await
+    }
+    .await;
+    if let Err(error) = written {
+        // Nothing of this batch was stored: the next attempt starts from the stored log.
+        *tail = load_tail(client).await?;
+        return Err(error.into());
+    }
+    tail.frontier = frontier;
+    tail.cursor = cursor;
+    metrics().log_sequenced(rows.len() as u64, size);
+    tracing::debug!(rows = rows.len(), size, "sequenced a batch and signed its checkpoint");
+    Ok(rows.len())
+}
+
+/// The next rows to sequence after `cursor`, whose transactions all ended before `horizon`.
+async fn next_rows(
+    client: &impl GenericClient,
+    cursor: Cursor,
+    horizon: i64,
+) -> Result<Vec<tokio_postgres::Row>, EvidenceError> {
+    let select = format!("SELECT {}, e.id AS evidence_id FROM {}", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
+    let limit = MAX_BATCH_ROWS as i64;
+    let mut rows = Vec::new();
+    if cursor.xact_id.is_none() {
+        let older = format!("{select} WHERE e.xact_id IS NULL AND e.id > $1 ORDER BY e.id LIMIT $2");
+        rows = client.query(&older, &[&cursor.id, &limit]).await?;
+    }
+    if rows.len() < MAX_BATCH_ROWS {
+        let (xact_id, id) = (cursor.xact_id.unwrap_or(0), if cursor.xact_id.is_some() { cursor.id } else { 0 });
+        let newer = format!(
+            "{select} WHERE (e.xact_id, e.id) > (($1::bigint)::text::xid8, $2) \
+             AND e.xact_id < ($3::bigint)::text::xid8 ORDER BY e.xact_id, e.id LIMIT $4"
+        );
+        let left = limit - rows.len() as i64;
+        rows.extend(client.query(&newer, &[&xact_id, &id, &horizon, &left]).await?);
+    }
+    Ok(rows)
+}
+
+/// Publishes the log's lag and size (as leader, or as a sidecar waiting for the lock).
+async fn report(state: &watch::Sender<LogState>, client: &Client, leader: bool) -> Result<(), EvidenceError> {
+    let lag = lag(client).await?;
+    let report = LogState { leader, reported_at: Some(Instant::now()), ..lag };
+    metrics().log_lag(report.lag_rows, report.lag_seconds, report.checkpoint_size);
+    state.send_replace(report);
+    Ok(())
+}
+
+/// Rows not yet in the log (counted up to 100,000), the age of the oldest,
+/// and the latest checkpoint's size.
+pub async fn lag(client: &impl GenericClient) -> Result<LogState, EvidenceError> {
+    let cursor = match client
+        .query_opt(
+            "SELECT evidence_id, xact_id::text AS xact_id FROM governance_log_leaves ORDER BY log_index DESC LIMIT 1",
+            &[],
+        )
+        .await?
+    {
+        None => Cursor::START,
+        Some(row) => Cursor {
+            xact_id: row.try_get::<_, Option<&str>>("xact_id")?.and_then(|x| x.parse().ok()),
+            id: row.try_get("evidence_id")?,
+        },
+    };
+    let (newer_xact, newer_id) = match cursor.xact_id {
+        Some(xact_id) => (xact_id, cursor.id),
+        None => (0, 0),
+    };
+    let row = client
+        .query_one(
+            "WITH pending AS (
+                 (SELECT created_at FROM governance_events
+                  WHERE $1 AND xact_id IS NULL AND id > $2
+                  UNION ALL
+                  SELECT created_at FROM governance_events
+                  WHERE (xact_id, id) > (($3::bigint)::text::xid8, $4))
+                 LIMIT 100000)
+             SELECT (SELECT count(*) FROM pending) AS rows,
+                    coalesce(extract(epoch FROM clock_timestamp() - (SELECT min(created_at) FROM pending)), 0)::float8
+                        AS seconds,
+                    coalesce((SELECT max(tree_size) FROM governance_log_checkpoints), 0) AS size",
+            &[&cursor.xact_id.is_none(), &cursor.id, &newer_xact, &newer_id],
+        )
+        .await?;
+    Ok(LogState {
+        leader: false,
+        reported_at: None,
+        lag_rows: row.try_get::<_, i64>("rows")? as u64,
+        lag_seconds: row.try_get::<_, f64>("seconds")?.max(0.0),
+        checkpoint_size: row.try_get::<_, i64>("size")? as u64,
+    })
+}

@@ -1,0 +1,443 @@
+//! `governance-sidecar verify`: checks the evidence against the signed
+//! checkpoints, trusting nothing in the database but what the log's key signed.
+//!
+//! It reads, never writes: every checkpoint (signature, origin, and that the
+//! stored columns say what the signed note says); every leaf, recomputed from
+//! its row (or, for a row retention removed, taken from the stored leaf
+//! hashes); the tree's root at each checkpoint's size against the signed
+//! root; the log's order; and the rows the log does not hold.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use tlog_tiles::Hash;
+use tokio_postgres::Client;
+use tokio_stream::StreamExt as _;
+
+use super::checkpoint::{LogVerifier, OpenedCheckpoint};
+use super::entry;
+use super::tree::{self, Frontier};
+use crate::evidence::EvidenceError;
+
+/// How much slack the checks allow.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifySettings {
+    /// The longest a governed transaction may take from its start (its rows'
+    /// `created_at`) to its commit. A row sorting below rows already signed,
+    /// yet older than that before the checkpoint that preceded it, was added
+    /// after the fact.
+    pub max_transaction_age: Duration,
+    /// Rows not yet sequenced are a discrepancy once older than this.
+    pub max_lag: Duration,
+}
+
+pub const DEFAULT_MAX_TRANSACTION_AGE: Duration = Duration::from_secs(120);
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
+
+impl Default for VerifySettings {
+    fn default() -> VerifySettings {
+        VerifySettings { max_transaction_age: DEFAULT_MAX_TRANSACTION_AGE, max_lag: DEFAULT_MAX_LAG }
+    }
+}
+
+/// One thing that does not verify, named by evidence id where there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discrepancy {
+    CheckpointNotSigned { size: u64, why: String },
+    CheckpointRewritten { size: u64 },
+    CheckpointBeyondLog { size: u64, leaves: u64 },
+    CheckpointMismatch { size: u64, later: usize },
+    CheckpointDoesNotExtend { size: u64, previous: u64 },
+    LeafMissing { index: u64 },
+    LeafHashMissing { index: u64 },
+    RowDeleted { evidence_id: i64, index: u64 },
+    RowModified { evidence_id: i64, index: u64 },
+    RowMoved { evidence_id: i64, index: u64, sequenced_at: u64 },
+    OutOfOrder { evidence_id: i64, index: u64 },
+    AddedAfterTheFact { evidence_id: i64, why: &'static str },
+    NotSequenced { evidence_id: i64, age_seconds: f64 },
+}
+
+impl fmt::Display for Discrepancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Discrepancy::*;
+        match self {
+            CheckpointNotSigned { size, why } => write!(f, "checkpoint of size {size}: {why}"),
+            CheckpointRewritten { size } => {
+                write!(f, "checkpoint of size {size}: its stored size or root differs from its signed note")
+            }
+            CheckpointBeyondLog { size, leaves } => {
+                write!(f, "checkpoint of size {size}: the log holds only {leaves} leaves")
+            }
+            CheckpointMismatch { size, later } => write!(
+                f,
+                "checkpoint of size {size}: its signed root is not the root of the rows it covers \
+                 ({later} later checkpoints do not match either)"
+            ),
+            CheckpointDoesNotExtend { size, previous } => {
+                write!(f, "checkpoint of size {size} does not extend the checkpoint of size {previous}")
+            }
+            LeafMissing { index } => write!(f, "log index {index}: no leaf (a gap in the log)"),
+            LeafHashMissing { index } => write!(f, "log index {index}: its stored leaf hash is missing"),
+            RowDeleted { evidence_id, index } => {
+                write!(f, "evidence {evidence_id} (log index {index}): deleted, and not by retention")
+            }
+            RowModified { evidence_id, index } => {
+                write!(f, "evidence {evidence_id} (log index {index}): modified since it was sequenced")
+            }
+            RowMoved { evidence_id, index, sequenced_at } => write!(
+                f,
+                "evidence {evidence_id}: reordered, now at log index {index}, sequenced at log index {sequenced_at}"
+            ),
+            OutOfOrder { evidence_id, index } => {
+                write!(f, "evidence {evidence_id} (log index {index}): out of the log's (xact_id, id) order")
+            }
+            AddedAfterTheFact { evidence_id, why } => write!(f, "evidence {evidence_id}: added after the fact ({why})"),
+            NotSequenced { evidence_id, age_seconds } => {
+                write!(f, "evidence {evidence_id}: not yet sequenced, {age_seconds:.0} s after it was written")
+            }
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub leaves: u64,
+    pub checkpoints: u64,
+    /// Leaves whose rows retention removed (checked by their stored hashes).
+    pub pruned: u64,
+    /// Rows written within `max_lag` and not yet sequenced (not discrepancies).
+    pub pending: u64,
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+/// A signed checkpoint, and what the stored row says beside it.
+struct Signed {
+    size: u64,
+    opened: OpenedCheckpoint,
+}
+
+/// Checks everything; `progress` hears (leaves checked, leaves in the log) now and then.
+pub async fn verify(
+    client: &Client,
+    verifier: &LogVerifier,
+    settings: VerifySettings,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Report, EvidenceError> {
+    let mut report = Report::default();
+    let signed = checkpoints(client, verifier, &mut report).await?;
+    let pruned_below: i64 =
+        client.query_one("SELECT coalesce(max(pruned_below), 0) AS p FROM governance_log_retention", &[]).await?.get("p");
+    let total: i64 =
+        client.query_one("SELECT coalesce(max(log_index) + 1, 0) AS n FROM governance_log_leaves", &[]).await?.get("n");
+
+    let mut walk = Walk::new(&signed, settings);
+    let select = format!(
+        "SELECT l.log_index, l.evidence_id AS leaf_evidence_id, h.hash AS stored_leaf, e.id IS NOT NULL AS present, {} \
+         FROM governance_log_leaves l \
+         LEFT JOIN governance_log_hashes h ON h.stored_index = 2 * l.log_index - bit_count(l.log_index::bit(64)) \
+         LEFT JOIN {} ON e.id = l.evidence_id ORDER BY l.log_index",
+        entry::ENTRY_COLUMNS,
+        entry::ENTRY_FROM
+    );
+    let rows = client.query_raw(&select, std::iter::empty::<i64>()).await?;
+    tokio::pin!(rows);
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        let index = row.try_get::<_, i64>("log_index")? as u64;
+        let evidence_id: i64 = row.try_get("leaf_evidence_id")?;
+        let stored = row.try_get::<_, Option<&[u8]>>("stored_leaf")?.map(tree::to_hash).transpose()?;
+        let leaf = if row.try_get("present")? {
+            let key = RowKey::of(&row)?;
+            let computed = entry::leaf_hash(&entry::from_row(&row)?);
+            walk.row(&mut report, index, evidence_id, key, computed, stored)
+        } else if (index as i64) < pruned_below {
+            report.pruned += 1;
+            walk.pruned(&mut report, index, stored)
+        } else {
+            report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
+            walk.pruned(&mut report, index, stored)
+        };
+        walk.append(&mut report, client, index, leaf).await?;
+        if report.leaves % 100_000 == 0 {
+            progress(report.leaves, total as u64);
+        }
+    }
+    progress(report.leaves, total as u64);
+    walk.finish(&mut report, client).await?;
+    unsequenced(client, walk.last_key, settings, &mut report).await?;
+    Ok(report)
+}
+
+/// Every stored checkpoint, in size order; those that do not open are reported.
+async fn checkpoints(
+    client: &Client,
+    verifier: &LogVerifier,
+    report: &mut Report,
+) -> Result<Vec<Signed>, EvidenceError> {
+    let rows = client
+        .query("SELECT tree_size, root_hash, signed_note FROM governance_log_checkpoints ORDER BY tree_size", &[])
+        .await?;
+    let mut signed = Vec::new();
+    for row in rows {
+        report.checkpoints += 1;
+        let size = row.try_get::<_, i64>("tree_size")? as u64;
+        match verifier.open(row.try_get("signed_note")?) {
+            Err(why) => report.discrepancies.push(Discrepancy::CheckpointNotSigned { size, why }),
+            Ok(opened) => {
+                if opened.size != size || opened.root.0.as_slice() != row.try_get::<_, &[u8]>("root_hash")? {
+                    report.discrepancies.push(Discrepancy::CheckpointRewritten { size });
+                }
+                signed.push(Signed { size: opened.size, opened });
+            }
+        }
+    }
+    signed.sort_by_key(|s| s.size);
+    Ok(signed)
+}
+
+/// A row's place in the log's order, and what the after-the-fact check reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RowKey {
+    /// `None` (rows from before the log) sorts first.
+    xact_id: Option<i64>,
+    id: i64,
+}
+
+impl RowKey {
+    fn of(row: &tokio_postgres::Row) -> Result<(RowKey, i64), EvidenceError> {
+        let number = |field: &str| -> Result<Option<i64>, EvidenceError> {
+            Ok(row.try_get::<_, Option<&str>>(field)?.and_then(|v| v.parse().ok()))
+        };
+        let key = RowKey { xact_id: number("xact_id")?, id: number("id")?.unwrap_or_default() };
+        Ok((key, number("created_at_us")?.unwrap_or_default()))
+    }
+}
+
+/// The walk over the leaves in log order.
+struct Walk<'a> {
+    signed: &'a [Signed],
+    /// The next checkpoint to reach.
+    next: usize,
+    frontier: Frontier,
+    settings: VerifySettings,
+    last_key: Option<RowKey>,
+    expected_index: u64,
+    max_id: i64,
+    /// The highest id and the time of the last checkpoint passed.
+    passed: Option<(i64, i64)>,
+    /// Leaves whose rows do not hash to their stored leaf: (index, evidence id, recomputed).
+    mismatched: Vec<(u64, i64, Hash)>,
+    /// The last checkpoint whose root matched.
+    matched: Option<u64>,
+    /// Where the first mismatching checkpoint is reported, and how many mismatched after it.
+    first_mismatch: Option<(usize, u64)>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(signed: &'a [Signed], settings: VerifySettings) -> Walk<'a> {
+        Walk {
+            signed,
+            next: 0,
+            frontier: Frontier::default(),
+            settings,
+            last_key: None,
+            expected_index: 0,
+            max_id: 0,
+            passed: None,
+            mismatched: Vec::new(),
+            matched: None,
+            first_mismatch: None,
+        }
+    }
+
+    /// A present row: its recomputed leaf, after the order and after-the-fact checks.
+    fn row(
+        &mut self,
+        report: &mut Report,
+        index: u64,
+        evidence_id: i64,
+        (key, created_at_us): (RowKey, i64),
+        computed: Hash,
+        stored: Option<Hash>,
+    ) -> Option<Hash> {
+        if self.last_key.is_some_and(|last| key <= last) {
+            report.discrepancies.push(Discrepancy::OutOfOrder { evidence_id, index });
+        }
+        if let Some((max_id, time_us)) = self.passed {
+            let oldest_allowed = time_us - self.settings.max_transaction_age.as_micros() as i64;
+            if key.id < max_id && created_at_us < oldest_allowed {
+                report.discrepancies.push(Discrepancy::AddedAfterTheFact {
+                    evidence_id,
+                    why: "its id and created_at place it before rows an earlier checkpoint signed",
+                });
+            }
+        }
+        self.last_key = Some(self.last_key.map_or(key, |last| last.max(key)));
+        self.max_id = self.max_id.max(key.id);
+        match stored {
+            None => report.discrepancies.push(Discrepancy::LeafHashMissing { index }),
+            Some(stored) if stored != computed => self.mismatched.push((index, evidence_id, computed)),
+            Some(_) => {}
+        }
+        Some(computed)
+    }
+
+    /// A leaf whose row is gone: its stored hash stands in.
+    fn pruned(&mut self, report: &mut Report, index: u64, stored: Option<Hash>) -> Option<Hash> {
+        if stored.is_none() {
+            report.discrepancies.push(Discrepancy::LeafHashMissing { index });
+        }
+        stored
+    }
+
+    /// Adds a leaf to the tree, and checks each checkpoint the tree reaches.
+    async fn append(
+        &mut self,
+        report: &mut Report,
+        client: &Client,
+        index: u64,
+        leaf: Option<Hash>,
+    ) -> Result<(), EvidenceError> {
+        while self.expected_index < index {
+            report.discrepancies.push(Discrepancy::LeafMissing { index: self.expected_index });
+            self.expected_index += 1;
+        }
+        self.expected_index = index + 1;
+        report.leaves += 1;
+        // Without a leaf the tree cannot go on; the checkpoints after it are unchecked.
+        let Some(leaf) = leaf else { return Ok(()) };
+        if self.frontier.size() != index {
+            return Ok(());
+        }
+        self.frontier.append(&[leaf]);
+        self.reach_checkpoints(report, client).await
+    }
+
+    async fn reach_checkpoints(&mut self, report: &mut Report, client: &Client) -> Result<(), EvidenceError> {
+        let size = self.frontier.size();
+        while let Some(checkpoint) = self.signed.get(self.next).filter(|c| c.size <= size) {
+            self.next += 1;
+            if checkpoint.size < size {
+                continue; // a checkpoint at size 0, passed before the first leaf
+            }
+            if checkpoint.opened.root == self.frontier.root() {
+                self.matched = Some(checkpoint.size);
+            } else if let Some((_, later)) = &mut self.first_mismatch {
+                *later += 1;
+            } else {
+                self.first_mismatch = Some((report.discrepancies.len(), checkpoint.size));
+                report.discrepancies.push(Discrepancy::CheckpointMismatch { size: checkpoint.size, later: 0 });
+                if let Some(previous) = self.matched {
+                    self.check_extends(report, client, previous, checkpoint).await?;
+                }
+            }
+            if let Some(time_us) = checkpoint.opened.time_us {
+                self.passed = Some((self.max_id, time_us));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the stored tree proves `checkpoint` extends the checkpoint of `previous` leaves.
+    async fn check_extends(
+        &self,
+        report: &mut Report,
+        client: &Client,
+        previous: u64,
+        checkpoint: &Signed,
+    ) -> Result<(), EvidenceError> {
+        let Some(earlier) = self.signed.iter().find(|s| s.size == previous) else { return Ok(()) };
+        let extends = match tree::consistency_proof(client, previous, checkpoint.size).await {
+            Ok(proof) => {
+                tlog_tiles::check_tree(&proof, checkpoint.size, checkpoint.opened.root, previous, earlier.opened.root)
+                    .is_ok()
+            }
+            Err(_) => false,
+        };
+        if !extends {
+            report.discrepancies.push(Discrepancy::CheckpointDoesNotExtend { size: checkpoint.size, previous });
+        }
+        Ok(())
+    }
+
+    /// After the last leaf: checkpoints beyond the log, the mismatch count,
+    /// and which mismatched rows were modified and which were moved.
+    async fn finish(&mut self, report: &mut Report, client: &Client) -> Result<(), EvidenceError> {
+        for checkpoint in &self.signed[self.next..] {
+            if checkpoint.size > self.frontier.size() {
+                report.discrepancies.push(Discrepancy::CheckpointBeyondLog {
+                    size: checkpoint.size,
+                    leaves: self.expected_index,
+                });
+            }
+        }
+        if let Some((position, count)) = self.first_mismatch
+            && let Discrepancy::CheckpointMismatch { later, .. } = &mut report.discrepancies[position]
+        {
+            *later = count as usize;
+        }
+        if self.mismatched.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<&[u8]> = self.mismatched.iter().map(|(_, _, h)| h.0.as_slice()).collect();
+        let found = client
+            .query("SELECT stored_index, hash FROM governance_log_hashes WHERE hash = ANY($1)", &[&wanted])
+            .await?;
+        let mut leaf_at: HashMap<[u8; 32], u64> = HashMap::new();
+        for row in found {
+            let (level, n) = tlog_tiles::split_stored_hash_index(row.try_get::<_, i64>("stored_index")? as u64);
+            if level == 0 {
+                leaf_at.insert(tree::to_hash(row.try_get("hash")?)?.0, n);
+            }
+        }
+        for &(index, evidence_id, computed) in &self.mismatched {
+            report.discrepancies.push(match leaf_at.get(&computed.0) {
+                Some(&sequenced_at) => Discrepancy::RowMoved { evidence_id, index, sequenced_at },
+                None => Discrepancy::RowModified { evidence_id, index },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Rows the log does not hold: added after the fact when they sort before
+/// the log's last row, not yet sequenced otherwise (a discrepancy only once
+/// older than `max_lag`).
+async fn unsequenced(
+    client: &Client,
+    last: Option<RowKey>,
+    settings: VerifySettings,
+    report: &mut Report,
+) -> Result<(), EvidenceError> {
+    let rows = client
+        .query(
+            "SELECT e.id, e.xact_id::text AS xact_id, \
+                    extract(epoch FROM clock_timestamp() - e.created_at)::float8 AS age_seconds \
+             FROM governance_events e \
+             WHERE NOT EXISTS (SELECT 1 FROM governance_log_leaves l WHERE l.evidence_id = e.id) ORDER BY e.id",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let evidence_id: i64 = row.try_get("id")?;
+        let key = RowKey {
+            xact_id: row.try_get::<_, Option<&str>>("xact_id")?.and_then(|x| x.parse().ok()),
+            id: evidence_id,
+        };
+        let age_seconds: f64 = row.try_get("age_seconds")?;
+        if last.is_some_and(|last| key < last) {
+            report.discrepancies.push(Discrepancy::AddedAfterTheFact {
+                evidence_id,
+                why: "it sorts before rows already in the log, but is not in it",
+            });
+        } else if age_seconds > settings.max_lag.as_secs_f64() {
+            report.discrepancies.push(Discrepancy::NotSequenced { evidence_id, age_seconds });
+        } else {
+            report.pending += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The verifiable log: every evidence row becomes a leaf of a Merkle tree
+//! whose signed checkpoints, inclusion proofs and consistency proofs check
+//! with the public key alone; `verify` names each kind of tampering; and a
+//! sequencer killed in the middle of a batch leaves one consistent log.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::dev::BINARY;
+use common::evidence::{Fixture, call, fixture, fixture_keeping, invoice_request};
+use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier, generate_key};
+use governance_sidecar::evidence::log::entry;
+use governance_sidecar::evidence::log::sequencer::LogSettings;
+use governance_sidecar::proto::{
+    self, GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest, IdempotencyRef,
+    get_inclusion_proof_request::Key,
+};
+use tlog_tiles::Hash;
+use tonic::Code;
+
+/// A key pair in this test's scratch directory: (signer key file, verifier key).
+fn key_pair(name: &str) -> (PathBuf, String) {
+    let (signer, verifier) = generate_key("test.example/evidence").unwrap();
+    let path = common::scratch(name).join("log-signing-key");
+    std::fs::write(&path, &signer).unwrap();
+    (path, verifier)
+}
+
+/// The evidence fixture with its sidecar keeping the log (a 50 ms interval).
+async fn logged(name: &str) -> (Fixture, String) {
+    let (key_file, verifier) = key_pair(name);
+    let signer = std::sync::Arc::new(LogSigner::load(&key_file).unwrap());
+    let f = fixture_keeping(Some(LogSettings { signer, interval: Duration::from_millis(50) })).await;
+    (f, verifier)
+}
+
+/// Waits for a checkpoint of at least `size` leaves.
+async fn checkpoint_of_at_least(f: &Fixture, size: u64) -> proto::Checkpoint {
+    let mut client = f.server.client().await;
+    let started = Instant::now();
+    loop {
+        if let Ok(checkpoint) = client.get_checkpoint(GetCheckpointRequest { tree_size: None }).await {
+            let checkpoint = checkpoint.into_inner();
+            if checkpoint.tree_size >= size {
+                return checkpoint;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no checkpoint of {size} leaves");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn hashes(bytes: &[Vec<u8>]) -> Vec<Hash> {
+    bytes.iter().map(|h| Hash(h.as_slice().try_into().unwrap())).collect()
+}
+
+/// Writes approved, denied and approved-without-key rows; returns their evidence ids.
+async fn write_rows(f: &Fixture) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (amount, key) in [(250, Some("log-1")), (5000, Some("log-2")), (300, None), (7000, None)] {
+        let written = f.execute(call(invoice_request(amount, "USD"), key, "create_invoice")).await.unwrap();
+        ids.push(written.evidence_id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn every_row_has_a_leaf_whose_proofs_check_with_the_public_key_alone() {
+    let (f, verifier_key) = logged("log-proofs").await;
+    let verifier = LogVerifier::new(&verifier_key).unwrap();
+    let ids = write_rows(&f).await;
+    let earlier = checkpoint_of_at_least(&f, 2).await;
+    let later_id = f.execute(call(invoice_request(400, "EUR"), Some("log-5"), "create_invoice")).await.unwrap();
+    let latest = checkpoint_of_at_least(&f, 5).await;
+    let opened = verifier.open(&latest.signed_note).unwrap();
+    assert_eq!((opened.size, opened.root.0.to_vec()), (latest.tree_size, latest.root_hash.clone()));
+    assert!(latest.signed_note.starts_with("test.example/evidence\n5\n"), "{}", latest.signed_note);
+
+    let mut client = f.server.client().await;
+    let by_key = Key::Idempotency(IdempotencyRef { workspace_id: "ws_1".into(), idempotency_key: "log-2".into() });
+    for (key, id) in [(Key::EvidenceId(ids[0]), ids[0]), (by_key, ids[1]), (Key::EvidenceId(later_id.evidence_id), later_id.evidence_id)] {
+        let request = GetInclusionProofRequest { key: Some(key), tree_size: None };
+        let proof = client.get_inclusion_proof(request).await.unwrap().into_inner();
+        assert_eq!(proof.evidence_id, id);
+        let leaf = entry::leaf_hash(&proof.entry);
+        assert_eq!(leaf.0.to_vec(), proof.leaf_hash, "the leaf hash is SHA-256(0x00 || entry)");
+        tlog_tiles::check_record(&hashes(&proof.audit_path), opened.size, opened.root, proof.leaf_index, leaf)
+            .expect("the audit path leads to the signed root");
+        // The entry is the row as stored, recomputed from a plain SELECT.
+        let select = format!("SELECT {} FROM {} WHERE e.id = $1", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
+        let row = f.db.query_one(&select, &[&id]).await.unwrap();
+        assert_eq!(entry::from_row(&row).unwrap(), proof.entry);
+    }
+
+    // The earlier checkpoint's tree is a prefix of the latest one's.
+    let earlier_root = verifier.open(&earlier.signed_note).unwrap().root;
+    let request = GetConsistencyProofRequest { first_size: earlier.tree_size, second_size: latest.tree_size };
+    let proof = client.get_consistency_proof(request).await.unwrap().into_inner();
+    tlog_tiles::check_tree(&hashes(&proof.proof), opened.size, opened.root, earlier.tree_size, earlier_root)
+        .expect("the consistency proof checks");
+    let sized = client.get_checkpoint(GetCheckpointRequest { tree_size: Some(earlier.tree_size) }).await.unwrap();
+    assert_eq!(sized.into_inner().signed_note, earlier.signed_note);
+
+    let unknown = GetInclusionProofRequest { key: Some(Key::EvidenceId(ids[0] + 1000)), tree_size: None };
+    assert_eq!(client.get_inclusion_proof(unknown).await.unwrap_err().code(), Code::NotFound);
+    let backwards = GetConsistencyProofRequest { first_size: 5, second_size: 2 };
+    assert_eq!(client.get_consistency_proof(backwards).await.unwrap_err().code(), Code::InvalidArgument);
+    let beyond = GetCheckpointRequest { tree_size: Some(1000) };
+    assert_eq!(client.get_checkpoint(beyond).await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn without_a_log_the_proof_calls_say_there_is_no_checkpoint() {
+    let f = fixture().await;
+    let mut client = f.server.client().await;
+    let status = client.get_checkpoint(GetCheckpointRequest { tree_size: None }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("no checkpoint yet"), "{}", status.message());
+}
+
+/// `governance-sidecar verify` on a database: (exit success, discrepancies printed).
+fn verify(url: &str, verifier_key: &str) -> (bool, String) {
+    let output = Command::new(BINARY)
+        .args(["verify", "--database-url", url, "--public-key", verifier_key])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8(output.stdout).unwrap())
+}
+
+/// A log of four rows, fully signed, that `verify` passes; then the superuser
+/// turns the append-only triggers off.
+async fn honest_log(name: &str) -> (Fixture, String, Vec<i64>, u64) {
+    let (f, verifier_key) = logged(name).await;
+    let ids = write_rows(&f).await;
+    let size = checkpoint_of_at_least(&f, 4).await.tree_size;
+    let (verified, discrepancies) = verify(&f.url, &verifier_key);
+    assert!(verified, "an honest log verifies: {discrepancies}");
+    f.db.batch_execute("SET session_replication_role = replica").await.unwrap();
+    (f, verifier_key, ids, size)
+}
+
+fn assert_named(f: &Fixture, verifier_key: &str, expected: &str) {
+    let (verified, discrepancies) = verify(&f.url, verifier_key);
+    assert!(!verified, "verify passed despite: {expected}");
+    assert!(discrepancies.contains(expected), "expected {expected:?} in:\n{discrepancies}");
+}
+
+#[tokio::test]
+async fn verify_names_a_modified_response() {
+    let (f, key, ids, _) = honest_log("log-modified").await;
+    let denied = ids[1];
+    let rewrite = "UPDATE governance_events SET response_json = jsonb_set(response_json, '{decision}', '\"approved\"') \
+                   WHERE id = $1";
+    f.db.execute(rewrite, &[&denied]).await.unwrap();
+    assert_named(&f, &key, &format!("evidence {denied} (log index 1): modified since it was sequenced"));
+}
+
+#[tokio::test]
+async fn verify_names_a_deleted_denial() {
+    let (f, key, ids, _) = honest_log("log-deleted").await;
+    let denied = ids[1];
+    f.db.execute("DELETE FROM governance_events WHERE id = $1", &[&denied]).await.unwrap();
+    assert_named(&f, &key, &format!("evidence {denied} (log index 1): deleted, and not by retention"));
+}
+
+#[tokio::test]
+async fn verify_names_rows_forged_between_sequenced_rows() {
+    let (f, key, ids, size) = honest_log("log-forged").await;
+    // A copy of the approved row placed between the first two leaves: the
+    // sequencer has passed that place and will never take it.
+    let between = "INSERT INTO governance_events \
+                   SELECT 1000000, created_at, workspace_id, principal_id, object_type, operation, decision, \
+                          reason_codes, ctx_id, trace_hash, NULL, response_json, outcome, mutation_name, \
+                          request_fingerprint, error_sqlstate, mode, redacted_paths, policy_bundle_sha256, \
+                          policy_key, policy_version, trace_id, xact_id \
+                   FROM governance_events WHERE id = $1";
+    f.db.execute(between, &[&ids[0]]).await.unwrap();
+    assert_named(&f, &key, "evidence 1000000: added after the fact (it sorts before rows already in the log");
+
+    // A backdated row written now: the sequencer logs it, at the end, where
+    // its id and created_at place it before rows an earlier checkpoint signed.
+    let backdated = "INSERT INTO governance_events (id, created_at, workspace_id, principal_id, object_type, \
+                        operation, decision, reason_codes, ctx_id, trace_hash, response_json) \
+                     SELECT -1, '2020-01-01', workspace_id, principal_id, object_type, operation, 'approved', \
+                            reason_codes, ctx_id, trace_hash, response_json FROM governance_events WHERE id = $1";
+    f.db.execute(backdated, &[&ids[1]]).await.unwrap();
+    checkpoint_of_at_least(&f, size + 1).await;
+    assert_named(&f, &key, "evidence -1: added after the fact (its id and created_at place it before");
+}
+
+#[tokio::test]
+async fn verify_names_a_rewritten_checkpoint() {
+    let (f, key, _, size) = honest_log("log-rewritten").await;
+    let rewrite = "UPDATE governance_log_checkpoints \
+                   SET signed_note = regexp_replace(signed_note, '^([^\\n]*\\n)[0-9]+\\n', '\\1999\\n') \
+                   WHERE tree_size = $1";
+    assert_eq!(f.db.execute(rewrite, &[&(size as i64)]).await.unwrap(), 1);
+    assert_named(&f, &key, &format!("checkpoint of size {size}: signature does not verify"));
+}
+
+#[tokio::test]
+async fn verify_names_a_checkpoint_signed_by_another_key() {
+    let (f, key, _, size) = honest_log("log-other-key").await;
+    let (other_key_file, _) = key_pair("log-other-key-2");
+    let other = LogSigner::load(&other_key_file).unwrap();
+    let root: Vec<u8> = f
+        .db
+        .query_one("SELECT root_hash FROM governance_log_checkpoints WHERE tree_size = $1", &[&(size as i64)])
+        .await
+        .unwrap()
+        .get(0);
+    let forged = other.sign(size, Hash(root.try_into().unwrap()), 0).unwrap();
+    let replace = "UPDATE governance_log_checkpoints SET signed_note = $2 WHERE tree_size = $1";
+    f.db.execute(replace, &[&(size as i64), &forged]).await.unwrap();
+    assert_named(&f, &key, &format!("checkpoint of size {size}: not signed by the log's key"));
+}
+
+/// `serve` with the log's key, as a child process.
+fn sequencing_sidecar(url: &str, key_file: &std::path::Path) -> Child {
+    Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url, "--log-interval-ms", "100"])
+        .arg("--log-signing-key-file")
+        .arg(key_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn latest_size(db: &tokio_postgres::Client) -> i64 {
+    db.query_one("SELECT coalesce(max(tree_size), -1) FROM governance_log_checkpoints", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequencer_killed_mid_batch_leaves_one_log_that_another_sidecar_completes() {
+    let f = fixture().await;
+    const ROWS: i64 = 30_000;
+    f.db.execute(
+        "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, reason_codes, \
+             ctx_id, trace_hash, response_json, mutation_name) \
+         SELECT 'ws_bulk', 'usr_' || g, 'invoice', 'create', 'approved', '[]', 'ctx_' || g, md5(g::text), \
+                jsonb_build_object('n', g, 'pad', repeat('x', 300)), 'create_invoice' \
+         FROM generate_series(1, $1::bigint) g",
+        &[&ROWS],
+    )
+    .await
+    .unwrap();
+    let (key_file, verifier_key) = key_pair("log-takeover");
+
+    let mut first = sequencing_sidecar(&f.url, &key_file);
+    let started = Instant::now();
+    while latest_size(&f.db).await < 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first sidecar never sequenced");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut second = sequencing_sidecar(&f.url, &key_file);
+    // Wait until the first is inside a batch's transaction, then kill it.
+    let inside_a_batch = "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                          AND (state = 'idle in transaction' OR query LIKE 'INSERT INTO governance_log%')";
+    while f.db.query_one(inside_a_batch, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never caught a batch in flight");
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let killed_at_size = latest_size(&f.db).await;
+    assert!(killed_at_size < ROWS, "killed after the last batch: {killed_at_size}");
+
+    while latest_size(&f.db).await < ROWS {
+        assert!(started.elapsed() < Duration::from_secs(120), "the second sidecar did not finish the log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leaves = f
+        .db
+        .query_one(
+            "SELECT count(*), count(DISTINCT evidence_id), coalesce(max(log_index) + 1, 0) FROM governance_log_leaves",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, distinct, next): (i64, i64, i64) = (leaves.get(0), leaves.get(1), leaves.get(2));
+    assert_eq!((count, distinct, next), (ROWS, ROWS, ROWS), "no gap, no duplicate index, no row twice");
+    let (verified, discrepancies) = verify(&f.url, &verifier_key);
+    assert!(verified, "{discrepancies}");
+    common::dev::terminate_and_wait(&mut second);
+}
