@@ -11,10 +11,11 @@
 ALTER TABLE governance_events ADD COLUMN xact_id xid8;
 ALTER TABLE governance_events ALTER COLUMN xact_id SET DEFAULT pg_current_xact_id();
 -- Transaction ids only grow, so inserts land on the index's rightmost page.
-CREATE INDEX governance_events_xact_id ON governance_events (xact_id, id);
+-- (On a large table, create both indexes CONCURRENTLY by hand first, under these names.)
+CREATE INDEX IF NOT EXISTS governance_events_xact_id ON governance_events (xact_id, id);
 -- The rows from before the log, which are sequenced first (an index that
 -- new rows, never NULL here, do not enter).
-CREATE INDEX governance_events_before_log ON governance_events (id) WHERE xact_id IS NULL;
+CREATE INDEX IF NOT EXISTS governance_events_before_log ON governance_events (id) WHERE xact_id IS NULL;
 
 -- Which row is at which position of the log.
 CREATE TABLE governance_log_leaves (

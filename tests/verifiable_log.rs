@@ -287,3 +287,51 @@ async fn a_sequencer_killed_mid_batch_leaves_one_log_that_another_sidecar_comple
     assert!(verified, "{discrepancies}");
     common::dev::terminate_and_wait(&mut second);
 }
+
+#[tokio::test]
+async fn retention_removes_a_prefix_of_the_log_and_every_proof_stays_valid() {
+    let (f, verifier_key) = logged("log-retention").await;
+    let verifier = LogVerifier::new(&verifier_key).unwrap();
+    let ids = write_rows(&f).await;
+    checkpoint_of_at_least(&f, 4).await;
+    let cutoff = "SELECT governance_purge_before((SELECT created_at FROM governance_events WHERE id = $1))";
+    let purged: i64 = f.db.query_one(cutoff, &[&ids[2]]).await.unwrap().get(0);
+    assert_eq!(purged, 2, "the two oldest rows, the log's first two leaves");
+
+    let (verified, discrepancies) = verify(&f.url, &verifier_key);
+    assert!(verified, "removed rows are checked by their stored leaf hashes: {discrepancies}");
+    let mut client = f.server.client().await;
+    for (id, kept) in [(ids[0], false), (ids[3], true)] {
+        let request = GetInclusionProofRequest { key: Some(Key::EvidenceId(id)), tree_size: None };
+        let proof = client.get_inclusion_proof(request).await.unwrap().into_inner();
+        assert_eq!(!proof.entry.is_empty(), kept, "evidence {id}");
+        let opened = verifier.open(&proof.checkpoint.unwrap().signed_note).unwrap();
+        let leaf = Hash(proof.leaf_hash.as_slice().try_into().unwrap());
+        tlog_tiles::check_record(&hashes(&proof.audit_path), opened.size, opened.root, proof.leaf_index, leaf)
+            .unwrap_or_else(|e| panic!("evidence {id}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn health_and_metrics_report_the_sequencer() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let (f, _) = logged("log-health").await;
+    write_rows(&f).await;
+    let size = checkpoint_of_at_least(&f, 4).await.tree_size;
+    let mut health = HealthClient::new(f.server.channel().await);
+    let started = Instant::now();
+    loop {
+        let service = governance_sidecar::server::LOG_HEALTH_SERVICE.to_owned();
+        let status = health.check(HealthCheckRequest { service }).await.map(|r| r.into_inner().status);
+        if matches!(status, Ok(1)) {
+            break; // SERVING
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the log never reported SERVING: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = common::http::request(f.server.address, "GET", "/metrics", &[], b"").await.body;
+    for line in ["governance_log_sequencer_leader 1", &format!("governance_log_checkpoint_size {size}")] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("governance_log_lag_seconds "), "{metrics}");
+}

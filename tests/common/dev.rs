@@ -15,7 +15,7 @@ pub struct DevSidecar {
     /// The gRPC address it logged, e.g. `127.0.0.1:40123`.
     pub address: String,
     pub postgres_port: u16,
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
 }
 
 impl DevSidecar {

@@ -138,6 +138,18 @@ async fn load_tail(client: &Client) -> anyhow::Result<Tail> {
             (index as u64 + 1, Cursor { xact_id, id: row.try_get("evidence_id")? })
         }
     };
+    if let Some(last) = cursor.xact_id {
+        let next: i64 = client
+            .query_one("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text)::bigint AS next", &[])
+            .await?
+            .try_get("next")?;
+        anyhow::ensure!(
+            last < next,
+            "the log's last row was written by transaction {last}, but this server's next transaction id is {next}: \
+             was the database restored from a logical dump? New rows would sort before the log's end \
+             (see README, \"Verifiable evidence\")"
+        );
+    }
     let frontier = Frontier::load(client, size).await?;
     if let Some(checkpoint) = client
         .query_opt("SELECT root_hash FROM governance_log_checkpoints WHERE tree_size = $1", &[&(size as i64)])
