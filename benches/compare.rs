@@ -22,17 +22,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governance_sidecar::decision::{Answer, execute, json};
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::governance_server::{Governance, GovernanceServer};
 use governance_sidecar::proto::{
-    EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse, MutationCall,
-    evaluate_request, execute_with_evidence_request,
+    EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse, evaluate_request,
 };
-use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
 #[global_allocator]
@@ -40,40 +38,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod harness;
 
+use harness::load::*;
 use harness::*;
-
-fn seconds() -> Duration {
-    Duration::from_secs_f64(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0))
-}
 
 /// Whether this run measures `part` (all parts unless `BENCH_ONLY` names some).
 fn measures(part: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == part))
-}
-
-fn request_text(name: &str) -> String {
-    std::fs::read_to_string(format!("{ROOT}/benches/requests/{name}.json")).unwrap()
-}
-
-/// Latencies in microseconds, and how many calls succeeded in how long.
-struct Measured {
-    ok: u64,
-    failed: u64,
-    elapsed: Duration,
-    latency_us: Histogram<u64>,
-}
-
-impl Measured {
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-    fn p(&self, q: f64) -> f64 {
-        self.latency_us.value_at_quantile(q) as f64
-    }
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
 }
 
 // ---------------------------------------------------------------- engine
@@ -189,6 +159,24 @@ impl Governance for Floor {
     ) -> Result<tonic::Response<governance_sidecar::proto::ListEvidenceResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("floor"))
     }
+    async fn get_checkpoint(
+        &self,
+        _request: tonic::Request<governance_sidecar::proto::GetCheckpointRequest>,
+    ) -> Result<tonic::Response<governance_sidecar::proto::Checkpoint>, tonic::Status> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+    async fn get_inclusion_proof(
+        &self,
+        _request: tonic::Request<governance_sidecar::proto::GetInclusionProofRequest>,
+    ) -> Result<tonic::Response<governance_sidecar::proto::InclusionProof>, tonic::Status> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+    async fn get_consistency_proof(
+        &self,
+        _request: tonic::Request<governance_sidecar::proto::GetConsistencyProofRequest>,
+    ) -> Result<tonic::Response<governance_sidecar::proto::ConsistencyProof>, tonic::Status> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
 }
 
 fn serve_floor(port: u16) {
@@ -204,67 +192,6 @@ fn serve_floor(port: u16) {
 
 // ---------------------------------------------------------------- load
 
-/// Runs `callers` concurrent callers over `connections` HTTP/2 connections
-/// for the configured time; `call` makes one call and says whether it was OK.
-async fn load<F, Fut>(
-    port: u16,
-    connections: usize,
-    callers: usize,
-    call: F,
-    sample: impl Fn() + Send + 'static,
-) -> Measured
-where
-    F: Fn(GovernanceClient<Channel>, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    let mut channels = Vec::new();
-    for _ in 0..connections {
-        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
-        channels.push(channel);
-    }
-    let call = Arc::new(call);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sequence = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for caller in 0..callers {
-        let client = GovernanceClient::new(channels[caller % connections].clone());
-        let (call, stop, sequence, failed) = (call.clone(), stop.clone(), sequence.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latency_us = histogram();
-            while !stop.load(Ordering::Relaxed) {
-                let n = sequence.fetch_add(1, Ordering::Relaxed);
-                let t0 = Instant::now();
-                if call(client.clone(), n).await {
-                    latency_us.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            latency_us
-        }));
-    }
-    let sampler = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                sample();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    });
-    tokio::time::sleep(seconds()).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    let mut latency_us = histogram();
-    for task in tasks {
-        latency_us.add(task.await.unwrap()).unwrap();
-    }
-    sampler.await.unwrap();
-    Measured { ok: latency_us.len(), failed: failed.load(Ordering::Relaxed), elapsed, latency_us }
-}
-
 fn evaluate_call(
     text: Arc<String>,
 ) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync {
@@ -274,27 +201,6 @@ fn evaluate_call(
             idempotency_key: Some("bench-key".into()),
         };
         Box::pin(async move { client.evaluate(request).await.is_ok() })
-    }
-}
-
-fn invoice_call(
-    text: Arc<String>,
-) -> impl Fn(GovernanceClient<Channel>, u64) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync {
-    move |mut client, n| {
-        let request = ExecuteWithEvidenceRequest {
-            body: Some(execute_with_evidence_request::Body::RequestJson(text.as_ref().clone())),
-            idempotency_key: Some(format!("bench-{n}")),
-            mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
-        };
-        Box::pin(async move {
-            match client.execute_with_evidence(request).await {
-                Ok(response) => response.into_inner().mutation_applied,
-                Err(status) => {
-                    eprintln!("ExecuteWithEvidence failed: {status:?}");
-                    false
-                }
-            }
-        })
     }
 }
 
@@ -462,8 +368,13 @@ fn main() {
                 }
             };
             let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
-            let measured =
-                runtime.block_on(load(ewe_port, callers.min(8), callers, invoice_call(approved.clone()), sampler));
+            let measured = runtime.block_on(load(
+                ewe_port,
+                callers.min(8),
+                callers,
+                invoice_call(approved.clone(), "bench".into()),
+                sampler,
+            ));
             let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
             let (client_us, cpu_us, postgres_us) = (
                 per_call(own_cpu() - before.0),

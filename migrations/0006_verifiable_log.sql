@@ -2,6 +2,13 @@
 -- tree, in the order the sequencer gives it; signed checkpoints commit to the
 -- tree. See README, "Verifiable evidence", and src/evidence/log/.
 
+-- SHA-256 of response_json::text, which the log's leaf commits to; the
+-- sidecar computes it when it writes the row, from the value in hand, so that
+-- sequencing need not have PostgreSQL print every response again. NULL on
+-- rows written otherwise: the sequencer then computes it. (verify always
+-- recomputes it from the stored JSON.)
+ALTER TABLE governance_events ADD COLUMN response_json_sha256 bytea;
+
 -- The transaction that wrote the row (PostgreSQL's 64-bit xid, which does not
 -- wrap). The sequencer takes rows in (xact_id, id) order, and only those whose
 -- transaction is older than every transaction still running, so that a row
@@ -17,22 +24,29 @@ CREATE INDEX IF NOT EXISTS governance_events_xact_id ON governance_events (xact_
 -- new rows, never NULL here, do not enter).
 CREATE INDEX IF NOT EXISTS governance_events_before_log ON governance_events (id) WHERE xact_id IS NULL;
 
--- Which row is at which position of the log.
-CREATE TABLE governance_log_leaves (
-    log_index bigint PRIMARY KEY,
-    evidence_id bigint NOT NULL UNIQUE,
-    -- The row's (xact_id, id) is the sequencer's cursor.
-    xact_id xid8,
+-- The log, one row per batch the sequencer cut: which evidence rows it
+-- added (their positions are first_index, first_index + 1, ...), the cursor
+-- after it, and the tree hashes it added. One row per batch instead of a few
+-- per leaf keeps the log's cost to the database small.
+CREATE TABLE governance_log_batches (
+    first_index bigint PRIMARY KEY,
+    evidence_ids bigint[] NOT NULL CHECK (cardinality(evidence_ids) > 0),
+    -- The last row's (xact_id, id); xact_id 0 while rows from before the log
+    -- (whose xact_id is NULL) are sequenced.
+    last_xact_id xid8 NOT NULL,
+    last_evidence_id bigint NOT NULL,
+    -- Every tree hash the batch added (leaf hashes and each completed
+    -- subtree's), 32 bytes each, at Go's sumdb/tlog stored-hash indexes
+    -- first_stored, first_stored + 1, ...: a proof reads O(log n) of them.
+    -- Leaf hashes outlive rows removed by retention.
+    first_stored bigint NOT NULL UNIQUE,
+    hashes bytea NOT NULL CHECK (length(hashes) % 32 = 0),
     sequenced_at timestamptz NOT NULL DEFAULT now()
 );
-
--- Every hash of the tree the sequencer has stored (leaf hashes and each
--- complete subtree's), by the index of Go's sumdb/tlog (`stored_hash_index`).
--- Proofs are served from here; leaf hashes outlive rows removed by retention.
-CREATE TABLE governance_log_hashes (
-    stored_index bigint PRIMARY KEY,
-    hash bytea NOT NULL CHECK (length(hash) = 32)
-);
+-- Uncompressed (hashes do not compress), so that reading one hash reads one chunk.
+ALTER TABLE governance_log_batches ALTER COLUMN hashes SET STORAGE EXTERNAL;
+-- Which batch holds a row: the first whose last key is at or after the row's.
+CREATE INDEX governance_log_batches_last_key ON governance_log_batches (last_xact_id, last_evidence_id);
 
 -- Signed tree heads: a C2SP tlog-checkpoint in a C2SP signed note.
 CREATE TABLE governance_log_checkpoints (
@@ -51,11 +65,8 @@ CREATE TABLE governance_log_retention (
     purged_at timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE TRIGGER governance_log_leaves_append_only
-    BEFORE UPDATE OR DELETE ON governance_log_leaves
-    FOR EACH ROW EXECUTE FUNCTION governance_refuse_change();
-CREATE TRIGGER governance_log_hashes_append_only
-    BEFORE UPDATE OR DELETE ON governance_log_hashes
+CREATE TRIGGER governance_log_batches_append_only
+    BEFORE UPDATE OR DELETE ON governance_log_batches
     FOR EACH ROW EXECUTE FUNCTION governance_refuse_change();
 CREATE TRIGGER governance_log_checkpoints_append_only
     BEFORE UPDATE OR DELETE ON governance_log_checkpoints
@@ -64,15 +75,18 @@ CREATE TRIGGER governance_log_retention_append_only
     BEFORE UPDATE OR DELETE ON governance_log_retention
     FOR EACH ROW EXECUTE FUNCTION governance_refuse_change();
 
--- Retention, once the log exists: only a prefix of the log goes, and only
--- rows already sequenced, so that every kept row's proof stays valid (the
--- leaf hashes of removed rows stay in governance_log_hashes). Without a log
--- (no checkpoint yet) it removes rows by age as before.
+-- Retention, once the log exists: only whole batches at the start of the
+-- log go, and only while every row of the batch is older than `cutoff`, so
+-- that every kept row's proof stays valid (the batches, with their leaf
+-- hashes, stay). Rows not yet sequenced are kept. Without a log (no
+-- checkpoint yet) it removes rows by age as before.
 CREATE OR REPLACE FUNCTION governance_purge_before(cutoff timestamptz) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
-    purged bigint;
+    purged bigint := 0;
+    removed bigint;
     keep_from bigint;
+    batch record;
 BEGIN
     PERFORM set_config('governance.purging', 'on', true);
     IF NOT EXISTS (SELECT 1 FROM governance_log_checkpoints) THEN
@@ -82,18 +96,19 @@ BEGIN
         DELETE FROM governance_events WHERE created_at < cutoff;
         GET DIAGNOSTICS purged = ROW_COUNT;
     ELSE
-        -- The first log position whose row is to be kept (or the log's end).
-        SELECT coalesce(min(l.log_index), (SELECT coalesce(max(log_index) + 1, 0) FROM governance_log_leaves))
-            INTO keep_from
-            FROM governance_log_leaves l JOIN governance_events e ON e.id = l.evidence_id
-            WHERE e.created_at >= cutoff;
-        DELETE FROM governance_mutation_results r
-            USING governance_log_leaves l
-            WHERE r.evidence_id = l.evidence_id AND l.log_index < keep_from;
-        DELETE FROM governance_events e
-            USING governance_log_leaves l
-            WHERE e.id = l.evidence_id AND l.log_index < keep_from;
-        GET DIAGNOSTICS purged = ROW_COUNT;
+        keep_from := coalesce((SELECT max(pruned_below) FROM governance_log_retention), 0);
+        FOR batch IN
+            SELECT first_index, evidence_ids FROM governance_log_batches
+            WHERE first_index >= keep_from ORDER BY first_index
+        LOOP
+            EXIT WHEN EXISTS (SELECT 1 FROM governance_events
+                              WHERE id = ANY (batch.evidence_ids) AND created_at >= cutoff);
+            DELETE FROM governance_mutation_results WHERE evidence_id = ANY (batch.evidence_ids);
+            DELETE FROM governance_events WHERE id = ANY (batch.evidence_ids);
+            GET DIAGNOSTICS removed = ROW_COUNT;
+            purged := purged + removed;
+            keep_from := batch.first_index + cardinality(batch.evidence_ids);
+        END LOOP;
         INSERT INTO governance_log_retention (pruned_below, cutoff, purged) VALUES (keep_from, cutoff, purged);
     END IF;
     PERFORM set_config('governance.purging', 'off', true);

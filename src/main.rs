@@ -11,10 +11,10 @@ use governance_sidecar::config::{self, Cli, Command, DevArgs, LogFormat, ServerS
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
 use governance_sidecar::evidence::local_postgres::LocalPostgres;
-use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier};
 use governance_sidecar::evidence::log::sequencer::LogSettings;
 use governance_sidecar::evidence::log::verify::{self, VerifySettings};
+use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::{server, telemetry};

@@ -81,7 +81,11 @@ async fn every_row_has_a_leaf_whose_proofs_check_with_the_public_key_alone() {
 
     let mut client = f.server.client().await;
     let by_key = Key::Idempotency(IdempotencyRef { workspace_id: "ws_1".into(), idempotency_key: "log-2".into() });
-    for (key, id) in [(Key::EvidenceId(ids[0]), ids[0]), (by_key, ids[1]), (Key::EvidenceId(later_id.evidence_id), later_id.evidence_id)] {
+    for (key, id) in [
+        (Key::EvidenceId(ids[0]), ids[0]),
+        (by_key, ids[1]),
+        (Key::EvidenceId(later_id.evidence_id), later_id.evidence_id),
+    ] {
         let request = GetInclusionProofRequest { key: Some(key), tree_size: None };
         let proof = client.get_inclusion_proof(request).await.unwrap().into_inner();
         assert_eq!(proof.evidence_id, id);
@@ -172,13 +176,13 @@ async fn verify_names_rows_forged_between_sequenced_rows() {
     let (f, key, ids, size) = honest_log("log-forged").await;
     // A copy of the approved row placed between the first two leaves: the
     // sequencer has passed that place and will never take it.
-    let between = "INSERT INTO governance_events \
-                   SELECT 1000000, created_at, workspace_id, principal_id, object_type, operation, decision, \
-                          reason_codes, ctx_id, trace_hash, NULL, response_json, outcome, mutation_name, \
-                          request_fingerprint, error_sqlstate, mode, redacted_paths, policy_bundle_sha256, \
-                          policy_key, policy_version, trace_id, xact_id \
-                   FROM governance_events WHERE id = $1";
-    f.db.execute(between, &[&ids[0]]).await.unwrap();
+    let columns = "workspace_id, principal_id, object_type, operation, decision, reason_codes, ctx_id, trace_hash, \
+                   response_json, outcome, mutation_name, request_fingerprint, mode, redacted_paths";
+    let between = format!(
+        "INSERT INTO governance_events (id, created_at, xact_id, {columns}) \
+         SELECT 1000000, created_at, xact_id, {columns} FROM governance_events WHERE id = $1"
+    );
+    f.db.execute(&between, &[&ids[0]]).await.unwrap();
     assert_named(&f, &key, "evidence 1000000: added after the fact (it sorts before rows already in the log");
 
     // A backdated row written now: the sequencer logs it, at the end, where
@@ -190,6 +194,24 @@ async fn verify_names_rows_forged_between_sequenced_rows() {
     f.db.execute(backdated, &[&ids[1]]).await.unwrap();
     checkpoint_of_at_least(&f, size + 1).await;
     assert_named(&f, &key, "evidence -1: added after the fact (its id and created_at place it before");
+}
+
+#[tokio::test]
+async fn verify_names_reordered_rows() {
+    let (f, key, _, _) = honest_log("log-reordered").await;
+    // Swap the log's first two leaves, in one batch or across two.
+    let batches = f.db.query("SELECT first_index, evidence_ids FROM governance_log_batches ORDER BY first_index", &[]);
+    let mut batches: Vec<(i64, Vec<i64>)> = batches.await.unwrap().iter().map(|row| (row.get(0), row.get(1))).collect();
+    let second = if batches[0].1.len() > 1 { (0, 1) } else { (1, 0) };
+    let (first_leaf, second_leaf) = (batches[0].1[0], batches[second.0].1[second.1]);
+    batches[0].1[0] = second_leaf;
+    batches[second.0].1[second.1] = first_leaf;
+    for (first_index, evidence_ids) in &batches[..=second.0] {
+        let rewrite = "UPDATE governance_log_batches SET evidence_ids = $2 WHERE first_index = $1";
+        f.db.execute(rewrite, &[first_index, evidence_ids]).await.unwrap();
+    }
+    let moved = second_leaf;
+    assert_named(&f, &key, &format!("evidence {moved}: reordered"));
 }
 
 #[tokio::test]
@@ -207,12 +229,11 @@ async fn verify_names_a_checkpoint_signed_by_another_key() {
     let (f, key, _, size) = honest_log("log-other-key").await;
     let (other_key_file, _) = key_pair("log-other-key-2");
     let other = LogSigner::load(&other_key_file).unwrap();
-    let root: Vec<u8> = f
-        .db
-        .query_one("SELECT root_hash FROM governance_log_checkpoints WHERE tree_size = $1", &[&(size as i64)])
-        .await
-        .unwrap()
-        .get(0);
+    let root: Vec<u8> =
+        f.db.query_one("SELECT root_hash FROM governance_log_checkpoints WHERE tree_size = $1", &[&(size as i64)])
+            .await
+            .unwrap()
+            .get(0);
     let forged = other.sign(size, Hash(root.try_into().unwrap()), 0).unwrap();
     let replace = "UPDATE governance_log_checkpoints SET signed_note = $2 WHERE tree_size = $1";
     f.db.execute(replace, &[&(size as i64), &forged]).await.unwrap();
@@ -273,10 +294,10 @@ async fn a_sequencer_killed_mid_batch_leaves_one_log_that_another_sidecar_comple
         assert!(started.elapsed() < Duration::from_secs(120), "the second sidecar did not finish the log");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let leaves = f
-        .db
-        .query_one(
-            "SELECT count(*), count(DISTINCT evidence_id), coalesce(max(log_index) + 1, 0) FROM governance_log_leaves",
+    let leaves =
+        f.db.query_one(
+            "SELECT count(*), count(DISTINCT evidence_id), coalesce(max(first_index + position), 0) \
+             FROM governance_log_batches, unnest(evidence_ids) WITH ORDINALITY AS leaves(evidence_id, position)",
             &[],
         )
         .await
@@ -292,7 +313,16 @@ async fn a_sequencer_killed_mid_batch_leaves_one_log_that_another_sidecar_comple
 async fn retention_removes_a_prefix_of_the_log_and_every_proof_stays_valid() {
     let (f, verifier_key) = logged("log-retention").await;
     let verifier = LogVerifier::new(&verifier_key).unwrap();
-    let ids = write_rows(&f).await;
+    // Two batches at least: the first two rows are signed before the others are written.
+    let mut ids = Vec::new();
+    for (amount, key) in [(250, "keep-1"), (5000, "keep-2"), (300, "keep-3"), (7000, "keep-4")] {
+        ids.push(
+            f.execute(call(invoice_request(amount, "USD"), Some(key), "create_invoice")).await.unwrap().evidence_id,
+        );
+        if ids.len() == 2 {
+            checkpoint_of_at_least(&f, 2).await;
+        }
+    }
     checkpoint_of_at_least(&f, 4).await;
     let cutoff = "SELECT governance_purge_before((SELECT created_at FROM governance_events WHERE id = $1))";
     let purged: i64 = f.db.query_one(cutoff, &[&ids[2]]).await.unwrap().get(0);
@@ -301,12 +331,13 @@ async fn retention_removes_a_prefix_of_the_log_and_every_proof_stays_valid() {
     let (verified, discrepancies) = verify(&f.url, &verifier_key);
     assert!(verified, "removed rows are checked by their stored leaf hashes: {discrepancies}");
     let mut client = f.server.client().await;
-    for (id, kept) in [(ids[0], false), (ids[3], true)] {
+    let removed = GetInclusionProofRequest { key: Some(Key::EvidenceId(ids[0])), tree_size: None };
+    assert_eq!(client.get_inclusion_proof(removed).await.unwrap_err().code(), Code::NotFound);
+    for id in [ids[2], ids[3]] {
         let request = GetInclusionProofRequest { key: Some(Key::EvidenceId(id)), tree_size: None };
         let proof = client.get_inclusion_proof(request).await.unwrap().into_inner();
-        assert_eq!(!proof.entry.is_empty(), kept, "evidence {id}");
         let opened = verifier.open(&proof.checkpoint.unwrap().signed_note).unwrap();
-        let leaf = Hash(proof.leaf_hash.as_slice().try_into().unwrap());
+        let leaf = entry::leaf_hash(&proof.entry);
         tlog_tiles::check_record(&hashes(&proof.audit_path), opened.size, opened.root, proof.leaf_index, leaf)
             .unwrap_or_else(|e| panic!("evidence {id}: {e}"));
     }
@@ -334,4 +365,61 @@ async fn health_and_metrics_report_the_sequencer() {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
     assert!(metrics.contains("governance_log_lag_seconds "), "{metrics}");
+}
+
+/// The corpus's responses and requests, and floats of every magnitude: the text the
+/// sidecar computes its digest over is the text PostgreSQL prints.
+#[tokio::test]
+async fn the_response_digest_taken_at_write_is_over_postgres_own_text() {
+    use governance_sidecar::decision::Value;
+    use governance_sidecar::decision::json::{self, Layout};
+    use governance_sidecar::evidence::log::jsonb;
+
+    /// jsonb has no NaN or Infinity: the sidecar stores them as strings.
+    fn finite(value: &mut Value) {
+        match value {
+            Value::Float(f) if !f.is_finite() => *value = Value::str(format!("{f}")),
+            Value::Array(items) => items.iter_mut().for_each(finite),
+            Value::Object(map) => map.values_mut().for_each(finite),
+            _ => {}
+        }
+    }
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/kernite-0.1.6-execute.jsonl");
+    let mut values: Vec<Value> = std::fs::read_to_string(corpus)
+        .unwrap()
+        .lines()
+        .flat_map(|line| {
+            let case = json::parse(line).unwrap();
+            let case = case.as_object().unwrap();
+            let request = case.get("request_json").and_then(Value::as_str).and_then(|text| json::parse(text).ok());
+            let mut values: Vec<Value> = case.get("response").cloned().into_iter().chain(request).collect();
+            values.iter_mut().for_each(finite);
+            values
+        })
+        .collect();
+    let mut bits: u64 = 0x9e37_79b9_7f4a_7c15;
+    let floats = (0..5000)
+        .map(|_| {
+            bits = bits.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            f64::from_bits(bits)
+        })
+        .filter(|f| f.is_finite())
+        .map(Value::Float);
+    values.push(Value::Array(floats.chain([1e16, 1.5e-7, -0.0, 0.1, 123.0, 1e-5].map(Value::Float)).collect()));
+
+    let f = fixture().await;
+    let texts: Vec<String> = values.iter().map(|v| json::to_string(v, Layout::Response)).collect();
+    let printed =
+        f.db.query(
+            "SELECT (t::jsonb)::text AS printed FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
+            &[&texts],
+        )
+        .await
+        .unwrap();
+    assert_eq!(printed.len(), values.len());
+    for (value, row) in values.iter().zip(printed) {
+        let ours = jsonb::text(value);
+        let theirs: &str = row.get("printed");
+        assert_eq!(ours, theirs);
+    }
 }

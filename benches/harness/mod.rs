@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use governance_sidecar::evidence::local_postgres::LocalPostgres;
 
+pub mod load;
+
 pub const SIDECAR: &str = env!("CARGO_BIN_EXE_governance-sidecar");
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

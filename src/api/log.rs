@@ -64,7 +64,7 @@ fn inclusion_message(proof: InclusionProof) -> proto::InclusionProof {
         evidence_id: proof.evidence_id,
         leaf_index: proof.leaf_index,
         leaf_hash: proof.leaf_hash.0.to_vec(),
-        entry: proof.entry.unwrap_or_default(),
+        entry: proof.entry,
         audit_path: proof.audit_path.iter().map(|h| h.0.to_vec()).collect(),
         checkpoint: Some(checkpoint_message(proof.checkpoint)),
     }

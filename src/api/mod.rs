@@ -18,8 +18,8 @@ mod error;
 mod evaluate;
 mod execute;
 mod grpc;
-mod log;
 pub(crate) mod http;
+mod log;
 
 use std::sync::Arc;
 

@@ -54,9 +54,7 @@ impl ServiceError for EvidenceError {
             EvidenceError::Database(_)
             | EvidenceError::Schema(_)
             | EvidenceError::UnknownStoredWord { .. }
-            | EvidenceError::Log(_) => {
-                ServiceErrorCode::Internal
-            }
+            | EvidenceError::Log(_) => ServiceErrorCode::Internal,
             EvidenceError::UnknownMutation(_) | EvidenceError::NotInLog(_) => ServiceErrorCode::NotFound,
             EvidenceError::MutationScope { .. } => ServiceErrorCode::PermissionDenied,
             EvidenceError::Bind(_) | EvidenceError::KeyTooLong { .. } | EvidenceError::BadLogRange(_) => {

@@ -104,7 +104,7 @@ pub(super) async fn claim(
     };
     let key = row.write.request.idempotency_key.as_deref();
     let statement = insert_statement(client).await?;
-    let params: [&(dyn ToSql + Sync); 20] = insert_params!(row, outcome, key, None::<&str>);
+    let params: [&(dyn ToSql + Sync); 21] = insert_params!(row, outcome, key, None::<&str>);
     Ok(match client.query_opt(&statement, &params).await? {
         Some(inserted) => Claim::Inserted(inserted.try_get("id")?),
         None => Claim::Taken,
@@ -120,23 +120,24 @@ pub(super) async fn insert_failure(
     sqlstate: &str,
 ) -> Result<i64, EvidenceError> {
     let statement = insert_statement(client).await?;
-    let params: [&(dyn ToSql + Sync); 20] = insert_params!(row, Outcome::Error, None::<&str>, Some(sqlstate));
+    let params: [&(dyn ToSql + Sync); 21] = insert_params!(row, Outcome::Error, None::<&str>, Some(sqlstate));
     Ok(client.query_one(&statement, &params).await?.try_get("id")?)
 }
 
 /// The evidence INSERT. `ON CONFLICT … DO NOTHING` is the claim: with the
 /// key already held (or being inserted by a transaction not yet ended, which
 /// it waits for), it inserts nothing and returns no row. A row without a key
-/// never conflicts.
+/// never conflicts. It also stores the SHA-256 of the response as PostgreSQL
+/// prints it, which the verifiable log's leaf commits to (see `log/entry.rs`).
 async fn insert_statement(client: &impl GenericClient) -> Result<Statement, EvidenceError> {
     Ok(client
         .prepare_typed_cached(
             "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
              reason_codes, ctx_id, trace_hash, idempotency_key, response_json, outcome, mutation_name, \
              request_fingerprint, error_sqlstate, mode, redacted_paths, policy_bundle_sha256, policy_key, \
-             policy_version, trace_id) \
+             policy_version, trace_id, response_json_sha256) \
              VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $14, $15, \
-             $16::text::jsonb, $17, $18, $19, $20) \
+             $16::text::jsonb, $17, $18, $19, $20, $21) \
              ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id",
             &[],
@@ -170,6 +171,7 @@ macro_rules! insert_params {
             &$row.policy_key,
             &$row.policy_version,
             &$row.write.trace_id,
+            &$row.response_digest.as_slice(),
         ]
     };
 }

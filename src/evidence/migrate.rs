@@ -41,11 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "policy_provenance_and_audit",
         sql: include_str!("../../migrations/0005_policy_provenance_and_audit.sql"),
     },
-    Migration {
-        version: 6,
-        name: "verifiable_log",
-        sql: include_str!("../../migrations/0006_verifiable_log.sql"),
-    },
+    Migration { version: 6, name: "verifiable_log", sql: include_str!("../../migrations/0006_verifiable_log.sql") },
 ];
 
 pub fn latest_version() -> i32 {

@@ -1,6 +1,8 @@
 //! The evidence row of one call: every column computed once, before a
 //! connection is taken, with secrets masked (see [`super::redact`]).
 
+use sha2::{Digest, Sha256};
+
 use super::governed::GovernedWrite;
 use super::redact::Redactor;
 use crate::decision::json::{self, Layout};
@@ -20,6 +22,10 @@ pub(super) struct EvidenceRow<'w> {
     pub trace_hash: String,
     /// Kernite's response as stored: redacted, and jsonb-safe.
     pub response_json: String,
+    /// SHA-256 of the response as PostgreSQL will print it, for the
+    /// verifiable log: taken here from the value in hand, so that the log's
+    /// sequencer need not have PostgreSQL print every response again.
+    pub response_digest: [u8; 32],
     /// JSON array of the paths redaction masked.
     pub redacted_paths: String,
     /// The `policy` Kernite reports: key and version, when one applied.
@@ -57,6 +63,7 @@ impl<'w> EvidenceRow<'w> {
             ctx_id,
             trace_hash,
             response_json: json::to_string(&redacted.value, Layout::Response),
+            response_digest: Sha256::digest(super::log::jsonb::text(&redacted.value)).into(),
             redacted_paths: json::to_string(
                 &Value::Array(redacted.masked.into_iter().map(Value::str).collect()),
                 Layout::Canonical,

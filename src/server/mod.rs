@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 
 pub mod tls;
@@ -47,9 +47,8 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
-    let log_monitor = api.evidence().and_then(|store| store.log_state()).map(|log| {
-        tokio::spawn(monitor_log(log, health.clone()))
-    });
+    let log_monitor =
+        api.evidence().and_then(|store| store.log_state()).map(|log| tokio::spawn(monitor_log(log, health.clone())));
     let limits = &settings.limits;
     let api = api.with_concurrency_limit(limits.concurrency_limit);
     let governance = GovernanceServer::new(api.clone())
@@ -180,7 +179,8 @@ async fn monitor_log(log: watch::Receiver<LogState>, health: HealthReporter) {
         let keeping_up = state.keeping_up();
         if serving != Some(keeping_up) {
             serving = Some(keeping_up);
-            let (status, lag_seconds) = (if keeping_up { ServingStatus::Serving } else { ServingStatus::NotServing }, state.lag_seconds);
+            let (status, lag_seconds) =
+                (if keeping_up { ServingStatus::Serving } else { ServingStatus::NotServing }, state.lag_seconds);
             tracing::info!(?status, leader = state.leader, lag_seconds, "verifiable log health");
             health.set_service_status(LOG_HEALTH_SERVICE, status).await;
         }

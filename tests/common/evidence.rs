@@ -179,7 +179,7 @@ async fn least_privilege_role(admin: &tokio_postgres::Client) -> String {
              GRANT INSERT, SELECT ON governance_events, governance_mutation_results TO {role};
              GRANT SELECT ON governance_schema_migrations TO {role};
              GRANT USAGE ON SEQUENCE governance_events_id_seq TO {role};
-             GRANT INSERT, SELECT ON governance_log_leaves, governance_log_hashes, governance_log_checkpoints TO {role};
+             GRANT INSERT, SELECT ON governance_log_batches, governance_log_checkpoints TO {role};
              GRANT SELECT ON governance_log_retention TO {role};
              -- what the test mutations need
              GRANT INSERT, DELETE, SELECT ON invoices TO {role}; -- SELECT: for RETURNING

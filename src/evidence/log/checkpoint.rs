@@ -98,11 +98,8 @@ impl LogVerifier {
         if checkpoint.origin() != self.origin {
             return Err(format!("origin {:?} is not the log's ({:?})", checkpoint.origin(), self.origin));
         }
-        let time_us = checkpoint
-            .extension()
-            .lines()
-            .find_map(|line| line.strip_prefix(TIME_LINE))
-            .and_then(|t| t.parse().ok());
+        let time_us =
+            checkpoint.extension().lines().find_map(|line| line.strip_prefix(TIME_LINE)).and_then(|t| t.parse().ok());
         Ok(OpenedCheckpoint { size: checkpoint.size(), root: *checkpoint.hash(), time_us })
     }
 }

@@ -6,8 +6,11 @@
 //! byte `0x00` (SQL NULL) or the byte `0x01`, the length of the value's UTF-8
 //! bytes as a 4-byte big-endian integer, and those bytes. Each value is the
 //! text [`ENTRY_COLUMNS`] selects: PostgreSQL's own text output of the stored
-//! value (jsonb in its normalised form), and `created_at` as microseconds
-//! since the Unix epoch. The leaf hash is RFC 6962's `SHA-256(0x00 || entry)`.
+//! value (jsonb in its normalised form), `created_at` as microseconds since
+//! the Unix epoch, and, for the response JSON, the lower-case hex SHA-256 of
+//! its text (the response is the bulk of a row; its digest is computed once,
+//! when the row is written, see [`SEQUENCED_COLUMNS`]). The leaf hash is RFC
+//! 6962's `SHA-256(0x00 || entry)`.
 
 use tokio_postgres::Row;
 
@@ -29,7 +32,7 @@ pub const FIELDS: [&str; 25] = [
     "ctx_id",
     "trace_hash",
     "idempotency_key",
-    "response_json",
+    "response_json_sha256",
     "outcome",
     "mutation_name",
     "request_fingerprint",
@@ -44,26 +47,45 @@ pub const FIELDS: [&str; 25] = [
     "returning_rows",
 ];
 
-/// The select list giving each field of [`FIELDS`] as text, from
-/// `governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id`.
-pub const ENTRY_COLUMNS: &str = "e.id::text AS id,
+/// The select list around the response digest's expression.
+macro_rules! concat_fields {
+    ($response_digest:literal) => {
+        concat!(
+            "e.id::text AS id,
     (extract(epoch FROM e.created_at) * 1000000)::bigint::text AS created_at_us,
     e.xact_id::text AS xact_id,
     e.workspace_id, e.principal_id, e.object_type, e.operation, e.decision,
     e.reason_codes::text AS reason_codes,
-    e.ctx_id, e.trace_hash, e.idempotency_key,
-    e.response_json::text AS response_json,
+    e.ctx_id, e.trace_hash, e.idempotency_key, ",
+            $response_digest,
+            ",
     e.outcome, e.mutation_name, e.request_fingerprint, e.error_sqlstate, e.mode,
     e.redacted_paths::text AS redacted_paths,
     e.policy_bundle_sha256, e.policy_key,
     e.policy_version::text AS policy_version,
     e.trace_id,
     r.rows_affected::text AS rows_affected,
-    r.returning_rows::text AS returning_rows";
+    r.returning_rows::text AS returning_rows"
+        )
+    };
+}
+
+/// The select list giving each field of [`FIELDS`] as text, from
+/// `governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id`,
+/// everything recomputed from the stored values: what `verify` (and any
+/// auditor) reads.
+pub const ENTRY_COLUMNS: &str =
+    concat_fields!("encode(sha256(convert_to(e.response_json::text, 'UTF8')), 'hex') AS response_json_sha256");
+
+/// The same fields as the sequencer reads them: the response's digest as the
+/// sidecar's INSERT stored it (computed then only for a row written without it).
+pub const SEQUENCED_COLUMNS: &str = concat_fields!(
+    "encode(coalesce(e.response_json_sha256, sha256(convert_to(e.response_json::text, 'UTF8'))), 'hex') \
+     AS response_json_sha256"
+);
 
 /// The tables [`ENTRY_COLUMNS`] reads.
-pub const ENTRY_FROM: &str =
-    "governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id";
+pub const ENTRY_FROM: &str = "governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id";
 
 /// Encodes field values (in [`FIELDS`] order) as an entry.
 pub fn encode<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Vec<u8> {

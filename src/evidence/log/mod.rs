@@ -4,7 +4,7 @@
 //!
 //! | question | file |
 //! | --- | --- |
-//! | Which bytes does a leaf commit to? | `entry.rs` |
+//! | Which bytes does a leaf commit to? | `entry.rs`, `jsonb.rs` |
 //! | How are rows given log positions, by whom, and when? | `sequencer.rs` |
 //! | How is the tree stored, and proofs made from it? | `tree.rs` |
 //! | How are checkpoints signed and checked? | `checkpoint.rs` |
@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 pub mod entry;
+pub mod jsonb;
 pub mod sequencer;
 mod tree;
 pub mod verify;
@@ -44,8 +45,7 @@ pub struct InclusionProof {
     pub evidence_id: i64,
     pub leaf_index: u64,
     pub leaf_hash: Hash,
-    /// The row's entry; `None` when retention removed the row.
-    pub entry: Option<Vec<u8>>,
+    pub entry: Vec<u8>,
     pub audit_path: Vec<Hash>,
     pub checkpoint: StoredCheckpoint,
 }
@@ -77,19 +77,15 @@ impl EvidenceStore {
             .next()
             .ok_or_else(|| EvidenceError::Log(format!("the leaf hash at log index {leaf_index} is missing")))?;
         let select = format!("SELECT {} FROM {} WHERE e.id = $1", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
-        let entry = match client.query_opt(&select, &[&evidence_id]).await? {
-            Some(row) => Some(entry::from_row(&row)?),
-            None => None,
-        };
+        let row = client.query_one(&select, &[&evidence_id]).await?;
+        let entry = entry::from_row(&row)?;
         Ok(InclusionProof { evidence_id, leaf_index, leaf_hash, entry, audit_path, checkpoint })
     }
 
     /// The proof that the tree of `first` leaves is a prefix of the tree of `second` leaves.
     pub async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, EvidenceError> {
         if first > second {
-            return Err(EvidenceError::BadLogRange(format!(
-                "first_size {first} is larger than second_size {second}"
-            )));
+            return Err(EvidenceError::BadLogRange(format!("first_size {first} is larger than second_size {second}")));
         }
         let client = self.pool.get().await?;
         let client = &**client;
@@ -132,17 +128,17 @@ async fn checkpoint(client: &impl GenericClient, size: Option<u64>) -> Result<St
     })
 }
 
-/// The evidence id and log index of the row a key names.
+/// The evidence id and log index of the row a key names: its position in the
+/// batch whose key range holds it (the first batch whose last key is at or
+/// after the row's).
 async fn leaf(client: &impl GenericClient, key: &LeafKey) -> Result<(i64, u64), EvidenceError> {
-    const LEAF: &str = "SELECT e.id AS evidence_id, l.log_index \
-                        FROM governance_events e LEFT JOIN governance_log_leaves l ON l.evidence_id = e.id";
+    const LEAF: &str = "SELECT e.id AS evidence_id, b.first_index + array_position(b.evidence_ids, e.id) - 1 AS log_index \
+         FROM governance_events e LEFT JOIN LATERAL ( \
+             SELECT first_index, evidence_ids FROM governance_log_batches \
+             WHERE (last_xact_id, last_evidence_id) >= (coalesce(e.xact_id, '0'::xid8), e.id) \
+             ORDER BY last_xact_id, last_evidence_id LIMIT 1) b ON true";
     let row = match key {
-        LeafKey::EvidenceId(id) => {
-            // A row retention removed keeps its leaf.
-            let sql = "SELECT evidence_id, log_index FROM governance_log_leaves WHERE evidence_id = $1 \
-                       UNION ALL SELECT id, NULL FROM governance_events WHERE id = $1 LIMIT 1";
-            client.query_opt(sql, &[id]).await?
-        }
+        LeafKey::EvidenceId(id) => client.query_opt(&format!("{LEAF} WHERE e.id = $1"), &[id]).await?,
         LeafKey::Idempotency { workspace_id, idempotency_key } => {
             let sql = format!("{LEAF} WHERE e.workspace_id = $1 AND e.idempotency_key = $2");
             client.query_opt(&sql, &[workspace_id, idempotency_key]).await?

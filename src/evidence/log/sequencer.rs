@@ -33,7 +33,7 @@ use crate::evidence::{DatabaseSettings, EvidenceError, connect_once};
 use crate::metrics::metrics;
 
 /// Key of the advisory lock held by the sequencing sidecar ("govslog" in ASCII).
-const LOCK_KEY: i64 = 0x676f_7673_6c6f_67;
+const LOCK_KEY: i64 = 0x0067_6f76_736c_6f67;
 
 /// The most rows one batch (one transaction) takes.
 pub const MAX_BATCH_ROWS: usize = 10_000;
@@ -76,16 +76,35 @@ struct Tail {
     frontier: Frontier,
 }
 
-/// The `(xact_id, id)` of the last sequenced row; `xact_id` is `None` while
-/// rows from before the log are being sequenced.
+/// The `(xact_id, id)` of the last sequenced row. Rows from before the log
+/// have no `xact_id` and sort first, as 0 (no transaction has id 0).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Cursor {
-    xact_id: Option<i64>,
+    xact_id: i64,
     id: i64,
 }
 
 impl Cursor {
-    const START: Cursor = Cursor { xact_id: None, id: 0 };
+    const START: Cursor = Cursor { xact_id: 0, id: 0 };
+
+    /// The cursor as the last batch stored it.
+    async fn stored(client: &impl GenericClient) -> Result<(u64, Cursor), EvidenceError> {
+        let last = client
+            .query_opt(
+                "SELECT first_index + cardinality(evidence_ids) AS size, \
+                        (last_xact_id::text)::bigint AS last_xact_id, last_evidence_id \
+                 FROM governance_log_batches ORDER BY first_index DESC LIMIT 1",
+                &[],
+            )
+            .await?;
+        Ok(match last {
+            None => (0, Cursor::START),
+            Some(row) => (
+                row.try_get::<_, i64>("size")? as u64,
+                Cursor { xact_id: row.try_get("last_xact_id")?, id: row.try_get("last_evidence_id")? },
+            ),
+        })
+    }
 }
 
 /// Runs the sequencer for as long as the process lives: waits for the lock,
@@ -102,7 +121,11 @@ pub async fn run(database: DatabaseSettings, settings: LogSettings, state: watch
 }
 
 /// Waits for the lock, then sequences until something fails.
-async fn lead(database: &DatabaseSettings, settings: &LogSettings, state: &watch::Sender<LogState>) -> anyhow::Result<()> {
+async fn lead(
+    database: &DatabaseSettings,
+    settings: &LogSettings,
+    state: &watch::Sender<LogState>,
+) -> anyhow::Result<()> {
     let client = connect_once(&database.url, database.ca_file.as_deref()).await?;
     while !client.query_one("SELECT pg_try_advisory_lock($1) AS locked", &[&LOCK_KEY]).await?.try_get("locked")? {
         report(state, &client, false).await?;
@@ -123,31 +146,18 @@ async fn lead(database: &DatabaseSettings, settings: &LogSettings, state: &watch
 
 /// The log's end as stored, checked against its latest checkpoint.
 async fn load_tail(client: &Client) -> anyhow::Result<Tail> {
-    let last = client
-        .query_opt(
-            "SELECT log_index, evidence_id, xact_id::text AS xact_id FROM governance_log_leaves \
-             ORDER BY log_index DESC LIMIT 1",
-            &[],
-        )
-        .await?;
-    let (size, cursor) = match last {
-        None => (0, Cursor::START),
-        Some(row) => {
-            let index: i64 = row.try_get("log_index")?;
-            let xact_id = row.try_get::<_, Option<&str>>("xact_id")?.map(str::parse).transpose()?;
-            (index as u64 + 1, Cursor { xact_id, id: row.try_get("evidence_id")? })
-        }
-    };
-    if let Some(last) = cursor.xact_id {
+    let (size, cursor) = Cursor::stored(client).await?;
+    if cursor.xact_id > 0 {
         let next: i64 = client
             .query_one("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text)::bigint AS next", &[])
             .await?
             .try_get("next")?;
         anyhow::ensure!(
-            last < next,
-            "the log's last row was written by transaction {last}, but this server's next transaction id is {next}: \
+            cursor.xact_id < next,
+            "the log's last row was written by transaction {}, but this server's next transaction id is {next}: \
              was the database restored from a logical dump? New rows would sort before the log's end \
-             (see README, \"Verifiable evidence\")"
+             (see README, \"Verifiable evidence\")",
+            cursor.xact_id
         );
     }
     let frontier = Frontier::load(client, size).await?;
@@ -172,7 +182,8 @@ async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyh
         .query_one(
             "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint AS horizon, \
                     (extract(epoch FROM now()) * 1000000)::bigint AS now_us, \
-                    (SELECT coalesce(max(log_index) + 1, 0) FROM governance_log_leaves) AS size, \
+                    coalesce((SELECT first_index + cardinality(evidence_ids) FROM governance_log_batches \
+                              ORDER BY first_index DESC LIMIT 1), 0) AS size, \
                     EXISTS (SELECT 1 FROM governance_log_checkpoints) AS signed",
             &[],
         )
@@ -188,45 +199,39 @@ async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyh
         return Ok(0);
     }
 
+    let count = rows.len();
     let first_index = tail.frontier.size();
     let first_stored = tlog_tiles::stored_hash_index(0, first_index);
-    let mut leaves = Vec::with_capacity(rows.len());
-    let (mut indexes, mut evidence_ids, mut xact_ids) = (Vec::new(), Vec::new(), Vec::new());
-    let mut cursor = tail.cursor;
-    for (row, index) in rows.iter().zip(first_index..) {
-        leaves.push(entry::leaf_hash(&entry::from_row(row)?));
-        cursor = Cursor {
-            xact_id: row.try_get::<_, Option<&str>>("xact_id")?.map(str::parse).transpose()?,
-            id: row.try_get("evidence_id")?,
-        };
-        indexes.push(index as i64);
-        evidence_ids.push(cursor.id);
-        xact_ids.push(cursor.xact_id.map(|x| x.to_string()));
-    }
-    let mut frontier = std::mem::take(&mut tail.frontier);
-    let stored = frontier.append(&leaves);
+    // Hashing a batch is CPU work for milliseconds: off the runtime's workers.
+    let (frontier, cursor) = (std::mem::take(&mut tail.frontier), tail.cursor);
+    let hashed = tokio::task::spawn_blocking(move || Batch::hash(&rows, cursor, frontier)).await?;
+    let Batch { evidence_ids, cursor, frontier, stored } = match hashed {
+        Ok(batch) => batch,
+        Err(error) => {
+            drop(transaction);
+            *tail = load_tail(client).await?;
+            return Err(error);
+        }
+    };
     let (size, root) = (frontier.size(), frontier.root());
     let signed_note = signer.sign(size, root, now.try_get("now_us")?)?;
 
-    let stored_indexes: Vec<i64> = (first_stored..).take(stored.len()).map(|i| i as i64).collect();
-    let stored_hashes: Vec<&[u8]> = stored.iter().map(|h| h.0.as_slice()).collect();
+    let hashes: Vec<u8> = stored.iter().flat_map(|h| h.0).collect();
     let written = async {
+        // The first checkpoint of an empty log has no batch.
+        if !evidence_ids.is_empty() {
+            let new_batch = "INSERT INTO governance_log_batches \
+                                 (first_index, evidence_ids, last_xact_id, last_evidence_id, first_stored, hashes) \
+                             VALUES ($1, $2, ($3::bigint)::text::xid8, $4, $5, $6)";
+            let (first_index, first_stored) = (first_index as i64, first_stored as i64);
+            let values: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&first_index, &evidence_ids, &cursor.xact_id, &cursor.id, &first_stored, &hashes];
+            transaction.execute(new_batch, &values).await?;
+        }
         transaction
             .execute(
-                "INSERT INTO governance_log_leaves (log_index, evidence_id, xact_id) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]::xid8[])",
-                &[&indexes, &evidence_ids, &xact_ids],
-            )
-            .await?;
-        transaction
-            .execute(
-                "INSERT INTO governance_log_hashes (stored_index, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-                &[&stored_indexes, &stored_hashes],
-            )
-            .await?;
-        transaction
-            .execute(
-                "INSERT INTO governance_log_checkpoints (tree_size, root_hash, signed_note) VALUES ($1, $2, $3)",
+                "INSERT INTO governance_log_checkpoints (tree_size, root_hash, signed_note, created_at) \
+                 VALUES ($1, $2, $3, clock_timestamp())",
                 &[&(size as i64), &root.0.as_slice(), &signed_note],
             )
             .await?;
@@ -240,9 +245,33 @@ async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyh
     }
     tail.frontier = frontier;
     tail.cursor = cursor;
-    metrics().log_sequenced(rows.len() as u64, size);
-    tracing::debug!(rows = rows.len(), size, "sequenced a batch and signed its checkpoint");
-    Ok(rows.len())
+    metrics().log_sequenced(count as u64, size);
+    tracing::debug!(rows = count, size, "sequenced a batch and signed its checkpoint");
+    Ok(count)
+}
+
+/// A batch's rows as leaves: what to store, and where the log then ends.
+struct Batch {
+    evidence_ids: Vec<i64>,
+    cursor: Cursor,
+    frontier: Frontier,
+    /// The tree hashes to store, from `stored_hash_index(0, first index)` on.
+    stored: Vec<tlog_tiles::Hash>,
+}
+
+impl Batch {
+    fn hash(rows: &[tokio_postgres::Row], mut cursor: Cursor, mut frontier: Frontier) -> anyhow::Result<Batch> {
+        let mut leaves = Vec::with_capacity(rows.len());
+        let mut evidence_ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            leaves.push(entry::leaf_hash(&entry::from_row(row)?));
+            let xact_id = row.try_get::<_, Option<&str>>("xact_id")?.map(str::parse).transpose()?;
+            cursor = Cursor { xact_id: xact_id.unwrap_or(0), id: row.try_get("evidence_id")? };
+            evidence_ids.push(cursor.id);
+        }
+        let stored = frontier.append(&leaves);
+        Ok(Batch { evidence_ids, cursor, frontier, stored })
+    }
 }
 
 /// The next rows to sequence after `cursor`, whose transactions all ended before `horizon`.
@@ -251,15 +280,15 @@ async fn next_rows(
     cursor: Cursor,
     horizon: i64,
 ) -> Result<Vec<tokio_postgres::Row>, EvidenceError> {
-    let select = format!("SELECT {}, e.id AS evidence_id FROM {}", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
+    let select = format!("SELECT {}, e.id AS evidence_id FROM {}", entry::SEQUENCED_COLUMNS, entry::ENTRY_FROM);
     let limit = MAX_BATCH_ROWS as i64;
     let mut rows = Vec::new();
-    if cursor.xact_id.is_none() {
+    if cursor.xact_id == 0 {
         let older = format!("{select} WHERE e.xact_id IS NULL AND e.id > $1 ORDER BY e.id LIMIT $2");
         rows = client.query(&older, &[&cursor.id, &limit]).await?;
     }
     if rows.len() < MAX_BATCH_ROWS {
-        let (xact_id, id) = (cursor.xact_id.unwrap_or(0), if cursor.xact_id.is_some() { cursor.id } else { 0 });
+        let (xact_id, id) = if cursor.xact_id == 0 { (0, 0) } else { (cursor.xact_id, cursor.id) };
         let newer = format!(
             "{select} WHERE (e.xact_id, e.id) > (($1::bigint)::text::xid8, $2) \
              AND e.xact_id < ($3::bigint)::text::xid8 ORDER BY e.xact_id, e.id LIMIT $4"
@@ -282,23 +311,8 @@ async fn report(state: &watch::Sender<LogState>, client: &Client, leader: bool) 
 /// Rows not yet in the log (counted up to 100,000), the age of the oldest,
 /// and the latest checkpoint's size.
 pub async fn lag(client: &impl GenericClient) -> Result<LogState, EvidenceError> {
-    let cursor = match client
-        .query_opt(
-            "SELECT evidence_id, xact_id::text AS xact_id FROM governance_log_leaves ORDER BY log_index DESC LIMIT 1",
-            &[],
-        )
-        .await?
-    {
-        None => Cursor::START,
-        Some(row) => Cursor {
-            xact_id: row.try_get::<_, Option<&str>>("xact_id")?.and_then(|x| x.parse().ok()),
-            id: row.try_get("evidence_id")?,
-        },
-    };
-    let (newer_xact, newer_id) = match cursor.xact_id {
-        Some(xact_id) => (xact_id, cursor.id),
-        None => (0, 0),
-    };
+    let (_, cursor) = Cursor::stored(client).await?;
+    let (newer_xact, newer_id) = if cursor.xact_id == 0 { (0, 0) } else { (cursor.xact_id, cursor.id) };
     let row = client
         .query_one(
             "WITH pending AS (
@@ -312,7 +326,7 @@ pub async fn lag(client: &impl GenericClient) -> Result<LogState, EvidenceError>
                     coalesce(extract(epoch FROM clock_timestamp() - (SELECT min(created_at) FROM pending)), 0)::float8
                         AS seconds,
                     coalesce((SELECT max(tree_size) FROM governance_log_checkpoints), 0) AS size",
-            &[&cursor.xact_id.is_none(), &cursor.id, &newer_xact, &newer_id],
+            &[&(cursor.xact_id == 0), &cursor.id, &newer_xact, &newer_id],
         )
         .await?;
     Ok(LogState {

@@ -1,6 +1,7 @@
 //! The Merkle tree over the log, kept as Go's sumdb/tlog keeps it: every
-//! stored hash (leaves and complete subtrees) at its `stored_hash_index`, in
-//! `governance_log_hashes`. Roots and proofs need O(log n) of them.
+//! stored hash (leaves and complete subtrees) at its `stored_hash_index`.
+//! Each batch of `governance_log_batches` holds the contiguous run of stored
+//! hashes it added. Roots and proofs need O(log n) of them.
 //!
 //! The tlog functions read hashes through a synchronous [`HashReader`], once
 //! per call, and which indexes they ask for does not depend on the hashes'
@@ -53,13 +54,21 @@ async fn with_stored<T>(
     compute(&Hashes::Known(&known)).map_err(|e| EvidenceError::Log(format!("the stored tree is incomplete: {e}")))
 }
 
-/// The stored hashes at `indexes`.
+/// The stored hashes at `indexes`: each is cut from the batch whose run of
+/// hashes holds it (a chunk read, since the column is stored uncompressed).
 pub async fn load(client: &impl GenericClient, indexes: &[u64]) -> Result<HashMap<u64, Hash>, EvidenceError> {
     let wanted: Vec<i64> = indexes.iter().map(|&i| i as i64).collect();
     let rows = client
-        .query("SELECT stored_index, hash FROM governance_log_hashes WHERE stored_index = ANY($1)", &[&wanted])
+        .query(
+            "SELECT i AS stored_index, substring(b.hashes FROM (i - b.first_stored)::int * 32 + 1 FOR 32) AS hash \
+             FROM unnest($1::bigint[]) i CROSS JOIN LATERAL ( \
+                 SELECT first_stored, hashes FROM governance_log_batches \
+                 WHERE first_stored <= i ORDER BY first_stored DESC LIMIT 1) b",
+            &[&wanted],
+        )
         .await?;
     rows.iter()
+        .filter(|row| row.try_get::<_, &[u8]>("hash").is_ok_and(|h| h.len() == 32))
         .map(|row| {
             let index: i64 = row.try_get("stored_index")?;
             let hash: &[u8] = row.try_get("hash")?;

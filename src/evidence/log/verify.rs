@@ -7,7 +7,7 @@
 //! hashes); the tree's root at each checkpoint's size against the signed
 //! root; the log's order; and the rows the log does not hold.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -128,46 +128,68 @@ pub async fn verify(
 ) -> Result<Report, EvidenceError> {
     let mut report = Report::default();
     let signed = checkpoints(client, verifier, &mut report).await?;
-    let pruned_below: i64 =
-        client.query_one("SELECT coalesce(max(pruned_below), 0) AS p FROM governance_log_retention", &[]).await?.get("p");
-    let total: i64 =
-        client.query_one("SELECT coalesce(max(log_index) + 1, 0) AS n FROM governance_log_leaves", &[]).await?.get("n");
+    let pruned_below: i64 = client
+        .query_one("SELECT coalesce(max(pruned_below), 0) AS p FROM governance_log_retention", &[])
+        .await?
+        .get("p");
+    let total: i64 = client
+        .query_one(
+            "SELECT coalesce((SELECT first_index + cardinality(evidence_ids) FROM governance_log_batches \
+                              ORDER BY first_index DESC LIMIT 1), 0) AS n",
+            &[],
+        )
+        .await?
+        .get("n");
 
     let mut walk = Walk::new(&signed, settings);
-    let select = format!(
-        "SELECT l.log_index, l.evidence_id AS leaf_evidence_id, h.hash AS stored_leaf, e.id IS NOT NULL AS present, {} \
-         FROM governance_log_leaves l \
-         LEFT JOIN governance_log_hashes h ON h.stored_index = 2 * l.log_index - bit_count(l.log_index::bit(64)) \
-         LEFT JOIN {} ON e.id = l.evidence_id ORDER BY l.log_index",
-        entry::ENTRY_COLUMNS,
-        entry::ENTRY_FROM
-    );
-    let rows = client.query_raw(&select, std::iter::empty::<i64>()).await?;
-    tokio::pin!(rows);
-    while let Some(row) = rows.next().await {
-        let row = row?;
-        let index = row.try_get::<_, i64>("log_index")? as u64;
-        let evidence_id: i64 = row.try_get("leaf_evidence_id")?;
-        let stored = row.try_get::<_, Option<&[u8]>>("stored_leaf")?.map(tree::to_hash).transpose()?;
-        let leaf = if row.try_get("present")? {
-            let key = RowKey::of(&row)?;
-            let computed = entry::leaf_hash(&entry::from_row(&row)?);
-            walk.row(&mut report, index, evidence_id, key, computed, stored)
-        } else if (index as i64) < pruned_below {
-            report.pruned += 1;
-            walk.pruned(&mut report, index, stored)
-        } else {
-            report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
-            walk.pruned(&mut report, index, stored)
+    let mut sequenced = HashSet::new();
+    let rows_of_batch =
+        format!("SELECT {}, e.id AS evidence_id FROM {} WHERE e.id = ANY($1)", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
+    let mut after = -1_i64;
+    let mut shown = 0;
+    while let Some(batch) = client
+        .query_opt(
+            "SELECT first_index, evidence_ids, first_stored, hashes FROM governance_log_batches \
+             WHERE first_index > $1 ORDER BY first_index LIMIT 1",
+            &[&after],
+        )
+        .await?
+    {
+        let first_index: i64 = batch.try_get("first_index")?;
+        after = first_index;
+        let evidence_ids: Vec<i64> = batch.try_get("evidence_ids")?;
+        let (first_stored, hashes): (i64, &[u8]) = (batch.try_get("first_stored")?, batch.try_get("hashes")?);
+        let stored_leaf = |index: u64| {
+            let at = (tlog_tiles::stored_hash_index(0, index) as i64 - first_stored) as usize * 32;
+            hashes.get(at..at + 32).map(|h| Hash(h.try_into().expect("32 bytes")))
         };
-        walk.append(&mut report, client, index, leaf).await?;
-        if report.leaves % 100_000 == 0 {
+        let rows = client.query(&rows_of_batch, &[&evidence_ids]).await?;
+        let mut rows: HashMap<i64, &tokio_postgres::Row> =
+            rows.iter().map(|row| Ok((row.try_get("evidence_id")?, row))).collect::<Result<_, EvidenceError>>()?;
+        for (evidence_id, index) in evidence_ids.iter().copied().zip(first_index as u64..) {
+            sequenced.insert(evidence_id);
+            let stored = stored_leaf(index);
+            let leaf = if let Some(row) = rows.remove(&evidence_id) {
+                let key = RowKey::of(row)?;
+                let computed = entry::leaf_hash(&entry::from_row(row)?);
+                walk.row(&mut report, index, evidence_id, key, computed, stored)
+            } else if (index as i64) < pruned_below {
+                report.pruned += 1;
+                walk.pruned(&mut report, index, stored)
+            } else {
+                report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
+                walk.pruned(&mut report, index, stored)
+            };
+            walk.append(&mut report, client, index, leaf).await?;
+        }
+        if report.leaves >= shown + 100_000 {
+            shown = report.leaves;
             progress(report.leaves, total as u64);
         }
     }
     progress(report.leaves, total as u64);
     walk.finish(&mut report, client).await?;
-    unsequenced(client, walk.last_key, settings, &mut report).await?;
+    unsequenced(client, &sequenced, walk.last_key, settings, &mut report).await?;
     Ok(report)
 }
 
@@ -368,10 +390,9 @@ impl<'a> Walk<'a> {
     async fn finish(&mut self, report: &mut Report, client: &Client) -> Result<(), EvidenceError> {
         for checkpoint in &self.signed[self.next..] {
             if checkpoint.size > self.frontier.size() {
-                report.discrepancies.push(Discrepancy::CheckpointBeyondLog {
-                    size: checkpoint.size,
-                    leaves: self.expected_index,
-                });
+                report
+                    .discrepancies
+                    .push(Discrepancy::CheckpointBeyondLog { size: checkpoint.size, leaves: self.expected_index });
             }
         }
         if let Some((position, count)) = self.first_mismatch
@@ -382,15 +403,26 @@ impl<'a> Walk<'a> {
         if self.mismatched.is_empty() {
             return Ok(());
         }
-        let wanted: Vec<&[u8]> = self.mismatched.iter().map(|(_, _, h)| h.0.as_slice()).collect();
-        let found = client
-            .query("SELECT stored_index, hash FROM governance_log_hashes WHERE hash = ANY($1)", &[&wanted])
-            .await?;
+        // Where, if anywhere, each mismatched row's leaf was sequenced: a second
+        // pass over the stored leaf hashes, only when something mismatched.
+        let wanted: HashSet<[u8; 32]> = self.mismatched.iter().map(|(_, _, h)| h.0).collect();
         let mut leaf_at: HashMap<[u8; 32], u64> = HashMap::new();
-        for row in found {
-            let (level, n) = tlog_tiles::split_stored_hash_index(row.try_get::<_, i64>("stored_index")? as u64);
-            if level == 0 {
-                leaf_at.insert(tree::to_hash(row.try_get("hash")?)?.0, n);
+        let batches = client
+            .query(
+                "SELECT first_index, cardinality(evidence_ids) AS n, first_stored, hashes FROM governance_log_batches",
+                &[],
+            )
+            .await?;
+        for batch in batches {
+            let (first_index, n): (i64, i32) = (batch.try_get("first_index")?, batch.try_get("n")?);
+            let (first_stored, hashes): (i64, &[u8]) = (batch.try_get("first_stored")?, batch.try_get("hashes")?);
+            for index in first_index as u64..(first_index + i64::from(n)) as u64 {
+                let at = (tlog_tiles::stored_hash_index(0, index) as i64 - first_stored) as usize * 32;
+                if let Some(leaf) = hashes.get(at..at + 32).and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    && wanted.contains(&leaf)
+                {
+                    leaf_at.insert(leaf, index);
+                }
             }
         }
         for &(index, evidence_id, computed) in &self.mismatched {
@@ -408,21 +440,26 @@ impl<'a> Walk<'a> {
 /// older than `max_lag`).
 async fn unsequenced(
     client: &Client,
+    sequenced: &HashSet<i64>,
     last: Option<RowKey>,
     settings: VerifySettings,
     report: &mut Report,
 ) -> Result<(), EvidenceError> {
     let rows = client
-        .query(
-            "SELECT e.id, e.xact_id::text AS xact_id, \
-                    extract(epoch FROM clock_timestamp() - e.created_at)::float8 AS age_seconds \
-             FROM governance_events e \
-             WHERE NOT EXISTS (SELECT 1 FROM governance_log_leaves l WHERE l.evidence_id = e.id) ORDER BY e.id",
-            &[],
+        .query_raw(
+            "SELECT id, xact_id::text AS xact_id, \
+                    extract(epoch FROM clock_timestamp() - created_at)::float8 AS age_seconds \
+             FROM governance_events ORDER BY id",
+            std::iter::empty::<i64>(),
         )
         .await?;
-    for row in rows {
+    tokio::pin!(rows);
+    while let Some(row) = rows.next().await {
+        let row = row?;
         let evidence_id: i64 = row.try_get("id")?;
+        if sequenced.contains(&evidence_id) {
+            continue;
+        }
         let key = RowKey {
             xact_id: row.try_get::<_, Option<&str>>("xact_id")?.and_then(|x| x.parse().ok()),
             id: evidence_id,

@@ -35,7 +35,7 @@ from client import generate_stubs
 ENTRY_VERSION = b"governance-sidecar evidence entry v1\n"
 FIELDS = [
     "id", "created_at_us", "xact_id", "workspace_id", "principal_id", "object_type", "operation",
-    "decision", "reason_codes", "ctx_id", "trace_hash", "idempotency_key", "response_json", "outcome",
+    "decision", "reason_codes", "ctx_id", "trace_hash", "idempotency_key", "response_json_sha256", "outcome",
     "mutation_name", "request_fingerprint", "error_sqlstate", "mode", "redacted_paths",
     "policy_bundle_sha256", "policy_key", "policy_version", "trace_id", "rows_affected", "returning_rows",
 ]
@@ -48,7 +48,7 @@ def fail(message):
 # --- C2SP signed-note and tlog-checkpoint -------------------------------------
 def parse_verifier_key(vkey):
     """`<name>+<hex key id>+<base64(0x01 || 32-byte Ed25519 public key)>`."""
-    name, key_id, key = vkey.strip().split("+")
+    name, key_id, key = vkey.strip().split("+", 2)
     raw = base64.b64decode(key)
     if raw[0] != 0x01 or len(raw) != 33:
         fail("the verifier key is not an Ed25519 note key")
@@ -201,8 +201,10 @@ def main():
         proof = stub.GetInclusionProof(messages.GetInclusionProofRequest(evidence_id=evidence_id))
         fields = decode_entry(proof.entry)
         record = stub.GetEvidence(messages.GetEvidenceRequest(evidence_id=evidence_id))
+        # GetEvidence returns the response as PostgreSQL prints it: the entry holds its SHA-256.
+        response_digest = hashlib.sha256(record.response_json.encode()).hexdigest()
         if int(fields["id"]) != evidence_id or fields["decision"] != record.decision \
-                or json.loads(fields["response_json"]) != json.loads(record.response_json):
+                or fields["response_json_sha256"] != response_digest:
             fail(f"evidence {evidence_id}: the entry is not the stored row")
         leaf = leaf_hash(proof.entry)
         if leaf != proof.leaf_hash:
