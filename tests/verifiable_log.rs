@@ -423,3 +423,24 @@ async fn the_response_digest_taken_at_write_is_over_postgres_own_text() {
         assert_eq!(ours, theirs);
     }
 }
+
+#[test]
+fn log_key_writes_a_private_signer_key_and_prints_its_verifier_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = common::scratch("log-key-command").join("signing-key");
+    let run = || {
+        Command::new(BINARY)
+            .args(["log-key", "--origin", "example.com/evidence", "--signing-key-file"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let made = run();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let signer = LogSigner::load(&file).unwrap();
+    let verifier = LogVerifier::new(String::from_utf8(made.stdout).unwrap().trim()).unwrap();
+    assert_eq!(verifier.origin(), "example.com/evidence");
+    verifier.open(&signer.sign(1, tlog_tiles::record_hash(b"x"), 0).unwrap()).unwrap();
+    assert!(!run().status.success(), "an existing key is never overwritten");
+}
