@@ -173,7 +173,7 @@ impl Metrics {
         registry.register("log_checkpoint_size", "Leaves in the latest signed checkpoint", log_checkpoint_size.clone());
         registry.register(
             "log_lag_rows",
-            "Evidence rows not yet in a signed checkpoint (counted up to 100000)",
+            "Evidence rows not yet in a signed checkpoint (counted up to 10000, by the sequencing sidecar)",
             log_lag_rows.clone(),
         );
         registry.register(
@@ -267,8 +267,11 @@ impl Metrics {
         self.log_checkpoint_size.set(checkpoint_size as i64);
     }
 
-    pub fn log_lag(&self, rows: u64, seconds: f64, checkpoint_size: u64) {
-        self.log_lag_rows.set(rows as i64);
+    /// The log's lag; `rows` only from the sequencing sidecar, which counts them.
+    pub fn log_lag(&self, rows: Option<u64>, seconds: f64, checkpoint_size: u64) {
+        if let Some(rows) = rows {
+            self.log_lag_rows.set(rows as i64);
+        }
         self.log_lag_seconds.set(seconds);
         self.log_checkpoint_size.set(checkpoint_size as i64);
     }

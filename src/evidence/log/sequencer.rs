@@ -53,8 +53,9 @@ pub struct LogSettings {
 pub struct LogState {
     /// This sidecar holds the lock and sequences.
     pub leader: bool,
-    /// Rows written but not yet in a checkpoint, and the age of the oldest.
-    pub lag_rows: u64,
+    /// Rows written but not yet in a checkpoint (counted by the sequencing
+    /// sidecar only), and the age of the oldest.
+    pub lag_rows: Option<u64>,
     pub lag_seconds: f64,
     /// The size of the latest checkpoint.
     pub checkpoint_size: u64,
@@ -301,38 +302,52 @@ async fn next_rows(
 
 /// Publishes the log's lag and size (as leader, or as a sidecar waiting for the lock).
 async fn report(state: &watch::Sender<LogState>, client: &Client, leader: bool) -> Result<(), EvidenceError> {
-    let lag = lag(client).await?;
+    let lag = lag(client, leader).await?;
     let report = LogState { leader, reported_at: Some(Instant::now()), ..lag };
     metrics().log_lag(report.lag_rows, report.lag_seconds, report.checkpoint_size);
     state.send_replace(report);
     Ok(())
 }
 
-/// Rows not yet in the log (counted up to 100,000), the age of the oldest,
-/// and the latest checkpoint's size.
-pub async fn lag(client: &impl GenericClient) -> Result<LogState, EvidenceError> {
+/// The age of the oldest row not yet in the log (the first after the
+/// cursor: one index probe), the latest checkpoint's size, and, when
+/// `count_rows` (the sequencing sidecar; the others poll every interval and
+/// need not cost the shared database more), how many rows wait, up to 10,000.
+pub async fn lag(client: &impl GenericClient, count_rows: bool) -> Result<LogState, EvidenceError> {
     let (_, cursor) = Cursor::stored(client).await?;
-    let (newer_xact, newer_id) = if cursor.xact_id == 0 { (0, 0) } else { (cursor.xact_id, cursor.id) };
+    let before_log = cursor.xact_id == 0;
+    let (newer_xact, newer_id) = if before_log { (0, 0) } else { (cursor.xact_id, cursor.id) };
     let row = client
         .query_one(
-            "WITH pending AS (
-                 (SELECT created_at FROM governance_events
-                  WHERE $1 AND xact_id IS NULL AND id > $2
-                  UNION ALL
-                  SELECT created_at FROM governance_events
-                  WHERE (xact_id, id) > (($3::bigint)::text::xid8, $4))
-                 LIMIT 100000)
-             SELECT (SELECT count(*) FROM pending) AS rows,
-                    coalesce(extract(epoch FROM clock_timestamp() - (SELECT min(created_at) FROM pending)), 0)::float8
-                        AS seconds,
+            "SELECT coalesce(extract(epoch FROM clock_timestamp() - least(
+                        (SELECT created_at FROM governance_events
+                         WHERE $1 AND xact_id IS NULL AND id > $2 ORDER BY id LIMIT 1),
+                        (SELECT created_at FROM governance_events
+                         WHERE (xact_id, id) > (($3::bigint)::text::xid8, $4) ORDER BY xact_id, id LIMIT 1))),
+                    0)::float8 AS seconds,
                     coalesce((SELECT max(tree_size) FROM governance_log_checkpoints), 0) AS size",
-            &[&(cursor.xact_id == 0), &cursor.id, &newer_xact, &newer_id],
+            &[&before_log, &cursor.id, &newer_xact, &newer_id],
         )
         .await?;
+    let lag_rows = if count_rows {
+        let pending = client
+            .query_one(
+                "SELECT count(*) AS rows FROM (
+                     (SELECT 1 FROM governance_events WHERE $1 AND xact_id IS NULL AND id > $2
+                      UNION ALL
+                      SELECT 1 FROM governance_events WHERE (xact_id, id) > (($3::bigint)::text::xid8, $4))
+                     LIMIT 10000) pending",
+                &[&before_log, &cursor.id, &newer_xact, &newer_id],
+            )
+            .await?;
+        Some(pending.try_get::<_, i64>("rows")? as u64)
+    } else {
+        None
+    };
     Ok(LogState {
         leader: false,
         reported_at: None,
-        lag_rows: row.try_get::<_, i64>("rows")? as u64,
+        lag_rows,
         lag_seconds: row.try_get::<_, f64>("seconds")?.max(0.0),
         checkpoint_size: row.try_get::<_, i64>("size")? as u64,
     })
