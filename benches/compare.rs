@@ -1,7 +1,8 @@
 //! The performance table of `docs/performance.md`, measured side by side in one run.
 //!
-//! `cargo bench --bench compare` (needs python3 with `pip install kernite==0.1.6`,
-//! and the PostgreSQL server package for pgbench and the private database).
+//! `cargo bench --bench compare` (needs python3 with `pip install kernite==0.1.6
+//! "psycopg[binary]==3.3.9"`, and the PostgreSQL server package for pgbench and
+//! the private database).
 //! `BENCH_SECONDS` sets each load's length (default 10); `BENCH_SIDECAR_ARGS`
 //! adds flags to the sidecar under test; `BENCH_ONLY` (e.g. `engine,evaluate`)
 //! runs some of the three parts (`engine`, `evaluate`, `execute`) while tuning one.
@@ -12,7 +13,12 @@
 //! - Evaluate over gRPC, 8 connections x 16 streams, next to a tonic server whose
 //!   handler does nothing, driven by the same load generator;
 //! - ExecuteWithEvidence (the invoice mutation) at 1, 8 and 32 callers, next to
-//!   pgbench running the reference transaction against the same database;
+//!   pgbench running the reference transaction against the same database (the
+//!   response JSON bound as a parameter, as a real writer binds it, and as a
+//!   constant), and at 8 callers next to the seed's Python recipe (Kernite
+//!   in-process and psycopg, `benches/python_recipe.py`); first with every
+//!   process sharing both cores, then with PostgreSQL pinned to CPU 0 and the
+//!   rest to CPU 1 (`taskset`), as a database on cores of its own;
 //! - the sidecar's resident memory, idle and under each load.
 //!
 //! Only calls answered OK (grpc-status 0) are counted; any other answer is
@@ -206,15 +212,29 @@ fn evaluate_call(
 
 // ---------------------------------------------------------------- postgres
 
+/// How the reference transaction hands PostgreSQL the response JSON.
+#[derive(Clone, Copy, PartialEq)]
+enum Json {
+    /// A constant in the prepared statement: parsed once, at prepare time.
+    Constant,
+    /// A parameter, as a real writer binds it: parsed on every transaction.
+    Bound,
+}
+
 /// pgbench running the reference transaction: one evidence row with the
-/// same ~1 KiB response JSON and one invoice, `BEGIN … END`, prepared.
+/// same ~2 KiB response JSON and one invoice, `BEGIN … END`, prepared.
 /// Returns the transactions per second and how many were committed.
-fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> (f64, u64) {
+fn pgbench(url: &str, clients: usize, response_json: &str, json: Json, dir: &Path) -> (f64, u64) {
     let script = dir.join("reference.sql");
-    // pgbench reads `:name` as a variable even inside literals: write the
-    // JSON as a Unicode-escape literal, with `\` and `:` escaped. The
-    // statement is prepared, so this is parsed once, not per transaction.
-    let escaped = response_json.replace('\\', "\\005C").replace(':', "\\003A").replace('\'', "''");
+    let response = match json {
+        // pgbench reads `:name` as a variable even inside literals: write the
+        // JSON as a Unicode-escape literal, with `\` and `:` escaped.
+        Json::Constant => {
+            format!("U&'{}'", response_json.replace('\\', "\\005C").replace(':', "\\003A").replace('\'', "''"))
+        }
+        // `-D response=…` makes a variable, which `-M prepared` binds as a parameter.
+        Json::Bound => ":response::jsonb".to_owned(),
+    };
     std::fs::write(
         &script,
         format!(
@@ -222,7 +242,7 @@ fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> (f64, 
              \\set key random(1, 9000000000000000000)\n\
              BEGIN;\n\
              INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, reason_codes, ctx_id, trace_hash, idempotency_key, response_json) \
-             VALUES ('ws_bench', 'usr_42', 'invoice', 'create', 'approved', '[]', 'ctx_0123456789ab', 'sha256:0123', 'pgbench-' || :client_id || '-' || :key, U&'{escaped}');\n\
+             VALUES ('ws_bench', 'usr_42', 'invoice', 'create', 'approved', '[]', 'ctx_0123456789ab', 'sha256:0123', 'pgbench-' || :client_id || '-' || :key, {response});\n\
              INSERT INTO invoices (workspace_id, amount, currency) VALUES ('ws_bench', :amount, 'USD');\n\
              END;\n"
         ),
@@ -230,6 +250,7 @@ fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> (f64, 
     .unwrap();
     let output = Command::new(pg_bin("pgbench"))
         .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", &clients.min(2).to_string()])
+        .args(["-D", &format!("response={response_json}")])
         .args(["-T", &seconds().as_secs().max(1).to_string(), "-f"])
         .arg(&script)
         .arg(url)
@@ -251,7 +272,49 @@ fn pgbench(url: &str, clients: usize, response_json: &str, dir: &Path) -> (f64, 
     (tps, transactions)
 }
 
-// ---------------------------------------------------------------- main
+/// The seed's Python recipe (`benches/python_recipe.py`): Kernite in-process
+/// and psycopg, `threads` threads. Returns (calls/s, calls, p99 ms), or
+/// `None` when Kernite or psycopg is not installed.
+fn python_recipe(url: &str, threads: usize) -> Option<(f64, u64, f64)> {
+    let output = Command::new("python3")
+        .arg(format!("{ROOT}/benches/python_recipe.py"))
+        .args([url, &seconds().as_secs_f64().to_string(), &threads.to_string()])
+        .arg(format!("{ROOT}/benches/requests/approved.json"))
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!("python recipe: {}", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    let figures = json::parse(String::from_utf8_lossy(&output.stdout).trim()).ok()?;
+    let figure = |key: &str| figures.as_object().and_then(|o| o.get(key)).and_then(json_value_to_f64);
+    let calls = figure("calls")?;
+    Some((calls / figure("seconds")?, calls as u64, figure("p99_ms")?))
+}
+
+/// Where the processes run: sharing both cores, or PostgreSQL (the
+/// postmaster and every backend, which inherit it) on CPU 0 and everything
+/// else (this process, hence the sidecar and pgbench it starts) on CPU 1,
+/// as a database on cores of its own.
+fn place(dir: &Path, pinned: bool) {
+    let (database, rest) = if pinned { ("0", "1") } else { ("0-1", "0-1") };
+    let pid_file = std::fs::read_to_string(dir.join("postmaster.pid")).unwrap();
+    let postmaster = pid_file.lines().next().unwrap().trim().to_owned();
+    let mut postgres = vec![postmaster.clone()];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if parent == Some(postmaster.as_str()) {
+            postgres.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    for pid in &postgres {
+        let _ = Command::new("taskset").args(["-a", "-cp", database, pid]).stdout(Stdio::null()).status();
+    }
+    let me = std::process::id().to_string();
+    let status = Command::new("taskset").args(["-a", "-cp", rest, &me]).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "taskset failed");
+}
 
 fn main() {
     if let Ok(port) = std::env::var("GOVERNANCE_BENCH_FLOOR_PORT") {
@@ -354,63 +417,101 @@ fn main() {
         let response_json = json::to_string(&decided.record.to_value(), json::Layout::Response);
 
         let mutations = format!("{ROOT}/deploy/examples/invoice/mutations.toml");
-        let ewe_port = free_port();
-        let sidecar = Arc::new(spawn_sidecar(
-            ewe_port,
-            &["--database-url", &url, "--mutations", &mutations, "--pool-size", "32"],
-        ));
-        for callers in [1usize, 8, 32] {
-            let peak = Arc::new(AtomicU64::new(0));
-            let sampler = {
-                let (sidecar, peak) = (sidecar.clone(), peak.clone());
-                move || {
-                    peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
-                }
-            };
-            let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
-            let measured = runtime.block_on(load(
+        // Unpinned (all processes share both cores), then pinned (PostgreSQL
+        // on CPU 0, the sidecar, the load generator and pgbench on CPU 1).
+        for pinned in [false, true] {
+            place(&dir, pinned);
+            let placement = if pinned { "pinned" } else { "unpinned" };
+            let ewe_port = free_port();
+            let sidecar = Arc::new(spawn_sidecar(
                 ewe_port,
-                callers.min(8),
-                callers,
-                invoice_call(approved.clone(), "bench".into()),
-                sampler,
+                &["--database-url", &url, "--mutations", &mutations, "--pool-size", "32"],
             ));
-            let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
-            let (client_us, cpu_us, postgres_us) = (
-                per_call(own_cpu() - before.0),
-                per_call(sidecar.cpu() - before.1),
-                per_call(postgres_cpu(&dir) - before.2),
-            );
-            assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
-            memory.push(format!("{callers} caller(s) {:.1} MiB", peak.load(Ordering::Relaxed) as f64 / 1024.0));
-            let before = (children_cpu(), postgres_cpu(&dir));
-            let (reference, transactions) = pgbench(&url, callers, &response_json, &dir);
-            let per_tx = |spent: Duration| spent.as_secs_f64() * 1e6 / transactions.max(1) as f64;
-            let (pgbench_us, reference_postgres_us) =
-                (per_tx(children_cpu() - before.0), per_tx(postgres_cpu(&dir) - before.1));
-            let target = match callers {
-                1 => "—".to_owned(),
-                8 => "≥ 1.0×, p99 < 20 ms".to_owned(),
-                _ => "≥ 1.0×".to_owned(),
-            };
-            row(&[
-                format!("ExecuteWithEvidence, {callers} caller(s)"),
-                format!(
-                    "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms; CPU µs/call: sidecar {cpu_us:.0}, PostgreSQL \
-                     {postgres_us:.0}, load generator {client_us:.0}",
-                    measured.rate(),
-                    measured.p(0.5) / 1000.0,
-                    measured.p(0.99) / 1000.0
-                ),
-                format!(
-                    "pgbench reference tx {reference:.0} tx/s; CPU µs/tx: PostgreSQL {reference_postgres_us:.0}, \
-                     pgbench {pgbench_us:.0}"
-                ),
-                format!("{:.2}×", measured.rate() / reference),
-                target,
-            ]);
+            // The sidecar's own connections are forked backends: pin them too.
+            place(&dir, pinned);
+            for callers in [1usize, 8, 32] {
+                let peak = Arc::new(AtomicU64::new(0));
+                let sampler = {
+                    let (sidecar, peak) = (sidecar.clone(), peak.clone());
+                    move || {
+                        peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
+                    }
+                };
+                let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
+                let call = invoice_call(approved.clone(), format!("bench-{placement}"));
+                let measured = runtime.block_on(load(ewe_port, callers.min(8), callers, call, sampler));
+                let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
+                let (client_us, cpu_us, postgres_us) = (
+                    per_call(own_cpu() - before.0),
+                    per_call(sidecar.cpu() - before.1),
+                    per_call(postgres_cpu(&dir) - before.2),
+                );
+                assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
+                if !pinned {
+                    memory.push(format!("{callers} caller(s) {:.1} MiB", peak.load(Ordering::Relaxed) as f64 / 1024.0));
+                }
+                let mut references = Vec::new();
+                for json in [Json::Bound, Json::Constant] {
+                    let before = (children_cpu(), postgres_cpu(&dir));
+                    let (tps, transactions) = pgbench(&url, callers, &response_json, json, &dir);
+                    // Let the postmaster reap pgbench's backends, whose CPU it then holds.
+                    std::thread::sleep(Duration::from_millis(300));
+                    let per_tx = |spent: Duration| spent.as_secs_f64() * 1e6 / transactions.max(1) as f64;
+                    references.push((tps, per_tx(children_cpu() - before.0), per_tx(postgres_cpu(&dir) - before.1)));
+                }
+                let [(bound, bound_client_us, bound_postgres_us), (constant, _, constant_postgres_us)] = references[..]
+                else {
+                    unreachable!()
+                };
+                let target = match callers {
+                    1 => "p99 no worse".to_owned(),
+                    8 => "≥ 1.0× pinned; PostgreSQL ≤ 1.0×".to_owned(),
+                    _ => "≥ 1.0× pinned; PostgreSQL ≤ 1.0×; p99 < 10 ms".to_owned(),
+                };
+                row(&[
+                    format!("ExecuteWithEvidence, {callers} caller(s), {placement}"),
+                    format!(
+                        "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms; CPU µs/call: sidecar {cpu_us:.0}, PostgreSQL \
+                         {postgres_us:.0}, load generator {client_us:.0}",
+                        measured.rate(),
+                        measured.p(0.5) / 1000.0,
+                        measured.p(0.99) / 1000.0
+                    ),
+                    format!(
+                        "pgbench, JSON bound: {bound:.0} tx/s, CPU µs/tx PostgreSQL {bound_postgres_us:.0}, pgbench \
+                         {bound_client_us:.0}; JSON constant: {constant:.0} tx/s, PostgreSQL {constant_postgres_us:.0}"
+                    ),
+                    format!(
+                        "{:.2}× (PostgreSQL CPU {:.2}× bound, {:.2}× constant)",
+                        measured.rate() / bound,
+                        postgres_us / bound_postgres_us,
+                        postgres_us / constant_postgres_us
+                    ),
+                    target,
+                ]);
+                if callers == 8 {
+                    let before = (children_cpu(), postgres_cpu(&dir));
+                    if let Some((rate, calls, p99_ms)) = python_recipe(&url, 8) {
+                        std::thread::sleep(Duration::from_millis(300));
+                        let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / calls.max(1) as f64;
+                        let (python_us, python_postgres_us) =
+                            (per_call(children_cpu() - before.0), per_call(postgres_cpu(&dir) - before.1));
+                        row(&[
+                            format!("  beside: the Python recipe, 8 threads, {placement}"),
+                            format!("sidecar {:.0} tx/s", measured.rate()),
+                            format!(
+                                "Kernite in-process + psycopg: {rate:.0} tx/s, p99 {p99_ms:.2} ms; CPU µs/call \
+                                 Python {python_us:.0}, PostgreSQL {python_postgres_us:.0}"
+                            ),
+                            format!("{:.2}×", measured.rate() / rate),
+                            "≥ 1.5× pinned".into(),
+                        ]);
+                    }
+                }
+            }
+            drop(sidecar);
         }
-        drop(sidecar);
+        place(&dir, false);
     }
 
     row(&["sidecar RSS".into(), memory.join("; "), "—".into(), "—".into(), "< 64 MiB at 32 callers".into()]);
