@@ -74,6 +74,15 @@ CREATE TRIGGER governance_log_checkpoints_append_only
 CREATE TRIGGER governance_log_retention_append_only
     BEFORE UPDATE OR DELETE ON governance_log_retention
     FOR EACH ROW EXECUTE FUNCTION governance_refuse_change();
+CREATE TRIGGER governance_log_batches_no_truncate
+    BEFORE TRUNCATE ON governance_log_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION governance_refuse_change();
+CREATE TRIGGER governance_log_checkpoints_no_truncate
+    BEFORE TRUNCATE ON governance_log_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION governance_refuse_change();
+CREATE TRIGGER governance_log_retention_no_truncate
+    BEFORE TRUNCATE ON governance_log_retention
+    FOR EACH STATEMENT EXECUTE FUNCTION governance_refuse_change();
 
 -- Retention, once the log exists: only whole batches at the start of the
 -- log go, and only while every row of the batch is older than `cutoff`, so

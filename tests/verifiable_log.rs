@@ -197,6 +197,27 @@ async fn verify_names_rows_forged_between_sequenced_rows() {
 }
 
 #[tokio::test]
+async fn verify_names_a_deletion_dressed_as_retention() {
+    let (f, key, ids, size) = honest_log("log-fake-retention").await;
+    let denied = ids[1];
+    f.db.execute("DELETE FROM governance_events WHERE id = $1", &[&denied]).await.unwrap();
+    let claim = "INSERT INTO governance_log_retention (pruned_below, cutoff, purged) VALUES ($1, now(), 1)";
+    f.db.execute(claim, &[&(size as i64)]).await.unwrap();
+    assert_named(&f, &key, "were removed, but 3 of them remain: the missing ones were deleted selectively");
+    assert_named(&f, &key, &format!("evidence {denied} (log index 1): deleted, and not by retention"));
+}
+
+#[tokio::test]
+async fn verify_names_stored_tree_hashes_that_proofs_would_be_served_from_wrongly() {
+    let (f, key, _, _) = honest_log("log-tree-hashes").await;
+    let corrupt = "UPDATE governance_log_batches \
+                   SET hashes = set_byte(hashes, length(hashes) - 1, 255 - get_byte(hashes, length(hashes) - 1)) \
+                   WHERE first_index = 0";
+    assert_eq!(f.db.execute(corrupt, &[]).await.unwrap(), 1);
+    assert_named(&f, &key, "the batch from log index 0: its stored tree hashes are not those of its leaves");
+}
+
+#[tokio::test]
 async fn verify_names_reordered_rows() {
     let (f, key, _, _) = honest_log("log-reordered").await;
     // Swap the log's first two leaves, in one batch or across two.

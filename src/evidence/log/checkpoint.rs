@@ -12,8 +12,9 @@ use anyhow::Context as _;
 use signed_note::{Note, Signer as _, StandardSigner, StandardVerifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash};
 
-/// The extension line that says when a checkpoint was made, in microseconds
-/// since the Unix epoch (the database's clock, the clock of `created_at`).
+/// The extension line that says when a checkpoint's batch began, in
+/// microseconds since the Unix epoch, on the database's clock (the clock of
+/// the rows' `created_at`): before the batch's snapshot was taken.
 const TIME_LINE: &str = "time-us ";
 
 /// The operator's signing key.

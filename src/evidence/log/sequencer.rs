@@ -16,9 +16,10 @@
 //! **One sequencer per database.** Every sidecar with a signing key runs this
 //! loop; the one holding a session advisory lock sequences, the others wait.
 //! When it dies its session ends, the lock is free, and another takes over
-//! within an interval. Each batch is one transaction (leaves, tree hashes and
-//! checkpoint), and checks first that the log's size is the one it knows, so
-//! a batch cut short leaves no trace and two sequencers can never interleave.
+//! within an interval. Each batch is one transaction (its batch row, with the
+//! tree hashes, and its checkpoint), so a batch cut short leaves no trace; the
+//! primary keys on the batch's first position and the checkpoint's size stop
+//! a second writer (and the size check at each batch's start says so early).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,10 @@ const LOCK_KEY: i64 = 0x0067_6f76_736c_6f67;
 
 /// The most rows one batch (one transaction) takes.
 pub const MAX_BATCH_ROWS: usize = 10_000;
+
+/// The longest a batch, or a lag query, may take before the sequencer gives
+/// up its connection (and with it the lock) and starts over.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Unsequenced rows older than this make the log unhealthy.
 pub const MAX_HEALTHY_LAG: Duration = Duration::from_secs(30);
@@ -137,8 +142,13 @@ async fn lead(
     let mut client = client;
     let mut tail = load_tail(&client).await?;
     loop {
-        let appended = batch(&mut client, &settings.signer, &mut tail).await?;
-        report(state, &client, true).await?;
+        // A connection that died without a word must not hold the lock for hours.
+        let appended = tokio::time::timeout(STEP_TIMEOUT, batch(&mut client, &settings.signer, &mut tail))
+            .await
+            .map_err(|_| anyhow::anyhow!("a batch took longer than {STEP_TIMEOUT:?}"))??;
+        tokio::time::timeout(STEP_TIMEOUT, report(state, &client, true))
+            .await
+            .map_err(|_| anyhow::anyhow!("the lag query took longer than {STEP_TIMEOUT:?}"))??;
         if appended < MAX_BATCH_ROWS {
             tokio::time::sleep(settings.interval).await;
         }
@@ -206,14 +216,8 @@ async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyh
     // Hashing a batch is CPU work for milliseconds: off the runtime's workers.
     let (frontier, cursor) = (std::mem::take(&mut tail.frontier), tail.cursor);
     let hashed = tokio::task::spawn_blocking(move || Batch::hash(&rows, cursor, frontier)).await?;
-    let Batch { evidence_ids, cursor, frontier, stored } = match hashed {
-        Ok(batch) => batch,
-        Err(error) => {
-            drop(transaction);
-            *tail = load_tail(client).await?;
-            return Err(error);
-        }
-    };
+    // On any error the caller starts over from the stored log, with a new connection.
+    let Batch { evidence_ids, cursor, frontier, stored } = hashed?;
     let (size, root) = (frontier.size(), frontier.root());
     let signed_note = signer.sign(size, root, now.try_get("now_us")?)?;
 
@@ -239,11 +243,7 @@ async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyh
         transaction.commit().await
     }
     .await;
-    if let Err(error) = written {
-        // Nothing of this batch was stored: the next attempt starts from the stored log.
-        *tail = load_tail(client).await?;
-        return Err(error.into());
-    }
+    written?;
     tail.frontier = frontier;
     tail.cursor = cursor;
     metrics().log_sequenced(count as u64, size);

@@ -45,10 +45,11 @@ async fn with_stored<T>(
     let wanted = Hashes::Wanted(RefCell::default());
     let indexes = match compute(&wanted) {
         Ok(answer) => return Ok(answer),
-        Err(_) => match wanted {
+        Err(tlog_tiles::Error::IndexesNotInTree) => match wanted {
             Hashes::Wanted(indexes) => indexes.into_inner(),
             Hashes::Known(_) => unreachable!(),
         },
+        Err(other) => return Err(EvidenceError::BadLogRange(other.to_string())),
     };
     let known = load(client, &indexes).await?;
     compute(&Hashes::Known(&known)).map_err(|e| EvidenceError::Log(format!("the stored tree is incomplete: {e}")))
@@ -107,7 +108,13 @@ pub struct Frontier {
 impl Frontier {
     /// The frontier of the stored tree of `size` leaves.
     pub async fn load(client: &impl GenericClient, size: u64) -> Result<Frontier, EvidenceError> {
-        let hashes = load(client, &tlog_tiles::sub_tree_index(0, size, vec![])).await?;
+        let wanted = tlog_tiles::sub_tree_index(0, size, vec![]);
+        let hashes = load(client, &wanted).await?;
+        if let Some(missing) = wanted.iter().find(|index| !hashes.contains_key(index)) {
+            return Err(EvidenceError::Log(format!(
+                "the stored tree of size {size} lacks its hash at stored index {missing}: run `governance-sidecar verify`"
+            )));
+        }
         Ok(Frontier { size, hashes })
     }
 
@@ -147,8 +154,8 @@ mod tests {
             0 => tlog_tiles::EMPTY_HASH,
             1 => leaves[0],
             n => {
-                let k = (n - 1).next_power_of_two() / if (n - 1).is_power_of_two() { 1 } else { 2 };
-                let k = if k >= n { k / 2 } else { k };
+                // The largest power of two below n.
+                let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
                 tlog_tiles::node_hash(reference_root(&leaves[..k]), reference_root(&leaves[k..]))
             }
         }

@@ -17,6 +17,7 @@ use tokio_stream::StreamExt as _;
 
 use super::checkpoint::{LogVerifier, OpenedCheckpoint};
 use super::entry;
+use super::sequencer::MAX_BATCH_ROWS;
 use super::tree::{self, Frontier};
 use crate::evidence::EvidenceError;
 
@@ -49,7 +50,10 @@ pub enum Discrepancy {
     CheckpointBeyondLog { size: u64, leaves: u64 },
     CheckpointMismatch { size: u64, later: usize },
     CheckpointDoesNotExtend { size: u64, previous: u64 },
-    LeafMissing { index: u64 },
+    LeafMissing { from: u64, to: u64 },
+    LeafTwice { evidence_id: i64, index: u64 },
+    StoredTreeMismatch { first_index: u64 },
+    RetentionNotAPrefix { pruned_below: u64, kept: u64 },
     LeafHashMissing { index: u64 },
     RowDeleted { evidence_id: i64, index: u64 },
     RowModified { evidence_id: i64, index: u64 },
@@ -78,7 +82,20 @@ impl fmt::Display for Discrepancy {
             CheckpointDoesNotExtend { size, previous } => {
                 write!(f, "checkpoint of size {size} does not extend the checkpoint of size {previous}")
             }
-            LeafMissing { index } => write!(f, "log index {index}: no leaf (a gap in the log)"),
+            LeafMissing { from, to } => write!(f, "log indexes {from} to {to}: no leaves (a gap in the log)"),
+            LeafTwice { evidence_id, index } => {
+                write!(f, "evidence {evidence_id} (log index {index}): in the log twice, or two batches overlap")
+            }
+            StoredTreeMismatch { first_index } => write!(
+                f,
+                "the batch from log index {first_index}: its stored tree hashes are not those of its leaves \
+                 (proofs served from them would not verify)"
+            ),
+            RetentionNotAPrefix { pruned_below, kept } => write!(
+                f,
+                "retention says the log's first {pruned_below} rows were removed, but {kept} of them remain: \
+                 the missing ones were deleted selectively"
+            ),
             LeafHashMissing { index } => write!(f, "log index {index}: its stored leaf hash is missing"),
             RowDeleted { evidence_id, index } => {
                 write!(f, "evidence {evidence_id} (log index {index}): deleted, and not by retention")
@@ -113,18 +130,26 @@ pub struct Report {
     pub discrepancies: Vec<Discrepancy>,
 }
 
-/// A signed checkpoint, and what the stored row says beside it.
-struct Signed {
-    size: u64,
-    opened: OpenedCheckpoint,
-}
-
 /// Checks everything; `progress` hears (leaves checked, leaves in the log) now and then.
 pub async fn verify(
     client: &Client,
     verifier: &LogVerifier,
     settings: VerifySettings,
     mut progress: impl FnMut(u64, u64),
+) -> Result<Report, EvidenceError> {
+    // One snapshot for every read, so that retention running meanwhile is not
+    // mistaken for deletion. Read-only: it holds back no one's sequencing.
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let report = check(client, verifier, settings, &mut progress).await;
+    client.batch_execute("COMMIT").await?;
+    report
+}
+
+async fn check(
+    client: &Client,
+    verifier: &LogVerifier,
+    settings: VerifySettings,
+    progress: &mut impl FnMut(u64, u64),
 ) -> Result<Report, EvidenceError> {
     let mut report = Report::default();
     let signed = checkpoints(client, verifier, &mut report).await?;
@@ -147,6 +172,7 @@ pub async fn verify(
         format!("SELECT {}, e.id AS evidence_id FROM {} WHERE e.id = ANY($1)", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
     let mut after = -1_i64;
     let mut shown = 0;
+    let (mut kept_below, mut removed_below) = (0_u64, Vec::new());
     while let Some(batch) = client
         .query_opt(
             "SELECT first_index, evidence_ids, first_stored, hashes FROM governance_log_batches \
@@ -159,22 +185,31 @@ pub async fn verify(
         after = first_index;
         let evidence_ids: Vec<i64> = batch.try_get("evidence_ids")?;
         let (first_stored, hashes): (i64, &[u8]) = (batch.try_get("first_stored")?, batch.try_get("hashes")?);
-        let stored_leaf = |index: u64| {
-            let at = (tlog_tiles::stored_hash_index(0, index) as i64 - first_stored) as usize * 32;
-            hashes.get(at..at + 32).map(|h| Hash(h.try_into().expect("32 bytes")))
+        // Stored values may have been tampered with: no arithmetic on them may panic.
+        let stored_at = |stored_index: u64| {
+            let offset = usize::try_from((stored_index as i64).checked_sub(first_stored)?).ok()?.checked_mul(32)?;
+            hashes.get(offset..offset.checked_add(32)?).map(|h| Hash(h.try_into().expect("32 bytes")))
         };
         let rows = client.query(&rows_of_batch, &[&evidence_ids]).await?;
         let mut rows: HashMap<i64, &tokio_postgres::Row> =
             rows.iter().map(|row| Ok((row.try_get("evidence_id")?, row))).collect::<Result<_, EvidenceError>>()?;
+        let mut stored_leaves = Vec::with_capacity(evidence_ids.len());
         for (evidence_id, index) in evidence_ids.iter().copied().zip(first_index as u64..) {
-            sequenced.insert(evidence_id);
-            let stored = stored_leaf(index);
+            if !sequenced.insert(evidence_id) || index < walk.expected_index {
+                report.discrepancies.push(Discrepancy::LeafTwice { evidence_id, index });
+                continue;
+            }
+            let stored = stored_at(tlog_tiles::stored_hash_index(0, index));
+            stored_leaves.extend(stored);
+            let retention = (index as i64) < pruned_below;
             let leaf = if let Some(row) = rows.remove(&evidence_id) {
+                kept_below += u64::from(retention);
                 let key = RowKey::of(row)?;
                 let computed = entry::leaf_hash(&entry::from_row(row)?);
                 walk.row(&mut report, index, evidence_id, key, computed, stored)
-            } else if (index as i64) < pruned_below {
+            } else if retention {
                 report.pruned += 1;
+                removed_below.push((evidence_id, index));
                 walk.pruned(&mut report, index, stored)
             } else {
                 report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
@@ -182,9 +217,30 @@ pub async fn verify(
             };
             walk.append(&mut report, client, index, leaf).await?;
         }
+        // The batch's stored tree hashes must be the ones its stored leaves imply.
+        let implied = walk.stored_tree.append(&stored_leaves);
+        let expected_first = tlog_tiles::stored_hash_index(0, first_index as u64) as i64;
+        let stored_run: Vec<Option<Hash>> =
+            (0..implied.len() as u64).map(|i| stored_at(expected_first as u64 + i)).collect();
+        if first_stored != expected_first
+            || hashes.len() != implied.len() * 32
+            || stored_run.iter().zip(&implied).any(|(s, i)| *s != Some(*i))
+        {
+            report.discrepancies.push(Discrepancy::StoredTreeMismatch { first_index: first_index as u64 });
+        }
         if report.leaves >= shown + 100_000 {
             shown = report.leaves;
             progress(report.leaves, total as u64);
+        }
+    }
+    // Retention removes whole batches from the start: a prefix with rows left in it was not retention.
+    if kept_below > 0 && !removed_below.is_empty() {
+        report.pruned = 0;
+        report
+            .discrepancies
+            .push(Discrepancy::RetentionNotAPrefix { pruned_below: pruned_below as u64, kept: kept_below });
+        for (evidence_id, index) in removed_below {
+            report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
         }
     }
     progress(report.leaves, total as u64);
@@ -198,7 +254,7 @@ async fn checkpoints(
     client: &Client,
     verifier: &LogVerifier,
     report: &mut Report,
-) -> Result<Vec<Signed>, EvidenceError> {
+) -> Result<Vec<OpenedCheckpoint>, EvidenceError> {
     let rows = client
         .query("SELECT tree_size, root_hash, signed_note FROM governance_log_checkpoints ORDER BY tree_size", &[])
         .await?;
@@ -212,7 +268,7 @@ async fn checkpoints(
                 if opened.size != size || opened.root.0.as_slice() != row.try_get::<_, &[u8]>("root_hash")? {
                     report.discrepancies.push(Discrepancy::CheckpointRewritten { size });
                 }
-                signed.push(Signed { size: opened.size, opened });
+                signed.push(opened);
             }
         }
     }
@@ -240,16 +296,19 @@ impl RowKey {
 
 /// The walk over the leaves in log order.
 struct Walk<'a> {
-    signed: &'a [Signed],
+    signed: &'a [OpenedCheckpoint],
     /// The next checkpoint to reach.
     next: usize,
     frontier: Frontier,
+    /// The tree of the stored leaf hashes, to check each batch's stored tree hashes.
+    stored_tree: Frontier,
     settings: VerifySettings,
     last_key: Option<RowKey>,
     expected_index: u64,
     max_id: i64,
-    /// The highest id and the time of the last checkpoint passed.
+    /// The highest id and the time of the last checkpoint passed, and its size.
     passed: Option<(i64, i64)>,
+    passed_size: u64,
     /// Leaves whose rows do not hash to their stored leaf: (index, evidence id, recomputed).
     mismatched: Vec<(u64, i64, Hash)>,
     /// The last checkpoint whose root matched.
@@ -259,16 +318,18 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(signed: &'a [Signed], settings: VerifySettings) -> Walk<'a> {
+    fn new(signed: &'a [OpenedCheckpoint], settings: VerifySettings) -> Walk<'a> {
         Walk {
             signed,
             next: 0,
             frontier: Frontier::default(),
+            stored_tree: Frontier::default(),
             settings,
             last_key: None,
             expected_index: 0,
             max_id: 0,
             passed: None,
+            passed_size: 0,
             mismatched: Vec::new(),
             matched: None,
             first_mismatch: None,
@@ -323,9 +384,8 @@ impl<'a> Walk<'a> {
         index: u64,
         leaf: Option<Hash>,
     ) -> Result<(), EvidenceError> {
-        while self.expected_index < index {
-            report.discrepancies.push(Discrepancy::LeafMissing { index: self.expected_index });
-            self.expected_index += 1;
+        if self.expected_index < index {
+            report.discrepancies.push(Discrepancy::LeafMissing { from: self.expected_index, to: index - 1 });
         }
         self.expected_index = index + 1;
         report.leaves += 1;
@@ -345,20 +405,23 @@ impl<'a> Walk<'a> {
             if checkpoint.size < size {
                 continue; // a checkpoint at size 0, passed before the first leaf
             }
-            if checkpoint.opened.root == self.frontier.root() {
+            if checkpoint.root == self.frontier.root() {
                 self.matched = Some(checkpoint.size);
             } else if let Some((_, later)) = &mut self.first_mismatch {
                 *later += 1;
             } else {
-                self.first_mismatch = Some((report.discrepancies.len(), checkpoint.size));
+                self.first_mismatch = Some((report.discrepancies.len(), 0));
                 report.discrepancies.push(Discrepancy::CheckpointMismatch { size: checkpoint.size, later: 0 });
                 if let Some(previous) = self.matched {
                     self.check_extends(report, client, previous, checkpoint).await?;
                 }
             }
-            if let Some(time_us) = checkpoint.opened.time_us {
-                self.passed = Some((self.max_id, time_us));
-            }
+            // A batch cut short by its size (the sequencer catching up) may end
+            // between two rows that drew their ids and transaction ids in
+            // opposite orders: after it, the back-dating rule could not tell.
+            let caught_up = checkpoint.size - self.passed_size < MAX_BATCH_ROWS as u64;
+            self.passed = checkpoint.time_us.filter(|_| caught_up).map(|time_us| (self.max_id, time_us));
+            self.passed_size = checkpoint.size;
         }
         Ok(())
     }
@@ -369,13 +432,12 @@ impl<'a> Walk<'a> {
         report: &mut Report,
         client: &Client,
         previous: u64,
-        checkpoint: &Signed,
+        checkpoint: &OpenedCheckpoint,
     ) -> Result<(), EvidenceError> {
         let Some(earlier) = self.signed.iter().find(|s| s.size == previous) else { return Ok(()) };
         let extends = match tree::consistency_proof(client, previous, checkpoint.size).await {
             Ok(proof) => {
-                tlog_tiles::check_tree(&proof, checkpoint.size, checkpoint.opened.root, previous, earlier.opened.root)
-                    .is_ok()
+                tlog_tiles::check_tree(&proof, checkpoint.size, checkpoint.root, previous, earlier.root).is_ok()
             }
             Err(_) => false,
         };

@@ -190,7 +190,9 @@ def main():
         if i == 0:
             earlier = wait_for_checkpoint(stub, messages, 1)
 
-    latest = wait_for_checkpoint(stub, messages, max(ids))
+    for evidence_id in ids:  # evidence ids need not be consecutive: wait until each is proven
+        wait_for_proof(stub, messages, evidence_id)
+    latest = stub.GetCheckpoint(messages.GetCheckpointRequest())
     origin, size, root = open_checkpoint(latest.signed_note, vkey)
     if (size, root) != (latest.tree_size, latest.root_hash):
         fail("the checkpoint's fields differ from its signed note")
@@ -220,6 +222,18 @@ def main():
     if not verify_consistency(first, size, first_root, root, list(consistency.proof)):
         fail(f"the consistency proof from {first} to {size} leaves does not verify")
     print(f"ok: the tree of {first} leaves is a prefix of the tree of {size}")
+
+
+def wait_for_proof(stub, messages, evidence_id):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            return stub.GetInclusionProof(messages.GetInclusionProofRequest(evidence_id=evidence_id))
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        time.sleep(0.05)
+    fail(f"evidence {evidence_id} not in a checkpoint within 20 s")
 
 
 def wait_for_checkpoint(stub, messages, size):
