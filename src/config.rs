@@ -102,16 +102,10 @@ pub enum Command {
     /// alone (read-only): every row's leaf, every checkpoint's signature and
     /// root, the log's order, and rows missing from it. Exit 0 only when
     /// everything verifies; each discrepancy is printed, named by evidence id.
+    /// A read-only role will do.
     Verify {
-        /// PostgreSQL URL (a read-only role will do), read as libpq reads it (with PG* and ~/.pgpass).
-        #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
-        database_url: Option<String>,
-        /// File holding the PostgreSQL URL.
-        #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
-        database_url_file: Option<PathBuf>,
-        /// PEM root certificate(s) to verify PostgreSQL with.
-        #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
-        database_ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// The log's verifier key (`<origin>+<id>+<base64>`, as `log-key` printed it), or a file holding it.
         #[arg(long)]
         public_key: String,
@@ -122,18 +116,34 @@ pub enum Command {
         #[arg(long, default_value_t = crate::evidence::log::verify::DEFAULT_MAX_LAG.as_secs())]
         max_lag_seconds: u64,
     },
-    /// Apply the embedded schema migrations (safe with concurrent starters).
+    /// Apply the embedded schema migrations (safe with concurrent starters),
+    /// as a role that may create tables.
     Migrate {
-        /// PostgreSQL URL (of a role that may create tables), read as libpq reads it (with PG* and ~/.pgpass).
-        #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
-        database_url: Option<String>,
-        /// File holding the PostgreSQL URL, e.g. a mounted Kubernetes Secret.
-        #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
-        database_url_file: Option<PathBuf>,
-        /// PEM root certificate(s) to verify PostgreSQL with: libpq's sslrootcert, which the URL's own overrides.
-        #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
-        database_ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
+}
+
+/// How a one-off command (`migrate`, `verify`) reaches PostgreSQL.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, read as libpq reads it (with PG* and ~/.pgpass).
+    #[arg(long, env = "GOVERNANCE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// File holding the PostgreSQL URL, e.g. a mounted Kubernetes Secret.
+    #[arg(long, env = "GOVERNANCE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// PEM root certificate(s) to verify PostgreSQL with: libpq's sslrootcert, which the URL's own overrides.
+    #[arg(long, env = "GOVERNANCE_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The URL (see [`database_url`]); a one-off command needs one.
+    pub fn url(&self) -> anyhow::Result<String> {
+        database_url(self.database_url.clone(), self.database_url_file.as_deref())?
+            .ok_or_else(|| anyhow::anyhow!("--database-url, --database-url-file or PGHOST is required"))
+    }
 }
 
 #[derive(Debug, Args)]

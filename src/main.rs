@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser as _;
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::{self, Cli, Command, DevArgs, LogFormat, ServerSettings};
+use governance_sidecar::config::{Cli, Command, DevArgs, LogFormat, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
 use governance_sidecar::evidence::local_postgres::LocalPostgres;
@@ -88,28 +88,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{verifier_key}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify {
-            database_url,
-            database_url_file,
-            database_ca_file,
-            public_key,
-            max_transaction_seconds,
-            max_lag_seconds,
-        } => {
-            let url = config::database_url(database_url, database_url_file.as_deref())?
-                .ok_or_else(|| anyhow::anyhow!("--database-url, --database-url-file or PGHOST is required"))?;
+        Command::Verify { database, public_key, max_transaction_seconds, max_lag_seconds } => {
+            let url = database.url()?;
             let verifier = LogVerifier::new(&read_key_argument(&public_key)?)?;
             let settings = VerifySettings {
                 max_transaction_age: std::time::Duration::from_secs(max_transaction_seconds),
                 max_lag: std::time::Duration::from_secs(max_lag_seconds),
             };
-            tokio::runtime::Runtime::new()?.block_on(verify_log(&url, database_ca_file.as_deref(), &verifier, settings))
+            tokio::runtime::Runtime::new()?.block_on(verify_log(
+                &url,
+                database.database_ca_file.as_deref(),
+                &verifier,
+                settings,
+            ))
         }
-        Command::Migrate { database_url, database_url_file, database_ca_file } => {
+        Command::Migrate { database } => {
             telemetry::init_logs(LogFormat::Text);
-            let url = config::database_url(database_url, database_url_file.as_deref())?
-                .ok_or_else(|| anyhow::anyhow!("--database-url, --database-url-file or PGHOST is required"))?;
-            tokio::runtime::Runtime::new()?.block_on(migrate(&url, database_ca_file.as_deref()))?;
+            let url = database.url()?;
+            tokio::runtime::Runtime::new()?.block_on(migrate(&url, database.database_ca_file.as_deref()))?;
             Ok(ExitCode::SUCCESS)
         }
     }
