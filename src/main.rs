@@ -82,8 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if status == server::ReportedStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::LogKey { origin, signing_key_file } => {
-            let (signer_key, verifier_key) = governance_sidecar::evidence::log::checkpoint::generate_key(&origin)?;
-            write_secret(&signing_key_file, &signer_key)?;
+            let verifier_key = new_log_key(&origin, &signing_key_file)?;
             eprintln!("wrote the signer key to {}; the verifier key is:", signing_key_file.display());
             println!("{verifier_key}");
             Ok(ExitCode::SUCCESS)
@@ -152,9 +151,7 @@ fn example_bundle(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathB
 fn dev_log_key(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let path = data_dir.join("log-signing-key");
     if !path.exists() {
-        let (signer_key, verifier_key) =
-            governance_sidecar::evidence::log::checkpoint::generate_key("governance-sidecar.dev/evidence")?;
-        write_secret(&path, &signer_key)?;
+        let verifier_key = new_log_key("governance-sidecar.dev/evidence", &path)?;
         std::fs::write(data_dir.join("log-public-key"), format!("{verifier_key}\n"))?;
     }
     Ok(path)
@@ -221,18 +218,21 @@ async fn migrate(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result
     Ok(())
 }
 
-/// A new file only its owner can read, holding `text`.
-fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+/// A new key pair for the log named `origin`: the signer key goes to a new
+/// file only its owner can read (an existing file is never overwritten); the
+/// verifier key is returned.
+fn new_log_key(origin: &str, path: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let (signer_key, verifier_key) = governance_sidecar::evidence::log::checkpoint::generate_key(origin)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
-    writeln!(file, "{text}")?;
-    Ok(())
+    writeln!(file, "{signer_key}")?;
+    Ok(verifier_key)
 }
 
 /// A verifier key given inline, or the contents of the file it names.
