@@ -51,6 +51,101 @@ async fn approved_call_commits_evidence_and_the_invoice_together() {
 }
 
 #[tokio::test]
+async fn one_statement_and_two_round_trips_store_the_same_evidence_and_result() {
+    let f = fixture().await;
+    for (mutation, key) in [("create_invoice", "k-two-trips"), ("create_invoice_plain", "k-one-statement")] {
+        let response = f.execute(call(invoice_request(250, "USD"), Some(key), mutation)).await.unwrap();
+        assert!(response.mutation_applied && !response.replayed);
+        assert_eq!(response.mutation_result.unwrap().rows_affected, 1);
+    }
+    let stored = |key: &'static str| {
+        let db = &f.db;
+        async move {
+            db.query_one(
+                "SELECT e.decision, e.outcome, e.trace_hash, e.response_json, e.reason_codes, e.redacted_paths, \
+                        r.rows_affected, r.returning_rows = jsonb_build_array(jsonb_build_object('id', i.id)) AS result \
+                 FROM governance_events e JOIN governance_mutation_results r ON r.evidence_id = e.id \
+                 JOIN invoices i ON i.id = (r.returning_rows -> 0 ->> 'id')::bigint WHERE e.idempotency_key = $1",
+                &[&key],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (two, one) = (stored("k-two-trips").await, stored("k-one-statement").await);
+    for column in ["decision", "outcome"] {
+        assert_eq!(two.get::<_, String>(column), one.get::<_, String>(column), "{column}");
+    }
+    for column in ["reason_codes", "redacted_paths"] {
+        assert_eq!(two.get::<_, serde_json::Value>(column), one.get::<_, serde_json::Value>(column), "{column}");
+    }
+    // The key is in the response, and hashed into trace_hash and ctx_id.
+    let response = |row: &tokio_postgres::Row, key: &str| {
+        let text = row.get::<_, serde_json::Value>("response_json").to_string();
+        let trace: String = row.get("trace_hash");
+        let ctx_id = format!("ctx_{}", &trace["sha256:".len()..][..12]);
+        text.replace(&trace, "TRACE").replace(&ctx_id, "CTX").replace(key, "KEY")
+    };
+    assert_eq!(response(&two, "k-two-trips"), response(&one, "k-one-statement"), "the same decision, stored alike");
+    assert_eq!((two.get::<_, i64>("rows_affected"), two.get::<_, bool>("result")), (1, true));
+    assert_eq!((one.get::<_, i64>("rows_affected"), one.get::<_, bool>("result")), (1, true));
+}
+
+#[tokio::test]
+async fn one_statement_answers_returned_secrets_and_stores_them_masked() {
+    let f = fixture().await;
+    let call = call(invoice_request(250, "USD"), Some("k-secrets"), "create_invoice_returning_secrets");
+    let response = f.execute(call).await.unwrap();
+    let returned = &response.mutation_result.unwrap().returning[0].fields;
+    let text = |name: &str| match &returned[name].kind {
+        Some(prost_types::value::Kind::StringValue(text)) => text.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(text("api_key"), "USD", "the caller gets what its write returned");
+    assert!(matches!(returned["password"].kind, Some(prost_types::value::Kind::NullValue(_))));
+    assert!(matches!(returned["eighth"].kind, Some(prost_types::value::Kind::NumberValue(n)) if n == 31.25));
+    let stored: serde_json::Value =
+        f.db.query_one("SELECT returning_rows FROM governance_mutation_results", &[]).await.unwrap().get(0);
+    let row = &stored[0];
+    assert_eq!(row["api_key"], "[REDACTED]", "a secret never reaches the evidence");
+    assert_eq!(row["password"], serde_json::Value::Null, "NULL stays NULL, as the sidecar masks");
+    assert_eq!(row["eighth"], 31.25);
+    assert!(row["id"].is_i64());
+}
+
+#[tokio::test]
+async fn a_statement_postgresql_cannot_compose_takes_the_transaction_instead() {
+    let f = fixture().await;
+    // The trailing comment would swallow the rest of the composed statement.
+    let response =
+        f.execute(call(invoice_request(250, "USD"), Some("k-comment"), "create_invoice_commented")).await.unwrap();
+    assert!(response.mutation_applied);
+    assert_eq!(response.mutation_result.unwrap().rows_affected, 1);
+    assert_eq!(f.count("SELECT count(*) FROM governance_mutation_results").await, 1);
+}
+
+#[tokio::test]
+async fn a_statement_without_returning_reports_the_rows_it_changed() {
+    let f = fixture().await;
+    for key in ["k-a", "k-b"] {
+        f.execute(call(invoice_request(250, "USD"), Some(key), "create_invoice_plain")).await.unwrap();
+    }
+    let touched = f.execute(call(invoice_request(250, "USD"), Some("k-touch"), "touch_invoices")).await.unwrap();
+    let result = touched.mutation_result.unwrap();
+    assert_eq!((result.rows_affected, result.returning.len()), (2, 0));
+    let stored = f.db.query_one(
+        "SELECT r.rows_affected, r.returning_rows::text FROM governance_mutation_results r \
+         JOIN governance_events e ON e.id = r.evidence_id WHERE e.idempotency_key = 'k-touch'",
+        &[],
+    );
+    let stored = stored.await.unwrap();
+    assert_eq!((stored.get::<_, i64>(0), stored.get::<_, String>(1)), (2, "[]".to_owned()));
+    let replayed = f.execute(call(invoice_request(250, "USD"), Some("k-touch"), "touch_invoices")).await.unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(replayed.mutation_result.unwrap().rows_affected, 2);
+}
+
+#[tokio::test]
 async fn denied_call_records_evidence_and_writes_nothing_else() {
     let f = fixture().await;
     let response = f.execute(call(invoice_request(5000, "USD"), Some("k-denied"), "create_invoice")).await.unwrap();

@@ -210,11 +210,36 @@ async fn verify_names_a_deletion_dressed_as_retention() {
 #[tokio::test]
 async fn verify_names_stored_tree_hashes_that_proofs_would_be_served_from_wrongly() {
     let (f, key, _, _) = honest_log("log-tree-hashes").await;
-    let corrupt = "UPDATE governance_log_batches \
-                   SET hashes = set_byte(hashes, length(hashes) - 1, 255 - get_byte(hashes, length(hashes) - 1)) \
-                   WHERE first_index = 0";
-    assert_eq!(f.db.execute(corrupt, &[]).await.unwrap(), 1);
-    assert_named(&f, &key, "the batch from log index 0: its stored tree hashes are not those of its leaves");
+    // Flip a byte of the first interior hash stored: a batch stores, per leaf
+    // at index i, its leaf hash and then the subtrees that leaf completes
+    // (as many as i + 1 has trailing zero bits). Which batch holds it depends
+    // on how the sequencer cut the rows into batches.
+    let batches =
+        f.db.query("SELECT first_index, cardinality(evidence_ids) FROM governance_log_batches ORDER BY 1", &[]);
+    let (first_index, offset) = batches
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|row| {
+            let (first, leaves): (i64, i32) = (row.get(0), row.get(1));
+            let mut stored = 0;
+            for index in first..first + i64::from(leaves) {
+                if (index + 1).trailing_zeros() > 0 {
+                    return Some((first, (stored + 1) * 32));
+                }
+                stored += 1;
+            }
+            None
+        })
+        .expect("four leaves complete a subtree");
+    let corrupt = "UPDATE governance_log_batches SET hashes = set_byte(hashes, $2, 255 - get_byte(hashes, $2)) \
+                   WHERE first_index = $1";
+    assert_eq!(f.db.execute(corrupt, &[&first_index, &(offset as i32)]).await.unwrap(), 1);
+    assert_named(
+        &f,
+        &key,
+        &format!("the batch from log index {first_index}: its stored tree hashes are not those of its leaves"),
+    );
 }
 
 #[tokio::test]

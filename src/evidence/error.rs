@@ -42,6 +42,9 @@ pub enum EvidenceError {
     /// A proof between sizes that cannot have one.
     #[error("{0}")]
     BadLogRange(String),
+    /// PostgreSQL answered what the statement cannot answer.
+    #[error("unexpected answer from the database: {0}")]
+    Unexpected(&'static str),
     #[error("ExecuteWithEvidence needs a database: start with --database-url or use `governance-sidecar dev`")]
     NotConfigured,
 }
@@ -54,7 +57,8 @@ impl ServiceError for EvidenceError {
             EvidenceError::Database(_)
             | EvidenceError::Schema(_)
             | EvidenceError::UnknownStoredWord { .. }
-            | EvidenceError::Log(_) => ServiceErrorCode::Internal,
+            | EvidenceError::Log(_)
+            | EvidenceError::Unexpected(_) => ServiceErrorCode::Internal,
             EvidenceError::UnknownMutation(_) | EvidenceError::NotInLog(_) => ServiceErrorCode::NotFound,
             EvidenceError::MutationScope { .. } => ServiceErrorCode::PermissionDenied,
             EvidenceError::Bind(_) | EvidenceError::KeyTooLong { .. } | EvidenceError::BadLogRange(_) => {

@@ -26,13 +26,16 @@
 
 use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
+use std::sync::LazyLock;
+
 use tokio_postgres::Statement;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::EvidenceError;
 use super::governed::{Execution, GovernedWrite};
 use super::returning::stored_result;
-use super::row::EvidenceRow;
+use super::row::{self, EvidenceRow};
 use crate::decision::json::{Layout, write_value};
 use crate::decision::{Map, NormalizedRequest, Value};
 use crate::vocabulary::Outcome;
@@ -104,7 +107,7 @@ pub(super) async fn claim(
     };
     let key = row.write.request.idempotency_key.as_deref();
     let statement = insert_statement(client).await?;
-    let params: [&(dyn ToSql + Sync); 21] = insert_params!(row, outcome, key, None::<&str>);
+    let params: [&(dyn ToSql + Sync); row::INSERT_PARAMS] = insert_params!(row, outcome, key, None::<&str>);
     Ok(match client.query_opt(&statement, &params).await? {
         Some(inserted) => Claim::Inserted(inserted.try_get("id")?),
         None => Claim::Taken,
@@ -120,7 +123,8 @@ pub(super) async fn insert_failure(
     sqlstate: &str,
 ) -> Result<i64, EvidenceError> {
     let statement = insert_statement(client).await?;
-    let params: [&(dyn ToSql + Sync); 21] = insert_params!(row, Outcome::Error, None::<&str>, Some(sqlstate));
+    let params: [&(dyn ToSql + Sync); row::INSERT_PARAMS] =
+        insert_params!(row, Outcome::Error, None::<&str>, Some(sqlstate));
     Ok(client.query_one(&statement, &params).await?.try_get("id")?)
 }
 
@@ -130,22 +134,29 @@ pub(super) async fn insert_failure(
 /// never conflicts. It also stores the SHA-256 of the response as PostgreSQL
 /// prints it, which the verifiable log's leaf commits to (see `log/entry.rs`).
 async fn insert_statement(client: &impl GenericClient) -> Result<Statement, EvidenceError> {
-    Ok(client
-        .prepare_typed_cached(
-            "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
-             reason_codes, ctx_id, trace_hash, idempotency_key, response_json, outcome, mutation_name, \
-             request_fingerprint, error_sqlstate, mode, redacted_paths, policy_bundle_sha256, policy_key, \
-             policy_version, trace_id, response_json_sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $14, $15, \
-             $16::text::jsonb, $17, $18, $19, $20, $21) \
-             ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-             RETURNING id",
-            &[],
+    static CLAIMING_INSERT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{} ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+            row::insert_sql(1)
         )
-        .await?)
+    });
+    Ok(client.prepare_typed_cached(&CLAIMING_INSERT, &[]).await?)
 }
 
-/// The parameters of [`insert_statement`], in its column order: the row's
+/// Whether a plain evidence INSERT failed because its key is held: a
+/// unique violation on the idempotency index, and no other (the operator's
+/// own tables have unique constraints too). The transaction it was in is
+/// aborted; the caller [`replay`]s.
+pub(super) fn is_key_taken(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|e| *e.code() == SqlState::UNIQUE_VIOLATION && e.constraint() == Some(IDEMPOTENCY_INDEX))
+}
+
+/// The unique index that owns the keys (migration 0001).
+const IDEMPOTENCY_INDEX: &str = "governance_events_workspace_idempotency_uq";
+
+/// The parameters of the evidence INSERT ([`row::insert_sql`]), in its column order: the row's
 /// columns, then how the call ended (`outcome`, the claimed `key`, the
 /// `sqlstate`). A macro so that the borrowed strings live in the caller.
 macro_rules! insert_params {
@@ -175,7 +186,7 @@ macro_rules! insert_params {
         ]
     };
 }
-use insert_params;
+pub(super) use insert_params;
 
 /// The stored outcome of the earlier call that holds the key, or a refusal
 /// if that call was a different request.

@@ -6,6 +6,7 @@
 //! | How is PostgreSQL reached (pool, TLS, single connections)? | `connection.rs`, `tls.rs` |
 //! | What is a governed write, and what did it come to? | `governed.rs` |
 //! | What does a governed write send, in which order, and how does it end? | `write.rs` |
+//! | How is an approved write one statement, and when can it be? | `one_statement.rs` |
 //! | How is an idempotency key claimed, replayed or refused? | `idempotency.rs` |
 //! | Which columns does an evidence row hold, and how are secrets kept out? | `row.rs`, [`redact`] |
 //! | What does a mutation's result look like stored? | `returning.rs` |
@@ -24,6 +25,7 @@ mod libpq;
 pub mod local_postgres;
 pub mod log;
 pub mod migrate;
+mod one_statement;
 pub mod redact;
 mod returning;
 mod row;
@@ -31,6 +33,7 @@ mod tls;
 mod transaction;
 mod write;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -44,12 +47,15 @@ pub use returning::MutationResult;
 use crate::decision::NormalizedRequest;
 use crate::mutations::{Mutation, Registry};
 use crate::vocabulary::Mode;
+use one_statement::OneStatementWrite;
 use redact::Redactor;
 
 /// The pool, the operator's registry of mutations, and how evidence is kept.
 pub struct EvidenceStore {
     pool: Pool,
     registry: Arc<Registry>,
+    /// The mutations whose approved write is one statement, by name.
+    one_statement: HashMap<String, OneStatementWrite>,
     default_mode: Mode,
     redactor: Redactor,
     /// What the log's sequencer reports, when this sidecar keeps the log.
@@ -68,7 +74,9 @@ impl EvidenceStore {
         let pool = connection::pool(settings)?;
         let client = pool.get().await.map_err(EvidenceError::from)?;
         migrate::check_schema(&client).await?;
+        let mut one_statement = HashMap::new();
         for mutation in registry.iter() {
+            let mut returning = Vec::new();
             for (i, statement) in mutation.statements.iter().enumerate() {
                 let prepared =
                     client.prepare_typed(&statement.sql, &mutation.param_types(statement)).await.map_err(|e| {
@@ -84,9 +92,22 @@ impl EvidenceStore {
                         column.type_()
                     );
                 }
+                returning = prepared.columns().iter().map(|c| (c.name().to_owned(), c.type_().clone())).collect();
+            }
+            if let Some(write) = OneStatementWrite::compose(mutation, &returning, &redactor) {
+                match client.prepare_typed(write.sql(), write.param_types()).await {
+                    Ok(_) => {
+                        one_statement.insert(mutation.name.clone(), write);
+                    }
+                    Err(e) => tracing::info!(
+                        mutation = mutation.name,
+                        error = error::db_message(&e),
+                        "the mutation cannot be written as one statement; it takes two round trips"
+                    ),
+                }
             }
         }
-        Ok(EvidenceStore { pool, registry: Arc::new(registry), default_mode, redactor, log: None })
+        Ok(EvidenceStore { pool, registry: Arc::new(registry), one_statement, default_mode, redactor, log: None })
     }
 
     /// Starts this sidecar's log sequencer, which sequences whenever no other

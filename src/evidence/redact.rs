@@ -49,7 +49,8 @@ impl Redactor {
         Ok(Redactor { payload_paths, key_patterns: key_patterns.iter().map(|p| KeyPattern::new(p)).collect() })
     }
 
-    fn key_is_sensitive(&self, key: &str) -> bool {
+    /// Whether an object key (or a column name) names a secret.
+    pub(super) fn key_is_sensitive(&self, key: &str) -> bool {
         self.key_patterns.iter().any(|pattern| pattern.matches(key.as_bytes()))
     }
 

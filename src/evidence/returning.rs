@@ -35,8 +35,13 @@ pub(super) fn returnable(ty: &Type) -> bool {
 
 /// One returned row as an object keyed by column name.
 pub(super) fn row_to_map(row: &Row) -> Map {
+    row_to_map_from(row, 0)
+}
+
+/// The columns of `row` from the `first`, as an object keyed by column name.
+pub(super) fn row_to_map_from(row: &Row, first: usize) -> Map {
     let mut map = Map::default();
-    for (i, column) in row.columns().iter().enumerate() {
+    for (i, column) in row.columns().iter().enumerate().skip(first) {
         let ty = column.type_();
         let value = if *ty == Type::INT2 {
             row.get::<_, Option<i16>>(i).map(|n| Value::Int(n.into()))

@@ -74,6 +74,44 @@ impl<'w> EvidenceRow<'w> {
     }
 }
 
+/// The evidence INSERT's columns, in the order of its parameters
+/// (`idempotency::insert_params!`), each with the cast its text parameter needs.
+const INSERT_COLUMNS: [(&str, &str); 21] = [
+    ("workspace_id", ""),
+    ("principal_id", ""),
+    ("object_type", ""),
+    ("operation", ""),
+    ("decision", ""),
+    ("reason_codes", "::text::jsonb"),
+    ("ctx_id", ""),
+    ("trace_hash", ""),
+    ("idempotency_key", ""),
+    ("response_json", "::text::jsonb"),
+    ("outcome", ""),
+    ("mutation_name", ""),
+    ("request_fingerprint", ""),
+    ("error_sqlstate", ""),
+    ("mode", ""),
+    ("redacted_paths", "::text::jsonb"),
+    ("policy_bundle_sha256", ""),
+    ("policy_key", ""),
+    ("policy_version", ""),
+    ("trace_id", ""),
+    ("response_json_sha256", ""),
+];
+
+/// How many parameters the evidence INSERT takes.
+pub(super) const INSERT_PARAMS: usize = INSERT_COLUMNS.len();
+
+/// `INSERT INTO governance_events (…) VALUES (…)`, its parameters numbered
+/// from `$first`: the one-statement write puts the mutation's parameters first.
+pub(super) fn insert_sql(first: usize) -> String {
+    let columns: Vec<&str> = INSERT_COLUMNS.iter().map(|(column, _)| *column).collect();
+    let values: Vec<String> =
+        INSERT_COLUMNS.iter().enumerate().map(|(i, (_, cast))| format!("${}{cast}", first + i)).collect();
+    format!("INSERT INTO governance_events ({}) VALUES ({})", columns.join(", "), values.join(", "))
+}
+
 /// jsonb has no NaN or Infinity, which Kernite's Python JSON (and a float8
 /// column) can hold: the stored copy spells them as strings, `"NaN"`,
 /// `"Infinity"`, `"-Infinity"`. The caller's answer keeps Kernite's tokens.

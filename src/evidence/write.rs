@@ -65,10 +65,12 @@ impl EvidenceStore {
     }
 
     /// The transaction, in as few round trips as its dependencies allow:
-    /// a decision that writes nothing is one autocommitted INSERT; a write is
-    /// BEGIN, the evidence INSERT and the mutation sent together (the mutation
-    /// waits for the INSERT only if it needs the evidence id), then the result
-    /// INSERT with COMMIT: two round trips.
+    /// a decision that writes nothing is one autocommitted INSERT; so is a
+    /// write whose mutation can be composed into one statement with it
+    /// ([`super::one_statement`]); any other write is BEGIN, the evidence
+    /// INSERT and the mutation sent together (the mutation waits for the
+    /// INSERT only if it needs the evidence id), then the result INSERT with
+    /// COMMIT: two round trips.
     async fn try_execute(&self, row: &EvidenceRow<'_>) -> Result<Execution, EvidenceError> {
         let write = row.write;
         let mutation = write.mutation;
@@ -82,6 +84,14 @@ impl EvidenceStore {
         let values = if write.allows_write() { Some(bind(0)?) } else { None };
 
         let client = self.pool.get().await?;
+        if let (Some(values), Some(one_statement)) = (&values, self.one_statement.get(&mutation.name)) {
+            return match one_statement.execute(&client, row, values).await? {
+                Some((evidence_id, result)) => {
+                    Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
+                }
+                None => idempotency::replay(&client, write).await,
+            };
+        }
         let Some(values) = values else {
             // Nothing to write but the evidence: a single statement is atomic by itself.
             return match idempotency::claim(&client, row, Claiming::NotApplied).await? {

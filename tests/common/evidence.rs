@@ -26,8 +26,9 @@ const INVOICES: &str = "CREATE TABLE invoices (
     CREATE TABLE numbered_invoices (number bigint PRIMARY KEY)";
 
 /// The two ways an approved write runs: `create_invoice` binds the evidence
-/// id, so its mutation waits for the evidence row; `create_invoice_plain`
-/// does not, so its mutation is sent beside the evidence INSERT.
+/// id, so its mutation waits for the evidence row in a transaction of two
+/// round trips; `create_invoice_plain` does not, so it is written with its
+/// evidence as one statement.
 pub const BOTH_PATHS: [&str; 2] = ["create_invoice", "create_invoice_plain"];
 
 pub const REGISTRY: &str = r#"
@@ -59,6 +60,34 @@ operation = "create"
 statements = ["INSERT INTO numbered_invoices (number) VALUES (:amount)"]
 [mutations.params]
 amount = { type = "bigint", request = "payload.amount" }
+
+[[mutations]]
+name = "create_invoice_returning_secrets"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, :amount, :currency, 0) RETURNING id, currency AS api_key, NULL::text AS password, amount::real / 8 AS eighth"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+currency = { type = "text", request = "payload.currency" }
+
+[[mutations]]
+name = "create_invoice_commented"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES (:workspace_id, :amount, :currency, 0) RETURNING id -- a trailing comment"]
+[mutations.params]
+workspace_id = { type = "text", builtin = "workspace_id" }
+amount = { type = "bigint", request = "payload.amount" }
+currency = { type = "text", request = "payload.currency" }
+
+[[mutations]]
+name = "touch_invoices"
+object_type = "invoice"
+operation = "create"
+statements = ["UPDATE invoices SET amount = amount WHERE currency = :currency"]
+[mutations.params]
+currency = { type = "text", request = "payload.currency" }
 
 [[mutations]]
 name = "observe_invoice"
@@ -182,7 +211,7 @@ async fn least_privilege_role(admin: &tokio_postgres::Client) -> String {
              GRANT INSERT, SELECT ON governance_log_batches, governance_log_checkpoints TO {role};
              GRANT SELECT ON governance_log_retention TO {role};
              -- what the test mutations need
-             GRANT INSERT, DELETE, SELECT ON invoices TO {role}; -- SELECT: for RETURNING
+             GRANT INSERT, UPDATE, DELETE, SELECT ON invoices TO {role}; -- SELECT: for RETURNING
              GRANT INSERT ON numbered_invoices TO {role};
              GRANT USAGE ON SEQUENCE invoices_id_seq, attempts TO {role};"
         ))
