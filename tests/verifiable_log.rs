@@ -222,19 +222,16 @@ async fn verify_names_stored_tree_hashes_that_proofs_would_be_served_from_wrongl
         .iter()
         .find_map(|row| {
             let (first, leaves): (i64, i32) = (row.get(0), row.get(1));
-            let mut stored = 0;
-            for index in first..first + i64::from(leaves) {
-                if (index + 1).trailing_zeros() > 0 {
-                    return Some((first, (stored + 1) * 32));
-                }
-                stored += 1;
-            }
-            None
+            // Before the first interior hash, only leaves were stored.
+            (first..first + i64::from(leaves))
+                .enumerate()
+                .find(|(_, index)| (index + 1).trailing_zeros() > 0)
+                .map(|(leaves_before, _)| (first, (leaves_before as i32 + 1) * 32))
         })
         .expect("four leaves complete a subtree");
     let corrupt = "UPDATE governance_log_batches SET hashes = set_byte(hashes, $2, 255 - get_byte(hashes, $2)) \
                    WHERE first_index = $1";
-    assert_eq!(f.db.execute(corrupt, &[&first_index, &(offset as i32)]).await.unwrap(), 1);
+    assert_eq!(f.db.execute(corrupt, &[&first_index, &offset]).await.unwrap(), 1);
     assert_named(
         &f,
         &key,
