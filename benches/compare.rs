@@ -4,7 +4,8 @@
 //! "psycopg[binary]==3.3.9"`, and the PostgreSQL server package for pgbench and
 //! the private database).
 //! `BENCH_SECONDS` sets each load's length (default 10); `BENCH_SIDECAR_ARGS`
-//! adds flags to the sidecar under test; `BENCH_ONLY` (e.g. `engine,evaluate`)
+//! adds flags to the sidecar under test; `BENCH_MUTATIONS` replaces the
+//! invoice registry (e.g. `benches/invoice-two-round-trips.toml`); `BENCH_ONLY` (e.g. `engine,evaluate`)
 //! runs some of the three parts (`engine`, `evaluate`, `execute`) while tuning one.
 //!
 //! - engine: validate + evaluate + hash in-process, next to Kernite's
@@ -416,7 +417,8 @@ fn main() {
         let Answer::Decided(decided) = execute(body, Some("bench-0")).unwrap() else { panic!() };
         let response_json = json::to_string(&decided.record.to_value(), json::Layout::Response);
 
-        let mutations = format!("{ROOT}/deploy/examples/invoice/mutations.toml");
+        let mutations = std::env::var("BENCH_MUTATIONS")
+            .unwrap_or_else(|_| format!("{ROOT}/deploy/examples/invoice/mutations.toml"));
         // Unpinned (all processes share both cores), then pinned (PostgreSQL
         // on CPU 0, the sidecar, the load generator and pgbench on CPU 1).
         for pinned in [false, true] {
@@ -438,7 +440,8 @@ fn main() {
                     }
                 };
                 let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
-                let call = invoice_call(approved.clone(), format!("bench-{placement}"));
+                // Keys unique to this load: a key of an earlier load would replay.
+                let call = invoice_call(approved.clone(), format!("bench-{placement}-{callers}"));
                 let measured = runtime.block_on(load(ewe_port, callers.min(8), callers, call, sampler));
                 let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
                 let (client_us, cpu_us, postgres_us) = (

@@ -116,7 +116,11 @@ pub fn invoice_call(
         };
         Box::pin(async move {
             match client.execute_with_evidence(request).await {
-                Ok(response) => response.into_inner().mutation_applied,
+                // A replay would measure a key already used, not a write.
+                Ok(response) => {
+                    let response = response.into_inner();
+                    response.mutation_applied && !response.replayed
+                }
                 Err(status) => {
                     eprintln!("ExecuteWithEvidence failed: {status:?}");
                     false
