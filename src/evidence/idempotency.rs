@@ -11,11 +11,14 @@
 //!    whole body, the mutation's name and the caller's parameters.
 //! 4. The claim: the evidence row is inserted with the key, and the unique
 //!    index on `(workspace_id, idempotency_key)` (migration 0001) decides who
-//!    owns it ([`claim`]). A concurrent duplicate waits on the index entry of
-//!    the row not yet committed, then finds the key taken. So one key never
-//!    yields two writes, and no lock is taken besides the index's own.
+//!    owns it: by `ON CONFLICT DO NOTHING` ([`claim`]), or, in a write sent
+//!    as one statement (`one_statement.rs`), by a plain INSERT whose unique
+//!    violation on that index fails the whole statement ([`is_key_taken`]).
+//!    A concurrent duplicate waits on the index entry of the row not yet
+//!    committed, then finds the key taken. So one key never yields two
+//!    writes, and no lock is taken besides the index's own.
 //! 5. Whoever finds the key taken rolls back what it sent beside the insert
-//!    and [`replay`]s: the same fingerprint answers the stored outcome
+//!    (a failed statement has rolled back by itself) and [`replay`]s: the same fingerprint answers the stored outcome
 //!    (`replayed: true`), another fingerprint is [`EvidenceError::KeyReused`]
 //!    (ALREADY_EXISTS).
 //! 6. A mutation that fails is rolled back and its evidence written again
