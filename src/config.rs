@@ -31,6 +31,8 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_SHUTDOWN_DELAY_MS: u64 = 0;
 pub const DEFAULT_POLICY_BUNDLE_POLL_MS: u64 = 1_000;
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Group-commit transactions in flight at once (see `evidence/group_commit.rs`).
+pub const DEFAULT_GROUP_COMMIT: usize = 4;
 pub const DEFAULT_POOL_WAIT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_LOG_INTERVAL_MS: u64 = 1_000;
@@ -262,6 +264,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_POOL_SIZE", help = defaulted("Database connections in the pool.", DEFAULT_POOL_SIZE))]
     pub pool_size: Option<usize>,
 
+    #[arg(long, env = "GOVERNANCE_GROUP_COMMIT", help = defaulted(
+        "Concurrent callers' one-statement writes share a transaction, at most this many such transactions \
+         in flight; 0 writes each call in its own.",
+        DEFAULT_GROUP_COMMIT))]
+    pub group_commit: Option<usize>,
+
     #[arg(long, env = "GOVERNANCE_POOL_WAIT_TIMEOUT_MS", help = defaulted(
         "How long a call waits for a database connection, in milliseconds; then it fails with UNAVAILABLE.",
         DEFAULT_POOL_WAIT_TIMEOUT_MS))]
@@ -377,6 +385,7 @@ impl ServeArgs {
                 wait_timeout: ms(set.pool_wait_timeout_ms.unwrap_or(DEFAULT_POOL_WAIT_TIMEOUT_MS)),
                 statement_timeout: ms(set.statement_timeout_ms.unwrap_or(DEFAULT_STATEMENT_TIMEOUT_MS)),
                 ca_file: set.database_ca_file,
+                group_commit: set.group_commit.unwrap_or(DEFAULT_GROUP_COMMIT),
             }),
             migrate: set.migrate.unwrap_or(false),
             policies: set.policy_bundle.map(|bundle| PolicySettings {

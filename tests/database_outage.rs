@@ -52,6 +52,7 @@ fn settings(url: String, ca_file: Option<std::path::PathBuf>) -> DatabaseSetting
         wait_timeout: Duration::from_secs(1),
         statement_timeout: Duration::from_secs(5),
         ca_file,
+        group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
     }
 }
 

@@ -115,6 +115,7 @@ async fn store(url: &str) -> EvidenceStore {
         wait_timeout: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(5),
         ca_file: None,
+        group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
     };
     EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, Redactor::default())
         .await

@@ -30,6 +30,9 @@ pub struct DatabaseSettings {
     /// PEM root certificate(s) to verify the server with: libpq's `sslrootcert`,
     /// which the URL's own `sslrootcert` overrides.
     pub ca_file: Option<PathBuf>,
+    /// How many group-commit transactions may be in flight at once; 0 sends
+    /// every write on its own ([`super::group_commit`]).
+    pub group_commit: usize,
 }
 
 /// The pool of the evidence store. Connections are opened on demand; each

@@ -159,33 +159,41 @@ pub(super) fn is_key_taken(error: &tokio_postgres::Error) -> bool {
 /// The unique index that owns the keys (migration 0001).
 const IDEMPOTENCY_INDEX: &str = "governance_events_workspace_idempotency_uq";
 
-/// The parameters of the evidence INSERT ([`row::insert_sql`]), in its column order: the row's
-/// columns, then how the call ended (`outcome`, the claimed `key`, the
-/// `sqlstate`). A macro so that the borrowed strings live in the caller.
+/// The parameters of the evidence INSERT ([`row::insert_sql`]), in its column order:
+/// the row's columns, then how the call ended (`outcome`, the claimed `key`, the
+/// `sqlstate`). A macro so that the borrowed strings live in the caller; with
+/// `owned:` first, each is copied into a box the group committer can keep
+/// (`super::row::owned`).
 macro_rules! insert_params {
     ($row:expr, $outcome:expr, $key:expr, $sqlstate:expr) => {
+        insert_params!(@[] $row, $outcome, $key, $sqlstate)
+    };
+    (owned: $row:expr, $outcome:expr, $key:expr, $sqlstate:expr) => {
+        insert_params!(@[$crate::evidence::row::owned] $row, $outcome, $key, $sqlstate)
+    };
+    (@[$($wrap:tt)*] $row:expr, $outcome:expr, $key:expr, $sqlstate:expr) => {
         [
-            &$row.write.request.workspace_id.as_str(),
-            &$row.write.request.principal.id.as_str(),
-            &$row.write.request.object_type.as_str(),
-            &$row.write.request.operation.as_str(),
-            &$row.decision.as_str(),
-            &$row.reason_codes,
-            &$row.ctx_id,
-            &$row.trace_hash,
-            &$key,
-            &$row.response_json,
-            &$outcome.as_str(),
-            &$row.write.mutation.name,
-            &$row.write.fingerprint.as_str(),
-            &$sqlstate,
-            &$row.write.mode.as_str(),
-            &$row.redacted_paths,
-            &$row.write.policy_bundle,
-            &$row.policy_key,
-            &$row.policy_version,
-            &$row.write.trace_id,
-            &$row.response_digest.as_slice(),
+            $($wrap)*(&$row.write.request.workspace_id.as_str()),
+            $($wrap)*(&$row.write.request.principal.id.as_str()),
+            $($wrap)*(&$row.write.request.object_type.as_str()),
+            $($wrap)*(&$row.write.request.operation.as_str()),
+            $($wrap)*(&$row.decision.as_str()),
+            $($wrap)*(&$row.reason_codes),
+            $($wrap)*(&$row.ctx_id),
+            $($wrap)*(&$row.trace_hash),
+            $($wrap)*(&$key),
+            $($wrap)*(&$row.response_json),
+            $($wrap)*(&$outcome.as_str()),
+            $($wrap)*(&$row.write.mutation.name),
+            $($wrap)*(&$row.write.fingerprint.as_str()),
+            $($wrap)*(&$sqlstate),
+            $($wrap)*(&$row.write.mode.as_str()),
+            $($wrap)*(&$row.redacted_paths),
+            $($wrap)*(&$row.write.policy_bundle),
+            $($wrap)*(&$row.policy_key),
+            $($wrap)*(&$row.policy_version),
+            $($wrap)*(&$row.write.trace_id),
+            $($wrap)*(&$row.response_digest.as_slice()),
         ]
     };
 }

@@ -7,6 +7,7 @@
 //! | What is a governed write, and what did it come to? | `governed.rs` |
 //! | What does a governed write send, in which order, and how does it end? | `write.rs` |
 //! | How is an approved write one statement, and when can it be? | `one_statement.rs` |
+//! | How do concurrent callers' writes share one transaction? | `group_commit.rs` |
 //! | How is an idempotency key claimed, replayed or refused? | `idempotency.rs` |
 //! | Which columns does an evidence row hold, and how are secrets kept out? | `row.rs`, [`redact`] |
 //! | What does a mutation's result look like stored? | `returning.rs` |
@@ -20,6 +21,7 @@ pub mod audit;
 mod connection;
 mod error;
 mod governed;
+mod group_commit;
 mod idempotency;
 mod libpq;
 pub mod local_postgres;
@@ -47,6 +49,7 @@ pub use returning::MutationResult;
 use crate::decision::NormalizedRequest;
 use crate::mutations::{Mutation, Registry};
 use crate::vocabulary::Mode;
+use group_commit::GroupCommit;
 use one_statement::OneStatementWrite;
 use redact::Redactor;
 
@@ -55,7 +58,9 @@ pub struct EvidenceStore {
     pool: Pool,
     registry: Arc<Registry>,
     /// The mutations whose approved write is one statement, by name.
-    one_statement: HashMap<String, OneStatementWrite>,
+    one_statement: HashMap<String, Arc<OneStatementWrite>>,
+    /// Where one-statement writes share transactions, unless turned off.
+    group_commit: Option<GroupCommit>,
     default_mode: Mode,
     redactor: Redactor,
     /// What the log's sequencer reports, when this sidecar keeps the log.
@@ -97,7 +102,7 @@ impl EvidenceStore {
             if let Some(write) = OneStatementWrite::compose(mutation, &returning, &redactor) {
                 match client.prepare_typed(write.sql(), write.param_types()).await {
                     Ok(_) => {
-                        one_statement.insert(mutation.name.clone(), write);
+                        one_statement.insert(mutation.name.clone(), Arc::new(write));
                     }
                     Err(e) => tracing::info!(
                         mutation = mutation.name,
@@ -107,7 +112,16 @@ impl EvidenceStore {
                 }
             }
         }
-        Ok(EvidenceStore { pool, registry: Arc::new(registry), one_statement, default_mode, redactor, log: None })
+        let group_commit = (settings.group_commit > 0).then(|| GroupCommit::start(pool.clone(), settings.group_commit));
+        Ok(EvidenceStore {
+            pool,
+            registry: Arc::new(registry),
+            one_statement,
+            group_commit,
+            default_mode,
+            redactor,
+            log: None,
+        })
     }
 
     /// Starts this sidecar's log sequencer, which sequences whenever no other

@@ -28,13 +28,14 @@
 //! refuses (a `MERGE`, a trailing comment) takes the general path.
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::EvidenceError;
 use super::idempotency::insert_params;
 use super::redact::{MASK, Redactor};
 use super::returning::{MutationResult, row_to_map_from};
-use super::row::{self, EvidenceRow};
+use super::row::{self, EvidenceRow, OwnedParam};
 use crate::mutations::{Builtin, Mutation, SqlValue};
 use crate::vocabulary::Outcome;
 
@@ -115,23 +116,36 @@ impl OneStatementWrite {
         &self.param_types
     }
 
-    /// Runs the write with the mutation's bound `values` (in its declared
-    /// parameters' order). `Ok(None)`: the key is held by another row, nothing
-    /// was written, replay.
+    /// The statement's parameters, owned: the mutation's bound `values` (in
+    /// its declared parameters' order) as its `$n` take them, then the
+    /// evidence row's.
+    pub(super) fn params(&self, row: &EvidenceRow<'_>, values: &[SqlValue]) -> WriteParams {
+        let key = row.write.request.idempotency_key.as_deref();
+        let evidence: [OwnedParam; row::INSERT_PARAMS] =
+            insert_params!(owned: row, Outcome::Applied, key, None::<&str>);
+        let mut params: Vec<OwnedParam> = Vec::with_capacity(self.positions.len() + evidence.len());
+        params.extend(self.positions.iter().map(|&i| Box::new(values[i].clone()) as OwnedParam));
+        params.extend(evidence);
+        WriteParams(params)
+    }
+
+    /// Runs the write on its own. `Ok(None)`: the key is held by another
+    /// row, nothing was written, replay.
     pub(super) async fn execute(
         &self,
         client: &impl GenericClient,
-        row: &EvidenceRow<'_>,
-        values: &[SqlValue],
+        params: &WriteParams,
     ) -> Result<Option<(i64, MutationResult)>, EvidenceError> {
         let statement = client.prepare_typed_cached(&self.sql, &self.param_types).await?;
-        let key = row.write.request.idempotency_key.as_deref();
-        let evidence: [&(dyn ToSql + Sync); row::INSERT_PARAMS] =
-            insert_params!(row, Outcome::Applied, key, None::<&str>);
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(self.positions.len() + evidence.len());
-        params.extend(self.positions.iter().map(|&i| &values[i] as &(dyn ToSql + Sync)));
-        params.extend(evidence);
-        let rows = match client.query(&statement, &params).await {
+        self.answer(client.query(&statement, &params.refs()).await)
+    }
+
+    /// What the statement's answer means for its caller.
+    pub(super) fn answer(
+        &self,
+        answer: Result<Vec<Row>, tokio_postgres::Error>,
+    ) -> Result<Option<(i64, MutationResult)>, EvidenceError> {
+        let rows = match answer {
             Ok(rows) => rows,
             Err(error) if super::idempotency::is_key_taken(&error) => return Ok(None),
             Err(error) => return Err(error.into()),
@@ -151,6 +165,15 @@ impl OneStatementWrite {
             MutationResult { rows_affected: first.try_get::<_, i64>(ROWS_AFFECTED)? as u64, returning: Vec::new() }
         };
         Ok(Some((evidence_id, result)))
+    }
+}
+
+/// One write's parameters, owned (see [`OwnedParam`]).
+pub(super) struct WriteParams(Vec<OwnedParam>);
+
+impl WriteParams {
+    pub(super) fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0.iter().map(|param| param.as_ref() as &(dyn ToSql + Sync)).collect()
     }
 }
 

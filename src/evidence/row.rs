@@ -2,6 +2,7 @@
 //! connection is taken, with secrets masked (see [`super::redact`]).
 
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
 
 use super::governed::GovernedWrite;
 use super::redact::Redactor;
@@ -110,6 +111,56 @@ pub(super) fn insert_sql(first: usize) -> String {
     let values: Vec<String> =
         INSERT_COLUMNS.iter().enumerate().map(|(i, (_, cast))| format!("${}{cast}", first + i)).collect();
     format!("INSERT INTO governance_events ({}) VALUES ({})", columns.join(", "), values.join(", "))
+}
+
+/// A parameter copied into a box of its own: what the group committer holds
+/// of a caller's write, so that nothing it sends borrows from the caller.
+pub(super) type OwnedParam = Box<dyn ToSql + Send + Sync>;
+
+/// The evidence INSERT's parameter types, each copied the way it is bound.
+pub(super) trait ToOwnedParam {
+    fn to_owned_param(&self) -> OwnedParam;
+}
+
+impl ToOwnedParam for &str {
+    fn to_owned_param(&self) -> OwnedParam {
+        Box::new((*self).to_owned())
+    }
+}
+
+impl ToOwnedParam for String {
+    fn to_owned_param(&self) -> OwnedParam {
+        Box::new(self.clone())
+    }
+}
+
+impl ToOwnedParam for Option<&str> {
+    fn to_owned_param(&self) -> OwnedParam {
+        Box::new(self.map(str::to_owned))
+    }
+}
+
+impl ToOwnedParam for Option<String> {
+    fn to_owned_param(&self) -> OwnedParam {
+        Box::new(self.clone())
+    }
+}
+
+impl ToOwnedParam for Option<i64> {
+    fn to_owned_param(&self) -> OwnedParam {
+        Box::new(*self)
+    }
+}
+
+impl ToOwnedParam for &[u8] {
+    fn to_owned_param(&self) -> OwnedParam {
+        Box::new(self.to_vec())
+    }
+}
+
+/// `insert_params!(owned: …)`'s wrapper.
+pub(super) fn owned<T: ToOwnedParam>(value: &T) -> OwnedParam {
+    value.to_owned_param()
 }
 
 /// jsonb has no NaN or Infinity, which Kernite's Python JSON (and a float8

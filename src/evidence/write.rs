@@ -8,13 +8,17 @@
 //! written alone, with outcome `error`.
 
 use deadpool_postgres::GenericClient;
+use std::sync::Arc;
+
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument as _;
 
 use super::error::{cause, db_message, is_connection_loss, is_read_only, is_retryable};
 use super::governed::{Execution, GovernedWrite};
+use super::group_commit::Committed;
 use super::idempotency::{self, Claim, Claiming};
+use super::one_statement::OneStatementWrite;
 use super::returning::{MutationResult, row_to_map, rows_json};
 use super::row::EvidenceRow;
 use super::transaction::Transaction;
@@ -83,15 +87,10 @@ impl EvidenceStore {
         // database nothing. (The evidence id, if used, is bound again once known.)
         let values = if write.allows_write() { Some(bind(0)?) } else { None };
 
-        let client = self.pool.get().await?;
         if let (Some(values), Some(one_statement)) = (&values, self.one_statement.get(&mutation.name)) {
-            return match one_statement.execute(&client, row, values).await? {
-                Some((evidence_id, result)) => {
-                    Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
-                }
-                None => idempotency::replay(&client, write).await,
-            };
+            return self.write_one_statement(one_statement, row, values).await;
         }
+        let client = self.pool.get().await?;
         let Some(values) = values else {
             // Nothing to write but the evidence: a single statement is atomic by itself.
             return match idempotency::claim(&client, row, Claiming::NotApplied).await? {
@@ -164,6 +163,39 @@ impl EvidenceStore {
             .await?;
         transaction.commit_with_execute(&statement, &[&evidence_id, &rows_affected, &returning]).await?;
         Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
+    }
+
+    /// An approved write as one statement: queued for a group commit, or
+    /// sent alone when group commit is off or its batch rolled back.
+    async fn write_one_statement(
+        &self,
+        one_statement: &Arc<OneStatementWrite>,
+        row: &EvidenceRow<'_>,
+        values: &[SqlValue],
+    ) -> Result<Execution, EvidenceError> {
+        let params = one_statement.params(row, values);
+        let written = match &self.group_commit {
+            Some(group) => {
+                let request = row.write.request;
+                let key = request
+                    .idempotency_key
+                    .as_ref()
+                    .map(|key| (request.workspace_id.as_str().to_owned(), key.to_string()));
+                match group.write(one_statement.clone(), params, key).await {
+                    Committed::Done(written) => written?,
+                    Committed::Alone => {
+                        one_statement.execute(&self.pool.get().await?, &one_statement.params(row, values)).await?
+                    }
+                }
+            }
+            None => one_statement.execute(&self.pool.get().await?, &params).await?,
+        };
+        match written {
+            Some((evidence_id, result)) => {
+                Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
+            }
+            None => idempotency::replay(&self.pool.get().await?, row.write).await,
+        }
     }
 
     /// After a rollback: the evidence of the failed attempt, alone and

@@ -227,6 +227,7 @@ pub fn database(url: &str) -> DatabaseSettings {
         wait_timeout: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(5),
         ca_file: None,
+        group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
     }
 }
 
