@@ -31,8 +31,9 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_SHUTDOWN_DELAY_MS: u64 = 0;
 pub const DEFAULT_POLICY_BUNDLE_POLL_MS: u64 = 1_000;
 pub const DEFAULT_POOL_SIZE: usize = 16;
-/// Group-commit transactions in flight at once (see `evidence/group_commit.rs`).
-pub const DEFAULT_GROUP_COMMIT: usize = 4;
+/// Group-commit transactions in flight at once (see `evidence/group_commit.rs`):
+/// one makes the largest batches, which cost PostgreSQL least per write.
+pub const DEFAULT_GROUP_COMMIT: usize = 1;
 pub const DEFAULT_POOL_WAIT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_LOG_INTERVAL_MS: u64 = 1_000;

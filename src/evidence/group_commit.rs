@@ -1,13 +1,14 @@
 //! Group commit: concurrent callers' one-statement writes share a transaction.
 //!
 //! Approved writes that are one statement ([`super::one_statement`]) queue
-//! here. A few committers (`--group-commit`, default
+//! here. Committers (`--group-commit`, default
 //! [`crate::config::DEFAULT_GROUP_COMMIT`]) take turns: each takes what is
 //! queued, up to [`MAX_BATCH`] writes, and sends BEGIN, the statements and
 //! COMMIT pipelined on one connection, so the batch costs one round trip and
 //! one commit (one WAL flush). Whatever queues while every committer is busy
-//! is the next batch. A committer never waits on a timer: a lone caller's
-//! write goes out at once, as its single statement without BEGIN or COMMIT.
+//! is the next batch; the fewer committers, the larger the batches. A
+//! committer never waits on a timer: a lone caller's write goes out at once,
+//! as its single statement without BEGIN or COMMIT.
 //!
 //! Every caller keeps the outcome it would have had alone:
 //! - A statement that fails (a key already held, a failing mutation, a
