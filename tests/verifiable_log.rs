@@ -60,8 +60,15 @@ fn hashes(bytes: &[Vec<u8>]) -> Vec<Hash> {
 /// Writes approved, denied and approved-without-key rows; returns their evidence ids.
 async fn write_rows(f: &Fixture) -> Vec<i64> {
     let mut ids = Vec::new();
-    for (amount, key) in [(250, Some("log-1")), (5000, Some("log-2")), (300, None), (7000, None)] {
-        let written = f.execute(call(invoice_request(amount, "USD"), key, "create_invoice")).await.unwrap();
+    // Both ways an approved write runs: a transaction, and one statement.
+    let rows = [
+        (250, Some("log-1"), "create_invoice"),
+        (5000, Some("log-2"), "create_invoice"),
+        (300, None, "create_invoice_plain"),
+        (7000, None, "create_invoice"),
+    ];
+    for (amount, key, mutation) in rows {
+        let written = f.execute(call(invoice_request(amount, "USD"), key, mutation)).await.unwrap();
         ids.push(written.evidence_id);
     }
     ids

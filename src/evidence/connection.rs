@@ -39,8 +39,8 @@ pub struct DatabaseSettings {
 /// session carries the statement timeout, so it costs no round trip per
 /// transaction. The most recently returned connection is handed out first
 /// (LIFO): a few callers keep a few backends busy and warm instead of
-/// rotating through the whole pool, which cost PostgreSQL ~ a third more
-/// CPU per write at 8 callers on a pool of 32 (`docs/performance.md`).
+/// rotating through the whole pool, which cost PostgreSQL up to a third
+/// more CPU per write on a pool of 32 in our runs (`docs/performance.md`).
 pub(super) fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let mut target = libpq::resolve(&settings.url, settings.ca_file.as_deref(), &ProcessEnvironment)?;
     let options = match target.config.get_options() {

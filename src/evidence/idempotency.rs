@@ -18,19 +18,19 @@
 //!    committed, then finds the key taken. So one key never yields two
 //!    writes, and no lock is taken besides the index's own.
 //! 5. Whoever finds the key taken rolls back what it sent beside the insert
-//!    (a failed statement has rolled back by itself) and [`replay`]s: the same fingerprint answers the stored outcome
-//!    (`replayed: true`), another fingerprint is [`EvidenceError::KeyReused`]
-//!    (ALREADY_EXISTS).
+//!    (a failed statement has rolled back by itself) and [`replay`]s: the
+//!    same fingerprint answers the stored outcome (`replayed: true`), another
+//!    fingerprint is [`EvidenceError::KeyReused`] (ALREADY_EXISTS).
 //! 6. A mutation that fails is rolled back and its evidence written again
 //!    alone, with outcome `error`, *without* the key ([`insert_failure`]),
 //!    so that a corrected retry with the same key can still succeed.
 //! 7. Replays and refused reuses are counted (`governance_idempotent_replays_total`,
 //!    `governance_idempotency_conflicts_total`, in `api/telemetry.rs`).
 
-use deadpool_postgres::GenericClient;
-use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
+use deadpool_postgres::GenericClient;
+use sha2::{Digest, Sha256};
 use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;

@@ -7,9 +7,9 @@
 //! table. A failing mutation rolls all of it back; its evidence is then
 //! written alone, with outcome `error`.
 
-use deadpool_postgres::GenericClient;
 use std::sync::Arc;
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument as _;
@@ -71,7 +71,8 @@ impl EvidenceStore {
     /// The transaction, in as few round trips as its dependencies allow:
     /// a decision that writes nothing is one autocommitted INSERT; so is a
     /// write whose mutation can be composed into one statement with it
-    /// ([`super::one_statement`]); any other write is BEGIN, the evidence
+    /// ([`super::one_statement`]), which concurrent callers send in shared
+    /// transactions ([`super::group_commit`]); any other write is BEGIN, the evidence
     /// INSERT and the mutation sent together (the mutation waits for the
     /// INSERT only if it needs the evidence id), then the result INSERT with
     /// COMMIT: two round trips.
