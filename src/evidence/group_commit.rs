@@ -53,8 +53,9 @@ pub(super) struct GroupCommit {
 pub(super) enum Committed {
     /// Its statement's answer, committed (or, alone, failed).
     Done(Written),
-    /// Its batch rolled back, for its own failure or another's: write alone.
-    Alone,
+    /// Its batch rolled back, for its own failure or another's: write alone,
+    /// with the parameters handed back.
+    Alone(WriteParams),
 }
 
 /// One caller's write, owned, so that nothing sent borrows from a caller
@@ -86,8 +87,8 @@ impl GroupCommit {
         key: Option<(String, String)>,
     ) -> Committed {
         let (reply, answer) = oneshot::channel();
-        if self.queue.send(Queued { write, params, key, reply }).is_err() {
-            return Committed::Alone;
+        if let Err(mpsc::error::SendError(queued)) = self.queue.send(Queued { write, params, key, reply }) {
+            return Committed::Alone(queued.params);
         }
         // A committer that ended without answering (the runtime shutting
         // down) may have committed: the outcome is unknown.
@@ -183,7 +184,7 @@ async fn commit(pool: &Pool, mut batch: Vec<Queued>) {
             Ok(statement) => statements.push(statement),
             Err(_) => {
                 // Each caller meets the error, if it lasts, on its own.
-                batch.into_iter().for_each(|write| drop(write.reply.send(Committed::Alone)));
+                send_back(batch);
                 return;
             }
         }
@@ -205,21 +206,23 @@ async fn commit(pool: &Pool, mut batch: Vec<Queued>) {
         }
         return;
     }
-    if began.is_err() {
-        // No transaction was open: each statement ran, and committed, alone.
-        for (write, answer) in batch.into_iter().zip(answers) {
-            let written = write.write.answer(answer);
-            let _ = write.reply.send(Committed::Done(written));
-        }
-        return;
-    }
-    if committed.is_err() || answers.iter().any(Result::is_err) {
+    if began.is_ok() && (committed.is_err() || answers.iter().any(Result::is_err)) {
         // Rolled back, all of it.
-        batch.into_iter().for_each(|write| drop(write.reply.send(Committed::Alone)));
+        send_back(batch);
         return;
     }
+    // Committed together; or, BEGIN refused, each statement ran and
+    // committed on its own: either way each answer is its caller's.
     for (write, answer) in batch.into_iter().zip(answers) {
         let written = write.write.answer(answer);
         let _ = write.reply.send(Committed::Done(written));
+    }
+}
+
+/// Hands every write of a batch that wrote nothing back to its caller, to
+/// write alone.
+fn send_back(batch: Vec<Queued>) {
+    for Queued { params, reply, .. } in batch {
+        let _ = reply.send(Committed::Alone(params));
     }
 }

@@ -184,9 +184,7 @@ impl EvidenceStore {
                     .map(|key| (request.workspace_id.as_str().to_owned(), key.to_string()));
                 match group.write(one_statement.clone(), params, key).await {
                     Committed::Done(written) => written?,
-                    Committed::Alone => {
-                        one_statement.execute(&self.pool.get().await?, &one_statement.params(row, values)).await?
-                    }
+                    Committed::Alone(params) => one_statement.execute(&self.pool.get().await?, &params).await?,
                 }
             }
             None => one_statement.execute(&self.pool.get().await?, &params).await?,
