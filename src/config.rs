@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::DatabaseSettings;
+use crate::evidence::layout::EvidenceLayout;
 use crate::evidence::redact::DEFAULT_KEY_PATTERNS;
+use crate::evidence::upkeep::{DEFAULT_KEY_LIFETIME, DEFAULT_MONTHS_AHEAD, Upkeep};
 use crate::server::tls::TlsFiles;
 use crate::vocabulary::Mode;
 
@@ -124,7 +126,47 @@ pub enum Command {
     Migrate {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// The evidence tables' layout: `reference` (Kernite's table) or `partitioned`
+        /// (by month, with retention and key lifetimes, ready for Citus). A reference
+        /// database is converted, rows kept; there is no way back. Unset: leave it as it is.
+        #[arg(long)]
+        layout: Option<EvidenceLayout>,
     },
+    /// One pass of the partitioned layout's upkeep, as `serve` runs every hour:
+    /// create the months ahead, drop the months past retention (those the
+    /// verifiable log has sequenced), forget expired idempotency keys. As the
+    /// tables' owner: creating and dropping partitions is theirs alone.
+    Maintain {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        upkeep: UpkeepArgs,
+    },
+}
+
+/// The partitioned layout's upkeep (`evidence/upkeep.rs`); the reference layout ignores them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UpkeepArgs {
+    #[arg(long, env = "GOVERNANCE_IDEMPOTENCY_KEY_LIFETIME_SECONDS", help = defaulted(
+        "How long a claimed idempotency key is replayed, in seconds; a retry after that is a new request.",
+        DEFAULT_KEY_LIFETIME.as_secs()))]
+    pub idempotency_key_lifetime_seconds: Option<u64>,
+    /// Drop the months of evidence whose every row is older than this many months. Unset: keep all.
+    #[arg(long, env = "GOVERNANCE_RETENTION_MONTHS")]
+    pub retention_months: Option<u32>,
+    #[arg(long, env = "GOVERNANCE_PARTITIONS_AHEAD_MONTHS", help = defaulted(
+        "Months of partitions created ahead of the current one.", DEFAULT_MONTHS_AHEAD))]
+    pub partitions_ahead_months: Option<u32>,
+}
+
+impl UpkeepArgs {
+    pub fn resolve(&self) -> Upkeep {
+        Upkeep {
+            key_lifetime: self.idempotency_key_lifetime_seconds.map_or(DEFAULT_KEY_LIFETIME, Duration::from_secs),
+            retention_months: self.retention_months,
+            months_ahead: self.partitions_ahead_months.unwrap_or(DEFAULT_MONTHS_AHEAD),
+        }
+    }
 }
 
 /// How a one-off command (`migrate`, `verify`) reaches PostgreSQL.
@@ -271,6 +313,22 @@ pub struct ServeArgs {
         DEFAULT_GROUP_COMMIT))]
     pub group_commit: Option<usize>,
 
+    // ---- the partitioned layout's upkeep (see `maintain`)
+    #[arg(long, env = "GOVERNANCE_IDEMPOTENCY_KEY_LIFETIME_SECONDS", help = defaulted(
+        "Partitioned layout: how long a claimed idempotency key is replayed, in seconds; a retry after that \
+         is a new request.",
+        DEFAULT_KEY_LIFETIME.as_secs()))]
+    pub idempotency_key_lifetime_seconds: Option<u64>,
+
+    /// Partitioned layout: drop the months of evidence whose every row is older than this many months
+    /// (hourly, as `maintain` does). Unset: keep all.
+    #[arg(long, env = "GOVERNANCE_RETENTION_MONTHS")]
+    pub retention_months: Option<u32>,
+
+    #[arg(long, env = "GOVERNANCE_PARTITIONS_AHEAD_MONTHS", help = defaulted(
+        "Partitioned layout: months of partitions created ahead of the current one.", DEFAULT_MONTHS_AHEAD))]
+    pub partitions_ahead_months: Option<u32>,
+
     #[arg(long, env = "GOVERNANCE_POOL_WAIT_TIMEOUT_MS", help = defaulted(
         "How long a call waits for a database connection, in milliseconds; then it fails with UNAVAILABLE.",
         DEFAULT_POOL_WAIT_TIMEOUT_MS))]
@@ -387,6 +445,12 @@ impl ServeArgs {
                 statement_timeout: ms(set.statement_timeout_ms.unwrap_or(DEFAULT_STATEMENT_TIMEOUT_MS)),
                 ca_file: set.database_ca_file,
                 group_commit: set.group_commit.unwrap_or(DEFAULT_GROUP_COMMIT),
+                upkeep: UpkeepArgs {
+                    idempotency_key_lifetime_seconds: set.idempotency_key_lifetime_seconds,
+                    retention_months: set.retention_months,
+                    partitions_ahead_months: set.partitions_ahead_months,
+                }
+                .resolve(),
             }),
             migrate: set.migrate.unwrap_or(false),
             policies: set.policy_bundle.map(|bundle| PolicySettings {

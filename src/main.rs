@@ -10,12 +10,13 @@ use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::{Cli, Command, DevArgs, LogFormat, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
+use governance_sidecar::evidence::layout::EvidenceLayout;
 use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier};
 use governance_sidecar::evidence::log::sequencer::LogSettings;
 use governance_sidecar::evidence::log::verify::{self, VerifySettings};
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate};
+use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate, upkeep};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::{server, telemetry};
 
@@ -101,10 +102,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings,
             ))
         }
-        Command::Migrate { database } => {
+        Command::Migrate { database, layout } => {
             telemetry::init_logs(LogFormat::Text);
             let url = database.url()?;
-            tokio::runtime::Runtime::new()?.block_on(migrate(&url, database.database_ca_file.as_deref()))?;
+            tokio::runtime::Runtime::new()?.block_on(migrate(&url, database.database_ca_file.as_deref(), layout))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Maintain { database, upkeep } => {
+            telemetry::init_logs(LogFormat::Text);
+            let url = database.url()?;
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let client = connect_once(&url, database.database_ca_file.as_deref()).await?;
+                match upkeep::run_once(&client, &upkeep.resolve()).await? {
+                    Some(report) => tracing::info!(?report, "upkeep done"),
+                    None => tracing::info!("nothing to do: the reference layout, or another upkeep is running"),
+                }
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -174,7 +188,7 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
         return Ok(GovernanceApi::new());
     };
     if settings.migrate {
-        migrate(&database.url, database.ca_file.as_deref()).await?;
+        migrate(&database.url, database.ca_file.as_deref(), None).await?;
     }
     let evidence = &settings.evidence;
     let registry = match (&evidence.mutations, example) {
@@ -187,6 +201,7 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
     };
     let redactor = Redactor::new(&evidence.redact_paths, &evidence.redact_keys)?;
     let mut store = EvidenceStore::connect(database, registry, evidence.mode, redactor).await?;
+    store.keep_up(database);
     if let Some(log) = &settings.log {
         let signer = Arc::new(LogSigner::load(&log.signing_key_file)?);
         tracing::info!(origin = signer.origin(), "keeping the verifiable log");
@@ -211,10 +226,11 @@ const EXAMPLE_MUTATIONS: &str = include_str!("../deploy/examples/invoice/mutatio
 const EXAMPLE_BUNDLE: &str = include_str!("../deploy/examples/invoice/policy-bundle.json");
 const EXAMPLE_TRY_IT: &str = include_str!("../deploy/examples/invoice/try-it.txt");
 
-async fn migrate(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+async fn migrate(url: &str, ca_file: Option<&std::path::Path>, layout: Option<EvidenceLayout>) -> anyhow::Result<()> {
     let mut client = connect_once(url, ca_file).await?;
-    let applied = migrate::migrate(&mut client).await?;
-    tracing::info!(?applied, latest = migrate::latest_version(), "schema is up to date");
+    let applied = migrate::migrate_to(&mut client, layout).await?;
+    let layout = governance_sidecar::evidence::layout::detect(&client).await?;
+    tracing::info!(?applied, latest = migrate::latest_version(), layout = layout.as_str(), "schema is up to date");
     Ok(())
 }
 

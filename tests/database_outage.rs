@@ -53,6 +53,7 @@ fn settings(url: String, ca_file: Option<std::path::PathBuf>) -> DatabaseSetting
         statement_timeout: Duration::from_secs(5),
         ca_file,
         group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
+        upkeep: Default::default(),
     }
 }
 

@@ -116,6 +116,7 @@ async fn store(url: &str) -> EvidenceStore {
         statement_timeout: Duration::from_secs(5),
         ca_file: None,
         group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
+        upkeep: Default::default(),
     };
     EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, Redactor::default())
         .await

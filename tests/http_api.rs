@@ -146,6 +146,7 @@ async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() 
         statement_timeout: std::time::Duration::from_secs(5),
         ca_file: None,
         group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
+        upkeep: Default::default(),
     };
     let redactor = Redactor::new(&[], &[]).unwrap();
     let store = EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, redactor).await;

@@ -124,13 +124,21 @@ pub fn spawn_sidecar(port: u16, extra: &[&str]) -> Process {
 }
 
 /// A durable private PostgreSQL on its own thread (it dies with that thread).
+/// Data directories of earlier benches whose process is gone are removed
+/// first: the growth bench's hold tens of gigabytes.
 pub fn start_postgres() -> (String, PathBuf) {
+    start_postgres_with(&[])
+}
+
+/// [`start_postgres`] with `-c name=value` settings.
+pub fn start_postgres_with(settings: &'static [&'static str]) -> (String, PathBuf) {
+    remove_orphaned_data_dirs();
     let dir = std::env::temp_dir().join(format!("governance-sidecar-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (sender, receiver) = std::sync::mpsc::channel();
     let thread_dir = dir.clone();
     std::thread::spawn(move || {
-        let server = LocalPostgres::start(&thread_dir, 0, true).unwrap();
+        let server = LocalPostgres::start_with(&thread_dir, 0, true, settings).unwrap();
         sender.send(server.url("postgres")).unwrap();
         loop {
             std::thread::park();
@@ -149,4 +157,15 @@ pub fn pg_bin(name: &str) -> PathBuf {
 pub fn psql(url: &str, sql: &str) {
     let status = Command::new(pg_bin("psql")).args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).status().unwrap();
     assert!(status.success(), "psql failed: {sql}");
+}
+
+fn remove_orphaned_data_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("governance-sidecar-bench-") else { continue };
+        if pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod validate;
 pub mod value;
 
 pub use record::{Decision, DecisionRecord, Reason};
+pub use trace::ctx_id_of;
 pub use validate::{ErrorCode, FieldError, NormalizedRequest, PolicyContextInput, Validation};
 pub use value::{Map, Text, Value};
 

@@ -42,9 +42,19 @@ pub fn trace_hash(trace: TraceInput<'_>) -> (String, Text) {
     let mut trace_hash = *b"sha256:0000000000000000000000000000000000000000000000000000000000000000";
     hex::encode_to_slice(Sha256::digest(pre_image.as_bytes()), &mut trace_hash[7..]).expect("64 hex digits fit");
     let trace_hash = String::from_utf8(trace_hash.to_vec()).expect("ASCII");
-    let mut ctx_id = Text::const_new("ctx_");
-    ctx_id.push_str(&trace_hash[7..19]);
+    let ctx_id = ctx_id_of(&trace_hash).expect("a trace hash just made");
     (trace_hash, ctx_id)
+}
+
+/// The `ctx_id` Kernite derives from a trace hash: `ctx_` and the hash's
+/// first 12 hex digits. `None` for what is not a trace hash. (The audit API
+/// finds rows by trace hash through the ctx_id index with it.)
+pub fn ctx_id_of(trace_hash: &str) -> Option<Text> {
+    let digits = trace_hash.strip_prefix("sha256:")?;
+    let prefix = digits.get(..12).filter(|_| digits.len() == 64 && digits.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let mut ctx_id = Text::const_new("ctx_");
+    ctx_id.push_str(prefix);
+    Some(ctx_id)
 }
 
 /// The hashed record, keys in code-point order.
@@ -115,6 +125,15 @@ mod tests {
     use super::*;
     use crate::decision::json::{parse, to_string};
     use crate::decision::validate::validate;
+
+    #[test]
+    fn a_trace_hash_names_its_ctx_id_and_anything_else_names_none() {
+        let hash = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        assert_eq!(ctx_id_of(&hash).unwrap(), "ctx_0123456789ab");
+        for not_a_hash in ["", "sha256:", "sha256:0123", &hash[..70], &format!("{hash}0"), &hash.replace('a', "g")] {
+            assert_eq!(ctx_id_of(not_a_hash), None, "{not_a_hash}");
+        }
+    }
 
     #[test]
     fn the_input_is_written_exactly_as_its_canonical_value() {

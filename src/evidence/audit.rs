@@ -100,11 +100,16 @@ impl EvidenceStore {
             EvidenceKey::CtxId(ctx_id) => {
                 client.query_opt(&format!("SELECT {COLUMNS} WHERE e.ctx_id = $1 {newest}"), &[ctx_id]).await?
             }
-            EvidenceKey::TraceHash(hash) => {
-                client.query_opt(&format!("SELECT {COLUMNS} WHERE e.trace_hash = $1 {newest}"), &[hash]).await?
-            }
+            // Through the ctx_id index: a trace hash names its ctx_id (migration 0008).
+            EvidenceKey::TraceHash(hash) => match crate::decision::ctx_id_of(hash) {
+                Some(ctx_id) => {
+                    let sql = format!("SELECT {COLUMNS} WHERE e.ctx_id = $1 AND e.trace_hash = $2 {newest}");
+                    client.query_opt(&sql, &[&ctx_id.as_str(), hash]).await?
+                }
+                None => None,
+            },
             EvidenceKey::Idempotency { workspace_id, idempotency_key } => {
-                let sql = format!("SELECT {COLUMNS} WHERE e.workspace_id = $1 AND e.idempotency_key = $2");
+                let sql = format!("SELECT {COLUMNS} {}", super::idempotency::KEY_HOLDER);
                 client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
             }
         };

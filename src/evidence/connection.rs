@@ -33,6 +33,8 @@ pub struct DatabaseSettings {
     /// How many group-commit transactions may be in flight at once; 0 sends
     /// every write on its own ([`super::group_commit`]).
     pub group_commit: usize,
+    /// The partitioned layout's key lifetime, retention and months ahead ([`super::upkeep`]).
+    pub upkeep: super::upkeep::Upkeep,
 }
 
 /// The pool of the evidence store. Connections are opened on demand; each

@@ -29,6 +29,11 @@ pub enum EvidenceError {
     KeyTooLong { max_bytes: usize },
     #[error("the idempotency key was already used with a different request (evidence id {evidence_id})")]
     KeyReused { evidence_id: i64 },
+    /// The key's lifetime ended and its claim was released: the write goes
+    /// again as a new request (`write.rs` retries it; a caller sees this only
+    /// if the key was claimed again and expired again in between).
+    #[error("the idempotency key's lifetime ended while the call was retried; call again")]
+    KeyExpired,
     #[error(
         "the mutation failed with SQLSTATE {sqlstate} and was rolled back (ctx_id {ctx_id}, trace_hash {trace_hash}, error evidence id {evidence_id})"
     )]
@@ -68,7 +73,7 @@ impl ServiceError for EvidenceError {
             EvidenceError::MutationFailed { sqlstate, .. } if sqlstate == SqlState::QUERY_CANCELED.code() => {
                 ServiceErrorCode::DeadlineExceeded
             }
-            EvidenceError::MutationFailed { .. } => ServiceErrorCode::Aborted,
+            EvidenceError::MutationFailed { .. } | EvidenceError::KeyExpired => ServiceErrorCode::Aborted,
             EvidenceError::NotConfigured => ServiceErrorCode::FailedPrecondition,
         }
     }

@@ -9,22 +9,32 @@
 //!    is taken ([`check_key`]).
 //! 3. The request's [`Fingerprint`] says what "the same request" means: the
 //!    whole body, the mutation's name and the caller's parameters.
-//! 4. The claim: the evidence row is inserted with the key, and the unique
-//!    index on `(workspace_id, idempotency_key)` (migration 0001) decides who
-//!    owns it: by `ON CONFLICT DO NOTHING` ([`claim`]), or, in a write sent
-//!    as one statement (`one_statement.rs`), by a plain INSERT whose unique
-//!    violation on that index fails the whole statement ([`is_key_taken`]).
-//!    A concurrent duplicate waits on the index entry of the row not yet
-//!    committed, then finds the key taken. So one key never yields two
-//!    writes, and no lock is taken besides the index's own.
+//! 4. The claim: the evidence row is inserted with the key by a plain
+//!    INSERT ([`claim`], or the statement of `one_statement.rs`), and a
+//!    unique constraint named [`IDEMPOTENCY_INDEX`] decides who owns it: in
+//!    the reference layout the unique index on the evidence table's
+//!    `(workspace_id, idempotency_key)` (migration 0001); in the partitioned
+//!    layout the primary key of `governance_idempotency_keys`, which a trigger
+//!    fills from the same INSERT (`migrations/layout_partitioned.sql`). Its
+//!    unique violation fails the INSERT and aborts the transaction
+//!    ([`is_key_taken`]). A concurrent duplicate waits on the index entry of
+//!    the row not yet committed, then finds the key taken. So one key never
+//!    yields two writes, and no lock is taken besides the index's own.
 //! 5. Whoever finds the key taken rolls back what it sent beside the insert
-//!    (a failed statement has rolled back by itself) and [`replay`]s: the
-//!    same fingerprint answers the stored outcome (`replayed: true`), another
-//!    fingerprint is [`EvidenceError::KeyReused`] (ALREADY_EXISTS).
-//! 6. A mutation that fails is rolled back and its evidence written again
+//!    (a failed statement has rolled back by itself) and [`replay`]s the
+//!    newest row holding the key ([`KEY_HOLDER`]): the same fingerprint
+//!    answers the stored outcome (`replayed: true`), another fingerprint is
+//!    [`EvidenceError::KeyReused`] (ALREADY_EXISTS).
+//! 6. In the partitioned layout a key has a lifetime (`--idempotency-key-lifetime-seconds`,
+//!    24 hours by default, as Stripe's): a holder older than that is not
+//!    replayed; its claim is released and the call is written as a new
+//!    request ([`EvidenceError::KeyExpired`], retried by `write.rs`).
+//!    Maintenance deletes expired claims in bulk ([`forget_expired_keys`]).
+//!    The reference layout keeps every key for ever, as Kernite's table does.
+//! 7. A mutation that fails is rolled back and its evidence written again
 //!    alone, with outcome `error`, *without* the key ([`insert_failure`]),
 //!    so that a corrected retry with the same key can still succeed.
-//! 7. Replays and refused reuses are counted (`governance_idempotent_replays_total`,
+//! 8. Replays and refused reuses are counted (`governance_idempotent_replays_total`,
 //!    `governance_idempotency_conflicts_total`, in `api/telemetry.rs`).
 
 use std::sync::LazyLock;
@@ -98,7 +108,8 @@ pub(super) enum Claim {
 }
 
 /// Inserts the evidence row, claiming its key (a row without a key always
-/// goes in).
+/// goes in). A taken key has failed the INSERT: inside a transaction, the
+/// caller must roll back before it replays.
 pub(super) async fn claim(
     client: &impl GenericClient,
     row: &EvidenceRow<'_>,
@@ -111,10 +122,11 @@ pub(super) async fn claim(
     let key = row.write.request.idempotency_key.as_deref();
     let statement = insert_statement(client).await?;
     let params: [&(dyn ToSql + Sync); row::INSERT_PARAMS] = insert_params!(row, outcome, key, None::<&str>);
-    Ok(match client.query_opt(&statement, &params).await? {
-        Some(inserted) => Claim::Inserted(inserted.try_get("id")?),
-        None => Claim::Taken,
-    })
+    match client.query_one(&statement, &params).await {
+        Ok(inserted) => Ok(Claim::Inserted(inserted.try_get("id")?)),
+        Err(error) if is_key_taken(&error) => Ok(Claim::Taken),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Inserts the evidence of a mutation that failed and was rolled back, with
@@ -131,19 +143,16 @@ pub(super) async fn insert_failure(
     Ok(client.query_one(&statement, &params).await?.try_get("id")?)
 }
 
-/// The evidence INSERT. `ON CONFLICT … DO NOTHING` is the claim: with the
-/// key already held (or being inserted by a transaction not yet ended, which
-/// it waits for), it inserts nothing and returns no row. A row without a key
-/// never conflicts. It also stores the SHA-256 of the response as PostgreSQL
-/// prints it, which the verifiable log's leaf commits to (see `log/entry.rs`).
+/// The evidence INSERT, a plain one in both layouts: with the key already
+/// held (or being inserted by a transaction not yet ended, which it waits
+/// for), it fails with a unique violation on [`IDEMPOTENCY_INDEX`]. (`ON
+/// CONFLICT DO NOTHING` would need the unique index on the evidence table
+/// itself, which a table partitioned by time cannot have.) It also stores
+/// the SHA-256 of the response as PostgreSQL prints it, which the verifiable
+/// log's leaf commits to (see `log/entry.rs`).
 async fn insert_statement(client: &impl GenericClient) -> Result<Statement, EvidenceError> {
-    static CLAIMING_INSERT: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "{} ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
-            row::insert_sql(1)
-        )
-    });
-    Ok(client.prepare_typed_cached(&CLAIMING_INSERT, &[]).await?)
+    static INSERT: LazyLock<String> = LazyLock::new(|| format!("{} RETURNING id", row::insert_sql(1)));
+    Ok(client.prepare_typed_cached(&INSERT, &[]).await?)
 }
 
 /// Whether a plain evidence INSERT failed because its key is held: a
@@ -156,8 +165,16 @@ pub(super) fn is_key_taken(error: &tokio_postgres::Error) -> bool {
         .is_some_and(|e| *e.code() == SqlState::UNIQUE_VIOLATION && e.constraint() == Some(IDEMPOTENCY_INDEX))
 }
 
-/// The unique index that owns the keys (migration 0001).
+/// The unique constraint that owns the keys: an index of the evidence table
+/// (migration 0001), or the primary key of `governance_idempotency_keys` in
+/// the partitioned layout, under the same name.
 const IDEMPOTENCY_INDEX: &str = "governance_events_workspace_idempotency_uq";
+
+/// The evidence row holding a key (`$1` the workspace, `$2` the key), as the
+/// end of a query on `governance_events e`: the newest row with the key, for
+/// in the partitioned layout a key whose lifetime ended may be on older rows too.
+pub(super) const KEY_HOLDER: &str =
+    "WHERE e.workspace_id = $1 AND e.idempotency_key = $2 ORDER BY e.created_at DESC, e.id DESC LIMIT 1";
 
 /// The parameters of the evidence INSERT ([`row::insert_sql`]), in its column order:
 /// the row's columns, then how the call ended (`outcome`, the claimed `key`, the
@@ -199,22 +216,81 @@ macro_rules! insert_params {
 }
 pub(super) use insert_params;
 
+/// How long a claimed key is replayed: for ever in the reference layout,
+/// for the configured lifetime in the partitioned one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLifetime {
+    Forever,
+    Expires(std::time::Duration),
+}
+
 /// The stored outcome of the earlier call that holds the key, or a refusal
-/// if that call was a different request.
-pub(super) async fn replay(client: &impl GenericClient, write: &GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
+/// if that call was a different request. A holder older than the key's
+/// lifetime has its claim released instead ([`EvidenceError::KeyExpired`]).
+pub(super) async fn replay(
+    client: &impl GenericClient,
+    write: &GovernedWrite<'_>,
+    lifetime: KeyLifetime,
+) -> Result<Execution, EvidenceError> {
     let request = write.request;
-    let row = client
-        .query_one(
-            "SELECT e.id, e.request_fingerprint, r.rows_affected, r.returning_rows::text AS returning_rows \
-             FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id \
-             WHERE e.workspace_id = $1 AND e.idempotency_key = $2",
-            &[&request.workspace_id.as_str(), &request.idempotency_key.as_deref()],
-        )
-        .await?;
+    let (workspace_id, key) = (request.workspace_id.as_str(), request.idempotency_key.as_deref());
+    let sql = format!(
+        "SELECT e.id, e.request_fingerprint, r.rows_affected, r.returning_rows::text AS returning_rows, \
+         (extract(epoch FROM now() - e.created_at) * 1000000)::bigint AS age_micros \
+         FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id {KEY_HOLDER}"
+    );
+    let holder = client.query_opt(&sql, &[&workspace_id, &key]).await?;
+    if let KeyLifetime::Expires(lifetime) = lifetime {
+        let age = holder.as_ref().map(|row| row.try_get::<_, i64>("age_micros")).transpose()?;
+        // No holder: its month was dropped by retention, longer ago than any lifetime.
+        if age.is_none_or(|age| age >= lifetime.as_micros() as i64) {
+            release_expired_key(client, workspace_id, key, lifetime).await?;
+            return Err(EvidenceError::KeyExpired);
+        }
+    }
+    let row = holder.ok_or(EvidenceError::Unexpected("the idempotency key is held by no evidence row"))?;
     let evidence_id: i64 = row.try_get("id")?;
     if row.try_get::<_, Option<&str>>("request_fingerprint")? != Some(write.fingerprint.as_str()) {
         return Err(EvidenceError::KeyReused { evidence_id });
     }
     let result = stored_result(row.try_get("rows_affected")?, row.try_get("returning_rows")?);
     Ok(Execution { evidence_id, mutation_applied: result.is_some(), result, replayed: true })
+}
+
+/// Deletes the claim on a key whose lifetime has ended (the condition is
+/// checked again: a concurrent call may have claimed it anew meanwhile).
+async fn release_expired_key(
+    client: &impl GenericClient,
+    workspace_id: &str,
+    key: Option<&str>,
+    lifetime: std::time::Duration,
+) -> Result<(), EvidenceError> {
+    let lifetime_micros = lifetime.as_micros() as i64;
+    client
+        .execute(
+            "DELETE FROM governance_idempotency_keys \
+             WHERE workspace_id = $1 AND idempotency_key = $2 AND created_at <= now() - $3::bigint * interval '1 microsecond'",
+            &[&workspace_id, &key, &lifetime_micros],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes up to `limit` claims whose lifetime has ended (partitioned
+/// layout); returns how many went. Maintenance calls it until none are left,
+/// so that each DELETE stays short.
+pub(super) async fn forget_expired_keys(
+    client: &tokio_postgres::Client,
+    lifetime: std::time::Duration,
+    limit: i64,
+) -> Result<u64, EvidenceError> {
+    let lifetime_micros = lifetime.as_micros() as i64;
+    Ok(client
+        .execute(
+            "DELETE FROM governance_idempotency_keys WHERE ctid = ANY (ARRAY(\
+             SELECT ctid FROM governance_idempotency_keys \
+             WHERE created_at <= now() - $1::bigint * interval '1 microsecond' LIMIT $2))",
+            &[&lifetime_micros, &limit],
+        )
+        .await?)
 }

@@ -3,10 +3,14 @@
 //! Several sidecars may start at once against one database: the migrator
 //! holds a session advisory lock on a connection of its own (not a pooled
 //! one, whose session could be reused) while it reads and applies versions.
+//! The same lock covers the conversion to the partitioned layout
+//! ([`super::layout`]). A migration after that conversion must apply to
+//! both layouts.
 
 use tokio_postgres::Client;
 
 use super::EvidenceError;
+use super::layout::{self, EvidenceLayout};
 
 pub struct Migration {
     pub version: i32,
@@ -42,6 +46,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0005_policy_provenance_and_audit.sql"),
     },
     Migration { version: 6, name: "verifiable_log", sql: include_str!("../../migrations/0006_verifiable_log.sql") },
+    Migration { version: 7, name: "result_workspace", sql: include_str!("../../migrations/0007_result_workspace.sql") },
+    Migration {
+        version: 8,
+        name: "trace_hash_through_ctx_id",
+        sql: include_str!("../../migrations/0008_trace_hash_through_ctx_id.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
@@ -65,10 +75,24 @@ async fn current_version(client: &Client) -> Result<i32, EvidenceError> {
     Ok(client.query_one("SELECT coalesce(max(version), 0) FROM governance_schema_migrations", &[]).await?.get(0))
 }
 
-/// Applies the pending migrations; returns the versions applied.
+/// Applies the pending migrations; returns the versions applied. The
+/// layout stays what it is (the reference layout on a new database).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, EvidenceError> {
+    migrate_to(client, None).await
+}
+
+/// Applies the pending migrations, then converts to `layout` if given
+/// (see [`layout::convert`]); returns the versions applied.
+pub async fn migrate_to(client: &mut Client, layout: Option<EvidenceLayout>) -> Result<Vec<i32>, EvidenceError> {
     client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
-    let result = apply_pending(client).await;
+    let result = async {
+        let applied = apply_pending(client).await?;
+        if let Some(layout) = layout {
+            layout::convert(client, layout).await?;
+        }
+        Ok(applied)
+    }
+    .await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
     result
 }

@@ -14,6 +14,8 @@
 //! | How is a transaction kept from leaking onto a pooled connection? | `transaction.rs` |
 //! | How is evidence read back (the audit API)? | [`audit`] |
 //! | How does the schema evolve? | [`migrate`], `migrations/` |
+//! | Which layouts can the tables have, and how does one become the other? | [`layout`] |
+//! | How are months created and dropped, and expired keys forgotten? | [`upkeep`] |
 //! | Which failures are retried, and what does each become? | `error.rs` |
 //! | How can an auditor check the evidence without trusting the database? | [`log`] |
 
@@ -23,6 +25,7 @@ mod error;
 mod governed;
 mod group_commit;
 mod idempotency;
+pub mod layout;
 mod libpq;
 pub mod local_postgres;
 pub mod log;
@@ -33,6 +36,7 @@ mod returning;
 mod row;
 mod tls;
 mod transaction;
+pub mod upkeep;
 mod write;
 
 use std::collections::HashMap;
@@ -43,7 +47,7 @@ use deadpool_postgres::Pool;
 pub use connection::{DatabaseSettings, connect_once};
 pub use error::EvidenceError;
 pub use governed::{Execution, GovernedWrite};
-pub use idempotency::{Fingerprint, MAX_IDEMPOTENCY_KEY_BYTES};
+pub use idempotency::{Fingerprint, KeyLifetime, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use returning::MutationResult;
 
 use crate::decision::NormalizedRequest;
@@ -61,6 +65,8 @@ pub struct EvidenceStore {
     one_statement: HashMap<String, Arc<OneStatementWrite>>,
     /// Where one-statement writes share transactions, unless turned off.
     group_commit: Option<GroupCommit>,
+    /// How long a key is replayed: for ever, unless the layout is the partitioned one.
+    key_lifetime: KeyLifetime,
     default_mode: Mode,
     redactor: Redactor,
     /// What the log's sequencer reports, when this sidecar keeps the log.
@@ -79,6 +85,10 @@ impl EvidenceStore {
         let pool = connection::pool(settings)?;
         let client = pool.get().await.map_err(EvidenceError::from)?;
         migrate::check_schema(&client).await?;
+        let key_lifetime = match layout::detect(&client).await? {
+            layout::EvidenceLayout::Reference => KeyLifetime::Forever,
+            layout::EvidenceLayout::Partitioned => KeyLifetime::Expires(settings.upkeep.key_lifetime),
+        };
         let mut one_statement = HashMap::new();
         for mutation in registry.iter() {
             let mut returning = Vec::new();
@@ -118,6 +128,7 @@ impl EvidenceStore {
             registry: Arc::new(registry),
             one_statement,
             group_commit,
+            key_lifetime,
             default_mode,
             redactor,
             log: None,
@@ -130,6 +141,32 @@ impl EvidenceStore {
         let (state, watched) = tokio::sync::watch::channel(log::sequencer::LogState::default());
         tokio::spawn(log::sequencer::run(database.clone(), settings, state));
         self.log = Some(watched);
+    }
+
+    /// Runs the partitioned layout's upkeep now and then every
+    /// [`upkeep::UPKEEP_INTERVAL`] (nothing in the reference layout), each
+    /// pass on a connection of its own; a failed pass is logged and tried
+    /// again at the next.
+    pub fn keep_up(&self, database: &DatabaseSettings) {
+        if self.key_lifetime == KeyLifetime::Forever {
+            return;
+        }
+        let database = database.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(upkeep::UPKEEP_INTERVAL);
+            loop {
+                interval.tick().await;
+                let pass = async {
+                    let client = connect_once(&database.url, database.ca_file.as_deref()).await?;
+                    anyhow::Ok(upkeep::run_once(&client, &database.upkeep).await?)
+                };
+                match pass.await {
+                    Ok(Some(report)) => tracing::info!(?report, "upkeep done"),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(error = format!("{error:#}"), "upkeep failed; trying again later"),
+                }
+            }
+        });
     }
 
     /// The sequencer's latest report, when this sidecar keeps the log.

@@ -95,11 +95,12 @@ impl OneStatementWrite {
             )
         };
         let sql = format!(
-            "WITH governance_evidence AS ({} RETURNING id), \
+            "WITH governance_evidence AS ({} RETURNING id, workspace_id), \
              governance_mutation AS ({operator_sql}{}), \
              governance_result AS (\
-             INSERT INTO governance_mutation_results (evidence_id, rows_affected, returning_rows) \
-             SELECT (SELECT id FROM governance_evidence), count(*), {stored_rows} FROM governance_mutation) \
+             INSERT INTO governance_mutation_results (evidence_id, workspace_id, rows_affected, returning_rows) \
+             SELECT (SELECT id FROM governance_evidence), (SELECT workspace_id FROM governance_evidence), \
+             count(*), {stored_rows} FROM governance_mutation) \
              {answer}",
             row::insert_sql(param_types.len() + 1),
             if returns_rows { "" } else { " RETURNING 1" },

@@ -49,6 +49,9 @@ impl EvidenceStore {
                 Err(EvidenceError::Database(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
                     tracing::info!(attempt, sqlstate = ?e.code(), "retrying the transaction");
                 }
+                Err(EvidenceError::KeyExpired) if attempt < MAX_ATTEMPTS => {
+                    tracing::info!(attempt, "the idempotency key's lifetime had ended: writing as a new request");
+                }
                 Err(EvidenceError::Database(e)) if is_read_only(&e) => {
                     // Never write to a standby: its connections go, and new
                     // ones look for a writable server (target_session_attrs).
@@ -98,7 +101,7 @@ impl EvidenceStore {
                 Claim::Inserted(evidence_id) => {
                     Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
                 }
-                Claim::Taken => idempotency::replay(&client, write).await,
+                Claim::Taken => idempotency::replay(&client, write, self.key_lifetime).await,
             };
         };
 
@@ -130,7 +133,9 @@ impl EvidenceStore {
             );
             match (began, inserted, result) {
                 (Ok(()), Ok(Claim::Inserted(evidence_id)), Ok(result)) => Ok(Some((evidence_id, result))),
-                (Ok(()), Ok(Claim::Taken), Ok(_)) => Ok(None),
+                // The failed INSERT aborted the transaction: whatever the
+                // mutation reports, it is rolled back with it.
+                (Ok(()), Ok(Claim::Taken), _) => Ok(None),
                 (began, inserted, result) => Err([began.err(), inserted.err(), result.err()]
                     .into_iter()
                     .flatten()
@@ -143,7 +148,7 @@ impl EvidenceStore {
             Ok(None) => {
                 // The key is taken: undo what ran beside the insert, then replay.
                 let client = transaction.rollback().await?;
-                return idempotency::replay(&client, write).await;
+                return idempotency::replay(&client, write, self.key_lifetime).await;
             }
             Err(error) => {
                 if !matches!(&error, EvidenceError::Database(e) if e.is_closed()) {
@@ -157,12 +162,13 @@ impl EvidenceStore {
         let rows_affected = result.rows_affected as i64;
         let statement = client
             .prepare_typed_cached(
-                "INSERT INTO governance_mutation_results (evidence_id, rows_affected, returning_rows) \
-                 VALUES ($1, $2, $3::text::jsonb)",
+                "INSERT INTO governance_mutation_results (evidence_id, workspace_id, rows_affected, returning_rows) \
+                 VALUES ($1, $2, $3, $4::text::jsonb)",
                 &[],
             )
             .await?;
-        transaction.commit_with_execute(&statement, &[&evidence_id, &rows_affected, &returning]).await?;
+        let workspace_id = write.request.workspace_id.as_str();
+        transaction.commit_with_execute(&statement, &[&evidence_id, &workspace_id, &rows_affected, &returning]).await?;
         Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
     }
 
@@ -193,7 +199,7 @@ impl EvidenceStore {
             Some((evidence_id, result)) => {
                 Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
             }
-            None => idempotency::replay(&self.pool.get().await?, row.write).await,
+            None => idempotency::replay(&self.pool.get().await?, row.write, self.key_lifetime).await,
         }
     }
 

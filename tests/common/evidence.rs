@@ -8,8 +8,10 @@ use super::TestServer;
 use super::postgres::{connect, fresh_database};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
+use governance_sidecar::evidence::layout::EvidenceLayout;
 use governance_sidecar::evidence::log::sequencer::LogSettings;
 use governance_sidecar::evidence::redact::Redactor;
+use governance_sidecar::evidence::upkeep::Upkeep;
 use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::proto::{
@@ -167,6 +169,13 @@ pub async fn fixture() -> Fixture {
 
 /// The fixture, its sidecar keeping the verifiable log when given how.
 pub async fn fixture_keeping(log: Option<LogSettings>) -> Fixture {
+    fixture_in(EvidenceLayout::Reference, Upkeep::default(), log).await
+}
+
+/// The fixture with its evidence tables in `layout` (converted after the
+/// sidecar's role was granted its rights on the reference tables, as an
+/// existing deployment would be), its store with `upkeep`.
+pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogSettings>) -> Fixture {
     let url = fresh_database().await;
     let mut admin = connect(&url).await;
     migrate::migrate(&mut admin).await.unwrap();
@@ -188,8 +197,9 @@ pub async fn fixture_keeping(log: Option<LogSettings>) -> Fixture {
         .unwrap();
     // The sidecar runs as the least-privilege role the README recommends.
     let role = least_privilege_role(&admin).await;
+    migrate::migrate_to(&mut admin, Some(layout)).await.unwrap();
     let sidecar_url = url.replacen("postgres@", &format!("{role}@"), 1);
-    let mut store = store(&sidecar_url, REGISTRY).await;
+    let mut store = store_with(DatabaseSettings { upkeep, ..database(&sidecar_url) }, REGISTRY).await;
     if let Some(log) = log {
         store.keep_log(&database(&sidecar_url), log);
     }
@@ -228,6 +238,7 @@ pub fn database(url: &str) -> DatabaseSettings {
         statement_timeout: Duration::from_secs(5),
         ca_file: None,
         group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
+        upkeep: Default::default(),
     }
 }
 

@@ -140,7 +140,7 @@ async fn leaf(client: &impl GenericClient, key: &LeafKey) -> Result<(i64, u64), 
     let row = match key {
         LeafKey::EvidenceId(id) => client.query_opt(&format!("{LEAF} WHERE e.id = $1"), &[id]).await?,
         LeafKey::Idempotency { workspace_id, idempotency_key } => {
-            let sql = format!("{LEAF} WHERE e.workspace_id = $1 AND e.idempotency_key = $2");
+            let sql = format!("{LEAF} {}", super::idempotency::KEY_HOLDER);
             client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
         }
     };
