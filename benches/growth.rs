@@ -20,6 +20,8 @@
 //!
 //! With the partitioned layout, last: the same load again while `maintain
 //! --retention-months 11` drops the oldest month, with the longest call.
+//! With the reference layout and `BENCH_CONVERT` set, last: how long
+//! `migrate --layout partitioned` takes to convert it.
 //!
 //! `cargo bench --bench growth`; it needs ~25 GB of free disk for 10 M rows.
 
@@ -75,6 +77,10 @@ fn main() {
         if rows > filled {
             let started = Instant::now();
             runtime.block_on(fill(&url, filled, rows - filled));
+            if layout == "partitioned" {
+                // The steady state keeps one key lifetime of claims; COPY claimed every row's key.
+                maintain(&url, &[]);
+            }
             psql(&url, "VACUUM ANALYZE");
             eprintln!("filled to {rows} rows in {:.0} s", started.elapsed().as_secs_f64());
             filled = rows;
@@ -113,6 +119,19 @@ fn main() {
             quiet.max_ms, dropping.max_ms, quiet.p99_ms, dropping.p99_ms, quiet.rate, dropping.rate, dropping.drop_s
         ));
     }
+    if layout == "reference" && std::env::var_os("BENCH_CONVERT").is_some() {
+        let started = Instant::now();
+        let status = Command::new(SIDECAR)
+            .args(["migrate", "--database-url", &url, "--layout", "partitioned"])
+            .env("RUST_LOG", "warn")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        report.push(format!(
+            "\n`migrate --layout partitioned` of {filled} rows (and the load's): {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
     println!("\n{}", report.join("\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -129,6 +148,17 @@ fn database(admin_url: &str, layout: &str) -> String {
     assert!(status.success());
     psql(&url, &std::fs::read_to_string(format!("{ROOT}/deploy/examples/invoice/schema.sql")).unwrap());
     url
+}
+
+/// One pass of `governance-sidecar maintain` with `flags`.
+fn maintain(url: &str, flags: &[&str]) {
+    let status = Command::new(SIDECAR)
+        .args(["maintain", "--database-url", url])
+        .args(flags)
+        .env("RUST_LOG", "info")
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
@@ -351,12 +381,7 @@ fn measure_writes(
         std::thread::spawn(move || {
             std::thread::sleep(seconds() / 3);
             let started = Instant::now();
-            let status = Command::new(SIDECAR)
-                .args(["maintain", "--database-url", &url, "--retention-months", "11"])
-                .env("RUST_LOG", "info")
-                .status()
-                .unwrap();
-            assert!(status.success());
+            maintain(&url, &["--retention-months", "11"]);
             started.elapsed()
         })
     });

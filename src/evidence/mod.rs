@@ -47,13 +47,14 @@ use deadpool_postgres::Pool;
 pub use connection::{DatabaseSettings, connect_once};
 pub use error::EvidenceError;
 pub use governed::{Execution, GovernedWrite};
-pub use idempotency::{Fingerprint, KeyLifetime, MAX_IDEMPOTENCY_KEY_BYTES};
+pub use idempotency::{Fingerprint, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use returning::MutationResult;
 
 use crate::decision::NormalizedRequest;
 use crate::mutations::{Mutation, Registry};
 use crate::vocabulary::Mode;
 use group_commit::GroupCommit;
+use idempotency::KeyLifetime;
 use one_statement::OneStatementWrite;
 use redact::Redactor;
 
