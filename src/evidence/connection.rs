@@ -39,15 +39,22 @@ pub struct DatabaseSettings {
 
 /// The pool of the evidence store. Connections are opened on demand; each
 /// session carries the statement timeout, so it costs no round trip per
-/// transaction. The most recently returned connection is handed out first
+/// transaction, and no parallel query: every statement the sidecar sends
+/// reads or writes a few rows, and on the partitioned layout PostgreSQL would
+/// otherwise start workers for a lookup across months (10 ms of a 14 ms
+/// GetEvidence by ctx_id at 1 M rows, in the growth bench). The most recently returned connection is handed out first
 /// (LIFO): a few callers keep a few backends busy and warm instead of
 /// rotating through the whole pool, which cost PostgreSQL up to a third
 /// more CPU per write on a pool of 32 in our runs (`docs/performance.md`).
 pub(super) fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let mut target = libpq::resolve(&settings.url, settings.ca_file.as_deref(), &ProcessEnvironment)?;
+    let session = format!(
+        "-c statement_timeout={} -c max_parallel_workers_per_gather=0",
+        settings.statement_timeout.as_millis()
+    );
     let options = match target.config.get_options() {
-        Some(options) => format!("{options} -c statement_timeout={}", settings.statement_timeout.as_millis()),
-        None => format!("-c statement_timeout={}", settings.statement_timeout.as_millis()),
+        Some(options) => format!("{options} {session}"),
+        None => session,
     };
     target.config.options(options);
     let connector = Connector::new(&target)?;
