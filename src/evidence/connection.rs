@@ -48,10 +48,8 @@ pub struct DatabaseSettings {
 /// more CPU per write on a pool of 32 in our runs (`docs/performance.md`).
 pub(super) fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let mut target = libpq::resolve(&settings.url, settings.ca_file.as_deref(), &ProcessEnvironment)?;
-    let session = format!(
-        "-c statement_timeout={} -c max_parallel_workers_per_gather=0",
-        settings.statement_timeout.as_millis()
-    );
+    let session =
+        format!("-c statement_timeout={} -c max_parallel_workers_per_gather=0", settings.statement_timeout.as_millis());
     let options = match target.config.get_options() {
         Some(options) => format!("{options} {session}"),
         None => session,
