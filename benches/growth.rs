@@ -20,7 +20,8 @@
 //!    raw size (its columns as JSON text).
 //!
 //! With the partitioned layout, last: the same load again while `maintain
-//! --retention-months 11` drops the oldest month, with the longest call.
+//! --retention-months 11` drops the oldest month, with the longest call
+//! (`BENCH_DROPS` months, one at a time, each under its own load).
 //! With the reference layout and `BENCH_CONVERT` set, last: how long
 //! `migrate --layout partitioned` takes to convert it.
 //!
@@ -90,7 +91,7 @@ fn main() {
             filled = rows;
         }
         eprintln!("measuring at {rows} rows");
-        let write = measure_writes(&runtime, &url, &dir, &format!("stage{stage}"), false);
+        let write = measure_writes(&runtime, &url, &dir, &format!("stage{stage}"), None);
         // The load's own rows counted too: reads are measured on fresh statistics, as autovacuum keeps them.
         psql(&url, "ANALYZE");
         let reads = runtime.block_on(measure_reads(&url, write.port));
@@ -115,13 +116,24 @@ fn main() {
         report.push(format!("<!-- sizes at {rows} rows: {} -->", sizes.replace('\n', "; ")));
     }
     if layout == "partitioned" {
-        let quiet = measure_writes(&runtime, &url, &dir, "quiet", false);
-        let dropping = measure_writes(&runtime, &url, &dir, "dropping", true);
-        report.push(format!(
-            "\nlongest call, 8 callers: {:.1} ms without a drop, {:.1} ms while the oldest month was dropped \
-             (p99 {:.1} / {:.1} ms; {:.0} / {:.0} calls/s; the drop took {:.2} s)",
-            quiet.max_ms, dropping.max_ms, quiet.p99_ms, dropping.p99_ms, quiet.rate, dropping.rate, dropping.drop_s
-        ));
+        // `BENCH_DROPS` (default 1) months are dropped, oldest first, each under its own load.
+        let drops: u32 = std::env::var("BENCH_DROPS").map_or(1, |n| n.parse().unwrap());
+        let quiet = measure_writes(&runtime, &url, &dir, "quiet", None);
+        for drop in 0..drops {
+            let dropping =
+                measure_writes(&runtime, &url, &dir, &format!("dropping{drop}"), Some(MONTHS as u32 - 1 - drop));
+            report.push(format!(
+                "\nlongest call, 8 callers: {:.1} ms without a drop, {:.1} ms while the oldest month was dropped \
+                 (p99 {:.1} / {:.1} ms; {:.0} / {:.0} calls/s; the drop took {:.2} s)",
+                quiet.max_ms,
+                dropping.max_ms,
+                quiet.p99_ms,
+                dropping.p99_ms,
+                quiet.rate,
+                dropping.rate,
+                dropping.drop_s
+            ));
+        }
     }
     if layout == "reference" && std::env::var_os("BENCH_CONVERT").is_some() {
         let started = Instant::now();
@@ -365,14 +377,14 @@ struct Writes {
 /// ExecuteWithEvidence at 8 callers, after one untimed load that opens the
 /// pool and prepares the statements: `BENCH_REPEAT` loads (default 3), each
 /// right after a checkpoint; the median rate and p99, the longest call, and
-/// the mean cost per call. With `drop_month`, one load, during which
-/// `maintain` drops the oldest month a third of the way in.
+/// the mean cost per call. With `drop_older_than` months, one load, a third
+/// of the way into which `maintain` drops the months older than that.
 fn measure_writes(
     runtime: &tokio::runtime::Runtime,
     url: &str,
     dir: &std::path::Path,
     label: &str,
-    drop_month: bool,
+    drop_older_than: Option<u32>,
 ) -> Writes {
     let mutations = format!("{ROOT}/deploy/examples/invoice/mutations.toml");
     let port = free_port();
@@ -380,7 +392,8 @@ fn measure_writes(
     let text = Arc::new(request_text("approved"));
     let warm = runtime.block_on(load(port, 8, 8, invoice_call(text.clone(), format!("growth-{label}-warm")), || {}));
     assert_eq!(warm.failed, 0, "calls failed");
-    let repeats = if drop_month { 1 } else { std::env::var("BENCH_REPEAT").map_or(3, |n| n.parse().unwrap()) };
+    let repeats =
+        if drop_older_than.is_some() { 1 } else { std::env::var("BENCH_REPEAT").map_or(3, |n| n.parse().unwrap()) };
     let counters = || -> [f64; 3] {
         let output = Command::new(pg_bin("psql"))
             .args([url, "-qtAX", "-F", " ", "-c"])
@@ -394,12 +407,12 @@ fn measure_writes(
     let (mut rates, mut p99s, mut max_ms, mut ok) = (Vec::new(), Vec::new(), 0.0_f64, 0);
     let (mut postgres, mut totals, mut drop_s) = (Duration::ZERO, [0.0; 3], 0.0);
     for repeat in 0..repeats {
-        let dropper = drop_month.then(|| {
+        let dropper = drop_older_than.map(|months| {
             let url = url.to_owned();
             std::thread::spawn(move || {
                 std::thread::sleep(seconds() / 3);
                 let started = Instant::now();
-                maintain(&url, &["--retention-months", "11"]);
+                maintain(&url, &["--retention-months", &months.to_string()]);
                 started.elapsed()
             })
         });
