@@ -205,14 +205,6 @@ async fn retention_drops_whole_months_past_it_while_writes_go_on() {
     assert_eq!(f.count(written).await, acknowledged.len() as i64, "every acknowledged write is stored");
 }
 
-fn key_pair(name: &str) -> (std::path::PathBuf, String) {
-    let (signer, verifier) =
-        governance_sidecar::evidence::log::checkpoint::generate_key("test.example/evidence").unwrap();
-    let path = common::scratch(name).join("log-signing-key");
-    std::fs::write(&path, &signer).unwrap();
-    (path, verifier)
-}
-
 async fn sequenced(f: &Fixture) -> i64 {
     let all = f.count("SELECT count(*) FROM governance_events").await;
     let started = std::time::Instant::now();
@@ -228,7 +220,7 @@ async fn sequenced(f: &Fixture) -> i64 {
 
 #[tokio::test]
 async fn retention_keeps_a_month_the_log_has_not_sequenced_and_verify_passes_after_a_drop() {
-    let (key_file, verifier_key) = key_pair("partitioned-log");
+    let (key_file, verifier_key) = common::log_key_pair("partitioned-log");
     let signer = std::sync::Arc::new(LogSigner::load(&key_file).unwrap());
     let log = LogSettings { signer, interval: Duration::from_millis(50) };
     let f = fixture_in(EvidenceLayout::Partitioned, Upkeep::default(), Some(log)).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::dev::BINARY;
 use common::evidence::{Fixture, call, fixture, fixture_keeping, invoice_request};
-use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier, generate_key};
+use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier};
 use governance_sidecar::evidence::log::entry;
 use governance_sidecar::evidence::log::sequencer::LogSettings;
 use governance_sidecar::proto::{
@@ -21,13 +21,7 @@ use governance_sidecar::proto::{
 use tlog_tiles::Hash;
 use tonic::Code;
 
-/// A key pair in this test's scratch directory: (signer key file, verifier key).
-fn key_pair(name: &str) -> (PathBuf, String) {
-    let (signer, verifier) = generate_key("test.example/evidence").unwrap();
-    let path = common::scratch(name).join("log-signing-key");
-    std::fs::write(&path, &signer).unwrap();
-    (path, verifier)
-}
+use common::log_key_pair as key_pair;
 
 /// The evidence fixture with its sidecar keeping the log (a 50 ms interval).
 async fn logged(name: &str) -> (Fixture, String) {

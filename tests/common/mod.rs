@@ -85,3 +85,12 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     DIRS.lock().expect("scratch list").push(dir.clone());
     dir
 }
+
+/// A verifiable-log key pair in this test's scratch directory: (signer key file, verifier key).
+pub fn log_key_pair(name: &str) -> (std::path::PathBuf, String) {
+    let (signer, verifier) =
+        governance_sidecar::evidence::log::checkpoint::generate_key("test.example/evidence").unwrap();
+    let path = scratch(name).join("log-signing-key");
+    std::fs::write(&path, &signer).unwrap();
+    (path, verifier)
+}
