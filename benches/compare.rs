@@ -6,7 +6,9 @@
 //! `BENCH_SECONDS` sets each load's length (default 10); `BENCH_SIDECAR_ARGS`
 //! adds flags to the sidecar under test; `BENCH_MUTATIONS` replaces the
 //! invoice registry (e.g. `benches/invoice-two-round-trips.toml`); `BENCH_ONLY` (e.g. `engine,evaluate`)
-//! runs some of the three parts (`engine`, `evaluate`, `execute`) while tuning one.
+//! runs some of the three parts (`engine`, `evaluate`, `execute`) while tuning one;
+//! `BENCH_CALLERS` (e.g. `8`) and `BENCH_PLACEMENTS` (`unpinned`, `pinned`) narrow
+//! the ExecuteWithEvidence loads, e.g. to profile one of them.
 //!
 //! - engine: validate + evaluate + hash in-process, next to Kernite's
 //!   `execute_request` on the same requests (`benches/kernite_reference.py`),
@@ -50,7 +52,12 @@ use harness::*;
 
 /// Whether this run measures `part` (all parts unless `BENCH_ONLY` names some).
 fn measures(part: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == part))
+    chosen("BENCH_ONLY", part)
+}
+
+/// Whether `value` is among the comma-separated `variable` (all when unset).
+fn chosen(variable: &str, value: &str) -> bool {
+    std::env::var(variable).map_or(true, |list| list.split(',').any(|v| v.trim() == value))
 }
 
 // ---------------------------------------------------------------- engine
@@ -422,8 +429,11 @@ fn main() {
         // Unpinned (all processes share both cores), then pinned (PostgreSQL
         // on CPU 0, the sidecar, the load generator and pgbench on CPU 1).
         for pinned in [false, true] {
-            place(&dir, pinned);
             let placement = if pinned { "pinned" } else { "unpinned" };
+            if !chosen("BENCH_PLACEMENTS", placement) {
+                continue;
+            }
+            place(&dir, pinned);
             let ewe_port = free_port();
             let sidecar = Arc::new(spawn_sidecar(
                 ewe_port,
@@ -431,7 +441,7 @@ fn main() {
             ));
             // The sidecar's own connections are forked backends: pin them too.
             place(&dir, pinned);
-            for callers in [1usize, 8, 32] {
+            for callers in [1usize, 8, 32].into_iter().filter(|n| chosen("BENCH_CALLERS", &n.to_string())) {
                 let peak = Arc::new(AtomicU64::new(0));
                 let sampler = {
                     let (sidecar, peak) = (sidecar.clone(), peak.clone());

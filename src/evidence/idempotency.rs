@@ -49,7 +49,7 @@ use super::EvidenceError;
 use super::governed::{Execution, GovernedWrite};
 use super::returning::stored_result;
 use super::row::{self, EvidenceRow};
-use crate::decision::json::{Layout, write_value};
+use crate::decision::json::{Layout, write_object, write_value};
 use crate::decision::{Map, NormalizedRequest, Value};
 use crate::vocabulary::Outcome;
 
@@ -75,12 +75,12 @@ impl Fingerprint {
     /// Taken from the body as the caller sent it, before validation
     /// normalises it: two bodies Kernite reads alike are still two requests.
     pub fn of(body: &Value, mutation: &str, caller_params: &Map) -> Fingerprint {
-        let mut canonical = String::new();
+        let mut canonical = String::with_capacity(2048);
         write_value(&mut canonical, body, Layout::Canonical);
         canonical.push('\n');
         canonical.push_str(mutation);
         canonical.push('\n');
-        write_value(&mut canonical, &Value::Object(caller_params.clone()), Layout::Canonical);
+        write_object(&mut canonical, caller_params, Layout::Canonical);
         Fingerprint(format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes()))))
     }
 

@@ -5,7 +5,8 @@
 //!
 //! jsonb normalises: object keys sorted shorter first, then bytewise; `", "`
 //! and `": "` between items; strings escaped as `escape_json` does (only `"`,
-//! `\`, and characters below U+0020, as `\b \f \n \r \t` or `\u00xx`);
+//! `\`, and characters below U+0020, as `\b \f \n \r \t` or `\u00xx`: the
+//! escapes of Kernite's JSON, so [`write_string`] serves both);
 //! numbers parsed as `numeric` and printed in plain notation with the scale
 //! their text had (`1.50` stays `1.50`, `1e+16` becomes `10000000000000000`,
 //! `1.5e-07` becomes `0.00000015`). `verify` never trusts this: it hashes the
@@ -14,6 +15,7 @@
 use std::fmt::Write as _;
 
 use crate::decision::Value;
+use crate::decision::json::write_string;
 use crate::decision::python::float_repr;
 
 /// The text `value::jsonb::text` prints, for a value that jsonb accepts
@@ -35,7 +37,7 @@ fn write(out: &mut String, value: &Value) {
             let _ = write!(out, "{n}");
         }
         Value::Float(f) => numeric(out, &float_repr(*f)),
-        Value::Str(s) => string(out, s),
+        Value::Str(s) => write_string(out, s),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -47,41 +49,33 @@ fn write(out: &mut String, value: &Value) {
             out.push(']');
         }
         Value::Object(map) => {
-            let mut entries: Vec<(&str, &Value)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            entries.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+            // Small objects (nearly all) are sorted on the stack.
+            const ON_STACK: usize = 16;
+            static NULL: Value = Value::Null;
+            let mut on_stack = [("", &NULL); ON_STACK];
+            let mut on_heap = Vec::new();
+            let entries = if map.len() <= ON_STACK {
+                for (slot, (key, item)) in on_stack.iter_mut().zip(map.iter()) {
+                    *slot = (key.as_str(), item);
+                }
+                &mut on_stack[..map.len()]
+            } else {
+                on_heap.extend(map.iter().map(|(key, item)| (key.as_str(), item)));
+                &mut on_heap[..]
+            };
+            entries.sort_unstable_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
             out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
+            for (i, &(key, item)) in entries.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                string(out, key);
+                write_string(out, key);
                 out.push_str(": ");
                 write(out, item);
             }
             out.push('}');
         }
     }
-}
-
-/// `escape_json`.
-fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// `numeric_out(numeric_in(text))` for a JSON number's text: plain notation,
