@@ -369,28 +369,57 @@ pub fn write_object(out: &mut String, map: &Map, layout: Layout) {
         }
         Layout::Canonical => {
             // Rust orders strings by UTF-8 bytes, which is code-point
-            // order: the order Python's sort_keys gives. Small objects (nearly
-            // all) are sorted on the stack.
-            const ON_STACK: usize = 16;
-            static NULL: Value = Value::Null;
-            let mut on_stack = [("", &NULL); ON_STACK];
-            let mut on_heap = Vec::new();
-            let entries = if map.len() <= ON_STACK {
-                for (slot, (key, item)) in on_stack.iter_mut().zip(map.iter()) {
-                    *slot = (key.as_str(), item);
-                }
-                &mut on_stack[..map.len()]
-            } else {
-                on_heap.extend(map.iter().map(|(key, item)| (key.as_str(), item)));
-                &mut on_heap[..]
-            };
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (i, &(key, item)) in entries.iter().enumerate() {
+            // order: the order Python's sort_keys gives.
+            let entries = sorted_entries(map, |a, b| a.cmp(b));
+            for (i, &(key, item)) in entries.as_slice().iter().enumerate() {
                 write_entry(i, key, item);
             }
         }
     }
     out.push('}');
+}
+
+/// A map's entries sorted by key with `order`; small objects (nearly all)
+/// are sorted on the stack, without allocating.
+pub fn sorted_entries(map: &Map, order: impl Fn(&str, &str) -> std::cmp::Ordering) -> SortedEntries<'_> {
+    let mut entries = if map.len() <= ON_STACK {
+        let mut on_stack = [("", &NULL); ON_STACK];
+        for (slot, (key, item)) in on_stack.iter_mut().zip(map.iter()) {
+            *slot = (key.as_str(), item);
+        }
+        SortedEntries::OnStack(on_stack, map.len())
+    } else {
+        SortedEntries::OnHeap(map.iter().map(|(key, item)| (key.as_str(), item)).collect())
+    };
+    entries.as_mut_slice().sort_unstable_by(|a, b| order(a.0, b.0));
+    entries
+}
+
+/// Objects of up to this many keys are sorted on the stack.
+const ON_STACK: usize = 16;
+static NULL: Value = Value::Null;
+
+/// What [`sorted_entries`] returns: key and value pairs, in order.
+#[allow(clippy::large_enum_variant, reason = "the array is the point: no allocation for small objects")]
+pub enum SortedEntries<'m> {
+    OnStack([(&'m str, &'m Value); ON_STACK], usize),
+    OnHeap(Vec<(&'m str, &'m Value)>),
+}
+
+impl<'m> SortedEntries<'m> {
+    pub fn as_slice(&self) -> &[(&'m str, &'m Value)] {
+        match self {
+            SortedEntries::OnStack(entries, len) => &entries[..*len],
+            SortedEntries::OnHeap(entries) => entries,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(&'m str, &'m Value)] {
+        match self {
+            SortedEntries::OnStack(entries, len) => &mut entries[..*len],
+            SortedEntries::OnHeap(entries) => entries,
+        }
+    }
 }
 
 /// A string, or `null`.

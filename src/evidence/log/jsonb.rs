@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 
 use crate::decision::Value;
-use crate::decision::json::write_string;
+use crate::decision::json::{sorted_entries, write_string};
 use crate::decision::python::float_repr;
 
 /// The text `value::jsonb::text` prints, for a value that jsonb accepts
@@ -49,23 +49,9 @@ fn write(out: &mut String, value: &Value) {
             out.push(']');
         }
         Value::Object(map) => {
-            // Small objects (nearly all) are sorted on the stack.
-            const ON_STACK: usize = 16;
-            static NULL: Value = Value::Null;
-            let mut on_stack = [("", &NULL); ON_STACK];
-            let mut on_heap = Vec::new();
-            let entries = if map.len() <= ON_STACK {
-                for (slot, (key, item)) in on_stack.iter_mut().zip(map.iter()) {
-                    *slot = (key.as_str(), item);
-                }
-                &mut on_stack[..map.len()]
-            } else {
-                on_heap.extend(map.iter().map(|(key, item)| (key.as_str(), item)));
-                &mut on_heap[..]
-            };
-            entries.sort_unstable_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+            let entries = sorted_entries(map, |a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
             out.push('{');
-            for (i, &(key, item)) in entries.iter().enumerate() {
+            for (i, &(key, item)) in entries.as_slice().iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
