@@ -395,5 +395,6 @@ pub fn evaluate(
         trace_hash,
         previous_trace_hash: context.previous_trace_hash.clone(),
         idempotency_key: request.idempotency_key.clone(),
+        rendered: Default::default(),
     })
 }

@@ -3,6 +3,8 @@
 //! Each `to_value` writes keys in the order Kernite builds its dicts, so that
 //! the response JSON is the same text `kernite serve` writes.
 
+use std::sync::OnceLock;
+
 use super::json::{Layout, write_object, write_optional_string, write_sorted_strings, write_string, write_value};
 use super::validate::Effect;
 use super::value::{Map, Text, Value};
@@ -181,6 +183,10 @@ pub struct DecisionRecord {
     pub trace_hash: String,
     pub previous_trace_hash: Option<Text>,
     pub idempotency_key: Option<Text>,
+    /// The response body's text, rendered on first use: an
+    /// ExecuteWithEvidence answer and its evidence row's stored copy (when
+    /// redaction masks nothing) are the same text, written once.
+    pub(super) rendered: OnceLock<String>,
 }
 
 impl DecisionRecord {
@@ -343,10 +349,17 @@ impl DecisionRecord {
         body.close();
     }
 
+    /// The response body as `kernite serve` writes it, rendered once.
+    pub fn response_text(&self) -> &str {
+        self.rendered.get_or_init(|| {
+            let mut out = String::with_capacity(2048);
+            self.write_response(&mut out);
+            out
+        })
+    }
+
     pub fn response_json(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        self.write_response(&mut out);
-        out
+        self.response_text().to_owned()
     }
 }
 

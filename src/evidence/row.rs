@@ -56,14 +56,20 @@ impl<'w> EvidenceRow<'w> {
             }
         };
         let mut redacted = redactor.redact_response(response);
-        jsonb_safe(&mut redacted.value);
+        let respelled = jsonb_safe(&mut redacted.value);
+        // Nothing masked or respelled: the stored copy is Kernite's own text,
+        // which the answer renders too (the record keeps it).
+        let response_json = match write.decision {
+            Some(record) if redacted.masked.is_empty() && !respelled => record.response_text().to_owned(),
+            _ => json::to_string(&redacted.value, Layout::Response),
+        };
         EvidenceRow {
             write,
             decision: write.decision.map(|record| record.decision).into(),
             reason_codes: json::to_string(&reason_codes, Layout::Canonical),
             ctx_id,
             trace_hash,
-            response_json: json::to_string(&redacted.value, Layout::Response),
+            response_json,
             response_digest: Sha256::digest(super::log::jsonb::text(&redacted.value)).into(),
             redacted_paths: json::to_string(
                 &Value::Array(redacted.masked.into_iter().map(Value::str).collect()),
@@ -166,7 +172,8 @@ pub(super) fn owned<T: ToOwnedParam>(value: &T) -> OwnedParam {
 /// jsonb has no NaN or Infinity, which Kernite's Python JSON (and a float8
 /// column) can hold: the stored copy spells them as strings, `"NaN"`,
 /// `"Infinity"`, `"-Infinity"`. The caller's answer keeps Kernite's tokens.
-pub(super) fn jsonb_safe(value: &mut Value) {
+/// Whether anything was respelled.
+pub(super) fn jsonb_safe(value: &mut Value) -> bool {
     match value {
         Value::Float(f) if !f.is_finite() => {
             let token = if f.is_nan() {
@@ -177,9 +184,11 @@ pub(super) fn jsonb_safe(value: &mut Value) {
                 "-Infinity"
             };
             *value = Value::str(token);
+            true
         }
-        Value::Array(items) => items.iter_mut().for_each(jsonb_safe),
-        Value::Object(map) => map.values_mut().for_each(jsonb_safe),
-        _ => {}
+        // Every item is visited: `|` does not stop at the first.
+        Value::Array(items) => items.iter_mut().fold(false, |respelled, item| jsonb_safe(item) | respelled),
+        Value::Object(map) => map.values_mut().fold(false, |respelled, item| jsonb_safe(item) | respelled),
+        _ => false,
     }
 }
