@@ -232,6 +232,13 @@ enum Json {
 /// pgbench running the reference transaction: one evidence row with the
 /// same ~2 KiB response JSON and one invoice, `BEGIN … END`, prepared.
 /// Returns the transactions per second and how many were committed.
+/// Every load starts just after a checkpoint. Otherwise a checkpoint that
+/// WAL volume triggers lands in whichever load runs then, and the full-page
+/// writes that follow it weigh on that load alone.
+fn checkpoint(url: &str) {
+    psql(url, "CHECKPOINT");
+}
+
 fn pgbench(url: &str, clients: usize, response_json: &str, json: Json, dir: &Path) -> (f64, u64) {
     let script = dir.join("reference.sql");
     let response = match json {
@@ -449,6 +456,7 @@ fn main() {
                         peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
                     }
                 };
+                checkpoint(&url);
                 let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
                 // Keys unique to this load: a key of an earlier load would replay.
                 let call = invoice_call(approved.clone(), format!("bench-{placement}-{callers}"));
@@ -465,6 +473,7 @@ fn main() {
                 }
                 let mut references = Vec::new();
                 for json in [Json::Bound, Json::Constant] {
+                    checkpoint(&url);
                     let before = (children_cpu(), postgres_cpu(&dir));
                     let (tps, transactions) = pgbench(&url, callers, &response_json, json, &dir);
                     // Let the postmaster reap pgbench's backends, whose CPU it then holds.
@@ -503,6 +512,7 @@ fn main() {
                     target,
                 ]);
                 if callers == 8 {
+                    checkpoint(&url);
                     let before = (children_cpu(), postgres_cpu(&dir));
                     if let Some((rate, calls, p99_ms)) = python_recipe(&url, 8) {
                         std::thread::sleep(Duration::from_millis(300));
