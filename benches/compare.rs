@@ -229,9 +229,6 @@ enum Json {
     Bound,
 }
 
-/// pgbench running the reference transaction: one evidence row with the
-/// same ~2 KiB response JSON and one invoice, `BEGIN … END`, prepared.
-/// Returns the transactions per second and how many were committed.
 /// Every load starts just after a checkpoint. Otherwise a checkpoint that
 /// WAL volume triggers lands in whichever load runs then, and the full-page
 /// writes that follow it weigh on that load alone.
@@ -239,6 +236,9 @@ fn checkpoint(url: &str) {
     psql(url, "CHECKPOINT");
 }
 
+/// pgbench running the reference transaction: one evidence row with the
+/// same ~2 KiB response JSON and one invoice, `BEGIN … END`, prepared.
+/// Returns the transactions per second and how many were committed.
 fn pgbench(url: &str, clients: usize, response_json: &str, json: Json, dir: &Path) -> (f64, u64) {
     let script = dir.join("reference.sql");
     let response = match json {

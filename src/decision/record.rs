@@ -185,7 +185,8 @@ pub struct DecisionRecord {
     pub idempotency_key: Option<Text>,
     /// The response body's text, rendered on first use: an
     /// ExecuteWithEvidence answer and its evidence row's stored copy (when
-    /// redaction masks nothing) are the same text, written once.
+    /// redaction masks nothing) are the same text, written once. A record is
+    /// never changed once decided, so the text cannot go stale.
     pub(super) rendered: OnceLock<String>,
 }
 
