@@ -413,7 +413,7 @@ fn main() {
                 floor_load.p(0.99)
             ),
             format!("{:.2}×", evaluate_load.rate() / floor_load.rate()),
-            "≥ 0.7×".into(),
+            "≥ 0.8×".into(),
         ]);
     }
 
