@@ -130,7 +130,8 @@ fn reason(reason: &Reason) -> proto::Reason {
     }
 }
 
-pub(super) fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateResponse {
+/// The typed answer; it takes the record, whose rendered text it moves into `response_json`.
+pub(super) fn evaluate_response(record: DecisionRecord) -> proto::EvaluateResponse {
     proto::EvaluateResponse {
         decision: match record.decision {
             Decision::Approved => proto::Decision::Approved,
@@ -151,7 +152,7 @@ pub(super) fn evaluate_response(record: &DecisionRecord) -> proto::EvaluateRespo
         idempotency_key: record.idempotency_key.as_ref().map(Text::to_string),
         previous_trace_hash: record.previous_trace_hash.as_ref().map(Text::to_string),
         combining_algorithm: record.combining_algorithm.to_string(),
-        response_json: record.response_json(),
+        response_json: record.into_response_json(),
     }
 }
 

@@ -19,7 +19,7 @@ impl GovernanceApi {
         let body = convert::request_body(request.body)?;
         let record = self.decide_body(body, request.idempotency_key.as_deref(), call)?;
         call.deadline().check()?;
-        Ok(convert::evaluate_response(&record))
+        Ok(convert::evaluate_response(record))
     }
 
     /// `POST /v1/execute`: Kernite's response body.
@@ -29,7 +29,7 @@ impl GovernanceApi {
         idempotency_key: Option<&str>,
         call: &Call,
     ) -> Result<String, ApiError> {
-        Ok(self.decide_body(body, idempotency_key, call)?.response_json())
+        Ok(self.decide_body(body, idempotency_key, call)?.into_response_json())
     }
 
     /// `POST /v1/validate/execute`: Kernite's validation body, `valid` true or false.

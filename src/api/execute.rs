@@ -49,7 +49,7 @@ impl GovernanceApi {
         };
         let write =
             WriteCall { body, idempotency_key: request.idempotency_key, mutation: mutation.name, caller_params };
-        Ok(self.govern(write, call).await?.to_proto())
+        Ok(self.govern(write, call).await?.into_proto())
     }
 
     /// `POST /v1/execute-with-evidence`: `{"request": {Kernite's body},
@@ -131,10 +131,10 @@ fn count(result: &Result<Execution, EvidenceError>) {
 }
 
 impl Governed {
-    fn to_proto(&self) -> ExecuteWithEvidenceResponse {
+    fn into_proto(self) -> ExecuteWithEvidenceResponse {
         let execution = &self.execution;
         ExecuteWithEvidenceResponse {
-            decision: self.record.as_ref().map(convert::evaluate_response),
+            decision: self.record.map(convert::evaluate_response),
             evidence_id: execution.evidence_id,
             mutation_applied: execution.mutation_applied,
             mutation_result: execution.result.as_ref().map(convert::mutation_result),

@@ -352,15 +352,26 @@ impl DecisionRecord {
 
     /// The response body as `kernite serve` writes it, rendered once.
     pub fn response_text(&self) -> &str {
-        self.rendered.get_or_init(|| {
-            let mut out = String::with_capacity(2048);
-            self.write_response(&mut out);
-            out
-        })
+        self.rendered.get_or_init(|| self.render())
     }
 
     pub fn response_json(&self) -> String {
         self.response_text().to_owned()
+    }
+
+    /// The response body, moved out of the record that answers with it:
+    /// rendered now, or the text already rendered, without a copy.
+    pub fn into_response_json(mut self) -> String {
+        match self.rendered.take() {
+            Some(text) => text,
+            None => self.render(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        self.write_response(&mut out);
+        out
     }
 }
 
