@@ -277,6 +277,9 @@ async fn verify_log(
     for discrepancy in &report.discrepancies {
         println!("{discrepancy}");
     }
+    for record in &report.retention {
+        eprintln!("{record}");
+    }
     eprintln!(
         "{} leaves ({} removed by retention, checked by their stored hashes), {} checkpoints, {} rows awaiting \
          sequencing: {} in {:.1} s",

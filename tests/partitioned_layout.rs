@@ -1,7 +1,8 @@
 //! The partitioned layout (`migrate --layout partitioned`): the governed
 //! write, replays and the audit reads as in the reference layout; the
 //! conversion keeps every row; idempotency keys live as long as configured;
-//! retention drops whole months, never one the verifiable log still needs.
+//! retention drops whole months while writes go on (with the verifiable log:
+//! `retention.rs`).
 
 mod common;
 
@@ -9,37 +10,17 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::evidence::{BOTH_PATHS, Fixture, REGISTRY, call, fixture_in, invoice_request};
+use common::months::{month, partitions, write_months_ago};
 use common::postgres::connect;
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
 use governance_sidecar::evidence::layout::{self, EvidenceLayout};
-use governance_sidecar::evidence::log::checkpoint::LogSigner;
-use governance_sidecar::evidence::log::sequencer::LogSettings;
 use governance_sidecar::evidence::migrate;
 use governance_sidecar::evidence::upkeep::{self, Upkeep};
 use governance_sidecar::proto::{GetEvidenceRequest, IdempotencyRef, ListEvidenceRequest, get_evidence_request};
 
 async fn partitioned(upkeep: Upkeep) -> Fixture {
     fixture_in(EvidenceLayout::Partitioned, upkeep, None).await
-}
-
-/// The partitions of a table, by name.
-async fn partitions(f: &Fixture, table: &str) -> Vec<String> {
-    let rows =
-        f.db.query(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = $1::text::regclass ORDER BY 1",
-            &[&table],
-        )
-        .await
-        .unwrap();
-    rows.iter().map(|r| r.get(0)).collect()
-}
-
-/// The name of the month `months` from now (negative: ago), as partitions are named.
-async fn month(f: &Fixture, table: &str, months: i32) -> String {
-    let sql = "SELECT $1 || to_char((now() AT TIME ZONE 'UTC') + make_interval(months => $2), '\"_p\"YYYYMM')";
-    f.db.query_one(sql, &[&table, &months]).await.unwrap().get(0)
 }
 
 #[tokio::test]
@@ -155,25 +136,6 @@ async fn a_retry_within_the_key_lifetime_replays_and_one_after_it_is_a_new_reque
     assert_eq!(f.db.query_one(left, &[]).await.unwrap().get::<_, String>(0), "fresh");
 }
 
-/// Old evidence, as if written `months` ago: rows (with a result) inserted by the owner.
-async fn write_months_ago(f: &Fixture, months: i32, rows: i32) {
-    f.db.execute("SELECT governance_create_month_partitions(now() - make_interval(months => $1), now())", &[&months])
-        .await
-        .unwrap();
-    f.db.execute(
-        "WITH old AS (INSERT INTO governance_events (created_at, workspace_id, principal_id, object_type, operation, \
-             decision, reason_codes, ctx_id, trace_hash, idempotency_key, response_json, mutation_name) \
-         SELECT now() - make_interval(months => $1), 'ws_demo', 'usr_1', 'invoice', 'create', 'approved', '[]', \
-                'ctx_old_' || $1 || '_' || g, 'sha256:old', NULL, '{\"old\": true}', 'create_invoice' \
-         FROM generate_series(1, $2) g RETURNING id, workspace_id, created_at) \
-         INSERT INTO governance_mutation_results (evidence_id, workspace_id, created_at, rows_affected, returning_rows) \
-         SELECT id, workspace_id, created_at, 1, '[]' FROM old",
-        &[&months, &rows],
-    )
-    .await
-    .unwrap();
-}
-
 #[tokio::test]
 async fn retention_drops_whole_months_past_it_while_writes_go_on() {
     let f = partitioned(Upkeep::default()).await;
@@ -203,61 +165,4 @@ async fn retention_drops_whole_months_past_it_while_writes_go_on() {
     assert_eq!(f.count("SELECT count(*) FROM governance_events WHERE ctx_id LIKE 'ctx_old_2_%'").await, 100);
     let written = "SELECT count(*) FROM governance_events WHERE idempotency_key LIKE 'during-drop-%'";
     assert_eq!(f.count(written).await, acknowledged.len() as i64, "every acknowledged write is stored");
-}
-
-async fn sequenced(f: &Fixture) -> i64 {
-    let all = f.count("SELECT count(*) FROM governance_events").await;
-    let started = std::time::Instant::now();
-    loop {
-        let size = f.count("SELECT coalesce(max(tree_size), 0) FROM governance_log_checkpoints").await;
-        if size >= all {
-            return size;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "the log never reached {all} rows");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test]
-async fn retention_keeps_a_month_the_log_has_not_sequenced_and_verify_passes_after_a_drop() {
-    let (key_file, verifier_key) = common::log_key_pair("partitioned-log");
-    let signer = std::sync::Arc::new(LogSigner::load(&key_file).unwrap());
-    let log = LogSettings { signer, interval: Duration::from_millis(50) };
-    let f = fixture_in(EvidenceLayout::Partitioned, Upkeep::default(), Some(log)).await;
-    for months in [14, 13] {
-        write_months_ago(&f, months, 20).await;
-    }
-    f.execute(call(invoice_request(250, "USD"), Some("now"), "create_invoice")).await.unwrap();
-    sequenced(&f).await;
-    // A row the sequencer cannot reach yet: its transaction id is beyond every running one.
-    f.db.batch_execute(
-        "INSERT INTO governance_events (created_at, xact_id, workspace_id, principal_id, object_type, operation, \
-             decision, reason_codes, ctx_id, trace_hash, response_json) \
-         VALUES (now() - interval '14 months', '999999999999', 'ws_demo', 'usr_1', 'invoice', 'create', \
-                 'denied', '[]', 'ctx_unsequenced', 'sha256:x', '{}')",
-    )
-    .await
-    .unwrap();
-    let upkeep = Upkeep { retention_months: Some(12), ..Upkeep::default() };
-    let report = upkeep::run_once(&f.db, &upkeep).await.unwrap().unwrap();
-    assert_eq!(report.months_dropped, Vec::<String>::new(), "the oldest month holds a row not in the log");
-    assert_eq!(report.kept_for_log, Some(month(&f, "governance_events", -14).await));
-
-    // Without it, both months go, and the log still verifies.
-    f.db.batch_execute(
-        "SET session_replication_role = replica; DELETE FROM governance_events WHERE ctx_id = 'ctx_unsequenced'; \
-         RESET session_replication_role",
-    )
-    .await
-    .unwrap();
-    let report = upkeep::run_once(&f.db, &upkeep).await.unwrap().unwrap();
-    assert_eq!(report.months_dropped.len(), 2);
-    let pruned = f.count("SELECT max(pruned_below) FROM governance_log_retention").await;
-    assert_eq!(pruned, 40, "the forty old rows were the log's first forty leaves");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_governance-sidecar"))
-        .args(["verify", "--database-url", &f.url, "--public-key", &verifier_key])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "verify after the drop: {}", String::from_utf8_lossy(&output.stdout));
 }

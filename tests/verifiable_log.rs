@@ -22,6 +22,7 @@ use tlog_tiles::Hash;
 use tonic::Code;
 
 use common::log_key_pair as key_pair;
+use common::verify_log as verify;
 
 /// The evidence fixture with its sidecar keeping the log (a 50 ms interval).
 async fn logged(name: &str) -> (Fixture, String) {
@@ -126,16 +127,6 @@ async fn without_a_log_the_proof_calls_say_there_is_no_checkpoint() {
     assert!(status.message().contains("no checkpoint yet"), "{}", status.message());
 }
 
-/// `governance-sidecar verify` on a database: (exit success, discrepancies printed).
-fn verify(url: &str, verifier_key: &str) -> (bool, String) {
-    let output = Command::new(BINARY)
-        .args(["verify", "--database-url", url, "--public-key", verifier_key])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (output.status.success(), String::from_utf8(output.stdout).unwrap())
-}
-
 /// A log of four rows, fully signed, that `verify` passes; then the superuser
 /// turns the append-only triggers off.
 async fn honest_log(name: &str) -> (Fixture, String, Vec<i64>, u64) {
@@ -202,10 +193,29 @@ async fn verify_names_a_deletion_dressed_as_retention() {
     let (f, key, ids, size) = honest_log("log-fake-retention").await;
     let denied = ids[1];
     f.db.execute("DELETE FROM governance_events WHERE id = $1", &[&denied]).await.unwrap();
+    // A record of the first form ("the first rows may be gone"), while rows it would have removed remain.
     let claim = "INSERT INTO governance_log_retention (pruned_below, cutoff, purged) VALUES ($1, now(), 1)";
     f.db.execute(claim, &[&(size as i64)]).await.unwrap();
-    assert_named(&f, &key, "were removed, but 3 of them remain: the missing ones were deleted selectively");
+    let unreadable = format!(
+        "says the log's first {size} rows may be gone, but evidence {} (log index 0), written before its cutoff, remains",
+        ids[0]
+    );
+    assert_named(&f, &key, &unreadable);
     assert_named(&f, &key, &format!("evidence {denied} (log index 1): deleted, and not by retention"));
+}
+
+#[tokio::test]
+async fn verify_names_a_deletion_dressed_as_a_dropped_month() {
+    let (f, key, ids, _) = honest_log("log-fake-drop").await;
+    f.db.execute("DELETE FROM governance_events WHERE id = $1", &[&ids[1]]).await.unwrap();
+    // A record listing the deleted row's position as this month's drop: the month's other rows remain.
+    let claim = "INSERT INTO governance_log_retention (pruned_below, cutoff, purged, removed, dropped_month) \
+                 SELECT 2, (month + interval '1 month') AT TIME ZONE 'UTC', 1, '{\"[1,2)\"}', month::date \
+                 FROM date_trunc('month', now() AT TIME ZONE 'UTC') AS month";
+    f.db.execute(claim, &[]).await.unwrap();
+    let missed = format!("evidence {} (log index 0): written in a month that retention record", ids[0]);
+    assert_named(&f, &key, &missed);
+    assert_named(&f, &key, "dropped, at a position the record does not list");
 }
 
 #[tokio::test]

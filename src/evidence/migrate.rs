@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trace_hash_through_ctx_id",
         sql: include_str!("../../migrations/0008_trace_hash_through_ctx_id.sql"),
     },
+    Migration {
+        version: 9,
+        name: "retention_records_what_it_removed",
+        sql: include_str!("../../migrations/0009_retention_records_what_it_removed.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {

@@ -14,10 +14,10 @@
 //! `lock_timeout` (a pass that cannot have the lock tries again next time).
 //!
 //! **Never dropping what the verifiable log needs.** With the log kept, a
-//! month goes only once every row in it is sequenced; its last log position
-//! then becomes `pruned_below` in `governance_log_retention`, which `verify`
-//! reads as "rows before this position may be gone". Leaf hashes stay in
-//! the log's own tables, so every kept row's proof stays valid.
+//! month goes only once every row in it is sequenced, and the log positions
+//! its rows held are recorded first ([`retention::record_month`]), which
+//! `verify` reads as "these rows may be gone". Leaf hashes stay in the log's
+//! own tables, so every kept row's proof stays valid.
 
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use tokio_postgres::error::SqlState;
 use super::EvidenceError;
 use super::idempotency::forget_expired_keys;
 use super::layout::{self, EvidenceLayout};
+use super::log::retention::{self, MonthInLog};
 
 /// How often `serve` runs a pass.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -43,7 +44,8 @@ const KEY_BATCH: i64 = 10_000;
 pub struct Upkeep {
     /// How long a claimed idempotency key is replayed.
     pub key_lifetime: Duration,
-    /// Months whose every row is older than this many months are dropped; `None` keeps all.
+    /// A month is dropped once all of it lies more than this many months in
+    /// the past (its end is at least this long ago); `None` keeps all.
     pub retention_months: Option<u32>,
     /// Months created ahead of the current one.
     pub months_ahead: u32,
@@ -137,7 +139,7 @@ async fn create_months_ahead(client: &Client, ahead: u32) -> Result<i32, Evidenc
     }
 }
 
-/// The evidence partitions whose every row is older than `months` months, oldest first.
+/// The evidence partitions whose whole month ended at least `months` months ago, oldest first.
 async fn months_past(client: &Client, months: u32) -> Result<Vec<String>, EvidenceError> {
     let months = i32::try_from(months).unwrap_or(i32::MAX);
     let rows = client
@@ -156,29 +158,34 @@ async fn months_past(client: &Client, months: u32) -> Result<Vec<String>, Eviden
 /// Drops one month of evidence and of results; false if the log still needs it.
 async fn drop_month(client: &Client, evidence_partition: &str) -> Result<bool, EvidenceError> {
     let month = evidence_partition.trim_start_matches("governance_events_p");
-    if log_in_use(client).await? {
-        match last_log_position(client, evidence_partition).await? {
-            LogPosition::NotSequenced => return Ok(false),
-            LogPosition::Empty => {}
-            LogPosition::Last(position) => {
-                let purged: i64 = client
-                    .query_one(&format!("SELECT count(*) AS purged FROM {evidence_partition}"), &[])
-                    .await?
-                    .try_get("purged")?;
-                client
-                    .execute(
-                        "INSERT INTO governance_log_retention (pruned_below, cutoff, purged) \
-                         SELECT greatest($1, coalesce(max(pruned_below), 0)), \
-                                to_date($2, 'YYYYMM')::timestamp AT TIME ZONE 'UTC' + interval '1 month', $3 \
-                         FROM governance_log_retention",
-                        &[&(position + 1), &month, &purged],
-                    )
-                    .await?;
-            }
+    let recorded = if log_in_use(client).await? {
+        match retention::record_month(client, evidence_partition).await? {
+            MonthInLog::NotSequenced => return Ok(false),
+            MonthInLog::Empty => None,
+            MonthInLog::Recorded { rows } => Some(rows),
+        }
+    } else {
+        None
+    };
+    let results_partition = format!("governance_mutation_results_p{month}");
+    detach(client, "governance_mutation_results", &results_partition).await?;
+    detach(client, "governance_events", evidence_partition).await?;
+    // Rows that reached the month after its record was written are not in the
+    // record: keep the detached table for the operator rather than lose them.
+    if let Some(rows) = recorded {
+        let now: i64 = client
+            .query_one(&format!("SELECT count(*) AS rows FROM {evidence_partition}"), &[])
+            .await?
+            .try_get("rows")?;
+        if now != rows {
+            return Err(EvidenceError::Log(format!(
+                "{evidence_partition} holds {now} rows, but retention recorded {rows}: it is detached and kept; \
+                 attach it again, or drop it once its rows are accounted for"
+            )));
         }
     }
-    for parent in ["governance_mutation_results", "governance_events"] {
-        detach_and_drop(client, parent, &format!("{parent}_p{month}")).await?;
+    for partition in [&results_partition, evidence_partition] {
+        client.batch_execute(&format!("DROP TABLE IF EXISTS {partition}")).await?;
     }
     tracing::info!(month, "dropped a month of evidence past retention");
     Ok(true)
@@ -192,47 +199,9 @@ async fn log_in_use(client: &Client) -> Result<bool, EvidenceError> {
         .try_get("in_use")?)
 }
 
-enum LogPosition {
-    Empty,
-    NotSequenced,
-    Last(i64),
-}
-
-/// The log position of the partition's last row in log order (`(xact_id,
-/// id)`, rows from before the log first), if the log has come that far.
-async fn last_log_position(client: &Client, partition: &str) -> Result<LogPosition, EvidenceError> {
-    let last = client
-        .query_opt(
-            &format!(
-                "(SELECT (xact_id::text)::bigint AS xact_id, id FROM {partition} WHERE xact_id IS NOT NULL \
-                  ORDER BY xact_id DESC, id DESC LIMIT 1) \
-                 UNION ALL (SELECT 0, max(id) FROM {partition} WHERE xact_id IS NULL HAVING count(*) > 0) LIMIT 1"
-            ),
-            &[],
-        )
-        .await?;
-    let Some(last) = last else { return Ok(LogPosition::Empty) };
-    let (xact_id, id): (i64, i64) = (last.try_get("xact_id")?, last.try_get("id")?);
-    let batch = client
-        .query_opt(
-            "SELECT first_index + array_position(evidence_ids, $2) - 1 AS position FROM governance_log_batches \
-             WHERE (last_xact_id, last_evidence_id) >= (($1::bigint)::text::xid8, $2) \
-             ORDER BY last_xact_id, last_evidence_id LIMIT 1",
-            &[&xact_id, &id],
-        )
-        .await?;
-    Ok(match batch {
-        Some(batch) => match batch.try_get::<_, Option<i64>>("position")? {
-            Some(position) => LogPosition::Last(position),
-            None => LogPosition::NotSequenced,
-        },
-        None => LogPosition::NotSequenced,
-    })
-}
-
-/// Detaches a partition without blocking writers, then drops it. A detach
-/// interrupted earlier (the partition is "pending detach") is finished first.
-async fn detach_and_drop(client: &Client, parent: &str, partition: &str) -> Result<(), EvidenceError> {
+/// Detaches a partition without blocking writers. A detach interrupted
+/// earlier (the partition is "pending detach") is finished instead.
+async fn detach(client: &Client, parent: &str, partition: &str) -> Result<(), EvidenceError> {
     let attached = client
         .query_opt(
             "SELECT i.inhdetachpending AS pending FROM pg_inherits i \
@@ -244,6 +213,5 @@ async fn detach_and_drop(client: &Client, parent: &str, partition: &str) -> Resu
         let how = if attached.try_get("pending")? { "FINALIZE" } else { "CONCURRENTLY" };
         client.batch_execute(&format!("ALTER TABLE {parent} DETACH PARTITION {partition} {how}")).await?;
     }
-    client.batch_execute(&format!("DROP TABLE IF EXISTS {partition}")).await?;
     Ok(())
 }

@@ -62,6 +62,7 @@ pub mod dev;
 pub mod evidence;
 pub mod http;
 pub mod load;
+pub mod months;
 pub mod postgres;
 
 /// An empty directory of this test process under the temp dir,
@@ -93,4 +94,14 @@ pub fn log_key_pair(name: &str) -> (std::path::PathBuf, String) {
     let path = scratch(name).join("log-signing-key");
     std::fs::write(&path, &signer).unwrap();
     (path, verifier)
+}
+
+/// `governance-sidecar verify` against `url`: whether it passed, and what it printed.
+pub fn verify_log(url: &str, verifier_key: &str) -> (bool, String) {
+    let output = std::process::Command::new(dev::BINARY)
+        .args(["verify", "--database-url", url, "--public-key", verifier_key])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8(output.stdout).unwrap())
 }

@@ -8,12 +8,14 @@
 //! | How are rows given log positions, by whom, and when? | `sequencer.rs` |
 //! | How is the tree stored, and proofs made from it? | `tree.rs` |
 //! | How are checkpoints signed and checked? | `checkpoint.rs` |
+//! | What did retention remove, and how is that checked? | `retention.rs` |
 //! | How is everything checked offline? | `verify.rs` |
-//! | Which tables hold it? | `migrations/0006_verifiable_log.sql` |
+//! | Which tables hold it? | `migrations/0006_verifiable_log.sql`, `0009_retention_records_what_it_removed.sql` |
 
 pub mod checkpoint;
 pub mod entry;
 pub mod jsonb;
+pub mod retention;
 pub mod sequencer;
 mod tree;
 pub mod verify;

@@ -17,6 +17,7 @@ use tokio_stream::StreamExt as _;
 
 use super::checkpoint::{LogVerifier, OpenedCheckpoint};
 use super::entry;
+use super::retention::{self, Retention};
 use super::sequencer::MAX_BATCH_ROWS;
 use super::tree::{self, Frontier};
 use crate::evidence::EvidenceError;
@@ -53,7 +54,7 @@ pub enum Discrepancy {
     LeafMissing { from: u64, to: u64 },
     LeafTwice { evidence_id: i64, index: u64 },
     StoredTreeMismatch { first_index: u64 },
-    RetentionNotAPrefix { pruned_below: u64, kept: u64 },
+    Retention(retention::Finding),
     LeafHashMissing { index: u64 },
     RowDeleted { evidence_id: i64, index: u64 },
     RowModified { evidence_id: i64, index: u64 },
@@ -91,11 +92,7 @@ impl fmt::Display for Discrepancy {
                 "the batch from log index {first_index}: its stored tree hashes are not those of its leaves \
                  (proofs served from them would not verify)"
             ),
-            RetentionNotAPrefix { pruned_below, kept } => write!(
-                f,
-                "retention says the log's first {pruned_below} rows were removed, but {kept} of them remain: \
-                 the missing ones were deleted selectively"
-            ),
+            Retention(finding) => finding.fmt(f),
             LeafHashMissing { index } => write!(f, "log index {index}: its stored leaf hash is missing"),
             RowDeleted { evidence_id, index } => {
                 write!(f, "evidence {evidence_id} (log index {index}): deleted, and not by retention")
@@ -127,6 +124,8 @@ pub struct Report {
     pub pruned: u64,
     /// Rows written within `max_lag` and not yet sequenced (not discrepancies).
     pub pending: u64,
+    /// What each retention record says it removed, oldest first.
+    pub retention: Vec<String>,
     pub discrepancies: Vec<Discrepancy>,
 }
 
@@ -153,10 +152,9 @@ async fn check(
 ) -> Result<Report, EvidenceError> {
     let mut report = Report::default();
     let signed = checkpoints(client, verifier, &mut report).await?;
-    let pruned_below: i64 = client
-        .query_one("SELECT coalesce(max(pruned_below), 0) AS p FROM governance_log_retention", &[])
-        .await?
-        .get("p");
+    let mut retention = Retention::load(client).await?;
+    report.retention = retention.describe();
+    let mut findings = Vec::new();
     let total: i64 = client
         .query_one(
             "SELECT coalesce((SELECT first_index + cardinality(evidence_ids) FROM governance_log_batches \
@@ -172,7 +170,6 @@ async fn check(
         format!("SELECT {}, e.id AS evidence_id FROM {} WHERE e.id = ANY($1)", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
     let mut after = -1_i64;
     let mut shown = 0;
-    let (mut kept_below, mut removed_below) = (0_u64, Vec::new());
     while let Some(batch) = client
         .query_opt(
             "SELECT first_index, evidence_ids, first_stored, hashes FROM governance_log_batches \
@@ -201,15 +198,13 @@ async fn check(
             }
             let stored = stored_at(tlog_tiles::stored_hash_index(0, index));
             stored_leaves.extend(stored);
-            let retention = (index as i64) < pruned_below;
             let leaf = if let Some(row) = rows.remove(&evidence_id) {
-                kept_below += u64::from(retention);
-                let key = RowKey::of(row)?;
+                let (key, created_at_us) = RowKey::of(row)?;
+                retention.kept(evidence_id, index, created_at_us, &mut findings);
                 let computed = entry::leaf_hash(&entry::from_row(row)?);
-                walk.row(&mut report, index, evidence_id, key, computed, stored)
-            } else if retention {
+                walk.row(&mut report, index, evidence_id, (key, created_at_us), computed, stored)
+            } else if retention.removed(evidence_id, index) {
                 report.pruned += 1;
-                removed_below.push((evidence_id, index));
                 walk.pruned(&mut report, index, stored)
             } else {
                 report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
@@ -233,15 +228,12 @@ async fn check(
             progress(report.leaves, total as u64);
         }
     }
-    // Retention removes whole batches from the start: a prefix with rows left in it was not retention.
-    if kept_below > 0 && !removed_below.is_empty() {
-        report.pruned = 0;
-        report
-            .discrepancies
-            .push(Discrepancy::RetentionNotAPrefix { pruned_below: pruned_below as u64, kept: kept_below });
-        for (evidence_id, index) in removed_below {
-            report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
-        }
+    // Missing rows only a record the kept rows contradict accounted for were deleted.
+    let deleted = retention.finish(&mut findings);
+    report.discrepancies.extend(findings.into_iter().map(Discrepancy::Retention));
+    report.pruned -= deleted.len() as u64;
+    for (evidence_id, index) in deleted {
+        report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
     }
     progress(report.leaves, total as u64);
     walk.finish(&mut report, client).await?;
