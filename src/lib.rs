@@ -2,24 +2,32 @@
 //! that commits in one Postgres transaction with the write it governs.
 //!
 //! Data flows one way: [`api`] decodes a call and encodes its answer,
-//! [`decision`] decides (pure), [`evidence`] records and writes. The
-//! operator's inputs sit beside them: [`policies`] (which policies decide)
-//! and [`mutations`] (which writes callers may ask for). The words they share
-//! are in [`vocabulary`]; what each error becomes on the wire, in [`error`].
-//! [`config`] and [`server`] wire them together. `docs/architecture.md`
-//! follows one call through these files.
+//! [`decision`] decides (pure), [`evidence`] commits the governed write with
+//! its evidence. Beside the write: [`postgres`] reaches the database,
+//! [`schema`] migrates it, [`log`] makes the evidence a verifiable log, and
+//! [`upkeep`] keeps the partitioned layout's months. The operator's inputs:
+//! [`policies`] (which policies decide) and [`mutations`] (which writes
+//! callers may ask for). The words they share are in [`vocabulary`]; what
+//! each error becomes on the wire, in [`error`]; every setting's default, in
+//! [`defaults`]. [`config`] and [`server`] wire them together.
+//! `docs/architecture.md` follows one call through these files.
 
 pub mod api;
 pub mod config;
 mod ctx_id;
 pub mod decision;
+pub mod defaults;
 pub mod error;
 pub mod evidence;
+pub mod log;
 pub mod metrics;
 pub mod mutations;
 pub mod policies;
+pub mod postgres;
 pub mod proto;
 pub mod reload;
+pub mod schema;
 pub mod server;
 pub mod telemetry;
+pub mod upkeep;
 pub mod vocabulary;

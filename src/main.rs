@@ -7,18 +7,21 @@ use std::sync::Arc;
 
 use clap::Parser as _;
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::{Cli, Command, DevArgs, LogFormat, ServerSettings};
+use governance_sidecar::config::{Cli, Command, DevArgs, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
-use governance_sidecar::evidence::layout::EvidenceLayout;
-use governance_sidecar::evidence::local_postgres::LocalPostgres;
-use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier};
-use governance_sidecar::evidence::log::sequencer::LogSettings;
-use governance_sidecar::evidence::log::verify::{self, VerifySettings};
+use governance_sidecar::evidence::EvidenceStore;
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::{EvidenceStore, connect_once, migrate, upkeep};
+use governance_sidecar::log::checkpoint::LogVerifier;
+use governance_sidecar::log::sequencer;
+use governance_sidecar::log::verify::{self, VerifySettings};
 use governance_sidecar::mutations::Registry;
-use governance_sidecar::{server, telemetry};
+use governance_sidecar::postgres::DatabaseTarget;
+use governance_sidecar::postgres::local_postgres::LocalPostgres;
+use governance_sidecar::schema::layout::{self, EvidenceLayout};
+use governance_sidecar::schema::migrate;
+use governance_sidecar::telemetry::LogFormat;
+use governance_sidecar::{server, telemetry, upkeep};
 
 /// mimalloc: about a quarter less CPU per decision than glibc malloc on our
 /// many short-lived allocations (measured with benches/engine.rs).
@@ -45,7 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(args) => {
             let DevArgs { data_dir, postgres_port, example_policies, serve: mut args } = *args;
-            if args.database_url.is_some() || args.database_url_file.is_some() {
+            if args.database.database_url.is_some() || args.database.database_url_file.is_some() {
                 anyhow::bail!("`dev` starts its own PostgreSQL; use `serve` with --database-url for another one");
             }
             let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("governance-sidecar-dev"));
@@ -53,7 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let postgres = LocalPostgres::start(&data_dir, postgres_port, true)?;
             // The private server has no TLS: say so, rather than let libpq's
             // default (`prefer`) ask for it on every new connection.
-            args.database_url = Some(format!("{}?sslmode=disable", postgres.url("postgres")));
+            args.database.database_url = Some(format!("{}?sslmode=disable", postgres.url("postgres")));
             args.migrate = Some(true);
             if args.log_signing_key_file.is_none() {
                 args.log_signing_key_file = Some(dev_log_key(&data_dir)?);
@@ -89,30 +92,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { database, public_key, max_transaction_seconds, max_lag_seconds } => {
-            let url = database.url()?;
+            let database = database.required()?;
             let verifier = LogVerifier::new(&read_key_argument(&public_key)?)?;
             let settings = VerifySettings {
                 max_transaction_age: std::time::Duration::from_secs(max_transaction_seconds),
                 max_lag: std::time::Duration::from_secs(max_lag_seconds),
             };
-            tokio::runtime::Runtime::new()?.block_on(verify_log(
-                &url,
-                database.database_ca_file.as_deref(),
-                &verifier,
-                settings,
-            ))
+            tokio::runtime::Runtime::new()?.block_on(verify_log(&database, &verifier, settings))
         }
         Command::Migrate { database, layout } => {
             telemetry::init_logs(LogFormat::Text);
-            let url = database.url()?;
-            tokio::runtime::Runtime::new()?.block_on(migrate(&url, database.database_ca_file.as_deref(), layout))?;
+            let database = database.required()?;
+            tokio::runtime::Runtime::new()?.block_on(migrate(&database, layout))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Maintain { database, upkeep } => {
             telemetry::init_logs(LogFormat::Text);
-            let url = database.url()?;
+            let database = database.required()?;
             tokio::runtime::Runtime::new()?.block_on(async {
-                let client = connect_once(&url, database.database_ca_file.as_deref()).await?;
+                let client = database.connect_once().await?;
                 match upkeep::run_once(&client, &upkeep.resolve()).await? {
                     Some(report) => tracing::info!(?report, "upkeep done"),
                     None => tracing::info!("nothing to do: the reference layout, or another upkeep is running"),
@@ -187,27 +185,28 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
         tracing::info!("no database configured: serving Evaluate only");
         return Ok(GovernanceApi::new());
     };
+    let target = &database.target;
     if settings.migrate {
-        migrate(&database.url, database.ca_file.as_deref(), None).await?;
+        migrate(target, None).await?;
     }
     let evidence = &settings.evidence;
     let registry = match (&evidence.mutations, example) {
         (Some(path), _) => Registry::load(path)?,
         (None, Some(example)) => {
-            connect_once(&database.url, database.ca_file.as_deref()).await?.batch_execute(EXAMPLE_SCHEMA).await?;
+            target.connect_once().await?.batch_execute(EXAMPLE_SCHEMA).await?;
             Registry::parse(example)?
         }
         (None, None) => Registry::default(),
     };
+    let registry = registry.with_default_mode(evidence.mode);
     let redactor = Redactor::new(&evidence.redact_paths, &evidence.redact_keys)?;
-    let mut store = EvidenceStore::connect(database, registry, evidence.mode, redactor).await?;
-    store.keep_up(database);
-    if let Some(log) = &settings.log {
-        let signer = Arc::new(LogSigner::load(&log.signing_key_file)?);
-        tracing::info!(origin = signer.origin(), "keeping the verifiable log");
-        store.keep_log(database, LogSettings { signer, interval: log.interval });
-    }
-    Ok(GovernanceApi::with_evidence(store))
+    let store = EvidenceStore::connect(database, settings.writes, registry, redactor).await?;
+    upkeep::keep_up(target.clone(), settings.upkeep.clone());
+    let api = GovernanceApi::with_evidence(store);
+    Ok(match &settings.log {
+        Some(keeping) => api.with_log_state(sequencer::spawn(target.clone(), keeping)?),
+        None => api,
+    })
 }
 
 /// The service as configured: evidence store, then the operator's policy bundle.
@@ -226,10 +225,10 @@ const EXAMPLE_MUTATIONS: &str = include_str!("../deploy/examples/invoice/mutatio
 const EXAMPLE_BUNDLE: &str = include_str!("../deploy/examples/invoice/policy-bundle.json");
 const EXAMPLE_TRY_IT: &str = include_str!("../deploy/examples/invoice/try-it.txt");
 
-async fn migrate(url: &str, ca_file: Option<&std::path::Path>, layout: Option<EvidenceLayout>) -> anyhow::Result<()> {
-    let mut client = connect_once(url, ca_file).await?;
-    let applied = migrate::migrate_to(&mut client, layout).await?;
-    let layout = governance_sidecar::evidence::layout::detect(&client).await?;
+async fn migrate(database: &DatabaseTarget, wanted: Option<EvidenceLayout>) -> anyhow::Result<()> {
+    let mut client = database.connect_once().await?;
+    let applied = migrate::migrate_to(&mut client, wanted).await?;
+    let layout = layout::detect(&client).await?;
     tracing::info!(?applied, latest = migrate::latest_version(), layout = layout.as_str(), "schema is up to date");
     Ok(())
 }
@@ -240,7 +239,7 @@ async fn migrate(url: &str, ca_file: Option<&std::path::Path>, layout: Option<Ev
 fn new_log_key(origin: &str, path: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let (signer_key, verifier_key) = governance_sidecar::evidence::log::checkpoint::generate_key(origin)?;
+    let (signer_key, verifier_key) = governance_sidecar::log::checkpoint::generate_key(origin)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -259,12 +258,11 @@ fn read_key_argument(argument: &str) -> anyhow::Result<String> {
 
 /// `verify`: prints each discrepancy on stdout and progress on stderr.
 async fn verify_log(
-    url: &str,
-    ca_file: Option<&std::path::Path>,
+    database: &DatabaseTarget,
     verifier: &LogVerifier,
     settings: VerifySettings,
 ) -> anyhow::Result<ExitCode> {
-    let client = connect_once(url, ca_file).await?;
+    let client = database.connect_once().await?;
     let started = std::time::Instant::now();
     let mut shown = started;
     let report = verify::verify(&client, verifier, settings, |done, total| {

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::decision::{Map, NormalizedRequest, Value};
+use crate::error::{ServiceError, ServiceErrorCode};
 use crate::vocabulary::Mode;
 
 #[derive(Debug, Deserialize)]
@@ -144,10 +145,29 @@ impl Mutation {
     }
 }
 
-/// All registered mutations, by name.
+/// All registered mutations, by name, and the mode of those that set none.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     mutations: HashMap<String, Mutation>,
+    default_mode: Mode,
+}
+
+/// Why a caller may not run the mutation it named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MutationRefused {
+    #[error("no mutation named `{0}` is registered")]
+    Unknown(String),
+    #[error("mutation `{name}` is bound to {object_type}/{operation}, not to this request's scope")]
+    OutOfScope { name: String, object_type: String, operation: String },
+}
+
+impl ServiceError for MutationRefused {
+    fn error_code(&self) -> ServiceErrorCode {
+        match self {
+            MutationRefused::Unknown(_) => ServiceErrorCode::NotFound,
+            MutationRefused::OutOfScope { .. } => ServiceErrorCode::PermissionDenied,
+        }
+    }
 }
 
 impl Registry {
@@ -167,11 +187,35 @@ impl Registry {
                 bail!("mutation `{name}` is declared twice");
             }
         }
-        Ok(Registry { mutations })
+        Ok(Registry { mutations, default_mode: Mode::default() })
+    }
+
+    /// The mode of mutations that set none and whose bundle scope sets none.
+    pub fn with_default_mode(self, default_mode: Mode) -> Registry {
+        Registry { default_mode, ..self }
     }
 
     pub fn get(&self, name: &str) -> Option<&Mutation> {
         self.mutations.get(name)
+    }
+
+    /// The mutation a caller named, if it may govern this request's scope.
+    pub fn mutation_for(&self, name: &str, request: &NormalizedRequest) -> Result<&Mutation, MutationRefused> {
+        let mutation = self.get(name).ok_or_else(|| MutationRefused::Unknown(name.to_owned()))?;
+        if mutation.object_type != request.object_type || mutation.operation != request.operation {
+            return Err(MutationRefused::OutOfScope {
+                name: name.to_owned(),
+                object_type: mutation.object_type.clone(),
+                operation: mutation.operation.clone(),
+            });
+        }
+        Ok(mutation)
+    }
+
+    /// The operator's mode for a mutation: its own, else its scope's in the
+    /// policy bundle, else the registry's default.
+    pub fn mode_for(&self, mutation: &Mutation, bundle_mode: Option<Mode>) -> Mode {
+        mutation.mode.or(bundle_mode).unwrap_or(self.default_mode)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Mutation> {

@@ -9,8 +9,8 @@
 mod common;
 
 use common::postgres::{connect, fresh_database};
-use governance_sidecar::evidence::layout::EvidenceLayout;
-use governance_sidecar::evidence::migrate;
+use governance_sidecar::schema::layout::EvidenceLayout;
+use governance_sidecar::schema::migrate;
 
 const DISTRIBUTE: &str = include_str!("../deploy/citus/distribute.sql");
 const DISTRIBUTION_COLUMN: &str = "workspace_id";

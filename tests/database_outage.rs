@@ -10,11 +10,13 @@ use common::postgres::{OwnedPostgres, connect};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
+use governance_sidecar::evidence::{EvidenceStore, WriteSettings};
 use governance_sidecar::mutations::Registry;
+use governance_sidecar::postgres::{DatabaseSettings, DatabaseTarget};
 use governance_sidecar::proto::{
     EvaluateRequest, ExecuteWithEvidenceRequest, MutationCall, evaluate_request, execute_with_evidence_request,
 };
+use governance_sidecar::schema::migrate;
 use governance_sidecar::vocabulary::Mode;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -47,18 +49,16 @@ async fn prepare_schema(url: &str) {
 
 fn settings(url: String, ca_file: Option<std::path::PathBuf>) -> DatabaseSettings {
     DatabaseSettings {
-        url,
+        target: DatabaseTarget { url, ca_file },
         pool_size: 4,
         wait_timeout: Duration::from_secs(1),
         statement_timeout: Duration::from_secs(5),
-        ca_file,
-        group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
-        upkeep: Default::default(),
     }
 }
 
 async fn connect_store(settings: &DatabaseSettings) -> anyhow::Result<EvidenceStore> {
-    EvidenceStore::connect(settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, Redactor::default()).await
+    let registry = Registry::parse(REGISTRY).unwrap().with_default_mode(Mode::Enforce);
+    EvidenceStore::connect(settings, WriteSettings::default(), registry, Redactor::default()).await
 }
 
 async fn governance_health(health: &mut HealthClient<tonic::transport::Channel>, service: &str) -> ServingStatus {
@@ -203,8 +203,8 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged_and_writes_not
     }
     let store = EvidenceStore::connect(
         &settings(url.clone(), None),
+        WriteSettings::default(),
         Registry::parse(FAULT_REGISTRY).unwrap(),
-        Mode::Enforce,
         Redactor::default(),
     )
     .await

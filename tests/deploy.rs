@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use governance_sidecar::config::ServeArgs;
+use governance_sidecar::config::{DatabaseArgs, ServeArgs};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::policies::PolicyBundle;
 
@@ -34,7 +34,10 @@ fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts() {
     // The URL file is a mounted Secret in the cluster; a URL given directly wins over it.
     let args = ServeArgs {
         config: Some(deploy().join("kubernetes/sidecar.toml")),
-        database_url: Some("postgresql://governance_sidecar@127.0.0.1/app".into()),
+        database: DatabaseArgs {
+            database_url: Some("postgresql://governance_sidecar@127.0.0.1/app".into()),
+            ..DatabaseArgs::default()
+        },
         ..ServeArgs::default()
     };
     let settings = args.resolve().expect("deploy/kubernetes/sidecar.toml");

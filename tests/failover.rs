@@ -21,11 +21,13 @@ use common::load::KeyedLoad;
 use common::postgres::{ServerThread, connect, scratch_dir};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
-use governance_sidecar::evidence::local_postgres::LocalPostgres;
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
+use governance_sidecar::evidence::{EvidenceStore, WriteSettings};
 use governance_sidecar::mutations::Registry;
+use governance_sidecar::postgres::local_postgres::LocalPostgres;
+use governance_sidecar::postgres::{DatabaseSettings, DatabaseTarget};
 use governance_sidecar::proto::{ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request::Body};
+use governance_sidecar::schema::migrate;
 use governance_sidecar::vocabulary::Mode;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -110,17 +112,13 @@ impl Cluster {
 
 async fn store(url: &str) -> EvidenceStore {
     let settings = DatabaseSettings {
-        url: url.to_owned(),
+        target: DatabaseTarget::new(url),
         pool_size: 8,
         wait_timeout: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(5),
-        ca_file: None,
-        group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
-        upkeep: Default::default(),
     };
-    EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, Redactor::default())
-        .await
-        .unwrap()
+    let registry = Registry::parse(REGISTRY).unwrap().with_default_mode(Mode::Enforce);
+    EvidenceStore::connect(&settings, WriteSettings::default(), registry, Redactor::default()).await.unwrap()
 }
 
 fn note_call(key: &str) -> ExecuteWithEvidenceRequest {

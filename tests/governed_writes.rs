@@ -10,7 +10,7 @@ use common::TestServer;
 use common::evidence::{BOTH_PATHS, REGISTRY, call, database, fixture, invoice_request, store, store_with};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
-use governance_sidecar::evidence::DatabaseSettings;
+use governance_sidecar::postgres::DatabaseSettings;
 use governance_sidecar::proto::{
     Decision, ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request::Body,
 };

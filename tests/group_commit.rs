@@ -5,10 +5,10 @@
 mod common;
 
 use common::TestServer;
-use common::evidence::{REGISTRY, call, database, fixture, invoice_request, store_with};
+use common::evidence::{REGISTRY, call, database, fixture, invoice_request, store_writing};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
-use governance_sidecar::evidence::DatabaseSettings;
+use governance_sidecar::evidence::WriteSettings;
 use governance_sidecar::proto::ExecuteWithEvidenceResponse;
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use tonic::Code;
@@ -16,9 +16,9 @@ use tonic::transport::Channel;
 
 /// A sidecar on the fixture's database with `committers` group committers (0: off).
 async fn server(url: &str, committers: usize) -> TestServer {
-    let settings = DatabaseSettings { group_commit: committers, ..database(url) };
-    TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store_with(settings, REGISTRY).await))
-        .await
+    let writes = WriteSettings { group_commit: committers, ..WriteSettings::default() };
+    let store = store_writing(database(url), writes, REGISTRY).await;
+    TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await
 }
 
 /// Sends every `(amount, key)` at once, each on its own stream.

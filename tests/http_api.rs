@@ -12,8 +12,10 @@ use governance_sidecar::config::ServerSettings;
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{Value, record::object};
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
+use governance_sidecar::evidence::{EvidenceStore, WriteSettings};
 use governance_sidecar::mutations::Registry;
+use governance_sidecar::postgres::{DatabaseSettings, DatabaseTarget};
+use governance_sidecar::schema::migrate;
 use governance_sidecar::vocabulary::Mode;
 
 fn corpus() -> Vec<Value> {
@@ -140,16 +142,14 @@ async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() 
     migrate::migrate(&mut admin).await.unwrap();
     admin.batch_execute(INVOICES).await.unwrap();
     let settings = DatabaseSettings {
-        url,
+        target: DatabaseTarget::new(url),
         pool_size: 4,
         wait_timeout: std::time::Duration::from_secs(2),
         statement_timeout: std::time::Duration::from_secs(5),
-        ca_file: None,
-        group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
-        upkeep: Default::default(),
     };
     let redactor = Redactor::new(&[], &[]).unwrap();
-    let store = EvidenceStore::connect(&settings, Registry::parse(REGISTRY).unwrap(), Mode::Enforce, redactor).await;
+    let registry = Registry::parse(REGISTRY).unwrap().with_default_mode(Mode::Enforce);
+    let store = EvidenceStore::connect(&settings, WriteSettings::default(), registry, redactor).await;
     let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store.unwrap())).await;
     let path = "/v1/execute-with-evidence";
 

@@ -11,7 +11,7 @@ use common::TestServer;
 use common::evidence::{REGISTRY, call, database, fixture, invoice_request, store, store_with};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::{Limits, ServerSettings};
-use governance_sidecar::evidence::DatabaseSettings;
+use governance_sidecar::postgres::DatabaseSettings;
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use tonic::Code;
 

@@ -7,9 +7,9 @@ mod common;
 use common::evidence::{call, database, fixture, invoice_request};
 use common::postgres::{connect, fresh_database};
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::{EvidenceStore, migrate};
+use governance_sidecar::evidence::{EvidenceStore, WriteSettings};
 use governance_sidecar::mutations::Registry;
-use governance_sidecar::vocabulary::Mode;
+use governance_sidecar::schema::migrate;
 
 #[tokio::test]
 async fn concurrent_migrators_apply_each_version_once_and_newer_schemas_are_refused() {
@@ -48,7 +48,7 @@ async fn a_bad_statement_stops_start_up_naming_the_mutation() {
         "[[mutations]]\nname = \"broken\"\nobject_type = \"x\"\noperation = \"create\"\nstatements = [\"INSERT INTO no_such_table VALUES (1)\"]\n",
     )
     .unwrap();
-    let error = EvidenceStore::connect(&database(&url), registry, Mode::Enforce, Redactor::default())
+    let error = EvidenceStore::connect(&database(&url), WriteSettings::default(), registry, Redactor::default())
         .await
         .err()
         .expect("start-up must fail");

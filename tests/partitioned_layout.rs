@@ -14,10 +14,10 @@ use common::months::{month, partitions, write_months_ago};
 use common::postgres::connect;
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
-use governance_sidecar::evidence::layout::{self, EvidenceLayout};
-use governance_sidecar::evidence::migrate;
-use governance_sidecar::evidence::upkeep::{self, Upkeep};
 use governance_sidecar::proto::{GetEvidenceRequest, IdempotencyRef, ListEvidenceRequest, get_evidence_request};
+use governance_sidecar::schema::layout::{self, EvidenceLayout};
+use governance_sidecar::schema::migrate;
+use governance_sidecar::upkeep::{self, Upkeep};
 
 async fn partitioned(upkeep: Upkeep) -> Fixture {
     fixture_in(EvidenceLayout::Partitioned, upkeep, None).await

@@ -6,26 +6,24 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::evidence::{Fixture, call, fixture_in, invoice_request};
 use common::months::{month, partitions, sequenced, start_of_month, write_at, write_months_ago};
 use common::verify_log;
-use governance_sidecar::evidence::layout::EvidenceLayout;
-use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier};
-use governance_sidecar::evidence::log::entry;
-use governance_sidecar::evidence::log::sequencer::LogSettings;
-use governance_sidecar::evidence::upkeep::{self, Upkeep};
+use governance_sidecar::log::checkpoint::LogVerifier;
+use governance_sidecar::log::entry;
+use governance_sidecar::log::sequencer::LogKeeping;
 use governance_sidecar::proto::GetInclusionProofRequest;
 use governance_sidecar::proto::get_inclusion_proof_request::Key;
+use governance_sidecar::schema::layout::EvidenceLayout;
+use governance_sidecar::upkeep::{self, Upkeep};
 use tlog_tiles::Hash;
 
 /// A partitioned database whose sidecar keeps the log (a 50 ms interval); the verifier key.
 async fn logged(name: &str) -> (Fixture, String) {
     let (key_file, verifier_key) = common::log_key_pair(name);
-    let signer = Arc::new(LogSigner::load(&key_file).unwrap());
-    let log = LogSettings { signer, interval: Duration::from_millis(50) };
+    let log = LogKeeping { signing_key_file: key_file, interval: Duration::from_millis(50) };
     (fixture_in(EvidenceLayout::Partitioned, Upkeep::default(), Some(log)).await, verifier_key)
 }
 

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 use common::certificates::Authority;
 use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::config::TlsFiles;
 use governance_sidecar::config::{ListenSettings, ServerSettings, TlsSettings};
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::{EvaluateRequest, evaluate_request::Body};
-use governance_sidecar::server::tls::TlsFiles;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 fn scratch(name: &str) -> PathBuf {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::dev::BINARY;
 use common::evidence::{Fixture, call, fixture, fixture_keeping, invoice_request};
-use governance_sidecar::evidence::log::checkpoint::{LogSigner, LogVerifier};
-use governance_sidecar::evidence::log::entry;
-use governance_sidecar::evidence::log::sequencer::LogSettings;
+use governance_sidecar::log::checkpoint::{LogSigner, LogVerifier};
+use governance_sidecar::log::entry;
+use governance_sidecar::log::sequencer::LogKeeping;
 use governance_sidecar::proto::{
     self, GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest, IdempotencyRef,
     get_inclusion_proof_request::Key,
@@ -27,8 +27,7 @@ use common::verify_log as verify;
 /// The evidence fixture with its sidecar keeping the log (a 50 ms interval).
 async fn logged(name: &str) -> (Fixture, String) {
     let (key_file, verifier) = key_pair(name);
-    let signer = std::sync::Arc::new(LogSigner::load(&key_file).unwrap());
-    let f = fixture_keeping(Some(LogSettings { signer, interval: Duration::from_millis(50) })).await;
+    let f = fixture_keeping(Some(LogKeeping { signing_key_file: key_file, interval: Duration::from_millis(50) })).await;
     (f, verifier)
 }
 
@@ -427,7 +426,7 @@ async fn health_and_metrics_report_the_sequencer() {
 async fn the_response_digest_taken_at_write_is_over_postgres_own_text() {
     use governance_sidecar::decision::Value;
     use governance_sidecar::decision::json::{self, Layout};
-    use governance_sidecar::evidence::log::jsonb;
+    use governance_sidecar::evidence::jsonb;
 
     /// jsonb has no NaN or Infinity: the sidecar stores them as strings.
     fn finite(value: &mut Value) {

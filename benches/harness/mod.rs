@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use governance_sidecar::evidence::local_postgres::LocalPostgres;
+use governance_sidecar::postgres::local_postgres::LocalPostgres;
 
 pub mod load;
 

@@ -12,6 +12,7 @@ use crate::decision::record::object;
 use crate::decision::{InvalidRequest, Unanswerable, Value};
 use crate::error::{ServiceError, ServiceErrorCode, grpc_code_name};
 use crate::evidence::EvidenceError;
+use crate::mutations::MutationRefused;
 
 /// The error domain named in `google.rpc.ErrorInfo`.
 const DOMAIN: &str = "governance.v1";
@@ -63,6 +64,8 @@ pub enum ApiError {
     #[error("the call's deadline has passed")]
     DeadlinePassed,
     #[error(transparent)]
+    Mutation(#[from] MutationRefused),
+    #[error(transparent)]
     Evidence(#[from] EvidenceError),
 }
 
@@ -82,6 +85,7 @@ impl ServiceError for ApiError {
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
             ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,
             ApiError::DeadlinePassed => ServiceErrorCode::DeadlineExceeded,
+            ApiError::Mutation(error) => error.error_code(),
             ApiError::Evidence(error) => error.error_code(),
         }
     }

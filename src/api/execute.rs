@@ -8,7 +8,7 @@
 //! check the caller is still waiting, and hand the write to the evidence store.
 
 use super::call::Call;
-use super::evaluate::{decide, resolve, validate};
+use super::decide::{decide, resolve, validate};
 use super::{ApiError, GovernanceApi, convert};
 use crate::decision::json::{self, Layout};
 use crate::decision::record::object;
@@ -68,11 +68,12 @@ impl GovernanceApi {
     async fn govern(&self, write: WriteCall, call: &Call) -> Result<Governed, ApiError> {
         let store = self.store()?;
         let fingerprint = Fingerprint::of(&write.body, &write.mutation, &write.caller_params);
-        let bundle = self.bundle_for(&write.body)?;
+        let bundle = self.decider.bundle_for(&write.body)?;
         let validation = validate(write.body, write.idempotency_key.as_deref())?;
-        let mutation = store.mutation_for(&write.mutation, &validation.request)?;
+        let registry = store.registry();
+        let mutation = registry.mutation_for(&write.mutation, &validation.request)?;
         let bundle_mode = bundle.as_ref().and_then(|b| resolve(b, &validation).mode);
-        let mode = store.mode_for(mutation, bundle_mode);
+        let mode = registry.mode_for(mutation, bundle_mode);
         let record = match mode {
             Mode::Skip => None,
             Mode::Enforce | Mode::Observe => Some(decide(&validation, bundle.as_deref())?),

@@ -3,7 +3,7 @@
 //! tree sizes (`GetConsistencyProof`).
 
 use super::{ApiError, GovernanceApi};
-use crate::evidence::log::{InclusionProof, LeafKey, StoredCheckpoint};
+use crate::log::{InclusionProof, LeafKey, StoredCheckpoint};
 use crate::proto;
 
 impl GovernanceApi {
@@ -11,7 +11,7 @@ impl GovernanceApi {
         &self,
         request: proto::GetCheckpointRequest,
     ) -> Result<proto::Checkpoint, ApiError> {
-        let checkpoint = self.store()?.checkpoint(request.tree_size).await?;
+        let checkpoint = self.log()?.checkpoint(request.tree_size).await?;
         Ok(checkpoint_message(checkpoint))
     }
 
@@ -20,7 +20,7 @@ impl GovernanceApi {
         request: proto::GetInclusionProofRequest,
     ) -> Result<proto::InclusionProof, ApiError> {
         use proto::get_inclusion_proof_request::Key;
-        let store = self.store()?;
+        let log = self.log()?;
         let key = match request.key {
             Some(Key::EvidenceId(id)) => LeafKey::EvidenceId(id),
             Some(Key::Idempotency(reference))
@@ -36,7 +36,7 @@ impl GovernanceApi {
             }
             None => return Err(ApiError::BadAuditRequest("set one key: evidence_id or idempotency".into())),
         };
-        let proof = store.inclusion_proof(&key, request.tree_size).await?;
+        let proof = log.inclusion_proof(&key, request.tree_size).await?;
         Ok(inclusion_message(proof))
     }
 
@@ -45,7 +45,7 @@ impl GovernanceApi {
         request: proto::GetConsistencyProofRequest,
     ) -> Result<proto::ConsistencyProof, ApiError> {
         let (first_size, second_size) = (request.first_size, request.second_size);
-        let proof = self.store()?.consistency_proof(first_size, second_size).await?;
+        let proof = self.log()?.consistency_proof(first_size, second_size).await?;
         Ok(proto::ConsistencyProof { first_size, second_size, proof: proof.iter().map(|h| h.0.to_vec()).collect() })
     }
 }

@@ -6,14 +6,16 @@
 //! for both transports: `evaluate.rs` (Evaluate, `POST /v1/execute`,
 //! `POST /v1/validate/execute`), `execute.rs` (ExecuteWithEvidence) and
 //! `audit.rs` (GetEvidence, ListEvidence), `log.rs` (GetCheckpoint,
-//! GetInclusionProof, GetConsistencyProof). What every call goes through,
-//! permit, span, metrics and ctx_id, is `call.rs`; how errors are written is
-//! `error.rs`.
+//! GetInclusionProof, GetConsistencyProof). Operations never call each
+//! other: the decision steps they share (policies, validation, decision) are
+//! `decide.rs`. What every call goes through, permit, span, metrics and
+//! ctx_id, is `call.rs`; how errors are written is `error.rs`.
 
 mod audit;
 mod call;
 mod convert;
 mod deadline;
+mod decide;
 mod error;
 mod evaluate;
 mod execute;
@@ -27,7 +29,11 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 
+use decide::Decider;
+
 use crate::evidence::{EvidenceError, EvidenceStore};
+use crate::log::LogReader;
+use crate::log::sequencer::LogState;
 use crate::policies::PolicySource;
 
 /// The `governance.v1.Governance` service, over gRPC and HTTP.
@@ -35,22 +41,25 @@ use crate::policies::PolicySource;
 pub struct GovernanceApi {
     /// Absent when no database is configured: Evaluate still works.
     evidence: Option<Arc<EvidenceStore>>,
+    /// The verifiable log's checkpoints and proofs, read from the store's database.
+    log: Option<LogReader>,
+    /// What this sidecar's log sequencer reports, when it keeps the log.
+    log_state: Option<tokio::sync::watch::Receiver<LogState>>,
     /// Calls being processed at once; more wait for a permit. Health checks
     /// and reflection are not counted, so probes answer even when saturated.
     permits: Arc<Semaphore>,
-    /// The operator's policy bundle; without one, requests bring their own policies.
-    policies: Option<Arc<PolicySource>>,
-    /// With a bundle: whether a request's own `policy_context` is used instead of refused.
-    allow_request_policies: bool,
+    /// Which policies decide: the operator's bundle, or the request's own.
+    decider: Decider,
 }
 
 impl Default for GovernanceApi {
     fn default() -> GovernanceApi {
         GovernanceApi {
             evidence: None,
+            log: None,
+            log_state: None,
             permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-            policies: None,
-            allow_request_policies: false,
+            decider: Decider::default(),
         }
     }
 }
@@ -61,7 +70,13 @@ impl GovernanceApi {
     }
 
     pub fn with_evidence(store: EvidenceStore) -> GovernanceApi {
-        GovernanceApi { evidence: Some(Arc::new(store)), ..GovernanceApi::default() }
+        let log = Some(LogReader::new(&store));
+        GovernanceApi { evidence: Some(Arc::new(store)), log, ..GovernanceApi::default() }
+    }
+
+    /// Health reports the log this sidecar's sequencer keeps.
+    pub fn with_log_state(self, log_state: tokio::sync::watch::Receiver<LogState>) -> GovernanceApi {
+        GovernanceApi { log_state: Some(log_state), ..self }
     }
 
     /// At most `limit` Governance calls are processed at once.
@@ -72,7 +87,7 @@ impl GovernanceApi {
     /// Decide with the operator's bundle; a request's own `policy_context` is
     /// refused unless `allow_request_policies`, and then used instead.
     pub fn with_policies(self, policies: Arc<PolicySource>, allow_request_policies: bool) -> GovernanceApi {
-        GovernanceApi { policies: Some(policies), allow_request_policies, ..self }
+        GovernanceApi { decider: Decider { policies: Some(policies), allow_request_policies }, ..self }
     }
 
     /// The evidence store, for the server's health monitor.
@@ -80,8 +95,18 @@ impl GovernanceApi {
         self.evidence.clone()
     }
 
+    /// What the log's sequencer reports, for the server's health monitor.
+    pub fn log_state(&self) -> Option<tokio::sync::watch::Receiver<LogState>> {
+        self.log_state.clone()
+    }
+
     /// The evidence store, which calls that write or read evidence need.
     fn store(&self) -> Result<&EvidenceStore, ApiError> {
         Ok(self.evidence.as_deref().ok_or(EvidenceError::NotConfigured)?)
+    }
+
+    /// The verifiable log's reader, which the log's calls need.
+    fn log(&self) -> Result<&LogReader, ApiError> {
+        Ok(self.log.as_ref().ok_or(EvidenceError::NotConfigured)?)
     }
 }

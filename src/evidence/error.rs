@@ -5,6 +5,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::error::{ServiceError, ServiceErrorCode};
 use crate::mutations::BindError;
+use crate::schema::SchemaError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -19,10 +20,6 @@ pub enum EvidenceError {
     /// A stored value is none of the words the sidecar writes.
     #[error("evidence row {evidence_id}: {word}")]
     UnknownStoredWord { evidence_id: i64, word: crate::vocabulary::UnknownWord },
-    #[error("no mutation named `{0}` is registered")]
-    UnknownMutation(String),
-    #[error("mutation `{name}` is bound to {object_type}/{operation}, not to this request's scope")]
-    MutationScope { name: String, object_type: String, operation: String },
     #[error(transparent)]
     Bind(#[from] BindError),
     #[error("the idempotency key is longer than {max_bytes} bytes")]
@@ -64,8 +61,7 @@ impl ServiceError for EvidenceError {
             | EvidenceError::UnknownStoredWord { .. }
             | EvidenceError::Log(_)
             | EvidenceError::Unexpected(_) => ServiceErrorCode::Internal,
-            EvidenceError::UnknownMutation(_) | EvidenceError::NotInLog(_) => ServiceErrorCode::NotFound,
-            EvidenceError::MutationScope { .. } => ServiceErrorCode::PermissionDenied,
+            EvidenceError::NotInLog(_) => ServiceErrorCode::NotFound,
             EvidenceError::Bind(_) | EvidenceError::KeyTooLong { .. } | EvidenceError::BadLogRange(_) => {
                 ServiceErrorCode::BadRequest
             }
@@ -75,6 +71,15 @@ impl ServiceError for EvidenceError {
             }
             EvidenceError::MutationFailed { .. } | EvidenceError::KeyExpired => ServiceErrorCode::Aborted,
             EvidenceError::NotConfigured => ServiceErrorCode::FailedPrecondition,
+        }
+    }
+}
+
+impl From<SchemaError> for EvidenceError {
+    fn from(error: SchemaError) -> EvidenceError {
+        match error {
+            SchemaError::Database(e) => EvidenceError::Database(e),
+            SchemaError::Incompatible(why) => EvidenceError::Schema(why),
         }
     }
 }
@@ -91,33 +96,4 @@ impl From<deadpool_postgres::PoolError> for EvidenceError {
 pub(super) fn cause(a: EvidenceError, b: EvidenceError) -> EvidenceError {
     let aborted_by_another = |e: &EvidenceError| matches!(e, EvidenceError::Database(db) if db.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
     if aborted_by_another(&a) && !aborted_by_another(&b) { b } else { a }
-}
-
-/// A serialization failure or deadlock: the same transaction may succeed again.
-pub(super) fn is_retryable(error: &tokio_postgres::Error) -> bool {
-    matches!(error.code(), Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED)
-}
-
-/// The server answers read-only (25006): a standby, or a primary demoted
-/// since the connection was opened. Nothing was written; another server may
-/// be the primary now.
-pub(super) fn is_read_only(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
-}
-
-/// The server went away (connection exception, or an operator/crash
-/// shutdown of the backend): nothing committed, and the request is not at fault.
-pub(super) fn is_connection_loss(error: &tokio_postgres::Error) -> bool {
-    match error.code() {
-        None => error.is_closed(),
-        Some(code) => {
-            code.code().starts_with("08")
-                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
-        }
-    }
-}
-
-/// A database error's own message, without the statement or its parameters.
-pub(super) fn db_message(error: &tokio_postgres::Error) -> String {
-    error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
 }

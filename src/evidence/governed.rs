@@ -1,9 +1,11 @@
 //! What a governed write is made of, and what it came to: the vocabulary
 //! of the evidence store's one write operation ([`super::write`]).
 
-use super::idempotency::Fingerprint;
+use sha2::{Digest as _, Sha256};
+
 use super::returning::MutationResult;
-use crate::decision::{DecisionRecord, Map, NormalizedRequest};
+use crate::decision::json::{Layout, write_object, write_value};
+use crate::decision::{DecisionRecord, Map, NormalizedRequest, Value};
 use crate::mutations::Mutation;
 use crate::vocabulary::{Decision, Mode};
 
@@ -39,4 +41,27 @@ pub struct Execution {
     pub mutation_applied: bool,
     pub result: Option<MutationResult>,
     pub replayed: bool,
+}
+
+/// What makes two calls "the same request": the SHA-256 of the whole body
+/// as canonical JSON, the mutation's name and the caller's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    /// Taken from the body as the caller sent it, before validation
+    /// normalises it: two bodies Kernite reads alike are still two requests.
+    pub fn of(body: &Value, mutation: &str, caller_params: &Map) -> Fingerprint {
+        let mut canonical = String::with_capacity(2048);
+        write_value(&mut canonical, body, Layout::Canonical);
+        canonical.push('\n');
+        canonical.push_str(mutation);
+        canonical.push('\n');
+        write_object(&mut canonical, caller_params, Layout::Canonical);
+        Fingerprint(format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes()))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }

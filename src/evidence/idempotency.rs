@@ -7,7 +7,7 @@
 //!    (`decision/trace.rs`): that part is Kernite's contract, not ours.
 //! 2. A key over [`MAX_IDEMPOTENCY_KEY_BYTES`] is refused before a connection
 //!    is taken ([`check_key`]).
-//! 3. The request's [`Fingerprint`] says what "the same request" means: the
+//! 3. The request's fingerprint (`governed.rs`) says what "the same request" means: the
 //!    whole body, the mutation's name and the caller's parameters.
 //! 4. The claim: the evidence row is inserted with the key by a plain
 //!    INSERT ([`claim`], or the statement of `one_statement.rs`), and a
@@ -35,22 +35,19 @@
 //!    alone, with outcome `error`, *without* the key ([`insert_failure`]),
 //!    so that a corrected retry with the same key can still succeed.
 //! 8. Replays and refused reuses are counted (`governance_idempotent_replays_total`,
-//!    `governance_idempotency_conflicts_total`, in `api/telemetry.rs`).
+//!    `governance_idempotency_conflicts_total`, counted in `api/execute.rs`).
 
 use std::sync::LazyLock;
 
 use deadpool_postgres::GenericClient;
-use sha2::{Digest, Sha256};
 use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
 
 use super::EvidenceError;
 use super::governed::{Execution, GovernedWrite};
 use super::returning::stored_result;
-use super::row::{self, EvidenceRow};
-use crate::decision::json::{Layout, write_object, write_value};
-use crate::decision::{Map, NormalizedRequest, Value};
+use super::row::{self, Ending, EvidenceRow};
+use crate::decision::NormalizedRequest;
 use crate::vocabulary::Outcome;
 
 /// Longest idempotency key accepted, in bytes.
@@ -63,29 +60,6 @@ pub(super) fn check_key(request: &NormalizedRequest) -> Result<(), EvidenceError
             Err(EvidenceError::KeyTooLong { max_bytes: MAX_IDEMPOTENCY_KEY_BYTES })
         }
         _ => Ok(()),
-    }
-}
-
-/// What makes two calls "the same request": the SHA-256 of the whole body
-/// as canonical JSON, the mutation's name and the caller's parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(String);
-
-impl Fingerprint {
-    /// Taken from the body as the caller sent it, before validation
-    /// normalises it: two bodies Kernite reads alike are still two requests.
-    pub fn of(body: &Value, mutation: &str, caller_params: &Map) -> Fingerprint {
-        let mut canonical = String::with_capacity(2048);
-        write_value(&mut canonical, body, Layout::Canonical);
-        canonical.push('\n');
-        canonical.push_str(mutation);
-        canonical.push('\n');
-        write_object(&mut canonical, caller_params, Layout::Canonical);
-        Fingerprint(format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes()))))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -119,10 +93,9 @@ pub(super) async fn claim(
         Claiming::Applied => Outcome::Applied,
         Claiming::NotApplied => Outcome::NotApplied,
     };
-    let key = row.write.request.idempotency_key.as_deref();
     let statement = insert_statement(client).await?;
-    let params: [&(dyn ToSql + Sync); row::INSERT_PARAMS] = insert_params!(row, outcome, key, None::<&str>);
-    match client.query_one(&statement, &params).await {
+    let ending = Ending::claiming(row, outcome);
+    match client.query_one(&statement, &row.params(&ending).map(|p| p as _)).await {
         Ok(inserted) => Ok(Claim::Inserted(inserted.try_get("id")?)),
         Err(error) if is_key_taken(&error) => Ok(Claim::Taken),
         Err(error) => Err(error.into()),
@@ -138,9 +111,8 @@ pub(super) async fn insert_failure(
     sqlstate: &str,
 ) -> Result<i64, EvidenceError> {
     let statement = insert_statement(client).await?;
-    let params: [&(dyn ToSql + Sync); row::INSERT_PARAMS] =
-        insert_params!(row, Outcome::Error, None::<&str>, Some(sqlstate));
-    Ok(client.query_one(&statement, &params).await?.try_get("id")?)
+    let ending = Ending::failure(sqlstate);
+    Ok(client.query_one(&statement, &row.params(&ending).map(|p| p as _)).await?.try_get("id")?)
 }
 
 /// The evidence INSERT, a plain one in both layouts: with the key already
@@ -173,48 +145,8 @@ const IDEMPOTENCY_INDEX: &str = "governance_events_workspace_idempotency_uq";
 /// The evidence row holding a key (`$1` the workspace, `$2` the key), as the
 /// end of a query on `governance_events e`: the newest row with the key, for
 /// in the partitioned layout a key whose lifetime ended may be on older rows too.
-pub(super) const KEY_HOLDER: &str =
+pub const KEY_HOLDER: &str =
     "WHERE e.workspace_id = $1 AND e.idempotency_key = $2 ORDER BY e.created_at DESC, e.id DESC LIMIT 1";
-
-/// The parameters of the evidence INSERT ([`row::insert_sql`]), in its column order:
-/// the row's columns, then how the call ended (`outcome`, the claimed `key`, the
-/// `sqlstate`). A macro so that the borrowed strings live in the caller; with
-/// `owned:` first, each is copied into a box the group committer can keep
-/// (`super::row::owned`).
-macro_rules! insert_params {
-    ($row:expr, $outcome:expr, $key:expr, $sqlstate:expr) => {
-        insert_params!(@[] $row, $outcome, $key, $sqlstate)
-    };
-    (owned: $row:expr, $outcome:expr, $key:expr, $sqlstate:expr) => {
-        insert_params!(@[$crate::evidence::row::owned] $row, $outcome, $key, $sqlstate)
-    };
-    (@[$($wrap:tt)*] $row:expr, $outcome:expr, $key:expr, $sqlstate:expr) => {
-        [
-            $($wrap)*(&$row.write.request.workspace_id.as_str()),
-            $($wrap)*(&$row.write.request.principal.id.as_str()),
-            $($wrap)*(&$row.write.request.object_type.as_str()),
-            $($wrap)*(&$row.write.request.operation.as_str()),
-            $($wrap)*(&$row.decision.as_str()),
-            $($wrap)*(&$row.reason_codes),
-            $($wrap)*(&$row.ctx_id),
-            $($wrap)*(&$row.trace_hash),
-            $($wrap)*(&$key),
-            $($wrap)*(&$row.response_json),
-            $($wrap)*(&$outcome.as_str()),
-            $($wrap)*(&$row.write.mutation.name),
-            $($wrap)*(&$row.write.fingerprint.as_str()),
-            $($wrap)*(&$sqlstate),
-            $($wrap)*(&$row.write.mode.as_str()),
-            $($wrap)*(&$row.redacted_paths),
-            $($wrap)*(&$row.write.policy_bundle),
-            $($wrap)*(&$row.policy_key),
-            $($wrap)*(&$row.policy_version),
-            $($wrap)*(&$row.write.trace_id),
-            $($wrap)*(&$row.response_digest.as_slice()),
-        ]
-    };
-}
-pub(super) use insert_params;
 
 /// How long a claimed key is replayed: for ever in the reference layout,
 /// for the configured lifetime in the partitioned one.
@@ -279,7 +211,7 @@ async fn release_expired_key(
 /// Deletes up to `limit` claims whose lifetime has ended (partitioned
 /// layout); returns how many went. Maintenance calls it until none are left,
 /// so that each DELETE stays short.
-pub(super) async fn forget_expired_keys(
+pub async fn forget_expired_keys(
     client: &tokio_postgres::Client,
     lifetime: std::time::Duration,
     limit: i64,

@@ -32,10 +32,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::EvidenceError;
-use super::idempotency::insert_params;
 use super::redact::{MASK, Redactor};
 use super::returning::{MutationResult, row_to_map_from};
-use super::row::{self, EvidenceRow, OwnedParam};
+use super::row::{self, Ending, EvidenceRow, OwnedParam};
 use crate::mutations::{Builtin, Mutation, SqlValue};
 use crate::vocabulary::Outcome;
 
@@ -121,12 +120,11 @@ impl OneStatementWrite {
     /// its declared parameters' order) as its `$n` take them, then the
     /// evidence row's.
     pub(super) fn params(&self, row: &EvidenceRow<'_>, values: &[SqlValue]) -> WriteParams {
-        let key = row.write.request.idempotency_key.as_deref();
-        let evidence: [OwnedParam; row::INSERT_PARAMS] =
-            insert_params!(owned: row, Outcome::Applied, key, None::<&str>);
+        let ending = Ending::claiming(row, Outcome::Applied);
+        let evidence = row.params(&ending);
         let mut params: Vec<OwnedParam> = Vec::with_capacity(self.positions.len() + evidence.len());
         params.extend(self.positions.iter().map(|&i| Box::new(values[i].clone()) as OwnedParam));
-        params.extend(evidence);
+        params.extend(evidence.iter().map(|param| param.to_owned_param()));
         WriteParams(params)
     }
 

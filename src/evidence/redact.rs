@@ -18,10 +18,6 @@ use crate::decision::{Map, Value};
 /// What a masked value is replaced with.
 pub const MASK: &str = "[REDACTED]";
 
-/// Key names masked when the operator configures none.
-pub const DEFAULT_KEY_PATTERNS: &[&str] =
-    &["password", "passwd", "secret", "*_secret", "token", "*_token", "api_key", "authorization", "card_number", "cvv"];
-
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     /// Payload-relative paths: `payload.card.number` is stored as `["card", "number"]`.
@@ -231,6 +227,7 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::decision::json::parse;
+    use crate::defaults::DEFAULT_KEY_PATTERNS;
 
     fn redactor() -> Redactor {
         let keys: Vec<String> = DEFAULT_KEY_PATTERNS.iter().map(|s| s.to_string()).collect();

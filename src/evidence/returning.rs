@@ -4,7 +4,7 @@
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 
-use super::row::jsonb_safe;
+use super::jsonb;
 use crate::decision::json::{self, Layout};
 use crate::decision::{Map, Value};
 
@@ -68,7 +68,7 @@ pub(super) fn row_to_map_from(row: &Row, first: usize) -> Map {
 /// Rows as the `returning_rows` jsonb column stores them.
 pub(super) fn rows_json(rows: &[Map]) -> String {
     let mut rows = Value::Array(rows.iter().cloned().map(Value::Object).collect());
-    jsonb_safe(&mut rows);
+    jsonb::make_safe(&mut rows);
     json::to_string(&rows, Layout::Canonical)
 }
 

@@ -1,7 +1,7 @@
 //! The evidence row of one call: every column computed once, before a
 //! connection is taken, with secrets masked (see [`super::redact`]).
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use tokio_postgres::types::ToSql;
 
 use super::governed::GovernedWrite;
@@ -9,29 +9,63 @@ use super::redact::Redactor;
 use crate::decision::json::{self, Layout};
 use crate::decision::record::object;
 use crate::decision::{DecisionRecord, Value};
-use crate::vocabulary::RecordedDecision;
+use crate::vocabulary::{Outcome, RecordedDecision};
 
-/// The columns of one call's evidence that do not depend on how it ends
-/// (the outcome, the claimed key and the SQLSTATE are added at insert, see
-/// [`super::idempotency::Recording`]).
+/// One call's evidence: every column of the row but how the call ended
+/// ([`Ending`]), in the order of [`COLUMNS`], which [`EvidenceRow::params`]
+/// binds.
 pub(super) struct EvidenceRow<'w> {
     pub write: &'w GovernedWrite<'w>,
-    pub decision: RecordedDecision,
+    workspace_id: &'w str,
+    principal_id: &'w str,
+    object_type: &'w str,
+    operation: &'w str,
+    decision: &'static str,
     /// JSON array of Kernite's reason codes.
-    pub reason_codes: String,
+    reason_codes: String,
     pub ctx_id: String,
     pub trace_hash: String,
     /// Kernite's response as stored: redacted, and jsonb-safe.
-    pub response_json: String,
+    response_json: String,
+    mutation_name: &'w str,
+    request_fingerprint: &'w str,
+    mode: &'static str,
+    /// JSON array of the paths redaction masked.
+    redacted_paths: String,
+    policy_bundle_sha256: Option<&'w str>,
+    /// The `policy` Kernite reports: key and version, when one applied.
+    policy_key: Option<String>,
+    policy_version: Option<i64>,
+    trace_id: Option<&'w str>,
     /// SHA-256 of the response as PostgreSQL will print it, for the
     /// verifiable log: taken here from the value in hand, so that the log's
     /// sequencer need not have PostgreSQL print every response again.
-    pub response_digest: [u8; 32],
-    /// JSON array of the paths redaction masked.
-    pub redacted_paths: String,
-    /// The `policy` Kernite reports: key and version, when one applied.
-    pub policy_key: Option<String>,
-    pub policy_version: Option<i64>,
+    response_json_sha256: Sha256Digest,
+}
+
+/// How a call's evidence ended: the columns the INSERT adds.
+pub(super) struct Ending<'a> {
+    outcome: &'static str,
+    /// The idempotency key the row claims; none for a failure's row, so that
+    /// a corrected retry with the same key can still succeed.
+    idempotency_key: Option<&'a str>,
+    error_sqlstate: Option<&'a str>,
+}
+
+impl<'a> Ending<'a> {
+    /// The row claims the call's key; the mutation ran beside it, or did not.
+    pub fn claiming(row: &'a EvidenceRow<'_>, outcome: Outcome) -> Ending<'a> {
+        Ending {
+            outcome: outcome.as_str(),
+            idempotency_key: row.write.request.idempotency_key.as_deref(),
+            error_sqlstate: None,
+        }
+    }
+
+    /// The mutation failed with `sqlstate` and was rolled back.
+    pub fn failure(sqlstate: &'a str) -> Ending<'a> {
+        Ending { outcome: Outcome::Error.as_str(), idempotency_key: None, error_sqlstate: Some(sqlstate) }
+    }
 }
 
 impl<'w> EvidenceRow<'w> {
@@ -56,34 +90,76 @@ impl<'w> EvidenceRow<'w> {
             }
         };
         let mut redacted = redactor.redact_response(response);
-        let respelled = jsonb_safe(&mut redacted.value);
+        let respelled = super::jsonb::make_safe(&mut redacted.value);
         // Nothing masked or respelled: the stored copy is Kernite's own text,
         // which the answer renders too (the record keeps it).
         let response_json = match write.decision {
             Some(record) if redacted.masked.is_empty() && !respelled => record.response_text().to_owned(),
             _ => json::to_string(&redacted.value, Layout::Response),
         };
+        let request = write.request;
         EvidenceRow {
             write,
-            decision: write.decision.map(|record| record.decision).into(),
+            workspace_id: request.workspace_id.as_str(),
+            principal_id: request.principal.id.as_str(),
+            object_type: request.object_type.as_str(),
+            operation: request.operation.as_str(),
+            decision: RecordedDecision::from(write.decision.map(|record| record.decision)).as_str(),
             reason_codes: json::to_string(&reason_codes, Layout::Canonical),
             ctx_id,
             trace_hash,
             response_json,
-            response_digest: Sha256::digest(super::log::jsonb::text(&redacted.value)).into(),
+            mutation_name: &write.mutation.name,
+            request_fingerprint: write.fingerprint.as_str(),
+            mode: write.mode.as_str(),
             redacted_paths: json::to_string(
                 &Value::Array(redacted.masked.into_iter().map(Value::str).collect()),
                 Layout::Canonical,
             ),
+            policy_bundle_sha256: write.policy_bundle,
             policy_key: write.decision.and_then(DecisionRecord::policy_key).map(str::to_owned),
             policy_version: write.decision.and_then(DecisionRecord::policy_version),
+            trace_id: write.trace_id,
+            response_json_sha256: Sha256Digest(Sha256::digest(super::jsonb::text(&redacted.value)).into()),
         }
+    }
+
+    /// The evidence INSERT's parameters, in [`COLUMNS`] order: the one place
+    /// a column is bound. [`Param::to_owned_param`] copies each for the
+    /// group committer.
+    pub fn params<'a>(&'a self, ending: &'a Ending<'a>) -> [&'a dyn Param; INSERT_PARAMS] {
+        [
+            &self.workspace_id,
+            &self.principal_id,
+            &self.object_type,
+            &self.operation,
+            &self.decision,
+            &self.reason_codes,
+            &self.ctx_id,
+            &self.trace_hash,
+            &ending.idempotency_key,
+            &self.response_json,
+            &ending.outcome,
+            &self.mutation_name,
+            &self.request_fingerprint,
+            &ending.error_sqlstate,
+            &self.mode,
+            &self.redacted_paths,
+            &self.policy_bundle_sha256,
+            &self.policy_key,
+            &self.policy_version,
+            &self.trace_id,
+            &self.response_json_sha256,
+        ]
     }
 }
 
-/// The evidence INSERT's columns, in the order of its parameters
-/// (`idempotency::insert_params!`), each with the cast its text parameter needs.
-const INSERT_COLUMNS: [(&str, &str); 21] = [
+/// The evidence row's columns as the sidecar writes them, in the order of
+/// the INSERT's parameters ([`EvidenceRow::params`]), each with the cast its
+/// text parameter needs. (The database adds `id`, `created_at` and
+/// `xact_id`; the log's entry, `log/entry.rs`, reads them all, and a test
+/// there checks it names every column here.)
+pub const COLUMNS: [(&str, &str); 21] = [
     ("workspace_id", ""),
     ("principal_id", ""),
     ("object_type", ""),
@@ -108,14 +184,14 @@ const INSERT_COLUMNS: [(&str, &str); 21] = [
 ];
 
 /// How many parameters the evidence INSERT takes.
-pub(super) const INSERT_PARAMS: usize = INSERT_COLUMNS.len();
+pub(super) const INSERT_PARAMS: usize = COLUMNS.len();
 
 /// `INSERT INTO governance_events (…) VALUES (…)`, its parameters numbered
 /// from `$first`: the one-statement write puts the mutation's parameters first.
 pub(super) fn insert_sql(first: usize) -> String {
-    let columns: Vec<&str> = INSERT_COLUMNS.iter().map(|(column, _)| *column).collect();
+    let columns: Vec<&str> = COLUMNS.iter().map(|(column, _)| *column).collect();
     let values: Vec<String> =
-        INSERT_COLUMNS.iter().enumerate().map(|(i, (_, cast))| format!("${}{cast}", first + i)).collect();
+        COLUMNS.iter().enumerate().map(|(i, (_, cast))| format!("${}{cast}", first + i)).collect();
     format!("INSERT INTO governance_events ({}) VALUES ({})", columns.join(", "), values.join(", "))
 }
 
@@ -123,72 +199,84 @@ pub(super) fn insert_sql(first: usize) -> String {
 /// of a caller's write, so that nothing it sends borrows from the caller.
 pub(super) type OwnedParam = Box<dyn ToSql + Send + Sync>;
 
-/// The evidence INSERT's parameter types, each copied the way it is bound.
-pub(super) trait ToOwnedParam {
+/// A parameter of the evidence INSERT: bound by reference, or copied into
+/// a box of its own for the group committer.
+pub(super) trait Param: ToSql + Sync {
     fn to_owned_param(&self) -> OwnedParam;
 }
 
-impl ToOwnedParam for &str {
+impl Param for &str {
     fn to_owned_param(&self) -> OwnedParam {
         Box::new((*self).to_owned())
     }
 }
 
-impl ToOwnedParam for String {
+impl Param for String {
     fn to_owned_param(&self) -> OwnedParam {
         Box::new(self.clone())
     }
 }
 
-impl ToOwnedParam for Option<&str> {
+impl Param for Option<&str> {
     fn to_owned_param(&self) -> OwnedParam {
         Box::new(self.map(str::to_owned))
     }
 }
 
-impl ToOwnedParam for Option<String> {
+impl Param for Option<String> {
     fn to_owned_param(&self) -> OwnedParam {
         Box::new(self.clone())
     }
 }
 
-impl ToOwnedParam for Option<i64> {
+impl Param for Option<i64> {
     fn to_owned_param(&self) -> OwnedParam {
         Box::new(*self)
     }
 }
 
-impl ToOwnedParam for &[u8] {
+/// A SHA-256 digest, bound as `bytea`.
+#[derive(Debug, Clone, Copy)]
+struct Sha256Digest([u8; 32]);
+
+impl ToSql for Sha256Digest {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.as_slice().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&[u8] as ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl Param for Sha256Digest {
     fn to_owned_param(&self) -> OwnedParam {
-        Box::new(self.to_vec())
+        Box::new(*self)
     }
 }
 
-/// `insert_params!(owned: …)`'s wrapper.
-pub(super) fn owned<T: ToOwnedParam>(value: &T) -> OwnedParam {
-    value.to_owned_param()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// jsonb has no NaN or Infinity, which Kernite's Python JSON (and a float8
-/// column) can hold: the stored copy spells them as strings, `"NaN"`,
-/// `"Infinity"`, `"-Infinity"`. The caller's answer keeps Kernite's tokens.
-/// Whether anything was respelled.
-pub(super) fn jsonb_safe(value: &mut Value) -> bool {
-    match value {
-        Value::Float(f) if !f.is_finite() => {
-            let token = if f.is_nan() {
-                "NaN"
-            } else if *f > 0.0 {
-                "Infinity"
-            } else {
-                "-Infinity"
-            };
-            *value = Value::str(token);
-            true
+    #[test]
+    fn the_insert_names_each_column_once_and_numbers_its_parameters_from_the_first_given() {
+        let sql = insert_sql(3);
+        for (column, _) in COLUMNS {
+            assert_eq!(
+                sql.matches(&format!(" {column},")).count()
+                    + sql.matches(&format!("({column},")).count()
+                    + sql.matches(&format!(" {column})")).count(),
+                1,
+                "{column} in {sql}"
+            );
         }
-        // Every item is visited: `|` does not stop at the first.
-        Value::Array(items) => items.iter_mut().fold(false, |respelled, item| jsonb_safe(item) | respelled),
-        Value::Object(map) => map.values_mut().fold(false, |respelled, item| jsonb_safe(item) | respelled),
-        _ => false,
+        assert!(sql.contains("VALUES ($3, $4,") && sql.ends_with(&format!("${})", 3 + INSERT_PARAMS - 1)), "{sql}");
     }
 }

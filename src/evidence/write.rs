@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument as _;
 
-use super::error::{cause, db_message, is_connection_loss, is_read_only, is_retryable};
+use super::error::cause;
 use super::governed::{Execution, GovernedWrite};
 use super::group_commit::Committed;
 use super::idempotency::{self, Claim, Claiming};
@@ -24,6 +24,7 @@ use super::row::EvidenceRow;
 use super::transaction::Transaction;
 use super::{EvidenceError, EvidenceStore};
 use crate::mutations::{Builtin, Builtins, Mutation, SqlValue};
+use crate::postgres::failure::{db_message, is_connection_loss, is_read_only, is_retryable};
 
 /// Attempts for a transaction that fails with a serialization failure or deadlock.
 const MAX_ATTEMPTS: usize = 3;

@@ -19,7 +19,7 @@ pub mod tls;
 use crate::api::GovernanceApi;
 use crate::config::ServerSettings;
 use crate::evidence::EvidenceStore;
-use crate::evidence::log::sequencer::LogState;
+use crate::log::sequencer::LogState;
 use crate::proto::governance_server::{GovernanceServer, SERVICE_NAME};
 
 /// Accepted connections with Nagle's algorithm off: small gRPC frames must
@@ -47,8 +47,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
-    let log_monitor =
-        api.evidence().and_then(|store| store.log_state()).map(|log| tokio::spawn(monitor_log(log, health.clone())));
+    let log_monitor = api.log_state().map(|log| tokio::spawn(monitor_log(log, health.clone())));
     let limits = &settings.limits;
     let api = api.with_concurrency_limit(limits.concurrency_limit);
     let governance = GovernanceServer::new(api.clone())

@@ -8,15 +8,17 @@ use super::TestServer;
 use super::postgres::{connect, fresh_database};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
-use governance_sidecar::evidence::layout::EvidenceLayout;
-use governance_sidecar::evidence::log::sequencer::LogSettings;
 use governance_sidecar::evidence::redact::Redactor;
-use governance_sidecar::evidence::upkeep::Upkeep;
-use governance_sidecar::evidence::{DatabaseSettings, EvidenceStore, migrate};
+use governance_sidecar::evidence::{EvidenceStore, WriteSettings};
+use governance_sidecar::log::sequencer::{self, LogKeeping};
 use governance_sidecar::mutations::Registry;
+use governance_sidecar::postgres::{DatabaseSettings, DatabaseTarget};
 use governance_sidecar::proto::{
     ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse, MutationCall, execute_with_evidence_request::Body,
 };
+use governance_sidecar::schema::layout::EvidenceLayout;
+use governance_sidecar::schema::migrate;
+use governance_sidecar::upkeep::Upkeep;
 use governance_sidecar::vocabulary::Mode;
 
 const INVOICES: &str = "CREATE TABLE invoices (
@@ -168,14 +170,14 @@ pub async fn fixture() -> Fixture {
 }
 
 /// The fixture, its sidecar keeping the verifiable log when given how.
-pub async fn fixture_keeping(log: Option<LogSettings>) -> Fixture {
+pub async fn fixture_keeping(log: Option<LogKeeping>) -> Fixture {
     fixture_in(EvidenceLayout::Reference, Upkeep::default(), log).await
 }
 
 /// The fixture with its evidence tables in `layout` (converted after the
 /// sidecar's role was granted its rights on the reference tables, as an
 /// existing deployment would be), its store with `upkeep`.
-pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogSettings>) -> Fixture {
+pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogKeeping>) -> Fixture {
     let url = fresh_database().await;
     let mut admin = connect(&url).await;
     migrate::migrate(&mut admin).await.unwrap();
@@ -199,11 +201,13 @@ pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogS
     let role = least_privilege_role(&admin).await;
     migrate::migrate_to(&mut admin, Some(layout)).await.unwrap();
     let sidecar_url = url.replacen("postgres@", &format!("{role}@"), 1);
-    let mut store = store_with(DatabaseSettings { upkeep, ..database(&sidecar_url) }, REGISTRY).await;
+    let writes = WriteSettings { key_lifetime: upkeep.key_lifetime, ..WriteSettings::default() };
+    let store = store_writing(database(&sidecar_url), writes, REGISTRY).await;
+    let mut api = GovernanceApi::with_evidence(store);
     if let Some(log) = log {
-        store.keep_log(&database(&sidecar_url), log);
+        api = api.with_log_state(sequencer::spawn(DatabaseTarget::new(&sidecar_url), &log).unwrap());
     }
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let server = TestServer::start(ServerSettings::default(), api).await;
     Fixture { server, db: admin, url, sidecar_url }
 }
 
@@ -232,13 +236,10 @@ async fn least_privilege_role(admin: &tokio_postgres::Client) -> String {
 
 pub fn database(url: &str) -> DatabaseSettings {
     DatabaseSettings {
-        url: url.to_owned(),
+        target: DatabaseTarget::new(url),
         pool_size: 8,
         wait_timeout: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(5),
-        ca_file: None,
-        group_commit: governance_sidecar::config::DEFAULT_GROUP_COMMIT,
-        upkeep: Default::default(),
     }
 }
 
@@ -248,10 +249,15 @@ pub async fn store(url: &str, registry: &str) -> EvidenceStore {
 }
 
 pub async fn store_with(settings: DatabaseSettings, registry: &str) -> EvidenceStore {
-    let keys: Vec<String> =
-        governance_sidecar::evidence::redact::DEFAULT_KEY_PATTERNS.iter().map(|k| k.to_string()).collect();
+    store_writing(settings, WriteSettings::default(), registry).await
+}
+
+/// A store as [`store`] makes it, sending writes as `writes` says.
+pub async fn store_writing(settings: DatabaseSettings, writes: WriteSettings, registry: &str) -> EvidenceStore {
+    let keys: Vec<String> = governance_sidecar::defaults::DEFAULT_KEY_PATTERNS.iter().map(|k| k.to_string()).collect();
     let redactor = Redactor::new(&["payload.card_number".to_owned()], &keys).unwrap();
-    EvidenceStore::connect(&settings, Registry::parse(registry).unwrap(), Mode::Enforce, redactor).await.unwrap()
+    let registry = Registry::parse(registry).unwrap().with_default_mode(Mode::Enforce);
+    EvidenceStore::connect(&settings, writes, registry, redactor).await.unwrap()
 }
 
 impl Fixture {

@@ -89,8 +89,7 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
 
 /// A verifiable-log key pair in this test's scratch directory: (signer key file, verifier key).
 pub fn log_key_pair(name: &str) -> (std::path::PathBuf, String) {
-    let (signer, verifier) =
-        governance_sidecar::evidence::log::checkpoint::generate_key("test.example/evidence").unwrap();
+    let (signer, verifier) = governance_sidecar::log::checkpoint::generate_key("test.example/evidence").unwrap();
     let path = scratch(name).join("log-signing-key");
     std::fs::write(&path, &signer).unwrap();
     (path, verifier)

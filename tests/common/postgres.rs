@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use governance_sidecar::evidence::local_postgres::LocalPostgres;
+use governance_sidecar::postgres::local_postgres::LocalPostgres;
 
 /// The admin URL without a database name, e.g. `postgresql://postgres@127.0.0.1:5432`.
 fn server_url() -> &'static str {

@@ -20,6 +20,7 @@ use super::entry;
 use super::retention::{self, Retention};
 use super::sequencer::MAX_BATCH_ROWS;
 use super::tree::{self, Frontier};
+use crate::defaults::{DEFAULT_MAX_LAG, DEFAULT_MAX_TRANSACTION_AGE};
 use crate::evidence::EvidenceError;
 
 /// How much slack the checks allow.
@@ -33,9 +34,6 @@ pub struct VerifySettings {
     /// Rows not yet sequenced are a discrepancy once older than this.
     pub max_lag: Duration,
 }
-
-pub const DEFAULT_MAX_TRANSACTION_AGE: Duration = Duration::from_secs(120);
-pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
 
 impl Default for VerifySettings {
     fn default() -> VerifySettings {

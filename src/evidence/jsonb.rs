@@ -1,4 +1,6 @@
-//! PostgreSQL's text of a `jsonb` value (what `response_json::text` prints),
+//! jsonb as PostgreSQL stores and prints it: what a value must be to be
+//! stored ([`make_safe`]), and PostgreSQL's text of a `jsonb` value (what
+//! `response_json::text` prints, [`text`]),
 //! computed from the value the sidecar stores, so that the leaf's digest of
 //! the response can be taken when the row is written rather than by making
 //! PostgreSQL print every response again when it is sequenced.
@@ -19,11 +21,35 @@ use crate::decision::json::{sorted_entries, write_string};
 use crate::decision::python::float_repr;
 
 /// The text `value::jsonb::text` prints, for a value that jsonb accepts
-/// (finite numbers; see `row.rs`, `jsonb_safe`).
+/// (finite numbers: see [`make_safe`]).
 pub fn text(value: &Value) -> String {
     let mut out = String::with_capacity(1024);
     write(&mut out, value);
     out
+}
+
+/// jsonb has no NaN or Infinity, which Kernite's Python JSON (and a float8
+/// column) can hold: the stored copy spells them as strings, `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`. The caller's answer keeps Kernite's tokens.
+/// Whether anything was respelled.
+pub fn make_safe(value: &mut Value) -> bool {
+    match value {
+        Value::Float(f) if !f.is_finite() => {
+            let token = if f.is_nan() {
+                "NaN"
+            } else if *f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            *value = Value::str(token);
+            true
+        }
+        // Every item is visited: `|` does not stop at the first.
+        Value::Array(items) => items.iter_mut().fold(false, |respelled, item| make_safe(item) | respelled),
+        Value::Object(map) => map.values_mut().fold(false, |respelled, item| make_safe(item) | respelled),
+        _ => false,
+    }
 }
 
 fn write(out: &mut String, value: &Value) {

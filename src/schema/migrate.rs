@@ -9,7 +9,7 @@
 
 use tokio_postgres::Client;
 
-use super::EvidenceError;
+use super::SchemaError;
 use super::layout::{self, EvidenceLayout};
 
 pub struct Migration {
@@ -71,7 +71,7 @@ const CREATE_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS governance_schema
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now())";
 
-async fn current_version(client: &Client) -> Result<i32, EvidenceError> {
+async fn current_version(client: &Client) -> Result<i32, SchemaError> {
     let exists: bool =
         client.query_one("SELECT to_regclass('governance_schema_migrations') IS NOT NULL", &[]).await?.get(0);
     if !exists {
@@ -82,13 +82,13 @@ async fn current_version(client: &Client) -> Result<i32, EvidenceError> {
 
 /// Applies the pending migrations; returns the versions applied. The
 /// layout stays what it is (the reference layout on a new database).
-pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, EvidenceError> {
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
     migrate_to(client, None).await
 }
 
 /// Applies the pending migrations, then converts to `layout` if given
 /// (see [`layout::convert`]); returns the versions applied.
-pub async fn migrate_to(client: &mut Client, layout: Option<EvidenceLayout>) -> Result<Vec<i32>, EvidenceError> {
+pub async fn migrate_to(client: &mut Client, layout: Option<EvidenceLayout>) -> Result<Vec<i32>, SchemaError> {
     client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
     let result = async {
         let applied = apply_pending(client).await?;
@@ -102,7 +102,7 @@ pub async fn migrate_to(client: &mut Client, layout: Option<EvidenceLayout>) -> 
     result
 }
 
-async fn apply_pending(client: &mut Client) -> Result<Vec<i32>, EvidenceError> {
+async fn apply_pending(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
     client.batch_execute(CREATE_VERSION_TABLE).await?;
     let current = current_version(client).await?;
     refuse_newer(current)?;
@@ -123,9 +123,9 @@ async fn apply_pending(client: &mut Client) -> Result<Vec<i32>, EvidenceError> {
     Ok(applied)
 }
 
-fn refuse_newer(current: i32) -> Result<(), EvidenceError> {
+fn refuse_newer(current: i32) -> Result<(), SchemaError> {
     if current > latest_version() {
-        return Err(EvidenceError::Schema(format!(
+        return Err(SchemaError::Incompatible(format!(
             "the database schema is at version {current}, newer than this binary knows ({}); \
              run a newer governance-sidecar",
             latest_version()
@@ -135,11 +135,11 @@ fn refuse_newer(current: i32) -> Result<(), EvidenceError> {
 }
 
 /// Serving needs exactly the schema this binary knows.
-pub async fn check_schema(client: &Client) -> Result<(), EvidenceError> {
+pub async fn check_schema(client: &Client) -> Result<(), SchemaError> {
     let current = current_version(client).await?;
     refuse_newer(current)?;
     if current < latest_version() {
-        return Err(EvidenceError::Schema(format!(
+        return Err(SchemaError::Incompatible(format!(
             "the database schema is at version {current}, this binary needs {}; run `governance-sidecar migrate` \
              or serve with --migrate",
             latest_version()

@@ -1,11 +1,19 @@
-//! Reaching PostgreSQL: the settings, the pool every call borrows from, and
-//! single connections outside it (migrations, the example schema).
+//! Reaching PostgreSQL: where it is ([`DatabaseTarget`]), the pool every
+//! call borrows from, and single connections outside it (migrations, the
+//! log's sequencer, upkeep, `verify`).
 //!
-//! Where and how to connect follows libpq's conventions ([`super::libpq`]
-//! for the URL, the `PG*` variables and `.pgpass`; [`super::tls`] for
-//! `sslmode`), so that the URL that works with psql works here.
+//! Where and how to connect follows libpq's conventions ([`libpq`] for the
+//! URL, the `PG*` variables and `.pgpass`; [`tls`] for `sslmode`), so that
+//! the URL that works with psql works here. [`failure`] says which database
+//! failures are worth a retry; [`local_postgres`] starts a private server
+//! for `dev` and the tests.
 
-use std::path::{Path, PathBuf};
+pub mod failure;
+pub mod libpq;
+pub mod local_postgres;
+mod tls;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use deadpool_postgres::{Connect, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
@@ -13,28 +21,43 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::libpq::{self, ConnectionTarget, ProcessEnvironment};
-use super::tls::SslMode;
+use libpq::{ConnectionTarget, ProcessEnvironment};
+use tls::SslMode;
 
-/// How to reach Postgres.
-#[derive(Debug, Clone)]
-pub struct DatabaseSettings {
+/// Which PostgreSQL, and how its certificate is checked: one value wherever it travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseTarget {
     /// A libpq connection string: a `postgresql://` URL or `key=value` pairs,
     /// completed from the `PG*` variables and the password file.
     pub url: String,
+    /// PEM root certificate(s) to verify the server with: libpq's `sslrootcert`,
+    /// which the URL's own `sslrootcert` overrides.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl DatabaseTarget {
+    /// A target whose certificate is checked as libpq would without a CA file.
+    pub fn new(url: impl Into<String>) -> DatabaseTarget {
+        DatabaseTarget { url: url.into(), ca_file: None }
+    }
+
+    /// One connection outside the pool, made exactly as the pool makes its connections.
+    pub async fn connect_once(&self) -> anyhow::Result<Client> {
+        let target = libpq::resolve(&self.url, self.ca_file.as_deref(), &ProcessEnvironment)?;
+        let (client, _connection) = Connector::new(&target)?.connect(&target.config).await?;
+        Ok(client)
+    }
+}
+
+/// How to reach PostgreSQL, and the pool's bounds.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub target: DatabaseTarget,
     pub pool_size: usize,
     /// How long a call waits for a pooled connection (and to open one).
     pub wait_timeout: Duration,
     /// Longest any statement may run; a mutation over it is cancelled and rolled back.
     pub statement_timeout: Duration,
-    /// PEM root certificate(s) to verify the server with: libpq's `sslrootcert`,
-    /// which the URL's own `sslrootcert` overrides.
-    pub ca_file: Option<PathBuf>,
-    /// How many group-commit transactions may be in flight at once; 0 sends
-    /// every write on its own ([`super::group_commit`]).
-    pub group_commit: usize,
-    /// The partitioned layout's key lifetime, retention and months ahead ([`super::upkeep`]).
-    pub upkeep: super::upkeep::Upkeep,
 }
 
 /// The pool of the evidence store. Connections are opened on demand; each
@@ -46,8 +69,9 @@ pub struct DatabaseSettings {
 /// (LIFO): a few callers keep a few backends busy and warm instead of
 /// rotating through the whole pool, which cost PostgreSQL up to a third
 /// more CPU per write on a pool of 32 in our runs (`docs/performance.md`).
-pub(super) fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let mut target = libpq::resolve(&settings.url, settings.ca_file.as_deref(), &ProcessEnvironment)?;
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let DatabaseTarget { url, ca_file } = &settings.target;
+    let mut target = libpq::resolve(url, ca_file.as_deref(), &ProcessEnvironment)?;
     let session =
         format!("-c statement_timeout={} -c max_parallel_workers_per_gather=0", settings.statement_timeout.as_millis());
     let options = match target.config.get_options() {
@@ -65,14 +89,6 @@ pub(super) fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
         .recycle_timeout(Some(settings.wait_timeout))
         .runtime(Runtime::Tokio1)
         .build()?)
-}
-
-/// One connection outside the pool (for migrations), made exactly as the
-/// pool makes its connections.
-pub async fn connect_once(url: &str, ca_file: Option<&Path>) -> anyhow::Result<Client> {
-    let target = libpq::resolve(url, ca_file, &ProcessEnvironment)?;
-    let (client, _connection) = Connector::new(&target)?.connect(&target.config).await?;
-    Ok(client)
 }
 
 /// Opens connections with libpq's `sslmode` behaviour, which tokio-postgres

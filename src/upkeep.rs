@@ -24,16 +24,16 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::EvidenceError;
-use super::idempotency::forget_expired_keys;
-use super::layout::{self, EvidenceLayout};
-use super::log::retention::{self, MonthInLog};
+use crate::defaults::{DEFAULT_KEY_LIFETIME, DEFAULT_MONTHS_AHEAD};
+use crate::evidence::EvidenceError;
+use crate::evidence::idempotency::forget_expired_keys;
+use crate::log::retention::{self, MonthInLog};
+use crate::postgres::DatabaseTarget;
+use crate::postgres::failure::db_message;
+use crate::schema::layout::{self, EvidenceLayout};
 
 /// How often `serve` runs a pass.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(3600);
-/// Stripe's lifetime for idempotency keys.
-pub const DEFAULT_KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_MONTHS_AHEAD: u32 = 3;
 /// Key of the upkeep's advisory lock ("govupkep" in ASCII).
 const LOCK_KEY: i64 = 0x676f_7675_706b_6570;
 /// Expired keys deleted per statement.
@@ -67,6 +67,33 @@ pub struct UpkeepReport {
     /// A month past retention kept because the log has not sequenced all its rows.
     pub kept_for_log: Option<String>,
     pub keys_forgotten: u64,
+}
+
+/// Runs a pass now and then every [`UPKEEP_INTERVAL`], each on a connection
+/// of its own, for as long as the database has the partitioned layout; a
+/// failed pass is logged and tried again at the next.
+pub fn keep_up(database: DatabaseTarget, upkeep: Upkeep) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            interval.tick().await;
+            let pass = async {
+                let client = database.connect_once().await?;
+                if layout::detect(&client).await? != EvidenceLayout::Partitioned {
+                    return anyhow::Ok(false);
+                }
+                if let Some(report) = run_once(&client, &upkeep).await? {
+                    tracing::info!(?report, "upkeep done");
+                }
+                Ok(true)
+            };
+            match pass.await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "upkeep failed; trying again later"),
+            }
+        }
+    });
 }
 
 /// One pass on `client` (a connection of its own, for the session lock).
@@ -104,7 +131,7 @@ async fn pass(client: &Client, upkeep: &Upkeep) -> Result<UpkeepReport, Evidence
     };
     match months.await {
         Err(EvidenceError::Database(e)) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => tracing::warn!(
-            error = super::error::db_message(&e),
+            error = db_message(&e),
             "this role may not create or drop partitions: run `governance-sidecar maintain` as the tables' owner"
         ),
         other => other?,
@@ -158,7 +185,7 @@ async fn months_past(client: &Client, months: u32) -> Result<Vec<String>, Eviden
 /// Drops one month of evidence and of results; false if the log still needs it.
 async fn drop_month(client: &Client, evidence_partition: &str) -> Result<bool, EvidenceError> {
     let month = evidence_partition.trim_start_matches("governance_events_p");
-    let recorded = if log_in_use(client).await? {
+    let recorded = if crate::log::in_use(client).await? {
         match retention::record_month(client, evidence_partition).await? {
             MonthInLog::NotSequenced => return Ok(false),
             MonthInLog::Empty => None,
@@ -189,14 +216,6 @@ async fn drop_month(client: &Client, evidence_partition: &str) -> Result<bool, E
     }
     tracing::info!(month, "dropped a month of evidence past retention");
     Ok(true)
-}
-
-/// Whether the verifiable log has been started (it has a checkpoint).
-async fn log_in_use(client: &Client) -> Result<bool, EvidenceError> {
-    Ok(client
-        .query_one("SELECT EXISTS (SELECT 1 FROM governance_log_checkpoints) AS in_use", &[])
-        .await?
-        .try_get("in_use")?)
 }
 
 /// Detaches a partition without blocking writers. A detach interrupted

@@ -4,7 +4,7 @@
 //!
 //! | question | file |
 //! | --- | --- |
-//! | Which bytes does a leaf commit to? | `entry.rs`, `jsonb.rs` |
+//! | Which bytes does a leaf commit to? | `entry.rs` (the response's jsonb text: `crate::evidence::jsonb`) |
 //! | How are rows given log positions, by whom, and when? | `sequencer.rs` |
 //! | How is the tree stored, and proofs made from it? | `tree.rs` |
 //! | How are checkpoints signed and checked? | `checkpoint.rs` |
@@ -14,16 +14,17 @@
 
 pub mod checkpoint;
 pub mod entry;
-pub mod jsonb;
 pub mod retention;
 pub mod sequencer;
 mod tree;
 pub mod verify;
 
+use deadpool_postgres::Pool;
 use tlog_tiles::Hash;
 use tokio_postgres::GenericClient;
 
-use super::{EvidenceError, EvidenceStore};
+use crate::evidence::idempotency::KEY_HOLDER;
+use crate::evidence::{EvidenceError, EvidenceStore};
 
 /// A checkpoint as stored.
 #[derive(Debug, Clone)]
@@ -52,7 +53,25 @@ pub struct InclusionProof {
     pub checkpoint: StoredCheckpoint,
 }
 
-impl EvidenceStore {
+/// Whether the log has been started (it has a checkpoint).
+pub async fn in_use(client: &impl GenericClient) -> Result<bool, EvidenceError> {
+    Ok(client
+        .query_one("SELECT EXISTS (SELECT 1 FROM governance_log_checkpoints) AS in_use", &[])
+        .await?
+        .try_get("in_use")?)
+}
+
+/// The log's answers to auditors (checkpoints and proofs), from the evidence store's pool.
+#[derive(Clone)]
+pub struct LogReader {
+    pool: Pool,
+}
+
+impl LogReader {
+    pub fn new(store: &EvidenceStore) -> LogReader {
+        LogReader { pool: store.pool().clone() }
+    }
+
     /// The latest checkpoint, or the one of a given size.
     pub async fn checkpoint(&self, size: Option<u64>) -> Result<StoredCheckpoint, EvidenceError> {
         let client = self.pool.get().await?;
@@ -142,7 +161,7 @@ async fn leaf(client: &impl GenericClient, key: &LeafKey) -> Result<(i64, u64), 
     let row = match key {
         LeafKey::EvidenceId(id) => client.query_opt(&format!("{LEAF} WHERE e.id = $1"), &[id]).await?,
         LeafKey::Idempotency { workspace_id, idempotency_key } => {
-            let sql = format!("{LEAF} {}", super::idempotency::KEY_HOLDER);
+            let sql = format!("{LEAF} {KEY_HOLDER}");
             client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
         }
     };

@@ -13,7 +13,7 @@
 
 use tokio_postgres::Client;
 
-use super::EvidenceError;
+use super::SchemaError;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EvidenceLayout {
@@ -47,7 +47,7 @@ impl std::str::FromStr for EvidenceLayout {
 const TO_PARTITIONED: &str = include_str!("../../migrations/layout_partitioned.sql");
 
 /// The layout of a migrated database: whether its evidence table is partitioned.
-pub async fn detect(client: &Client) -> Result<EvidenceLayout, EvidenceError> {
+pub async fn detect(client: &Client) -> Result<EvidenceLayout, SchemaError> {
     let row = client
         .query_one(
             "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('governance_events')), false) \
@@ -61,7 +61,7 @@ pub async fn detect(client: &Client) -> Result<EvidenceLayout, EvidenceError> {
 /// Brings a database at the latest schema version to `wanted`: the reference
 /// layout is converted to the partitioned one in one transaction (writers
 /// wait while the rows are copied); there is no way back.
-pub(super) async fn convert(client: &mut Client, wanted: EvidenceLayout) -> Result<(), EvidenceError> {
+pub(super) async fn convert(client: &mut Client, wanted: EvidenceLayout) -> Result<(), SchemaError> {
     match (detect(client).await?, wanted) {
         (current, wanted) if current == wanted => Ok(()),
         (EvidenceLayout::Reference, EvidenceLayout::Partitioned) => {
@@ -71,7 +71,7 @@ pub(super) async fn convert(client: &mut Client, wanted: EvidenceLayout) -> Resu
             tracing::info!("converted the evidence tables to the partitioned layout");
             Ok(())
         }
-        (EvidenceLayout::Partitioned, _) => Err(EvidenceError::Schema(
+        (EvidenceLayout::Partitioned, _) => Err(SchemaError::Incompatible(
             "the database is in the partitioned layout, which cannot be turned back into the reference layout".into(),
         )),
         (EvidenceLayout::Reference, EvidenceLayout::Reference) => unreachable!("equal layouts are handled first"),

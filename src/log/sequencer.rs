@@ -21,6 +21,7 @@
 //! primary keys on the batch's first position and the checkpoint's size stop
 //! a second writer (and the size check at each batch's start says so early).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,9 @@ use tokio_postgres::{Client, GenericClient};
 use super::checkpoint::LogSigner;
 use super::entry;
 use super::tree::Frontier;
-use crate::evidence::{DatabaseSettings, EvidenceError, connect_once};
+use crate::evidence::EvidenceError;
 use crate::metrics::metrics;
+use crate::postgres::DatabaseTarget;
 
 /// Key of the advisory lock held by the sequencing sidecar ("govslog" in ASCII).
 const LOCK_KEY: i64 = 0x0067_6f76_736c_6f67;
@@ -46,10 +48,11 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Unsequenced rows older than this make the log unhealthy.
 pub const MAX_HEALTHY_LAG: Duration = Duration::from_secs(30);
 
-/// How the log is kept: the key, and how often a batch is cut.
-#[derive(Clone)]
-pub struct LogSettings {
-    pub signer: Arc<LogSigner>,
+/// How this sidecar keeps the log: the signer key's file, and how often a
+/// batch is cut and a checkpoint signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKeeping {
+    pub signing_key_file: PathBuf,
     pub interval: Duration,
 }
 
@@ -113,9 +116,25 @@ impl Cursor {
     }
 }
 
+/// Starts this sidecar's sequencer, which sequences whenever no other
+/// sidecar on the database does; its reports, for health and metrics.
+pub fn spawn(database: DatabaseTarget, keeping: &LogKeeping) -> anyhow::Result<watch::Receiver<LogState>> {
+    let signer = Arc::new(LogSigner::load(&keeping.signing_key_file)?);
+    tracing::info!(origin = signer.origin(), "keeping the verifiable log");
+    let (state, watched) = watch::channel(LogState::default());
+    tokio::spawn(run(database, Keeper { signer, interval: keeping.interval }, state));
+    Ok(watched)
+}
+
+/// The key in hand, and the interval.
+struct Keeper {
+    signer: Arc<LogSigner>,
+    interval: Duration,
+}
+
 /// Runs the sequencer for as long as the process lives: waits for the lock,
 /// sequences while it holds it, and starts over after any failure.
-pub async fn run(database: DatabaseSettings, settings: LogSettings, state: watch::Sender<LogState>) {
+async fn run(database: DatabaseTarget, settings: Keeper, state: watch::Sender<LogState>) {
     loop {
         if let Err(error) = lead(&database, &settings, &state).await {
             tracing::warn!(error = %format!("{error:#}"), "the log sequencer stopped; starting over");
@@ -127,12 +146,8 @@ pub async fn run(database: DatabaseSettings, settings: LogSettings, state: watch
 }
 
 /// Waits for the lock, then sequences until something fails.
-async fn lead(
-    database: &DatabaseSettings,
-    settings: &LogSettings,
-    state: &watch::Sender<LogState>,
-) -> anyhow::Result<()> {
-    let client = connect_once(&database.url, database.ca_file.as_deref()).await?;
+async fn lead(database: &DatabaseTarget, settings: &Keeper, state: &watch::Sender<LogState>) -> anyhow::Result<()> {
+    let client = database.connect_once().await?;
     while !client.query_one("SELECT pg_try_advisory_lock($1) AS locked", &[&LOCK_KEY]).await?.try_get("locked")? {
         report(state, &client, false).await?;
         tokio::time::sleep(settings.interval).await;

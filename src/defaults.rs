@@ -1,0 +1,49 @@
+//! Every setting's default, in one place: the help text, the resolver and
+//! the subsystems that have a `Default` all read these.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+// ---- listening and limits
+/// A sidecar talks to its own pod: loopback by default.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
+pub const DEFAULT_TLS_RELOAD_MS: u64 = 5_000;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_CONCURRENCY_LIMIT: usize = 1024;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_SHUTDOWN_DELAY_MS: u64 = 0;
+pub const DEFAULT_HEALTH_SERVICE: &str = "governance.v1.Governance";
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 2_000;
+
+// ---- policies
+pub const DEFAULT_POLICY_BUNDLE_POLL_MS: u64 = 1_000;
+
+// ---- the database and the governed write
+pub const DEFAULT_POOL_SIZE: usize = 16;
+pub const DEFAULT_POOL_WAIT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// Group-commit transactions in flight at once (see `evidence/group_commit.rs`):
+/// one makes the largest batches, which cost PostgreSQL least per write.
+pub const DEFAULT_GROUP_COMMIT: usize = 1;
+/// Key-name patterns masked anywhere in stored evidence (`evidence/redact.rs`).
+pub const DEFAULT_KEY_PATTERNS: &[&str] =
+    &["password", "passwd", "secret", "*_secret", "token", "*_token", "api_key", "authorization", "card_number", "cvv"];
+
+// ---- the partitioned layout's upkeep
+/// Stripe's lifetime for idempotency keys.
+pub const DEFAULT_KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MONTHS_AHEAD: u32 = 3;
+
+// ---- the verifiable log
+pub const DEFAULT_LOG_INTERVAL_MS: u64 = 1_000;
+/// `verify`: the longest a governed transaction may run from its rows' `created_at` to its commit.
+pub const DEFAULT_MAX_TRANSACTION_AGE: Duration = Duration::from_secs(120);
+/// `verify`: rows not yet sequenced are a discrepancy once older than this.
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
+
+// ---- floors: polling faster than these only burns CPU
+pub const MIN_TLS_RELOAD_MS: u64 = 100;
+pub const MIN_POLICY_BUNDLE_POLL_MS: u64 = 10;
+pub const MIN_LOG_INTERVAL_MS: u64 = 10;
