@@ -10,7 +10,7 @@ use common::postgres::{connect, fresh_database};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::ServerSettings;
 use governance_sidecar::decision::json::{self, Layout};
-use governance_sidecar::decision::{Value, record::object};
+use governance_sidecar::decision::{Value, value::object};
 use governance_sidecar::evidence::redact::Redactor;
 use governance_sidecar::evidence::{EvidenceStore, WriteSettings};
 use governance_sidecar::mutations::Registry;

@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::decision::json::{self, JsonError, Layout};
-use crate::decision::record::object;
+use crate::decision::value::object;
 use crate::decision::{InvalidRequest, Unanswerable, Value};
 use crate::error::{ServiceError, ServiceErrorCode, grpc_code_name};
 use crate::evidence::EvidenceError;

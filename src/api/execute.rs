@@ -11,7 +11,7 @@ use super::call::Call;
 use super::decide::{decide, resolve, validate};
 use super::{ApiError, GovernanceApi, convert};
 use crate::decision::json::{self, Layout};
-use crate::decision::record::object;
+use crate::decision::value::object;
 use crate::decision::{DecisionRecord, Map, Value};
 use crate::evidence::{EvidenceError, Execution, Fingerprint, GovernedWrite, MutationResult};
 use crate::metrics::metrics;

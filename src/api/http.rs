@@ -30,7 +30,7 @@ use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
 use crate::decision::json::{self, Layout};
-use crate::decision::record::object;
+use crate::decision::value::object;
 use crate::decision::{Map, Value};
 use crate::metrics::metrics;
 

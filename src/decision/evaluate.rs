@@ -9,10 +9,11 @@ use std::cell::OnceCell;
 
 use super::Unanswerable;
 use super::python::{normalize_lower, to_str};
-use super::record::{Decision, DecisionRecord, MatchedPolicy, PolicyOutcome, Reason, RuleEvent, object};
+use super::record::{Decision, DecisionRecord, MatchedPolicy, PolicyOutcome, Reason, RuleEvent};
+use super::request::{Condition, ConditionOp, Effect, NormalizedRequest, PolicyContextInput, PolicyInput};
 use super::rules::{evaluate_rules, python_dict};
 use super::trace::{TraceInput, trace_hash};
-use super::validate::{Condition, ConditionOp, Effect, NormalizedRequest, PolicyContextInput, PolicyInput};
+use super::value::object;
 use super::value::{Map, Text, Value};
 
 const DEFAULT_COMBINING_ALGORITHM: &str = "deny_overrides";

@@ -13,17 +13,18 @@ pub mod json;
 mod map;
 pub(crate) mod python;
 pub mod record;
+pub mod request;
 mod rules;
 mod trace;
 pub mod validate;
 pub mod value;
 
 pub use record::{Decision, DecisionRecord, Reason};
+pub use request::{ErrorCode, FieldError, NormalizedRequest, PolicyContextInput, Validation};
 pub use trace::ctx_id_of;
-pub use validate::{ErrorCode, FieldError, NormalizedRequest, PolicyContextInput, Validation};
 pub use value::{Map, Text, Value};
 
-use record::object;
+use value::object;
 
 /// Inputs Kernite 0.1.6 itself cannot answer: it raises an exception (an
 /// HTTP 500 from `kernite serve`). The sidecar refuses them with a clear error

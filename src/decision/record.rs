@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use super::json::{Layout, write_object, write_optional_string, write_sorted_strings, write_string, write_value};
-use super::validate::Effect;
-use super::value::{Map, Text, Value};
+use super::request::Effect;
+use super::value::{Map, Text, Value, object, optional_str};
 
 pub use crate::vocabulary::Decision;
 
@@ -373,15 +373,6 @@ impl DecisionRecord {
         self.write_response(&mut out);
         out
     }
-}
-
-pub fn optional_str(value: &Option<impl AsRef<str>>) -> Value {
-    value.as_ref().map_or(Value::Null, |s| Value::str(s.as_ref()))
-}
-
-/// An object from `(key, value)` pairs, in order.
-pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    Value::Object(entries.into_iter().map(|(k, v)| (Text::from(k), v)).collect())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::json::{Layout, write_object, write_optional_string, write_sorted_strings, write_string};
 use super::record::{Decision, MatchedPolicy};
-use super::validate::NormalizedRequest;
+use super::request::NormalizedRequest;
 use super::value::Text;
 
 /// Everything that is hashed, borrowed from the decision being made.

@@ -165,6 +165,16 @@ pub fn float_greater(a: f64, b: f64) -> bool {
     a.partial_cmp(&b) == Some(Ordering::Greater)
 }
 
+/// A string, or null.
+pub fn optional_str(value: &Option<impl AsRef<str>>) -> Value {
+    value.as_ref().map_or(Value::Null, |s| Value::str(s.as_ref()))
+}
+
+/// An object from `(key, value)` pairs, in order.
+pub fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(entries.into_iter().map(|(k, v)| (Text::from(k), v)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 use super::governed::GovernedWrite;
 use super::redact::Redactor;
 use crate::decision::json::{self, Layout};
-use crate::decision::record::object;
+use crate::decision::value::object;
 use crate::decision::{DecisionRecord, Value};
 use crate::vocabulary::{Outcome, RecordedDecision};
 
