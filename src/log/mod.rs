@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod retention;
 pub mod sequencer;
+mod sql;
 mod tree;
 pub mod verify;
 
@@ -55,10 +56,7 @@ pub struct InclusionProof {
 
 /// Whether the log has been started (it has a checkpoint).
 pub async fn in_use(client: &impl GenericClient) -> Result<bool, EvidenceError> {
-    Ok(client
-        .query_one("SELECT EXISTS (SELECT 1 FROM governance_log_checkpoints) AS in_use", &[])
-        .await?
-        .try_get("in_use")?)
+    Ok(client.query_one(sql::IN_USE, &[]).await?.try_get("in_use")?)
 }
 
 /// The log's answers to auditors (checkpoints and proofs), from the evidence store's pool.
@@ -97,8 +95,7 @@ impl LogReader {
             .values()
             .next()
             .ok_or_else(|| EvidenceError::Log(format!("the leaf hash at log index {leaf_index} is missing")))?;
-        let select = format!("SELECT {} FROM {} WHERE e.id = $1", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
-        let row = client.query_one(&select, &[&evidence_id]).await?;
+        let row = client.query_one(sql::ENTRY_BY_ID.as_str(), &[&evidence_id]).await?;
         let entry = entry::from_row(&row)?;
         Ok(InclusionProof { evidence_id, leaf_index, leaf_hash, entry, audit_path, checkpoint })
     }
@@ -124,16 +121,9 @@ impl LogReader {
 }
 
 async fn checkpoint(client: &impl GenericClient, size: Option<u64>) -> Result<StoredCheckpoint, EvidenceError> {
-    const COLUMNS: &str = "tree_size, root_hash, signed_note, created_at";
     let row = match size {
-        None => {
-            let latest = format!("SELECT {COLUMNS} FROM governance_log_checkpoints ORDER BY tree_size DESC LIMIT 1");
-            client.query_opt(&latest, &[]).await?
-        }
-        Some(size) => {
-            let sized = format!("SELECT {COLUMNS} FROM governance_log_checkpoints WHERE tree_size = $1");
-            client.query_opt(&sized, &[&(size as i64)]).await?
-        }
+        None => client.query_opt(sql::LATEST_CHECKPOINT, &[]).await?,
+        Some(size) => client.query_opt(sql::CHECKPOINT_OF_SIZE, &[&(size as i64)]).await?,
     };
     let row = row.ok_or_else(|| {
         EvidenceError::NotInLog(match size {
@@ -153,15 +143,12 @@ async fn checkpoint(client: &impl GenericClient, size: Option<u64>) -> Result<St
 /// batch whose key range holds it (the first batch whose last key is at or
 /// after the row's).
 async fn leaf(client: &impl GenericClient, key: &LeafKey) -> Result<(i64, u64), EvidenceError> {
-    const LEAF: &str = "SELECT e.id AS evidence_id, b.first_index + array_position(b.evidence_ids, e.id) - 1 AS log_index \
-         FROM governance_events e LEFT JOIN LATERAL ( \
-             SELECT first_index, evidence_ids FROM governance_log_batches \
-             WHERE (last_xact_id, last_evidence_id) >= (coalesce(e.xact_id, '0'::xid8), e.id) \
-             ORDER BY last_xact_id, last_evidence_id LIMIT 1) b ON true";
     let row = match key {
-        LeafKey::EvidenceId(id) => client.query_opt(&format!("{LEAF} WHERE e.id = $1"), &[id]).await?,
+        LeafKey::EvidenceId(id) => {
+            client.query_opt(&format!("{} WHERE e.id = $1", sql::ROW_AND_POSITION), &[id]).await?
+        }
         LeafKey::Idempotency { workspace_id, idempotency_key } => {
-            let sql = format!("{LEAF} {KEY_HOLDER}");
+            let sql = format!("{} {KEY_HOLDER}", sql::ROW_AND_POSITION);
             client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
         }
     };

@@ -23,54 +23,8 @@ use std::fmt;
 
 use tokio_postgres::GenericClient;
 
+use super::sql;
 use crate::evidence::EvidenceError;
-
-/// Records the drop of the month in `{partition}` ($1: its `YYYYMM`), in
-/// one statement, if every one of its rows is in the log: the positions its
-/// rows hold, found in the batches between its first and its last row's, as
-/// ranges. Answers how many rows the month has and how many are sequenced.
-const RECORD_MONTH: &str = "\
-WITH month AS MATERIALIZED (SELECT id, coalesce((xact_id::text)::bigint, 0) AS xact FROM {partition}),
-     ends AS (SELECT count(*) AS rows, min(xact) AS first_xact, max(xact) AS last_xact, max(id) AS last_id
-              FROM month),
-     span AS (SELECT (SELECT first_index FROM governance_log_batches
-                      WHERE (last_xact_id, last_evidence_id) >= ((ends.first_xact::text)::xid8, 0)
-                      ORDER BY last_xact_id, last_evidence_id LIMIT 1) AS low,
-                     coalesce((SELECT first_index FROM governance_log_batches
-                               WHERE (last_xact_id, last_evidence_id) >= ((ends.last_xact::text)::xid8, ends.last_id)
-                               ORDER BY last_xact_id, last_evidence_id LIMIT 1),
-                              (SELECT max(first_index) FROM governance_log_batches)) AS high
-              FROM ends),
-     positions AS (SELECT b.first_index + o.n - 1 AS position, o.evidence_id
-                   FROM span JOIN governance_log_batches b ON b.first_index BETWEEN span.low AND span.high
-                   CROSS JOIN LATERAL unnest(b.evidence_ids) WITH ORDINALITY AS o(evidence_id, n)
-                   WHERE o.evidence_id IN (SELECT id FROM month)),
-     sequenced AS (SELECT count(DISTINCT evidence_id) AS rows FROM positions),
-     runs AS (SELECT min(position) AS low, max(position) + 1 AS high
-              FROM (SELECT position, position - row_number() OVER (ORDER BY position) AS run FROM positions) p
-              GROUP BY run),
-     recorded AS (
-         INSERT INTO governance_log_retention (pruned_below, cutoff, purged, removed, dropped_month)
-         SELECT greatest((SELECT max(high) FROM runs),
-                         (SELECT coalesce(max(pruned_below), 0) FROM governance_log_retention)),
-                (to_date($1, 'YYYYMM') + interval '1 month')::timestamp AT TIME ZONE 'UTC',
-                ends.rows,
-                (SELECT array_agg(int8range(low, high) ORDER BY low) FROM runs),
-                to_date($1, 'YYYYMM')
-         FROM ends, sequenced WHERE ends.rows > 0 AND sequenced.rows = ends.rows
-         RETURNING purged)
-SELECT ends.rows, sequenced.rows AS sequenced, (SELECT count(*) FROM recorded) AS recorded FROM ends, sequenced";
-
-/// Every record, one row per removed range (a record without ranges: one row, NULLs).
-const RECORDS: &str = "\
-SELECT to_char(r.purged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS purged_at,
-       to_char(r.cutoff AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS cutoff,
-       to_char(r.dropped_month, 'YYYY-MM') AS dropped_month,
-       (extract(epoch FROM r.dropped_month::timestamp AT TIME ZONE 'UTC') * 1000000)::bigint AS month_us,
-       (extract(epoch FROM r.cutoff) * 1000000)::bigint AS cutoff_us,
-       r.pruned_below, r.purged, r.removed IS NOT NULL AS exact, lower(range) AS low, upper(range) AS high
-FROM governance_log_retention r LEFT JOIN LATERAL unnest(r.removed) AS range ON true
-ORDER BY r.purged_at, r.cutoff, r.pruned_below, lower(range)";
 
 /// One retention record, as `verify` reads it.
 #[derive(Debug, Clone)]
@@ -142,7 +96,7 @@ impl Retention {
     pub async fn load(client: &impl GenericClient) -> Result<Retention, EvidenceError> {
         let mut retention = Retention::default();
         let mut last: Option<(String, String, Option<i64>)> = None;
-        for row in client.query(RECORDS, &[]).await? {
+        for row in client.query(sql::RETENTION_RECORDS, &[]).await? {
             let purged_at: String = row.try_get("purged_at")?;
             let cutoff: String = row.try_get("cutoff")?;
             let pruned_below: i64 = row.try_get("pruned_below")?;
@@ -286,7 +240,7 @@ pub async fn record_month(client: &impl GenericClient, evidence_partition: &str)
         .strip_prefix("governance_events_p")
         .filter(|m| m.len() == 6 && m.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| EvidenceError::Log(format!("{evidence_partition} is not a month of evidence")))?;
-    let found = client.query_one(&RECORD_MONTH.replace("{partition}", evidence_partition), &[&month]).await?;
+    let found = client.query_one(&sql::RECORD_MONTH.replace("{partition}", evidence_partition), &[&month]).await?;
     let (rows, recorded): (i64, i64) = (found.try_get("rows")?, found.try_get("recorded")?);
     Ok(match (rows, recorded) {
         (0, _) => MonthInLog::Empty,

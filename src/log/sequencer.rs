@@ -29,8 +29,8 @@ use tokio::sync::watch;
 use tokio_postgres::{Client, GenericClient};
 
 use super::checkpoint::LogSigner;
-use super::entry;
 use super::tree::Frontier;
+use super::{entry, sql};
 use crate::evidence::EvidenceError;
 use crate::metrics::metrics;
 use crate::postgres::DatabaseTarget;
@@ -98,14 +98,7 @@ impl Cursor {
 
     /// The cursor as the last batch stored it.
     async fn stored(client: &impl GenericClient) -> Result<(u64, Cursor), EvidenceError> {
-        let last = client
-            .query_opt(
-                "SELECT first_index + cardinality(evidence_ids) AS size, \
-                        (last_xact_id::text)::bigint AS last_xact_id, last_evidence_id \
-                 FROM governance_log_batches ORDER BY first_index DESC LIMIT 1",
-                &[],
-            )
-            .await?;
+        let last = client.query_opt(sql::LAST_BATCH, &[]).await?;
         Ok(match last {
             None => (0, Cursor::START),
             Some(row) => (
@@ -148,7 +141,7 @@ async fn run(database: DatabaseTarget, settings: Keeper, state: watch::Sender<Lo
 /// Waits for the lock, then sequences until something fails.
 async fn lead(database: &DatabaseTarget, settings: &Keeper, state: &watch::Sender<LogState>) -> anyhow::Result<()> {
     let client = database.connect_once().await?;
-    while !client.query_one("SELECT pg_try_advisory_lock($1) AS locked", &[&LOCK_KEY]).await?.try_get("locked")? {
+    while !client.query_one(sql::TRY_SEQUENCER_LOCK, &[&LOCK_KEY]).await?.try_get("locked")? {
         report(state, &client, false).await?;
         tokio::time::sleep(settings.interval).await;
     }
@@ -174,10 +167,7 @@ async fn lead(database: &DatabaseTarget, settings: &Keeper, state: &watch::Sende
 async fn load_tail(client: &Client) -> anyhow::Result<Tail> {
     let (size, cursor) = Cursor::stored(client).await?;
     if cursor.xact_id > 0 {
-        let next: i64 = client
-            .query_one("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text)::bigint AS next", &[])
-            .await?
-            .try_get("next")?;
+        let next: i64 = client.query_one(sql::NEXT_XACT_ID, &[]).await?.try_get("next")?;
         anyhow::ensure!(
             cursor.xact_id < next,
             "the log's last row was written by transaction {}, but this server's next transaction id is {next}: \
@@ -187,10 +177,7 @@ async fn load_tail(client: &Client) -> anyhow::Result<Tail> {
         );
     }
     let frontier = Frontier::load(client, size).await?;
-    if let Some(checkpoint) = client
-        .query_opt("SELECT root_hash FROM governance_log_checkpoints WHERE tree_size = $1", &[&(size as i64)])
-        .await?
-    {
+    if let Some(checkpoint) = client.query_opt(sql::CHECKPOINT_OF_SIZE, &[&(size as i64)]).await? {
         let signed_root = super::tree::to_hash(checkpoint.try_get("root_hash")?)?;
         anyhow::ensure!(
             signed_root == frontier.root(),
@@ -204,16 +191,7 @@ async fn load_tail(client: &Client) -> anyhow::Result<Tail> {
 /// the new tree head is signed. Returns how many rows were sequenced.
 async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyhow::Result<usize> {
     let transaction = client.transaction().await?;
-    let now = transaction
-        .query_one(
-            "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint AS horizon, \
-                    (extract(epoch FROM now()) * 1000000)::bigint AS now_us, \
-                    coalesce((SELECT first_index + cardinality(evidence_ids) FROM governance_log_batches \
-                              ORDER BY first_index DESC LIMIT 1), 0) AS size, \
-                    EXISTS (SELECT 1 FROM governance_log_checkpoints) AS signed",
-            &[],
-        )
-        .await?;
+    let now = transaction.query_one(sql::BATCH_START, &[]).await?;
     let stored_size: i64 = now.try_get("size")?;
     anyhow::ensure!(
         stored_size as u64 == tail.frontier.size(),
@@ -240,21 +218,12 @@ async fn batch(client: &mut Client, signer: &LogSigner, tail: &mut Tail) -> anyh
     let written = async {
         // The first checkpoint of an empty log has no batch.
         if !evidence_ids.is_empty() {
-            let new_batch = "INSERT INTO governance_log_batches \
-                                 (first_index, evidence_ids, last_xact_id, last_evidence_id, first_stored, hashes) \
-                             VALUES ($1, $2, ($3::bigint)::text::xid8, $4, $5, $6)";
             let (first_index, first_stored) = (first_index as i64, first_stored as i64);
             let values: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                 [&first_index, &evidence_ids, &cursor.xact_id, &cursor.id, &first_stored, &hashes];
-            transaction.execute(new_batch, &values).await?;
+            transaction.execute(sql::INSERT_BATCH, &values).await?;
         }
-        transaction
-            .execute(
-                "INSERT INTO governance_log_checkpoints (tree_size, root_hash, signed_note, created_at) \
-                 VALUES ($1, $2, $3, clock_timestamp())",
-                &[&(size as i64), &root.0.as_slice(), &signed_note],
-            )
-            .await?;
+        transaction.execute(sql::INSERT_CHECKPOINT, &[&(size as i64), &root.0.as_slice(), &signed_note]).await?;
         transaction.commit().await
     }
     .await;
@@ -296,21 +265,15 @@ async fn next_rows(
     cursor: Cursor,
     horizon: i64,
 ) -> Result<Vec<tokio_postgres::Row>, EvidenceError> {
-    let select = format!("SELECT {}, e.id AS evidence_id FROM {}", entry::SEQUENCED_COLUMNS, entry::ENTRY_FROM);
     let limit = MAX_BATCH_ROWS as i64;
     let mut rows = Vec::new();
     if cursor.xact_id == 0 {
-        let older = format!("{select} WHERE e.xact_id IS NULL AND e.id > $1 ORDER BY e.id LIMIT $2");
-        rows = client.query(&older, &[&cursor.id, &limit]).await?;
+        rows = client.query(sql::ROWS_BEFORE_LOG.as_str(), &[&cursor.id, &limit]).await?;
     }
     if rows.len() < MAX_BATCH_ROWS {
         let (xact_id, id) = if cursor.xact_id == 0 { (0, 0) } else { (cursor.xact_id, cursor.id) };
-        let newer = format!(
-            "{select} WHERE (e.xact_id, e.id) > (($1::bigint)::text::xid8, $2) \
-             AND e.xact_id < ($3::bigint)::text::xid8 ORDER BY e.xact_id, e.id LIMIT $4"
-        );
         let left = limit - rows.len() as i64;
-        rows.extend(client.query(&newer, &[&xact_id, &id, &horizon, &left]).await?);
+        rows.extend(client.query(sql::ROWS_AFTER.as_str(), &[&xact_id, &id, &horizon, &left]).await?);
     }
     Ok(rows)
 }
@@ -332,29 +295,9 @@ pub async fn lag(client: &impl GenericClient, count_rows: bool) -> Result<LogSta
     let (_, cursor) = Cursor::stored(client).await?;
     let before_log = cursor.xact_id == 0;
     let (newer_xact, newer_id) = if before_log { (0, 0) } else { (cursor.xact_id, cursor.id) };
-    let row = client
-        .query_one(
-            "SELECT coalesce(extract(epoch FROM clock_timestamp() - least(
-                        (SELECT created_at FROM governance_events
-                         WHERE $1 AND xact_id IS NULL AND id > $2 ORDER BY id LIMIT 1),
-                        (SELECT created_at FROM governance_events
-                         WHERE (xact_id, id) > (($3::bigint)::text::xid8, $4) ORDER BY xact_id, id LIMIT 1))),
-                    0)::float8 AS seconds,
-                    coalesce((SELECT max(tree_size) FROM governance_log_checkpoints), 0) AS size",
-            &[&before_log, &cursor.id, &newer_xact, &newer_id],
-        )
-        .await?;
+    let row = client.query_one(sql::LAG, &[&before_log, &cursor.id, &newer_xact, &newer_id]).await?;
     let lag_rows = if count_rows {
-        let pending = client
-            .query_one(
-                "SELECT count(*) AS rows FROM (
-                     (SELECT 1 FROM governance_events WHERE $1 AND xact_id IS NULL AND id > $2
-                      UNION ALL
-                      SELECT 1 FROM governance_events WHERE (xact_id, id) > (($3::bigint)::text::xid8, $4))
-                     LIMIT 10000) pending",
-                &[&before_log, &cursor.id, &newer_xact, &newer_id],
-            )
-            .await?;
+        let pending = client.query_one(sql::LAG_ROWS, &[&before_log, &cursor.id, &newer_xact, &newer_id]).await?;
         Some(pending.try_get::<_, i64>("rows")? as u64)
     } else {
         None

@@ -59,15 +59,7 @@ async fn with_stored<T>(
 /// hashes holds it (a chunk read, since the column is stored uncompressed).
 pub async fn load(client: &impl GenericClient, indexes: &[u64]) -> Result<HashMap<u64, Hash>, EvidenceError> {
     let wanted: Vec<i64> = indexes.iter().map(|&i| i as i64).collect();
-    let rows = client
-        .query(
-            "SELECT i AS stored_index, substring(b.hashes FROM (i - b.first_stored)::int * 32 + 1 FOR 32) AS hash \
-             FROM unnest($1::bigint[]) i CROSS JOIN LATERAL ( \
-                 SELECT first_stored, hashes FROM governance_log_batches \
-                 WHERE first_stored <= i ORDER BY first_stored DESC LIMIT 1) b",
-            &[&wanted],
-        )
-        .await?;
+    let rows = client.query(super::sql::STORED_HASHES, &[&wanted]).await?;
     rows.iter()
         .filter(|row| row.try_get::<_, &[u8]>("hash").is_ok_and(|h| h.len() == 32))
         .map(|row| {

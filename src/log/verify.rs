@@ -19,6 +19,7 @@ use super::checkpoint::{LogVerifier, OpenedCheckpoint};
 use super::entry;
 use super::retention::{self, Retention};
 use super::sequencer::MAX_BATCH_ROWS;
+use super::sql;
 use super::tree::{self, Frontier};
 use crate::defaults::{DEFAULT_MAX_LAG, DEFAULT_MAX_TRANSACTION_AGE};
 use crate::evidence::EvidenceError;
@@ -136,9 +137,9 @@ pub async fn verify(
 ) -> Result<Report, EvidenceError> {
     // One snapshot for every read, so that retention running meanwhile is not
     // mistaken for deletion. Read-only: it holds back no one's sequencing.
-    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    client.batch_execute(sql::READ_ONLY_SNAPSHOT).await?;
     let report = check(client, verifier, settings, &mut progress).await;
-    client.batch_execute("COMMIT").await?;
+    client.batch_execute(sql::END_SNAPSHOT).await?;
     report
 }
 
@@ -150,93 +151,120 @@ async fn check(
 ) -> Result<Report, EvidenceError> {
     let mut report = Report::default();
     let signed = checkpoints(client, verifier, &mut report).await?;
-    let mut retention = Retention::load(client).await?;
+    let retention = Retention::load(client).await?;
     report.retention = retention.describe();
-    let mut findings = Vec::new();
-    let total: i64 = client
-        .query_one(
-            "SELECT coalesce((SELECT first_index + cardinality(evidence_ids) FROM governance_log_batches \
-                              ORDER BY first_index DESC LIMIT 1), 0) AS n",
-            &[],
-        )
-        .await?
-        .get("n");
-
-    let mut walk = Walk::new(&signed, settings);
-    let mut sequenced = HashSet::new();
-    let rows_of_batch =
-        format!("SELECT {}, e.id AS evidence_id FROM {} WHERE e.id = ANY($1)", entry::ENTRY_COLUMNS, entry::ENTRY_FROM);
-    let mut after = -1_i64;
-    let mut shown = 0;
-    while let Some(batch) = client
-        .query_opt(
-            "SELECT first_index, evidence_ids, first_stored, hashes FROM governance_log_batches \
-             WHERE first_index > $1 ORDER BY first_index LIMIT 1",
-            &[&after],
-        )
-        .await?
-    {
-        let first_index: i64 = batch.try_get("first_index")?;
-        after = first_index;
-        let evidence_ids: Vec<i64> = batch.try_get("evidence_ids")?;
-        let (first_stored, hashes): (i64, &[u8]) = (batch.try_get("first_stored")?, batch.try_get("hashes")?);
-        // Stored values may have been tampered with: no arithmetic on them may panic.
-        let stored_at = |stored_index: u64| {
-            let offset = usize::try_from((stored_index as i64).checked_sub(first_stored)?).ok()?.checked_mul(32)?;
-            hashes.get(offset..offset.checked_add(32)?).map(|h| Hash(h.try_into().expect("32 bytes")))
-        };
-        let rows = client.query(&rows_of_batch, &[&evidence_ids]).await?;
-        let mut rows: HashMap<i64, &tokio_postgres::Row> =
-            rows.iter().map(|row| Ok((row.try_get("evidence_id")?, row))).collect::<Result<_, EvidenceError>>()?;
-        let mut stored_leaves = Vec::with_capacity(evidence_ids.len());
-        for (evidence_id, index) in evidence_ids.iter().copied().zip(first_index as u64..) {
-            if !sequenced.insert(evidence_id) || index < walk.expected_index {
-                report.discrepancies.push(Discrepancy::LeafTwice { evidence_id, index });
-                continue;
-            }
-            let stored = stored_at(tlog_tiles::stored_hash_index(0, index));
-            stored_leaves.extend(stored);
-            let leaf = if let Some(row) = rows.remove(&evidence_id) {
-                let (key, created_at_us) = RowKey::of(row)?;
-                retention.kept(evidence_id, index, created_at_us, &mut findings);
-                let computed = entry::leaf_hash(&entry::from_row(row)?);
-                walk.row(&mut report, index, evidence_id, (key, created_at_us), computed, stored)
-            } else if retention.removed(evidence_id, index) {
-                report.pruned += 1;
-                walk.pruned(&mut report, index, stored)
-            } else {
-                report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
-                walk.pruned(&mut report, index, stored)
-            };
-            walk.append(&mut report, client, index, leaf).await?;
-        }
-        // The batch's stored tree hashes must be the ones its stored leaves imply.
-        let implied = walk.stored_tree.append(&stored_leaves);
-        let expected_first = tlog_tiles::stored_hash_index(0, first_index as u64) as i64;
-        let stored_run: Vec<Option<Hash>> =
-            (0..implied.len() as u64).map(|i| stored_at(expected_first as u64 + i)).collect();
-        if first_stored != expected_first
-            || hashes.len() != implied.len() * 32
-            || stored_run.iter().zip(&implied).any(|(s, i)| *s != Some(*i))
-        {
-            report.discrepancies.push(Discrepancy::StoredTreeMismatch { first_index: first_index as u64 });
-        }
-        if report.leaves >= shown + 100_000 {
-            shown = report.leaves;
-            progress(report.leaves, total as u64);
+    let total = client.query_one(sql::SIZE, &[]).await?.try_get::<_, i64>("n")? as u64;
+    let mut pass = Pass { walk: Walk::new(&signed, settings), retention, sequenced: HashSet::new(), report };
+    let (mut after, mut shown) = (-1_i64, 0);
+    while let Some(batch) = client.query_opt(sql::BATCH_AFTER, &[&after]).await? {
+        after = batch.try_get("first_index")?;
+        pass.batch(client, &batch).await?;
+        if pass.report.leaves >= shown + 100_000 {
+            shown = pass.report.leaves;
+            progress(shown, total);
         }
     }
+    let Pass { mut walk, retention, sequenced, mut report } = pass;
     // Missing rows only a record the kept rows contradict accounted for were deleted.
+    let mut findings = Vec::new();
     let deleted = retention.finish(&mut findings);
     report.discrepancies.extend(findings.into_iter().map(Discrepancy::Retention));
     report.pruned -= deleted.len() as u64;
     for (evidence_id, index) in deleted {
         report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
     }
-    progress(report.leaves, total as u64);
+    progress(report.leaves, total);
     walk.finish(&mut report, client).await?;
     unsequenced(client, &sequenced, walk.last_key, settings, &mut report).await?;
     Ok(report)
+}
+
+/// What the walk over the batches carries from one to the next.
+struct Pass<'a> {
+    walk: Walk<'a>,
+    retention: Retention,
+    /// The evidence ids the log holds.
+    sequenced: HashSet<i64>,
+    report: Report,
+}
+
+impl Pass<'_> {
+    /// One batch: each leaf recomputed from its row (or taken from its stored
+    /// hash where retention removed the row), then the batch's stored tree hashes.
+    async fn batch(&mut self, client: &Client, batch: &tokio_postgres::Row) -> Result<(), EvidenceError> {
+        let first_index: i64 = batch.try_get("first_index")?;
+        let evidence_ids: Vec<i64> = batch.try_get("evidence_ids")?;
+        let stored = StoredRun { first_stored: batch.try_get("first_stored")?, hashes: batch.try_get("hashes")? };
+        let rows = client.query(sql::ENTRIES_OF.as_str(), &[&evidence_ids]).await?;
+        let mut rows: HashMap<i64, &tokio_postgres::Row> =
+            rows.iter().map(|row| Ok((row.try_get("evidence_id")?, row))).collect::<Result<_, EvidenceError>>()?;
+        let mut stored_leaves = Vec::with_capacity(evidence_ids.len());
+        for (evidence_id, index) in evidence_ids.iter().copied().zip(first_index as u64..) {
+            if !self.sequenced.insert(evidence_id) || index < self.walk.expected_index {
+                self.report.discrepancies.push(Discrepancy::LeafTwice { evidence_id, index });
+                continue;
+            }
+            let stored_leaf = stored.at(tlog_tiles::stored_hash_index(0, index));
+            stored_leaves.extend(stored_leaf);
+            let leaf = self.leaf(rows.remove(&evidence_id), evidence_id, index, stored_leaf)?;
+            self.walk.append(&mut self.report, client, index, leaf).await?;
+        }
+        // The batch's stored tree hashes must be the ones its stored leaves imply.
+        let implied = self.walk.stored_tree.append(&stored_leaves);
+        let expected_first = tlog_tiles::stored_hash_index(0, first_index as u64);
+        let matches = stored.first_stored == expected_first as i64
+            && stored.hashes.len() == implied.len() * 32
+            && implied.iter().zip(expected_first..).all(|(hash, i)| stored.at(i) == Some(*hash));
+        if !matches {
+            self.report.discrepancies.push(Discrepancy::StoredTreeMismatch { first_index: first_index as u64 });
+        }
+        Ok(())
+    }
+
+    /// The leaf at `index`: recomputed from its row, or, for a row retention
+    /// removed (and one deleted otherwise, which is named), its stored hash.
+    fn leaf(
+        &mut self,
+        row: Option<&tokio_postgres::Row>,
+        evidence_id: i64,
+        index: u64,
+        stored: Option<Hash>,
+    ) -> Result<Option<Hash>, EvidenceError> {
+        let report = &mut self.report;
+        Ok(match row {
+            Some(row) => {
+                let (key, created_at_us) = RowKey::of(row)?;
+                let mut findings = Vec::new();
+                self.retention.kept(evidence_id, index, created_at_us, &mut findings);
+                report.discrepancies.extend(findings.into_iter().map(Discrepancy::Retention));
+                let computed = entry::leaf_hash(&entry::from_row(row)?);
+                self.walk.row(report, index, evidence_id, (key, created_at_us), computed, stored)
+            }
+            None if self.retention.removed(evidence_id, index) => {
+                report.pruned += 1;
+                self.walk.pruned(report, index, stored)
+            }
+            None => {
+                report.discrepancies.push(Discrepancy::RowDeleted { evidence_id, index });
+                self.walk.pruned(report, index, stored)
+            }
+        })
+    }
+}
+
+/// A batch's stored tree hashes, 32 bytes each from stored-hash index `first_stored` on.
+struct StoredRun<'r> {
+    first_stored: i64,
+    hashes: &'r [u8],
+}
+
+impl StoredRun<'_> {
+    /// The hash at a stored-hash index. Stored values may have been tampered
+    /// with: no arithmetic on them may panic.
+    fn at(&self, stored_index: u64) -> Option<Hash> {
+        let offset = usize::try_from((stored_index as i64).checked_sub(self.first_stored)?).ok()?.checked_mul(32)?;
+        self.hashes.get(offset..offset.checked_add(32)?).map(|h| Hash(h.try_into().expect("32 bytes")))
+    }
 }
 
 /// Every stored checkpoint, in size order; those that do not open are reported.
@@ -245,9 +273,7 @@ async fn checkpoints(
     verifier: &LogVerifier,
     report: &mut Report,
 ) -> Result<Vec<OpenedCheckpoint>, EvidenceError> {
-    let rows = client
-        .query("SELECT tree_size, root_hash, signed_note FROM governance_log_checkpoints ORDER BY tree_size", &[])
-        .await?;
+    let rows = client.query(sql::EVERY_CHECKPOINT, &[]).await?;
     let mut signed = Vec::new();
     for row in rows {
         report.checkpoints += 1;
@@ -459,12 +485,7 @@ impl<'a> Walk<'a> {
         // pass over the stored leaf hashes, only when something mismatched.
         let wanted: HashSet<[u8; 32]> = self.mismatched.iter().map(|(_, _, h)| h.0).collect();
         let mut leaf_at: HashMap<[u8; 32], u64> = HashMap::new();
-        let batches = client
-            .query(
-                "SELECT first_index, cardinality(evidence_ids) AS n, first_stored, hashes FROM governance_log_batches",
-                &[],
-            )
-            .await?;
+        let batches = client.query(sql::EVERY_BATCH, &[]).await?;
         for batch in batches {
             let (first_index, n): (i64, i32) = (batch.try_get("first_index")?, batch.try_get("n")?);
             let (first_stored, hashes): (i64, &[u8]) = (batch.try_get("first_stored")?, batch.try_get("hashes")?);
@@ -497,14 +518,7 @@ async fn unsequenced(
     settings: VerifySettings,
     report: &mut Report,
 ) -> Result<(), EvidenceError> {
-    let rows = client
-        .query_raw(
-            "SELECT id, xact_id::text AS xact_id, \
-                    extract(epoch FROM clock_timestamp() - created_at)::float8 AS age_seconds \
-             FROM governance_events ORDER BY id",
-            std::iter::empty::<i64>(),
-        )
-        .await?;
+    let rows = client.query_raw(sql::EVERY_ROW, std::iter::empty::<i64>()).await?;
     tokio::pin!(rows);
     while let Some(row) = rows.next().await {
         let row = row?;
