@@ -37,20 +37,22 @@ pub enum ServiceErrorCode {
 
 impl ServiceErrorCode {
     /// The table: each code as a gRPC code and as an HTTP status (the
-    /// statuses grpc-gateway gives the same gRPC codes).
-    const fn wire(self) -> (Code, StatusCode) {
+    /// statuses grpc-gateway gives the same gRPC codes), and whether the call
+    /// failed on the sidecar's side (logged as a warning, with its message,
+    /// whatever the transport) rather than being refused or cut short.
+    const fn wire(self) -> (Code, StatusCode, bool) {
         use ServiceErrorCode::*;
         match self {
-            BadRequest => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
-            PayloadTooLarge => (Code::OutOfRange, StatusCode::PAYLOAD_TOO_LARGE),
-            NotFound => (Code::NotFound, StatusCode::NOT_FOUND),
-            AlreadyExists => (Code::AlreadyExists, StatusCode::CONFLICT),
-            Aborted => (Code::Aborted, StatusCode::CONFLICT),
-            PermissionDenied => (Code::PermissionDenied, StatusCode::FORBIDDEN),
-            FailedPrecondition => (Code::FailedPrecondition, StatusCode::BAD_REQUEST),
-            DeadlineExceeded => (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
-            Unavailable => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
-            Internal => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+            BadRequest => (Code::InvalidArgument, StatusCode::BAD_REQUEST, false),
+            PayloadTooLarge => (Code::OutOfRange, StatusCode::PAYLOAD_TOO_LARGE, false),
+            NotFound => (Code::NotFound, StatusCode::NOT_FOUND, false),
+            AlreadyExists => (Code::AlreadyExists, StatusCode::CONFLICT, false),
+            Aborted => (Code::Aborted, StatusCode::CONFLICT, false),
+            PermissionDenied => (Code::PermissionDenied, StatusCode::FORBIDDEN, false),
+            FailedPrecondition => (Code::FailedPrecondition, StatusCode::BAD_REQUEST, false),
+            DeadlineExceeded => (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT, false),
+            Unavailable => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, true),
+            Internal => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR, true),
         }
     }
 
@@ -60,6 +62,11 @@ impl ServiceErrorCode {
 
     pub const fn http(self) -> StatusCode {
         self.wire().1
+    }
+
+    /// Whether the call failed on the sidecar's side (see [`Self::wire`]).
+    pub const fn is_failure(self) -> bool {
+        self.wire().2
     }
 }
 
@@ -89,5 +96,34 @@ pub const fn grpc_code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_failed_on_the_sidecars_side_exactly_when_it_answers_unavailable_or_internal() {
+        use ServiceErrorCode::*;
+        let all = [
+            BadRequest,
+            PayloadTooLarge,
+            NotFound,
+            AlreadyExists,
+            Aborted,
+            PermissionDenied,
+            FailedPrecondition,
+            DeadlineExceeded,
+            Unavailable,
+            Internal,
+        ];
+        for code in all {
+            // One rule for both transports: the HTTP status is a 5xx for the
+            // failures and for a passed deadline (504), which is not one.
+            let expected = matches!(code, Unavailable | Internal);
+            assert_eq!(code.is_failure(), expected, "{code:?}");
+            assert_eq!(code.http().is_server_error(), expected || code == DeadlineExceeded, "{code:?}");
+        }
     }
 }

@@ -96,7 +96,7 @@ impl From<ApiError> for Status {
     /// bounded: messages can quote what the caller sent (a mutation's name).
     fn from(error: ApiError) -> Status {
         let code = error.error_code().grpc();
-        let message = error.to_string();
+        let message = error.message();
         bounded(match error {
             ApiError::RequestPoliciesRefused => {
                 let violation = FieldViolation::new("policy_context", "set by the operator's policy bundle");
@@ -181,21 +181,31 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
+impl ApiError {
+    /// What the caller is told, and a failure's log line says: bounded to
+    /// [`MAX_MESSAGE_BYTES`], since messages can quote what the caller sent.
+    pub(crate) fn message(&self) -> String {
+        truncate(self.to_string(), MAX_MESSAGE_BYTES)
+    }
+
+    /// A failure on the sidecar's side: its message, for the call's log line.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.error_code().is_failure().then(|| self.message())
+    }
+}
+
 /// The HTTP status and JSON body of an error. Kernite's own failures keep
 /// Kernite's bodies (a 400 with its errors, `Invalid JSON payload`, and a
 /// bare message for an oversized body); the sidecar's own carry the gRPC
 /// code's name beside the message.
 pub(crate) fn http_error(error: ApiError) -> (http::StatusCode, Value) {
-    let status = error.error_code().http();
+    let code = error.error_code();
     let body = match error {
         ApiError::Invalid { invalid, ctx_id } => invalid.to_value(&ctx_id),
         ApiError::NotJson | ApiError::BodyTooLarge(_) => object([("message", Value::str(error.to_string()))]),
-        other => {
-            let status = Status::from(other);
-            object([("message", Value::str(status.message())), ("code", Value::str(grpc_code_name(status.code())))])
-        }
+        other => object([("message", Value::str(other.message())), ("code", Value::str(grpc_code_name(code.grpc())))]),
     };
-    (status, body)
+    (code.http(), body)
 }
 
 #[cfg(test)]

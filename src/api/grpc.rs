@@ -78,17 +78,10 @@ impl GovernanceApi {
         let _permit = call.permit(&self.permits).await;
         let result = handler(&call, request.into_inner()).instrument(call.span().clone()).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| MetadataValue::try_from(c).ok());
+        let failure = result.as_ref().err().and_then(ApiError::failure);
         let result = result.map_err(Status::from);
-        let failure = match &result {
-            Err(status)
-                if matches!(status.code(), tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::Unknown) =>
-            {
-                Some(status.message())
-            }
-            _ => None,
-        };
         let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        call.finish(Cow::Borrowed(grpc_code_name(code)), failure);
+        call.finish(Cow::Borrowed(grpc_code_name(code)), failure.as_deref());
         let mut result = result.map(Response::new);
         if let Some(ctx_id) = ctx_id {
             match &mut result {

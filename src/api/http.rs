@@ -124,14 +124,15 @@ impl HttpState {
             Err(error) => Err(error),
         };
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| HeaderValue::from_str(&c).ok());
-        let (status, body) = match result {
-            Ok(answer) => (StatusCode::OK, answer),
+        let (status, body, failure) = match result {
+            Ok(answer) => (StatusCode::OK, answer, None),
             Err(error) => {
+                let failure = error.failure();
                 let (status, body) = http_error(error);
-                (status, json::to_string(&body, Layout::Response))
+                (status, json::to_string(&body, Layout::Response), failure)
             }
         };
-        call.finish(Cow::Owned(status.as_u16().to_string()), status.is_server_error().then_some(""));
+        call.finish(Cow::Owned(status.as_u16().to_string()), failure.as_deref());
         let mut response = json_text_response(status, body);
         if let Some(ctx_id) = ctx_id {
             response.headers_mut().insert(CTX_ID_HEADER, ctx_id);
