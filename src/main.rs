@@ -56,7 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let postgres = LocalPostgres::start(&data_dir, postgres_port, true)?;
             // The private server has no TLS: say so, rather than let libpq's
             // default (`prefer`) ask for it on every new connection.
-            args.database.database_url = Some(format!("{}?sslmode=disable", postgres.url("postgres")));
+            let database_url = format!("{}?sslmode=disable", postgres.url("postgres"));
+            // For `verify` and psql: the private server's port changes at every start.
+            std::fs::write(data_dir.join("database-url"), format!("{database_url}\n"))?;
+            args.database.database_url = Some(database_url);
             args.migrate = Some(true);
             if args.log_signing_key_file.is_none() {
                 args.log_signing_key_file = Some(dev_log_key(&data_dir)?);
@@ -151,10 +154,17 @@ fn serve(settings: &ServerSettings, example: Option<&str>, started: impl FnOnce(
 }
 
 /// The invoice example's policy bundle, written where `dev` keeps its data
-/// (and rewritten at each start), so that edits to it are reloaded live.
+/// at its first start, so that edits to it are reloaded live and kept
+/// across restarts (deleting the file brings the example back).
 fn example_bundle(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let path = data_dir.join("policy-bundle.json");
-    std::fs::write(&path, EXAMPLE_BUNDLE)?;
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if kept != EXAMPLE_BUNDLE => {
+            eprintln!("dev: deciding with the edited bundle {} (delete it to restore the example's)", path.display());
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::write(&path, EXAMPLE_BUNDLE)?,
+    }
     Ok(path)
 }
 
@@ -170,7 +180,7 @@ fn dev_log_key(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf>
 }
 
 /// The first run's commands, for the address the server listens on: the
-/// README opens with the same lines for 127.0.0.1:50051.
+/// README shows the same lines for 127.0.0.1:50051.
 fn try_it(address: std::net::SocketAddr) -> String {
     EXAMPLE_TRY_IT.replace("{address}", &address.to_string())
 }
@@ -193,7 +203,7 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
     let registry = match (&evidence.mutations, example) {
         (Some(path), _) => Registry::load(path)?,
         (None, Some(example)) => {
-            target.connect_once().await?.batch_execute(EXAMPLE_SCHEMA).await?;
+            target.connect_once().await?.batch_execute(&format!("SET client_min_messages = warning; {EXAMPLE_SCHEMA}")).await?;
             Registry::parse(example)?
         }
         (None, None) => Registry::default(),

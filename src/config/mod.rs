@@ -312,7 +312,7 @@ pub struct ServeArgs {
     pub allow_request_policies: Option<bool>,
 
     // ---- evidence
-    /// TOML file declaring the mutations callers may name (see README).
+    /// TOML file declaring the mutations callers may name (see docs/evidence.md).
     #[arg(long, env = "GOVERNANCE_MUTATIONS")]
     pub mutations: Option<PathBuf>,
 

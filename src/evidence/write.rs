@@ -72,41 +72,45 @@ impl EvidenceStore {
         }
     }
 
-    /// The transaction, in as few round trips as its dependencies allow:
-    /// a decision that writes nothing is one autocommitted INSERT; so is a
-    /// write whose mutation can be composed into one statement with it
-    /// ([`super::one_statement`]), which concurrent callers send in shared
-    /// transactions ([`super::group_commit`]); any other write is BEGIN, the evidence
-    /// INSERT and the mutation sent together (the mutation waits for the
-    /// INSERT only if it needs the evidence id), then the result INSERT with
-    /// COMMIT: two round trips.
+    /// The write, in as few round trips as its dependencies allow, by one of
+    /// three strategies: a decision that writes nothing is one autocommitted
+    /// INSERT ([`Self::write_evidence_only`]); so is a write whose mutation can
+    /// be composed into one statement with it ([`Self::write_one_statement`],
+    /// shared by concurrent callers in group commits); any other write is a
+    /// transaction of two round trips ([`Self::write_in_transaction`]).
     async fn try_execute(&self, row: &EvidenceRow<'_>) -> Result<Execution, EvidenceError> {
         let write = row.write;
-        let mutation = write.mutation;
-        let bind = |evidence_id| {
-            let builtins =
-                Builtins { request: write.request, ctx_id: &row.ctx_id, trace_hash: &row.trace_hash, evidence_id };
-            mutation.bind(&builtins, write.caller_params)
-        };
         // Bound before a connection is taken: a caller's bad parameter costs the
         // database nothing. (The evidence id, if used, is bound again once known.)
-        let values = if write.allows_write() { Some(bind(0)?) } else { None };
-
-        if let (Some(values), Some(one_statement)) = (&values, self.one_statement.get(&mutation.name)) {
-            return self.write_one_statement(one_statement, row, values).await;
+        let values = if write.allows_write() { Some(bind(row, 0)?) } else { None };
+        match (values, self.one_statement.get(&write.mutation.name)) {
+            (None, _) => self.write_evidence_only(row).await,
+            (Some(values), Some(one_statement)) => self.write_one_statement(one_statement, row, &values).await,
+            (Some(values), None) => self.write_in_transaction(row, values).await,
         }
-        let client = self.pool.get().await?;
-        let Some(values) = values else {
-            // Nothing to write but the evidence: a single statement is atomic by itself.
-            return match idempotency::claim(&client, row, Claiming::NotApplied).await? {
-                Claim::Inserted(evidence_id) => {
-                    Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
-                }
-                Claim::Taken => idempotency::replay(&client, write, self.key_lifetime).await,
-            };
-        };
+    }
 
-        let transaction = Transaction::open(client);
+    /// Nothing to write but the evidence: a single statement is atomic by itself.
+    async fn write_evidence_only(&self, row: &EvidenceRow<'_>) -> Result<Execution, EvidenceError> {
+        let client = self.pool.get().await?;
+        match idempotency::claim(&client, row, Claiming::NotApplied).await? {
+            Claim::Inserted(evidence_id) => {
+                Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
+            }
+            Claim::Taken => idempotency::replay(&client, row.write, self.key_lifetime).await,
+        }
+    }
+
+    /// BEGIN, the evidence INSERT and the mutation sent together (the
+    /// mutation waits for the INSERT only if it needs the evidence id), then
+    /// the result INSERT with COMMIT: two round trips.
+    async fn write_in_transaction(
+        &self,
+        row: &EvidenceRow<'_>,
+        values: Vec<SqlValue>,
+    ) -> Result<Execution, EvidenceError> {
+        let (write, mutation) = (row.write, row.write.mutation);
+        let transaction = Transaction::open(self.pool.get().await?);
         let client = transaction.client();
         let begin = async { transaction.begin().await.map_err(EvidenceError::from) };
         let outcome = if mutation.uses_builtin(Builtin::EvidenceId) {
@@ -114,7 +118,7 @@ impl EvidenceStore {
             let first = async {
                 match idempotency::claim(client, row, Claiming::Applied).await? {
                     Claim::Inserted(evidence_id) => {
-                        let values = bind(evidence_id)?;
+                        let values = bind(row, evidence_id)?;
                         Ok(Some((evidence_id, run_mutation(client, mutation, &values).await?)))
                     }
                     Claim::Taken => Ok(None),
@@ -158,16 +162,9 @@ impl EvidenceStore {
                 return Err(error);
             }
         };
-
         let returning = rows_json(&self.redactor.redact_rows(&result.returning));
         let rows_affected = result.rows_affected as i64;
-        let statement = client
-            .prepare_typed_cached(
-                "INSERT INTO governance_mutation_results (evidence_id, workspace_id, rows_affected, returning_rows) \
-                 VALUES ($1, $2, $3, $4::text::jsonb)",
-                &[],
-            )
-            .await?;
+        let statement = client.prepare_typed_cached(INSERT_RESULT, &[]).await?;
         let workspace_id = write.request.workspace_id.as_str();
         transaction.commit_with_execute(&statement, &[&evidence_id, &workspace_id, &rows_affected, &returning]).await?;
         Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
@@ -224,6 +221,18 @@ impl EvidenceStore {
         }
     }
 }
+
+/// The mutation's parameters for this call, the evidence id given (0 until it is known).
+fn bind(row: &EvidenceRow<'_>, evidence_id: i64) -> Result<Vec<SqlValue>, EvidenceError> {
+    let write = row.write;
+    let builtins = Builtins { request: write.request, ctx_id: &row.ctx_id, trace_hash: &row.trace_hash, evidence_id };
+    Ok(write.mutation.bind(&builtins, write.caller_params)?)
+}
+
+/// The mutation's result beside its evidence row (the general path; the
+/// one-statement write inserts it in its own statement).
+const INSERT_RESULT: &str = "INSERT INTO governance_mutation_results (evidence_id, workspace_id, rows_affected, \
+     returning_rows) VALUES ($1, $2, $3, $4::text::jsonb)";
 
 async fn run_mutation(
     client: &impl GenericClient,

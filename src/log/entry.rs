@@ -1,7 +1,7 @@
 //! The bytes a log leaf commits to: a canonical, versioned encoding of one
 //! evidence row as stored, which anyone can recompute from a plain SELECT.
 //!
-//! Encoding v1 (README, "Verifiable evidence", says the same):
+//! Encoding v1 (docs/verifiable-log.md, "The entry", says the same):
 //! `ENTRY_VERSION`, then for each field of [`FIELDS`], in order, either the
 //! byte `0x00` (SQL NULL) or the byte `0x01`, the length of the value's UTF-8
 //! bytes as a 4-byte big-endian integer, and those bytes. Each value is the

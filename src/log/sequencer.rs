@@ -172,7 +172,7 @@ async fn load_tail(client: &Client) -> anyhow::Result<Tail> {
             cursor.xact_id < next,
             "the log's last row was written by transaction {}, but this server's next transaction id is {next}: \
              was the database restored from a logical dump? New rows would sort before the log's end \
-             (see README, \"Verifiable evidence\")",
+             (see docs/verifiable-log.md, \"Order\")",
             cursor.xact_id
         );
     }
