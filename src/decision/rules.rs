@@ -88,129 +88,171 @@ pub fn evaluate_rules(rules: &[Map], payload: &Map) -> Result<RulesOutcome, Unan
 }
 
 fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Result<(), Unanswerable> {
-    static DEFAULT_RULE_KEY: Value = Value::Str(Text::const_new("rule"));
     fields!(rule.iter() => rule_key, rule_definition, rule_reason_code = "reason_code",
         rule_reason_message = "reason_message");
-    let rule_key = to_str(Value::or_null(rule_key).or(&DEFAULT_RULE_KEY));
     let definition = match Value::or_null(rule_definition) {
         v if !v.is_truthy() => Cow::Owned(Map::default()),
         v => python_dict(v, "rule_definition")?,
     };
-    fields!(definition.iter() => kind = "type", reason_code, message, field, fields, max, values);
-    let [kind, reason_code, message, field, fields, max, values] =
-        [kind, reason_code, message, field, fields, max, values].map(Value::or_null);
-    let rule_type = normalize_lower(kind);
-    let reason_code = match Value::or_null(rule_reason_code).or(reason_code) {
-        v if v.is_truthy() => to_str(v),
-        _ => format!("{rule_key}_denied").into(),
+    let rule = Rule::read(rule_key, rule_reason_code, rule_reason_message, &definition);
+    let event = match rule.check(payload)? {
+        Some(failure) => rule.failed(failure, &mut outcome.reasons),
+        None => rule.event(RuleStatus::Passed, Text::const_new("Rule passed"), None, Map::default()),
     };
-    let reason_message = match Value::or_null(rule_reason_message).or(message) {
-        v if v.is_truthy() => to_str(v),
-        _ => Text::const_new("Policy rule denied the request."),
-    };
-    let field_path = Some(normalize_string(field)).filter(|s| !s.is_empty());
-
-    let mut failure =
-        |event_message: &'static str, code: &str, message: Text, reason_field: Option<Text>, details: Map| {
-            outcome.reasons.push(Reason {
-                code: code.into(),
-                message,
-                rule_key: Value::Str(rule_key.clone()),
-                field_path: reason_field.map_or(Value::Null, Value::Str),
-                details: details.clone(),
-            });
-            RuleEvent {
-                rule_key: Some(rule_key.clone()),
-                rule_type: rule_type.clone(),
-                status: RuleStatus::Failed,
-                message: Text::const_new(event_message),
-                reason_code: Some(code.into()),
-                field_path: field_path.clone(),
-                details,
-            }
-        };
-    let path_value = || field_path.clone().map_or(Value::Null, Value::Str);
-
-    let failed_event = match rule_type.as_str() {
-        "required_fields" => {
-            let fields = python_iter(fields.or(&EMPTY_LIST), "rule_definition.fields")?;
-            let missing: Vec<Value> = fields
-                .iter()
-                .map(to_str)
-                .filter(|field| is_missing(read_rule_path(payload, Some(field))))
-                .map(Value::str)
-                .collect();
-            (!missing.is_empty()).then(|| {
-                let details = Map::from_iter([("missing_fields".into(), Value::Array(missing))]);
-                failure("Missing required fields", &reason_code, reason_message.clone(), None, details)
-            })
-        }
-        "max_value" => {
-            let to_float = |v: &Value| {
-                kernite_to_float(v).map_err(|FloatError::Overflow| {
-                    Unanswerable::new("rule_definition.max", "an integer beyond the float range cannot be compared")
-                })
-            };
-            let max = to_float(max)?;
-            let current = to_float(read_rule_path(payload, field_path.as_deref()))?;
-            let float_or_null = |f: Option<f64>| f.map_or(Value::Null, Value::Float);
-            match (current, max) {
-                (Some(current), Some(max)) if !float_greater(current, max) => None,
-                (Some(current), Some(max)) => {
-                    let details = Map::from_iter([
-                        ("field".into(), path_value()),
-                        ("current".into(), Value::Float(current)),
-                        ("max".into(), Value::Float(max)),
-                    ]);
-                    Some(failure(
-                        "Value exceeds max",
-                        &reason_code,
-                        reason_message.clone(),
-                        field_path.clone(),
-                        details,
-                    ))
-                }
-                _ => {
-                    let details = Map::from_iter([("field".into(), path_value()), ("max".into(), float_or_null(max))]);
-                    Some(failure(
-                        "Rule or payload is not numeric",
-                        &reason_code,
-                        reason_message.clone(),
-                        field_path.clone(),
-                        details,
-                    ))
-                }
-            }
-        }
-        "allowed_values" => {
-            let allowed = python_iter(values.or(&EMPTY_LIST), "rule_definition.values")?;
-            let current = read_rule_path(payload, field_path.as_deref());
-            (!allowed.contains(current)).then(|| {
-                let details = Map::from_iter([
-                    ("field".into(), path_value()),
-                    ("current".into(), current.clone()),
-                    ("allowed_values".into(), Value::Array(allowed.into_owned())),
-                ]);
-                failure("Value is not allowed", &reason_code, reason_message.clone(), field_path.clone(), details)
-            })
-        }
-        _ => {
-            let details = Map::from_iter([("rule_type".into(), Value::str(rule_type.as_str()))]);
-            let message = format!("Unsupported rule type: {rule_type}").into();
-            Some(failure("Unsupported rule type", "unsupported_rule_type", message, field_path.clone(), details))
-        }
-    };
-
-    outcome.events.push(failed_event.unwrap_or_else(|| RuleEvent {
-        rule_key: Some(rule_key.clone()),
-        rule_type: rule_type.clone(),
-        status: RuleStatus::Passed,
-        message: Text::const_new("Rule passed"),
-        reason_code: None,
-        field_path: field_path.clone(),
-        details: Map::default(),
-    }));
+    outcome.events.push(event);
     Ok(())
+}
+
+/// A rule as Kernite reads it: its key, type, reason and the field it checks.
+struct Rule<'r> {
+    key: Text,
+    kind: Text,
+    reason_code: Text,
+    reason_message: Text,
+    field_path: Option<Text>,
+    fields: &'r Value,
+    max: &'r Value,
+    values: &'r Value,
+}
+
+/// How a rule failed: its event's message, and the reason it gives.
+struct Failure {
+    event_message: &'static str,
+    code: Text,
+    message: Text,
+    field: Option<Text>,
+    details: Map,
+}
+
+impl<'r> Rule<'r> {
+    fn read(
+        rule_key: Option<&Value>,
+        rule_reason_code: Option<&Value>,
+        rule_reason_message: Option<&Value>,
+        definition: &'r Map,
+    ) -> Rule<'r> {
+        static DEFAULT_RULE_KEY: Value = Value::Str(Text::const_new("rule"));
+        let key = to_str(Value::or_null(rule_key).or(&DEFAULT_RULE_KEY));
+        fields!(definition.iter() => kind = "type", reason_code, message, field, fields, max, values);
+        let [kind, reason_code, message, field, fields, max, values] =
+            [kind, reason_code, message, field, fields, max, values].map(Value::or_null);
+        let reason_code = match Value::or_null(rule_reason_code).or(reason_code) {
+            v if v.is_truthy() => to_str(v),
+            _ => format!("{key}_denied").into(),
+        };
+        let reason_message = match Value::or_null(rule_reason_message).or(message) {
+            v if v.is_truthy() => to_str(v),
+            _ => Text::const_new("Policy rule denied the request."),
+        };
+        let field_path = Some(normalize_string(field)).filter(|s| !s.is_empty());
+        Rule { key, kind: normalize_lower(kind), reason_code, reason_message, field_path, fields, max, values }
+    }
+
+    /// Checks the payload; `None` when the rule passes.
+    fn check(&self, payload: &Map) -> Result<Option<Failure>, Unanswerable> {
+        match self.kind.as_str() {
+            "required_fields" => self.required_fields(payload),
+            "max_value" => self.max_value(payload),
+            "allowed_values" => self.allowed_values(payload),
+            _ => {
+                let details = Map::from_iter([("rule_type".into(), Value::str(self.kind.as_str()))]);
+                Ok(Some(Failure {
+                    event_message: "Unsupported rule type",
+                    code: Text::const_new("unsupported_rule_type"),
+                    message: format!("Unsupported rule type: {}", self.kind).into(),
+                    field: self.field_path.clone(),
+                    details,
+                }))
+            }
+        }
+    }
+
+    fn required_fields(&self, payload: &Map) -> Result<Option<Failure>, Unanswerable> {
+        let fields = python_iter(self.fields.or(&EMPTY_LIST), "rule_definition.fields")?;
+        let missing: Vec<Value> = fields
+            .iter()
+            .map(to_str)
+            .filter(|field| is_missing(read_rule_path(payload, Some(field))))
+            .map(Value::str)
+            .collect();
+        Ok((!missing.is_empty()).then(|| {
+            let details = Map::from_iter([("missing_fields".into(), Value::Array(missing))]);
+            self.failure("Missing required fields", None, details)
+        }))
+    }
+
+    fn max_value(&self, payload: &Map) -> Result<Option<Failure>, Unanswerable> {
+        let to_float = |v: &Value| {
+            kernite_to_float(v).map_err(|FloatError::Overflow| {
+                Unanswerable::new("rule_definition.max", "an integer beyond the float range cannot be compared")
+            })
+        };
+        let max = to_float(self.max)?;
+        let current = to_float(read_rule_path(payload, self.field_path.as_deref()))?;
+        Ok(match (current, max) {
+            (Some(current), Some(max)) if !float_greater(current, max) => None,
+            (Some(current), Some(max)) => {
+                let details = Map::from_iter([
+                    ("field".into(), self.path_value()),
+                    ("current".into(), Value::Float(current)),
+                    ("max".into(), Value::Float(max)),
+                ]);
+                Some(self.failure("Value exceeds max", self.field_path.clone(), details))
+            }
+            _ => {
+                let max = max.map_or(Value::Null, Value::Float);
+                let details = Map::from_iter([("field".into(), self.path_value()), ("max".into(), max)]);
+                Some(self.failure("Rule or payload is not numeric", self.field_path.clone(), details))
+            }
+        })
+    }
+
+    fn allowed_values(&self, payload: &Map) -> Result<Option<Failure>, Unanswerable> {
+        let allowed = python_iter(self.values.or(&EMPTY_LIST), "rule_definition.values")?;
+        let current = read_rule_path(payload, self.field_path.as_deref());
+        Ok((!allowed.contains(current)).then(|| {
+            let details = Map::from_iter([
+                ("field".into(), self.path_value()),
+                ("current".into(), current.clone()),
+                ("allowed_values".into(), Value::Array(allowed.into_owned())),
+            ]);
+            self.failure("Value is not allowed", self.field_path.clone(), details)
+        }))
+    }
+
+    /// A failure with the rule's own reason code and message.
+    fn failure(&self, event_message: &'static str, field: Option<Text>, details: Map) -> Failure {
+        Failure { event_message, code: self.reason_code.clone(), message: self.reason_message.clone(), field, details }
+    }
+
+    fn path_value(&self) -> Value {
+        self.field_path.clone().map_or(Value::Null, Value::Str)
+    }
+
+    /// A failure's reason, added to `reasons`, and its event.
+    fn failed(&self, failure: Failure, reasons: &mut Vec<Reason>) -> RuleEvent {
+        let Failure { event_message, code, message, field, details } = failure;
+        reasons.push(Reason {
+            code: code.clone(),
+            message,
+            rule_key: Value::Str(self.key.clone()),
+            field_path: field.map_or(Value::Null, Value::Str),
+            details: details.clone(),
+        });
+        self.event(RuleStatus::Failed, Text::const_new(event_message), Some(code), details)
+    }
+
+    fn event(&self, status: RuleStatus, message: Text, reason_code: Option<Text>, details: Map) -> RuleEvent {
+        RuleEvent {
+            rule_key: Some(self.key.clone()),
+            rule_type: self.kind.clone(),
+            status,
+            message,
+            reason_code,
+            field_path: self.field_path.clone(),
+            details,
+        }
+    }
 }
 
 /// `required_fields` treats `None`, `""` and `[]` as missing, by Python `==`.
