@@ -203,7 +203,11 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
     let registry = match (&evidence.mutations, example) {
         (Some(path), _) => Registry::load(path)?,
         (None, Some(example)) => {
-            target.connect_once().await?.batch_execute(&format!("SET client_min_messages = warning; {EXAMPLE_SCHEMA}")).await?;
+            target
+                .connect_once()
+                .await?
+                .batch_execute(&format!("SET client_min_messages = warning; {EXAMPLE_SCHEMA}"))
+                .await?;
             Registry::parse(example)?
         }
         (None, None) => Registry::default(),

@@ -12,12 +12,13 @@ use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
 pub mod tls;
 
 use crate::api::GovernanceApi;
-use crate::config::ServerSettings;
+use crate::config::{Limits, ServerSettings};
 use crate::evidence::EvidenceStore;
 use crate::log::sequencer::LogState;
 use crate::proto::governance_server::{GovernanceServer, SERVICE_NAME};
@@ -42,27 +43,17 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
-
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
     let database_monitor = api.evidence().map(|store| tokio::spawn(monitor_database(store, health.clone())));
     let log_monitor = api.log_state().map(|log| tokio::spawn(monitor_log(log, health.clone())));
-    let limits = &settings.limits;
-    let api = api.with_concurrency_limit(limits.concurrency_limit);
-    let governance = GovernanceServer::new(api.clone())
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(usize::MAX);
 
-    let delay = limits.shutdown_delay;
-    let draining_health = health.clone();
+    let delay = settings.limits.shutdown_delay;
     let drain = async move {
         shutdown.await;
         for monitor in [database_monitor, log_monitor].into_iter().flatten() {
             monitor.abort();
         }
         tracing::info!(delay_ms = delay.as_millis() as u64, "shutting down: health is NOT_SERVING, draining");
-        set_health(&draining_health, ServingStatus::NotServing).await;
+        set_health(&health, ServingStatus::NotServing).await;
         tokio::time::sleep(delay).await;
     };
 
@@ -70,34 +61,47 @@ pub async fn serve(
     // listener has stopped.
     let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
     let probes = match settings.listen.health_address {
-        Some(address) => {
-            let listener = TcpListener::bind(address).await?;
-            tracing::info!(address = %listener.local_addr()?, "serving gRPC health probes");
-            let service = health_service.clone();
-            Some(tokio::spawn(Server::builder().add_service(service).serve_with_incoming_shutdown(
-                incoming(listener),
-                async {
-                    let _ = probes_stopped.await;
-                },
-            )))
-        }
+        Some(address) => Some(serve_probes(address, health_service.clone(), probes_stopped).await?),
         None => None,
     };
+    let routes = routes(api, health_service, &settings.limits)?;
+    serve_routes(listener, settings, routes, drain).await?;
+    let _ = stop_probes.send(());
+    if let Some(probes) = probes {
+        probes.await??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
 
-    // gRPC and the Kernite-compatible HTTP/JSON routes share the port: HTTP/2
-    // requests with a gRPC content type reach the services, the rest the routes.
+/// gRPC and the Kernite-compatible HTTP/JSON routes share the port: HTTP/2
+/// requests with a gRPC content type reach the services, the rest the routes.
+fn routes(api: GovernanceApi, health: HealthServer<impl Health>, limits: &Limits) -> anyhow::Result<axum::Router> {
+    let api = api.with_concurrency_limit(limits.concurrency_limit);
+    let governance = GovernanceServer::new(api.clone())
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
     let grpc = tonic::service::Routes::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(governance)
         .clone()
         .routes();
-    let routes = grpc
+    Ok(grpc
         .into_axum_router()
         .merge(crate::api::http::router(api, limits.max_message_bytes))
-        .fallback(crate::api::http::not_found);
+        .fallback(crate::api::http::not_found))
+}
 
+/// The main listener, with TLS when configured, until `drain` resolves.
+async fn serve_routes(
+    listener: TcpListener,
+    settings: &ServerSettings,
+    routes: axum::Router,
+    drain: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let limits = &settings.limits;
     let server = Server::builder()
         .accept_http1(true)
         .timeout(limits.request_timeout)
@@ -121,12 +125,20 @@ pub async fn serve(
             served?;
         }
     }
-    let _ = stop_probes.send(());
-    if let Some(probes) = probes {
-        probes.await??;
-    }
-    tracing::info!("stopped");
     Ok(())
+}
+
+/// The health-only listener for kubelet's probes, until `stopped` resolves.
+async fn serve_probes(
+    address: SocketAddr,
+    health: HealthServer<impl Health>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+    let listener = TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving gRPC health probes");
+    Ok(tokio::spawn(Server::builder().add_service(health).serve_with_incoming_shutdown(incoming(listener), async {
+        let _ = stopped.await;
+    })))
 }
 
 /// Reflection knows our services, health, and the `google.rpc` error
