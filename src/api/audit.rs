@@ -9,29 +9,27 @@ use crate::evidence::audit::{
 use crate::proto;
 use crate::vocabulary::RecordedDecision;
 
-impl GovernanceApi {
-    pub(super) async fn get_evidence(
-        &self,
-        request: proto::GetEvidenceRequest,
-    ) -> Result<proto::EvidenceRecord, ApiError> {
-        let store = self.store()?;
-        let key = evidence_key(request)?;
-        let stored = store.get_evidence(&key).await?.ok_or(ApiError::EvidenceNotFound)?;
-        Ok(evidence_record(stored))
-    }
+pub(super) async fn get_evidence(
+    api: &GovernanceApi,
+    request: proto::GetEvidenceRequest,
+) -> Result<proto::EvidenceRecord, ApiError> {
+    let store = api.store()?;
+    let key = evidence_key(request)?;
+    let stored = store.get_evidence(&key).await?.ok_or(ApiError::EvidenceNotFound)?;
+    Ok(evidence_record(stored))
+}
 
-    pub(super) async fn list_evidence(
-        &self,
-        request: proto::ListEvidenceRequest,
-    ) -> Result<proto::ListEvidenceResponse, ApiError> {
-        let store = self.store()?;
-        let (filter, after, page_size) = evidence_listing(request)?;
-        let (records, next) = store.list_evidence(&filter, after, page_size).await?;
-        Ok(proto::ListEvidenceResponse {
-            records: records.into_iter().map(evidence_record).collect(),
-            next_page_token: next.map(|token| token.encode()).unwrap_or_default(),
-        })
-    }
+pub(super) async fn list_evidence(
+    api: &GovernanceApi,
+    request: proto::ListEvidenceRequest,
+) -> Result<proto::ListEvidenceResponse, ApiError> {
+    let store = api.store()?;
+    let (filter, after, page_size) = evidence_listing(request)?;
+    let (records, next) = store.list_evidence(&filter, after, page_size).await?;
+    Ok(proto::ListEvidenceResponse {
+        records: records.into_iter().map(evidence_record).collect(),
+        next_page_token: next.map(|token| token.encode()).unwrap_or_default(),
+    })
 }
 
 /// The row to read, from a GetEvidence request.

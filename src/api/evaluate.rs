@@ -11,47 +11,49 @@ use crate::decision::{self, DecisionRecord, Value};
 use crate::proto::{EvaluateRequest, EvaluateResponse};
 use crate::vocabulary::Mode;
 
-impl GovernanceApi {
-    /// gRPC `Evaluate`, answered only if the caller is still waiting for it.
-    pub(super) fn evaluate(&self, request: EvaluateRequest, call: &Call) -> Result<EvaluateResponse, ApiError> {
-        let body = convert::request_body(request.body)?;
-        let record = self.decide_body(body, request.idempotency_key.as_deref(), call)?;
-        call.deadline().check()?;
-        Ok(convert::evaluate_response(record))
-    }
+/// gRPC `Evaluate`, answered only if the caller is still waiting for it.
+pub(super) fn evaluate(
+    api: &GovernanceApi,
+    request: EvaluateRequest,
+    call: &Call,
+) -> Result<EvaluateResponse, ApiError> {
+    let body = convert::request_body(request.body)?;
+    let record = decide_body(api, body, request.idempotency_key.as_deref(), call)?;
+    call.deadline().check()?;
+    Ok(convert::evaluate_response(record))
+}
 
-    /// `POST /v1/execute`: Kernite's response body.
-    pub(super) fn execute_json(
-        &self,
-        body: Value,
-        idempotency_key: Option<&str>,
-        call: &Call,
-    ) -> Result<String, ApiError> {
-        Ok(self.decide_body(body, idempotency_key, call)?.into_response_json())
-    }
+/// `POST /v1/execute`: Kernite's response body.
+pub(super) fn execute_json(
+    api: &GovernanceApi,
+    body: Value,
+    idempotency_key: Option<&str>,
+    call: &Call,
+) -> Result<String, ApiError> {
+    Ok(decide_body(api, body, idempotency_key, call)?.into_response_json())
+}
 
-    /// `POST /v1/validate/execute`: Kernite's validation body, `valid` true or false.
-    pub(super) fn validate_json(
-        &self,
-        body: Value,
-        idempotency_key: Option<&str>,
-        call: &Call,
-    ) -> Result<String, ApiError> {
-        let ctx_id = ctx_id::random();
-        call.record_ctx_id(&ctx_id);
-        let answer = match decision::validate(body, idempotency_key)? {
-            Ok(validation) => decision::valid_body(&validation, &ctx_id),
-            Err(invalid) => invalid.to_value(&ctx_id),
-        };
-        Ok(json::to_string(&answer, Layout::Response))
-    }
+/// `POST /v1/validate/execute`: Kernite's validation body, `valid` true or false.
+pub(super) fn validate_json(body: Value, idempotency_key: Option<&str>, call: &Call) -> Result<String, ApiError> {
+    let ctx_id = ctx_id::random();
+    call.record_ctx_id(&ctx_id);
+    let answer = match decision::validate(body, idempotency_key)? {
+        Ok(validation) => decision::valid_body(&validation, &ctx_id),
+        Err(invalid) => invalid.to_value(&ctx_id),
+    };
+    Ok(json::to_string(&answer, Layout::Response))
+}
 
-    /// Kernite's decision for a request body, under the policies that apply to it.
-    fn decide_body(&self, body: Value, idempotency_key: Option<&str>, call: &Call) -> Result<DecisionRecord, ApiError> {
-        let bundle = self.decider.bundle_for(&body)?;
-        let validation = validate(body, idempotency_key)?;
-        let record = decide(&validation, bundle.as_deref())?;
-        call.record_decision(&record, &validation.request, Mode::Enforce);
-        Ok(record)
-    }
+/// Kernite's decision for a request body, under the policies that apply to it.
+fn decide_body(
+    api: &GovernanceApi,
+    body: Value,
+    idempotency_key: Option<&str>,
+    call: &Call,
+) -> Result<DecisionRecord, ApiError> {
+    let bundle = api.decider.bundle_for(&body)?;
+    let validation = validate(body, idempotency_key)?;
+    let record = decide(&validation, bundle.as_deref())?;
+    call.record_decision(&record, &validation.request, Mode::Enforce);
+    Ok(record)
 }

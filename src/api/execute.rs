@@ -34,70 +34,67 @@ struct Governed {
     execution: Execution,
 }
 
-impl GovernanceApi {
-    /// gRPC `ExecuteWithEvidence`.
-    pub(super) async fn execute_with_evidence(
-        &self,
-        request: ExecuteWithEvidenceRequest,
-        call: &Call,
-    ) -> Result<ExecuteWithEvidenceResponse, ApiError> {
-        let body = convert::request_body(request.body.map(convert::evaluate_body))?;
-        let mutation = request.mutation.ok_or(ApiError::MissingMutation)?;
-        let caller_params = match mutation.params {
-            Some(params) => convert::map_from_struct(params, "mutation.params")?,
-            None => Map::default(),
-        };
-        let write =
-            WriteCall { body, idempotency_key: request.idempotency_key, mutation: mutation.name, caller_params };
-        Ok(self.govern(write, call).await?.into_proto())
-    }
+/// gRPC `ExecuteWithEvidence`.
+pub(super) async fn execute_with_evidence(
+    api: &GovernanceApi,
+    request: ExecuteWithEvidenceRequest,
+    call: &Call,
+) -> Result<ExecuteWithEvidenceResponse, ApiError> {
+    let body = convert::request_body(request.body.map(convert::evaluate_body))?;
+    let mutation = request.mutation.ok_or(ApiError::MissingMutation)?;
+    let caller_params = match mutation.params {
+        Some(params) => convert::map_from_struct(params, "mutation.params")?,
+        None => Map::default(),
+    };
+    let write = WriteCall { body, idempotency_key: request.idempotency_key, mutation: mutation.name, caller_params };
+    Ok(govern(api, write, call).await?.into_proto())
+}
 
-    /// `POST /v1/execute-with-evidence`: `{"request": {Kernite's body},
-    /// "mutation": {"name": …, "params": {…}}}`, the key in `Idempotency-Key`.
-    pub(super) async fn execute_with_evidence_json(
-        &self,
-        body: Value,
-        idempotency_key: Option<String>,
-        call: &Call,
-    ) -> Result<String, ApiError> {
-        let write = write_call(body, idempotency_key)?;
-        Ok(json::to_string(&self.govern(write, call).await?.to_json(), Layout::Response))
-    }
+/// `POST /v1/execute-with-evidence`: `{"request": {Kernite's body},
+/// "mutation": {"name": …, "params": {…}}}`, the key in `Idempotency-Key`.
+pub(super) async fn execute_with_evidence_json(
+    api: &GovernanceApi,
+    body: Value,
+    idempotency_key: Option<String>,
+    call: &Call,
+) -> Result<String, ApiError> {
+    let write = write_call(body, idempotency_key)?;
+    Ok(json::to_string(&govern(api, write, call).await?.to_json(), Layout::Response))
+}
 
-    /// Decides a write and commits it with its evidence (or only the evidence).
-    async fn govern(&self, write: WriteCall, call: &Call) -> Result<Governed, ApiError> {
-        let store = self.store()?;
-        let fingerprint = Fingerprint::of(&write.body, &write.mutation, &write.caller_params);
-        let bundle = self.decider.bundle_for(&write.body)?;
-        let validation = validate(write.body, write.idempotency_key.as_deref())?;
-        let registry = store.registry();
-        let mutation = registry.mutation_for(&write.mutation, &validation.request)?;
-        let bundle_mode = bundle.as_ref().and_then(|b| resolve(b, &validation).mode);
-        let mode = registry.mode_for(mutation, bundle_mode);
-        let record = match mode {
-            Mode::Skip => None,
-            Mode::Enforce | Mode::Observe => Some(decide(&validation, bundle.as_deref())?),
-        };
-        if let Some(record) = &record {
-            call.record_decision(record, &validation.request, mode);
-        }
-        // Past its deadline, nothing is written.
-        call.deadline().check()?;
-        let execution = store
-            .execute(GovernedWrite {
-                request: &validation.request,
-                decision: record.as_ref(),
-                mode,
-                mutation,
-                caller_params: &write.caller_params,
-                fingerprint,
-                policy_bundle: bundle.as_ref().map(|b| b.sha256.as_str()),
-                trace_id: call.trace_id(),
-            })
-            .await;
-        count(&execution);
-        Ok(Governed { record, mode, execution: execution? })
+/// Decides a write and commits it with its evidence (or only the evidence).
+async fn govern(api: &GovernanceApi, write: WriteCall, call: &Call) -> Result<Governed, ApiError> {
+    let store = api.store()?;
+    let fingerprint = Fingerprint::of(&write.body, &write.mutation, &write.caller_params);
+    let bundle = api.decider.bundle_for(&write.body)?;
+    let validation = validate(write.body, write.idempotency_key.as_deref())?;
+    let registry = store.registry();
+    let mutation = registry.mutation_for(&write.mutation, &validation.request)?;
+    let bundle_mode = bundle.as_ref().and_then(|b| resolve(b, &validation).mode);
+    let mode = registry.mode_for(mutation, bundle_mode);
+    let record = match mode {
+        Mode::Skip => None,
+        Mode::Enforce | Mode::Observe => Some(decide(&validation, bundle.as_deref())?),
+    };
+    if let Some(record) = &record {
+        call.record_decision(record, &validation.request, mode);
     }
+    // Past its deadline, nothing is written.
+    call.deadline().check()?;
+    let execution = store
+        .execute(GovernedWrite {
+            request: &validation.request,
+            decision: record.as_ref(),
+            mode,
+            mutation,
+            caller_params: &write.caller_params,
+            fingerprint,
+            policy_bundle: bundle.as_ref().map(|b| b.sha256.as_str()),
+            trace_id: call.trace_id(),
+        })
+        .await;
+    count(&execution);
+    Ok(Governed { record, mode, execution: execution? })
 }
 
 /// The JSON body's parts: `request` is Kernite's body, `mutation.params` optional.

@@ -9,57 +9,60 @@ use tracing::Instrument as _;
 
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
-use super::{ApiError, GovernanceApi};
+use super::{ApiError, GovernanceApi, audit, evaluate, execute, log};
 use crate::error::grpc_code_name;
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
 
 #[tonic::async_trait]
 impl proto::governance_server::Governance for GovernanceApi {
     async fn evaluate(&self, request: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
-        self.grpc("Evaluate", request, async |call, request| self.evaluate(request, call)).await
+        self.grpc("Evaluate", request, async |call, request| evaluate::evaluate(self, request, call)).await
     }
 
     async fn execute_with_evidence(
         &self,
         request: Request<ExecuteWithEvidenceRequest>,
     ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
-        self.grpc("ExecuteWithEvidence", request, async |call, request| self.execute_with_evidence(request, call).await)
-            .await
+        self.grpc("ExecuteWithEvidence", request, async |call, request| {
+            execute::execute_with_evidence(self, request, call).await
+        })
+        .await
     }
 
     async fn get_evidence(
         &self,
         request: Request<proto::GetEvidenceRequest>,
     ) -> Result<Response<proto::EvidenceRecord>, Status> {
-        self.grpc("GetEvidence", request, async |_, request| self.get_evidence(request).await).await
+        self.grpc("GetEvidence", request, async |_, request| audit::get_evidence(self, request).await).await
     }
 
     async fn list_evidence(
         &self,
         request: Request<proto::ListEvidenceRequest>,
     ) -> Result<Response<proto::ListEvidenceResponse>, Status> {
-        self.grpc("ListEvidence", request, async |_, request| self.list_evidence(request).await).await
+        self.grpc("ListEvidence", request, async |_, request| audit::list_evidence(self, request).await).await
     }
 
     async fn get_checkpoint(
         &self,
         request: Request<proto::GetCheckpointRequest>,
     ) -> Result<Response<proto::Checkpoint>, Status> {
-        self.grpc("GetCheckpoint", request, async |_, request| self.get_checkpoint(request).await).await
+        self.grpc("GetCheckpoint", request, async |_, request| log::get_checkpoint(self, request).await).await
     }
 
     async fn get_inclusion_proof(
         &self,
         request: Request<proto::GetInclusionProofRequest>,
     ) -> Result<Response<proto::InclusionProof>, Status> {
-        self.grpc("GetInclusionProof", request, async |_, request| self.get_inclusion_proof(request).await).await
+        self.grpc("GetInclusionProof", request, async |_, request| log::get_inclusion_proof(self, request).await).await
     }
 
     async fn get_consistency_proof(
         &self,
         request: Request<proto::GetConsistencyProofRequest>,
     ) -> Result<Response<proto::ConsistencyProof>, Status> {
-        self.grpc("GetConsistencyProof", request, async |_, request| self.get_consistency_proof(request).await).await
+        self.grpc("GetConsistencyProof", request, async |_, request| log::get_consistency_proof(self, request).await)
+            .await
     }
 }
 

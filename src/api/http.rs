@@ -25,10 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tracing::Instrument as _;
 
-use super::GovernanceApi;
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
+use super::{GovernanceApi, evaluate, execute};
 use crate::decision::json::{self, Layout};
 use crate::decision::value::object;
 use crate::decision::{Map, Value};
@@ -85,7 +85,7 @@ async fn health() -> Response {
 async fn execute(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     state
         .call("POST /v1/execute", &headers, body, async |call, body| {
-            state.api.execute_json(body, idempotency_key(&headers).as_deref(), call)
+            evaluate::execute_json(&state.api, body, idempotency_key(&headers).as_deref(), call)
         })
         .await
 }
@@ -93,7 +93,7 @@ async fn execute(State(state): State<HttpState>, headers: HeaderMap, body: Body)
 async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     state
         .call("POST /v1/validate/execute", &headers, body, async |call, body| {
-            state.api.validate_json(body, idempotency_key(&headers).as_deref(), call)
+            evaluate::validate_json(body, idempotency_key(&headers).as_deref(), call)
         })
         .await
 }
@@ -101,7 +101,7 @@ async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body
 async fn execute_with_evidence(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     state
         .call("POST /v1/execute-with-evidence", &headers, body, async |call, body| {
-            state.api.execute_with_evidence_json(body, idempotency_key(&headers), call).await
+            execute::execute_with_evidence_json(&state.api, body, idempotency_key(&headers), call).await
         })
         .await
 }

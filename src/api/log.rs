@@ -6,48 +6,43 @@ use super::{ApiError, GovernanceApi};
 use crate::log::{InclusionProof, LeafKey, StoredCheckpoint};
 use crate::proto;
 
-impl GovernanceApi {
-    pub(super) async fn get_checkpoint(
-        &self,
-        request: proto::GetCheckpointRequest,
-    ) -> Result<proto::Checkpoint, ApiError> {
-        let checkpoint = self.log()?.checkpoint(request.tree_size).await?;
-        Ok(checkpoint_message(checkpoint))
-    }
+pub(super) async fn get_checkpoint(
+    api: &GovernanceApi,
+    request: proto::GetCheckpointRequest,
+) -> Result<proto::Checkpoint, ApiError> {
+    let checkpoint = api.log()?.checkpoint(request.tree_size).await?;
+    Ok(checkpoint_message(checkpoint))
+}
 
-    pub(super) async fn get_inclusion_proof(
-        &self,
-        request: proto::GetInclusionProofRequest,
-    ) -> Result<proto::InclusionProof, ApiError> {
-        use proto::get_inclusion_proof_request::Key;
-        let log = self.log()?;
-        let key = match request.key {
-            Some(Key::EvidenceId(id)) => LeafKey::EvidenceId(id),
-            Some(Key::Idempotency(reference))
-                if !reference.workspace_id.is_empty() && !reference.idempotency_key.is_empty() =>
-            {
-                LeafKey::Idempotency {
-                    workspace_id: reference.workspace_id,
-                    idempotency_key: reference.idempotency_key,
-                }
-            }
-            Some(Key::Idempotency(_)) => {
-                return Err(ApiError::BadAuditRequest("idempotency needs workspace_id and idempotency_key".into()));
-            }
-            None => return Err(ApiError::BadAuditRequest("set one key: evidence_id or idempotency".into())),
-        };
-        let proof = log.inclusion_proof(&key, request.tree_size).await?;
-        Ok(inclusion_message(proof))
-    }
+pub(super) async fn get_inclusion_proof(
+    api: &GovernanceApi,
+    request: proto::GetInclusionProofRequest,
+) -> Result<proto::InclusionProof, ApiError> {
+    use proto::get_inclusion_proof_request::Key;
+    let log = api.log()?;
+    let key = match request.key {
+        Some(Key::EvidenceId(id)) => LeafKey::EvidenceId(id),
+        Some(Key::Idempotency(reference))
+            if !reference.workspace_id.is_empty() && !reference.idempotency_key.is_empty() =>
+        {
+            LeafKey::Idempotency { workspace_id: reference.workspace_id, idempotency_key: reference.idempotency_key }
+        }
+        Some(Key::Idempotency(_)) => {
+            return Err(ApiError::BadAuditRequest("idempotency needs workspace_id and idempotency_key".into()));
+        }
+        None => return Err(ApiError::BadAuditRequest("set one key: evidence_id or idempotency".into())),
+    };
+    let proof = log.inclusion_proof(&key, request.tree_size).await?;
+    Ok(inclusion_message(proof))
+}
 
-    pub(super) async fn get_consistency_proof(
-        &self,
-        request: proto::GetConsistencyProofRequest,
-    ) -> Result<proto::ConsistencyProof, ApiError> {
-        let (first_size, second_size) = (request.first_size, request.second_size);
-        let proof = self.log()?.consistency_proof(first_size, second_size).await?;
-        Ok(proto::ConsistencyProof { first_size, second_size, proof: proof.iter().map(|h| h.0.to_vec()).collect() })
-    }
+pub(super) async fn get_consistency_proof(
+    api: &GovernanceApi,
+    request: proto::GetConsistencyProofRequest,
+) -> Result<proto::ConsistencyProof, ApiError> {
+    let (first_size, second_size) = (request.first_size, request.second_size);
+    let proof = api.log()?.consistency_proof(first_size, second_size).await?;
+    Ok(proto::ConsistencyProof { first_size, second_size, proof: proof.iter().map(|h| h.0.to_vec()).collect() })
 }
 
 fn checkpoint_message(checkpoint: StoredCheckpoint) -> proto::Checkpoint {

@@ -3,7 +3,8 @@
 //! store), and encodes the answer; no business rule lives here.
 //!
 //! One file per operation, holding its decoding, its story and its encoding
-//! for both transports: `evaluate.rs` (Evaluate, `POST /v1/execute`,
+//! for both transports, as functions of the file (`evaluate::evaluate`,
+//! `execute::govern`, …) that the transports call with the service: `evaluate.rs` (Evaluate, `POST /v1/execute`,
 //! `POST /v1/validate/execute`), `execute.rs` (ExecuteWithEvidence) and
 //! `audit.rs` (GetEvidence, ListEvidence), `log.rs` (GetCheckpoint,
 //! GetInclusionProof, GetConsistencyProof). Operations never call each

@@ -177,7 +177,7 @@ async fn monitor_database(store: Arc<EvidenceStore>, health: HealthReporter) {
 }
 
 /// The health name of the verifiable log: SERVING while evidence reaches
-/// signed checkpoints within [`crate::evidence::log::sequencer::MAX_HEALTHY_LAG`] (whichever sidecar sequences).
+/// signed checkpoints within [`crate::log::sequencer::MAX_HEALTHY_LAG`] (whichever sidecar sequences).
 pub const LOG_HEALTH_SERVICE: &str = "governance.v1.Governance/log";
 
 /// Keeps [`LOG_HEALTH_SERVICE`] up to date with the sequencer's reports.
