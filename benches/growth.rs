@@ -1,4 +1,4 @@
-//! Evidence at scale (README, "Evidence at scale"; docs/performance.md):
+//! Evidence at scale (docs/scale.md; docs/performance.md):
 //! what ten million rows of evidence do to the writes and the audit reads.
 //!
 //! On a private durable PostgreSQL (default settings but `max_wal_size`), in

@@ -1,4 +1,4 @@
-//! The verifiable log's figures (README, "What was measured"):
+//! The verifiable log's figures (docs/performance.md, "Current figures"):
 //!
 //! - **sequencing**: `BENCH_LOG_ROWS` (default 1,000,000) realistic evidence
 //!   rows (Kernite's ~1 KiB approved response, random idempotency keys, a

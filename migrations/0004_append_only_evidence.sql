@@ -1,7 +1,7 @@
 -- Evidence is append-only: rows are never updated, deleted or truncated away,
 -- whoever asks, table owner included. Retention is the one exception, and it
 -- has its own door: governance_purge_before(), which runs as its owner and is
--- executable by nobody until an administrator grants it (see README).
+-- executable by nobody until an administrator grants it (see docs/evidence.md).
 
 CREATE FUNCTION governance_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$

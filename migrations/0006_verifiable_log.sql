@@ -1,6 +1,6 @@
 -- The verifiable log: every evidence row becomes a leaf of an RFC 6962 Merkle
 -- tree, in the order the sequencer gives it; signed checkpoints commit to the
--- tree. See README, "Verifiable evidence", and src/evidence/log/.
+-- tree. See docs/verifiable-log.md and src/log/.
 
 -- SHA-256 of response_json::text, which the log's leaf commits to; the
 -- sidecar computes it when it writes the row, from the value in hand, so that

@@ -1,4 +1,4 @@
--- The partitioned layout, for large deployments and for Citus (README,
+-- The partitioned layout, for large deployments and for Citus (docs/scale.md,
 -- "Evidence at scale"): `governance-sidecar migrate --layout partitioned`.
 --
 -- Run once, in one transaction, under the migration lock, on a schema at the

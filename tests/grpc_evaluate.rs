@@ -29,7 +29,7 @@ fn nested(entries: Vec<(&str, ProtoValue)>) -> ProtoValue {
     ProtoValue { kind: Some(Kind::StructValue(structure(entries))) }
 }
 
-/// The invoice policy of the README: amount at most 1000, currency USD or EUR.
+/// The invoice example's policy: amount at most 1000, currency USD or EUR.
 const INVOICE_POLICY_JSON: &str = r#"{"governed": true, "selected_policies": [{"policy_key": "invoice_create", "policy_version": 3, "effect": "allow", "rules": [{"rule_key": "amount_limit", "rule_definition": {"type": "max_value", "field": "amount", "max": 1000}, "reason_code": "amount_too_high"}, {"rule_key": "currency", "rule_definition": {"type": "allowed_values", "field": "currency", "values": ["USD", "EUR"]}}]}]}"#;
 
 fn invoice_request_json(amount: &str) -> String {

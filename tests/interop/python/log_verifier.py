@@ -7,7 +7,7 @@ widely used `cryptography` package for Ed25519:
   * the latest checkpoint's C2SP signed note (key id and signature) and its
     C2SP tlog-checkpoint body;
   * each row's RFC 9162 inclusion proof, from a leaf hash recomputed from the
-    row's entry, decoded as the README's "Verifiable evidence" documents it and
+    row's entry, decoded as docs/verifiable-log.md ("The entry") documents it and
     matched against what GetEvidence returns;
   * an RFC 9162 consistency proof from an earlier checkpoint to the latest.
 
@@ -148,7 +148,7 @@ def verify_consistency(first, second, first_root, second_root, proof):
     return sn == 0 and fr == first_root and sr == second_root
 
 
-# --- the entry encoding (README, "Verifiable evidence") -----------------------
+# --- the entry encoding (docs/verifiable-log.md, "The entry") -----------------
 def decode_entry(entry):
     if not entry.startswith(ENTRY_VERSION):
         fail("the entry does not start with the v1 version line")
