@@ -216,6 +216,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reader_returns_every_column_the_row_writes_but_those_it_names() {
+        // Not in the audit API's record: the fingerprint and the trace id
+        // serve replays and tracing; the digest is the log's.
+        const NOT_RETURNED: [&str; 3] = ["request_fingerprint", "trace_id", "response_json_sha256"];
+        for (column, _) in super::super::EVIDENCE_COLUMNS {
+            let read = COLUMNS.contains(&format!("e.{column},"))
+                || COLUMNS.contains(&format!("e.{column}::"))
+                || COLUMNS.contains(&format!("e.{column} "));
+            assert!(read != NOT_RETURNED.contains(&column), "{column}: read {read}");
+        }
+    }
+
+    #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
         let token = PageToken { created_at_micros: 1_795_000_000_123_456, id: 42 };
         assert_eq!(PageToken::decode(&token.encode()), Some(token));

@@ -43,6 +43,7 @@ pub use error::EvidenceError;
 pub use governed::{Execution, Fingerprint, GovernedWrite};
 pub use idempotency::MAX_IDEMPOTENCY_KEY_BYTES;
 pub use returning::MutationResult;
+pub use row::COLUMNS as EVIDENCE_COLUMNS;
 
 use crate::defaults::{DEFAULT_GROUP_COMMIT, DEFAULT_KEY_LIFETIME};
 use crate::mutations::Registry;

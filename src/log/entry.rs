@@ -1,7 +1,8 @@
 //! The bytes a log leaf commits to: a canonical, versioned encoding of one
 //! evidence row as stored, which anyone can recompute from a plain SELECT.
 //!
-//! Encoding v1 (docs/verifiable-log.md, "The entry", says the same):
+//! Encoding v1 (docs/verifiable-log.md, "The entry", says the same, and a test
+//! below holds its SELECT to [`ENTRY_COLUMNS`]):
 //! `ENTRY_VERSION`, then for each field of [`FIELDS`], in order, either the
 //! byte `0x00` (SQL NULL) or the byte `0x01`, the length of the value's UTF-8
 //! bytes as a 4-byte big-endian integer, and those bytes. Each value is the
@@ -130,6 +131,23 @@ mod tests {
     fn values_are_length_prefixed_so_no_split_is_ambiguous() {
         assert_ne!(encode([Some("ab"), Some("c")]), encode([Some("a"), Some("bc")]));
         assert_eq!(encode([Some("ab")]), [ENTRY_VERSION, &[1, 0, 0, 0, 2, b'a', b'b']].concat());
+    }
+
+    #[test]
+    fn the_entry_commits_to_every_column_the_evidence_row_writes() {
+        for (column, _) in crate::evidence::EVIDENCE_COLUMNS {
+            // The response by its digest, which the row stores beside it.
+            let field = if column == "response_json" { "response_json_sha256" } else { column };
+            assert!(FIELDS.contains(&field), "the log's entry leaves out {column}");
+        }
+    }
+
+    #[test]
+    fn the_specification_gives_the_select_the_entry_is_read_with() {
+        let page = include_str!("../../docs/verifiable-log.md");
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let select = format!("SELECT {ENTRY_COLUMNS} FROM {ENTRY_FROM}");
+        assert!(words(page).contains(&words(&select)), "docs/verifiable-log.md does not show the entry's SELECT");
     }
 
     #[test]
