@@ -57,10 +57,57 @@ async fn a_call_arriving_with_its_deadline_spent_writes_nothing() {
         let mut request = tonic::Request::new(call(invoice_request(250, "USD"), None, "create_invoice"));
         request.set_timeout(Duration::from_nanos(1));
         let status = f.server.client().await.execute_with_evidence(request).await.unwrap_err();
+        // At 1 ns tonic's client may give up by itself (CANCELLED) before any answer.
         assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
     }
     assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0);
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0);
+}
+
+/// A call whose deadline passes while its write waits on a locked table is
+/// answered DEADLINE_EXCEEDED (504 over HTTP), not CANCELLED, which clients
+/// do not retry; a retry with the same key then writes once.
+#[tokio::test]
+async fn a_deadline_that_passes_inside_a_locked_write_is_deadline_exceeded_over_both_transports() {
+    let f = fixture().await;
+    let settings = ServerSettings {
+        limits: Limits { request_timeout: Duration::from_millis(400), ..Limits::default() },
+        ..ServerSettings::default()
+    };
+    let server = TestServer::start(settings, GovernanceApi::with_evidence(store(&f.url, REGISTRY).await)).await;
+    let locker = common::postgres::connect(&f.url).await;
+    locker.batch_execute("BEGIN; LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE").await.unwrap();
+
+    for (n, mutation) in common::evidence::BOTH_PATHS.into_iter().enumerate() {
+        // gRPC, the caller's deadline shorter than the server's bound.
+        let mut request = tonic::Request::new(call(invoice_request(250, "USD"), Some(&format!("dl-{n}")), mutation));
+        request.set_timeout(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let status = server.client().await.execute_with_evidence(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{mutation}: {status:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{mutation}: answered after {:?}", started.elapsed());
+        // gRPC without a deadline of its own: the server's bound.
+        let request = call(invoice_request(250, "USD"), Some(&format!("dl-bound-{n}")), mutation);
+        let status = server.client().await.execute_with_evidence(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{mutation}: {status:?}");
+        // HTTP, bounded by the server.
+        let body = format!(r#"{{"request": {}, "mutation": {{"name": "{mutation}"}}}}"#, invoice_request(250, "USD"));
+        let answer =
+            common::http::post_json(server.address, "/v1/execute-with-evidence", Some(&format!("dl-http-{n}")), &body)
+                .await;
+        assert_eq!(answer.status, 504, "{mutation}: {}", answer.body);
+        assert!(answer.body.contains("DEADLINE_EXCEEDED"), "{}", answer.body);
+    }
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    // Nothing was written while the table was locked; a retry with a key writes once.
+    for (n, mutation) in common::evidence::BOTH_PATHS.into_iter().enumerate() {
+        for _ in 0..2 {
+            let retry = call(invoice_request(250, "USD"), Some(&format!("dl-{n}")), mutation);
+            server.client().await.execute_with_evidence(retry).await.unwrap();
+        }
+    }
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 2, "one invoice per retried key");
 }
 
 /// A write that holds its connection for 100 ms.

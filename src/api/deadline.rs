@@ -1,32 +1,54 @@
-//! The caller's deadline (`grpc-timeout`), enforced by the handlers themselves.
+//! A call's deadline: the caller's (`grpc-timeout`), bounded by the server's
+//! `--request-timeout-ms` (the only one an HTTP call has).
 //!
-//! tonic's timeout layer polls the handler before its timer, so a call that
-//! arrives with its deadline already spent is still answered when the handler
-//! is quick. Handlers therefore check: Evaluate before it answers,
-//! ExecuteWithEvidence before it starts to write (a write that begins is then
-//! bounded by the statement timeout and rolled back if cancelled).
+//! The common path of both transports runs the whole call (the wait for a
+//! permit and the handler) within it ([`Deadline::bound`]), and a call still
+//! running when it passes is answered DEADLINE_EXCEEDED (HTTP 504): tonic's
+//! own timeout layer would answer CANCELLED, which clients do not retry.
+//! Handlers also check it where answering late would be wrong: Evaluate
+//! before it answers, ExecuteWithEvidence before it starts to write. A write
+//! cut short by the deadline has rolled back, or committed just before: with
+//! an idempotency key, a retry replays what happened.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataMap;
 
 use super::error::ApiError;
 
+/// How long before the caller's deadline the call is answered, at most.
+const MARGIN: Duration = Duration::from_millis(50);
+
 pub(crate) struct Deadline {
     expires: Option<Instant>,
 }
 
 impl Deadline {
-    /// Measured from now, the handler's start: an upper bound of the caller's
-    /// deadline, since the request already spent some time getting here.
-    pub fn from_metadata(metadata: &MetadataMap) -> Deadline {
+    /// Measured from now, the handler's start, and never later than `limit`
+    /// from now. It falls a little before the caller's own: tonic's layers,
+    /// the server's and the caller's, cancel the call at the caller's
+    /// deadline, so the answer must be on its way before then (a tenth of
+    /// the time, at most [`MARGIN`]).
+    pub fn from_metadata(metadata: &MetadataMap, limit: Duration) -> Deadline {
         let timeout = metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout);
-        Deadline { expires: timeout.map(|t| Instant::now() + t) }
+        let before_the_callers = |timeout: Duration| timeout - (timeout / 10).min(MARGIN);
+        Deadline::within(timeout.map_or(limit, |timeout| before_the_callers(timeout).min(limit)))
     }
 
-    /// No deadline (HTTP calls carry none).
-    pub fn none() -> Deadline {
-        Deadline { expires: None }
+    /// `limit` from now (HTTP calls carry no deadline of their own).
+    pub fn within(limit: Duration) -> Deadline {
+        Deadline { expires: Instant::now().checked_add(limit) }
+    }
+
+    /// Runs `work` until it ends or the deadline passes, whichever is first.
+    pub async fn bound<T>(&self, work: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+        match self.expires {
+            Some(expires) => {
+                tokio::time::timeout_at(expires.into(), work).await.unwrap_or(Err(ApiError::DeadlinePassed))
+            }
+            None => work.await,
+        }
     }
 
     /// Whether the caller is still waiting.
@@ -75,9 +97,21 @@ mod tests {
     fn a_spent_deadline_is_refused_and_an_absent_one_never_is() {
         let mut metadata = MetadataMap::new();
         metadata.insert("grpc-timeout", "1n".parse().unwrap());
-        let deadline = Deadline::from_metadata(&metadata);
+        let deadline = Deadline::from_metadata(&metadata, Duration::from_secs(30));
         std::thread::sleep(Duration::from_micros(10));
         assert!(matches!(deadline.check(), Err(ApiError::DeadlinePassed)));
-        assert!(Deadline::from_metadata(&MetadataMap::new()).check().is_ok());
+        assert!(Deadline::from_metadata(&MetadataMap::new(), Duration::from_secs(30)).check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn work_still_running_when_the_deadline_passes_is_answered_deadline_exceeded() {
+        let deadline = Deadline::within(Duration::from_millis(20));
+        let slow = deadline.bound(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, ApiError>(())
+        });
+        assert!(matches!(slow.await, Err(ApiError::DeadlinePassed)));
+        let ample = Deadline::within(Duration::from_secs(5));
+        assert_eq!(ample.bound(async { Ok::<_, ApiError>(7) }).await.unwrap(), 7);
     }
 }

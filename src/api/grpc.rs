@@ -77,9 +77,12 @@ impl GovernanceApi {
         handler: impl AsyncFnOnce(&Call, Req) -> Result<Resp, ApiError>,
     ) -> Result<Response<Resp>, Status> {
         let metadata = request.metadata();
-        let call = Call::start(method, traceparent(metadata), Deadline::from_metadata(metadata));
-        let _permit = call.permit(&self.permits).await;
-        let result = handler(&call, request.into_inner()).instrument(call.span().clone()).await;
+        let call = Call::start(method, traceparent(metadata), Deadline::from_metadata(metadata, self.request_timeout));
+        let work = async {
+            let _permit = call.permit(&self.permits).await;
+            handler(&call, request.into_inner()).instrument(call.span().clone()).await
+        };
+        let result = call.deadline().bound(work).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| MetadataValue::try_from(c).ok());
         let failure = result.as_ref().err().and_then(ApiError::failure);
         let result = result.map_err(Status::from);

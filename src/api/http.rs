@@ -117,12 +117,13 @@ impl HttpState {
         body: Body,
         handler: impl AsyncFnOnce(&Call, Value) -> Result<String, ApiError>,
     ) -> Response {
-        let call = Call::start(method, traceparent(headers), Deadline::none());
-        let _permit = call.permit(&self.api.permits).await;
-        let result = match read_json(body, self.max_body_bytes).await {
-            Ok(body) => handler(&call, body).instrument(call.span().clone()).await,
-            Err(error) => Err(error),
+        let call = Call::start(method, traceparent(headers), Deadline::within(self.api.request_timeout));
+        let work = async {
+            let _permit = call.permit(&self.api.permits).await;
+            let body = read_json(body, self.max_body_bytes).await?;
+            handler(&call, body).instrument(call.span().clone()).await
         };
+        let result = call.deadline().bound(work).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| HeaderValue::from_str(&c).ok());
         let (status, body, failure) = match result {
             Ok(answer) => (StatusCode::OK, answer, None),

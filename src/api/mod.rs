@@ -25,6 +25,7 @@ pub(crate) mod http;
 mod log;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -32,6 +33,7 @@ pub use error::ApiError;
 
 use decide::Decider;
 
+use crate::defaults::DEFAULT_REQUEST_TIMEOUT_MS;
 use crate::evidence::{EvidenceError, EvidenceStore};
 use crate::log::LogReader;
 use crate::log::sequencer::LogState;
@@ -49,6 +51,8 @@ pub struct GovernanceApi {
     /// Calls being processed at once; more wait for a permit. Health checks
     /// and reflection are not counted, so probes answer even when saturated.
     permits: Arc<Semaphore>,
+    /// The longest any call may take, whatever its caller's deadline.
+    request_timeout: Duration,
     /// Which policies decide: the operator's bundle, or the request's own.
     decider: Decider,
 }
@@ -60,6 +64,7 @@ impl Default for GovernanceApi {
             log: None,
             log_state: None,
             permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
             decider: Decider::default(),
         }
     }
@@ -78,6 +83,12 @@ impl GovernanceApi {
     /// Health reports the log this sidecar's sequencer keeps.
     pub fn with_log_state(self, log_state: tokio::sync::watch::Receiver<LogState>) -> GovernanceApi {
         GovernanceApi { log_state: Some(log_state), ..self }
+    }
+
+    /// No call takes longer than `timeout`: past it, it is answered
+    /// DEADLINE_EXCEEDED (HTTP 504).
+    pub fn with_request_timeout(self, timeout: Duration) -> GovernanceApi {
+        GovernanceApi { request_timeout: timeout, ..self }
     }
 
     /// At most `limit` Governance calls are processed at once.

@@ -77,7 +77,7 @@ pub async fn serve(
 /// gRPC and the Kernite-compatible HTTP/JSON routes share the port: HTTP/2
 /// requests with a gRPC content type reach the services, the rest the routes.
 fn routes(api: GovernanceApi, health: HealthServer<impl Health>, limits: &Limits) -> anyhow::Result<axum::Router> {
-    let api = api.with_concurrency_limit(limits.concurrency_limit);
+    let api = api.with_concurrency_limit(limits.concurrency_limit).with_request_timeout(limits.request_timeout);
     let governance = GovernanceServer::new(api.clone())
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -102,9 +102,10 @@ async fn serve_routes(
     drain: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let limits = &settings.limits;
+    // No `.timeout()`: tonic's would answer CANCELLED; the API's common path
+    // answers DEADLINE_EXCEEDED at the same bound (`api/deadline.rs`).
     let server = Server::builder()
         .accept_http1(true)
-        .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_routes(routes.into());
