@@ -366,6 +366,8 @@ pub enum BindError {
     WrongType { name: String, expected: &'static str },
     #[error("mutation parameter `{0}` is not declared as caller-supplied")]
     NotCallerSupplied(String),
+    #[error("mutation parameter `{0}` holds a NUL character (U+0000), which PostgreSQL cannot store")]
+    Nul(String),
 }
 
 /// What built-ins resolve to for one call.
@@ -458,6 +460,7 @@ fn convert(param: &Param, value: Value) -> Result<SqlValue, BindError> {
     Ok(match (param.kind, value) {
         (_, Value::Null) if param.nullable => SqlValue::Null,
         (_, Value::Null) => return Err(BindError::Missing(param.name.clone())),
+        (_, value) if value.contains_nul() => return Err(BindError::Nul(param.name.clone())),
         (ParamType::Text, Value::Str(s)) => SqlValue::Text(s.into_string()),
         (ParamType::Text, _) => return Err(wrong("a string")),
         (ParamType::Bigint, Value::Int(n)) => SqlValue::Bigint(n),
@@ -485,6 +488,16 @@ pub(crate) fn to_serde(value: &Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_holding_nul_is_refused_naming_the_parameter() {
+        let param = Param { name: "note".into(), kind: ParamType::Text, source: Source::Caller, nullable: false };
+        assert_eq!(convert(&param, Value::str("a\0b")).err(), Some(BindError::Nul("note".into())));
+        let json = Param { kind: ParamType::Jsonb, ..param.clone() };
+        let nested = crate::decision::json::parse(r#"{"k": ["ok", "a\u0000b"]}"#).unwrap();
+        assert_eq!(convert(&json, nested).err(), Some(BindError::Nul("note".into())));
+        assert!(convert(&param, Value::str("fine")).is_ok());
+    }
 
     const INVOICE: &str = r#"
         [[mutations]]

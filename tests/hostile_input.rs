@@ -139,3 +139,43 @@ async fn a_flood_of_idle_and_half_open_connections_leaves_every_call_answered() 
     assert_eq!(evaluate(&server, with_payload("{}"), None).await.unwrap(), Decision::Approved, "still serving");
     eprintln!("connection flood: 400 idle or half-open connections; {calls} calls, 0 failed, the slowest {slowest:?}");
 }
+
+/// Text PostgreSQL cannot store (U+0000) is refused before the database,
+/// with INVALID_ARGUMENT (HTTP 400) naming the field, and nothing is written;
+/// a lookup by such text is refused the same way.
+#[tokio::test]
+async fn a_nul_character_bound_for_the_database_is_refused_naming_its_field() {
+    use common::evidence::{call, fixture, invoice_request};
+    use governance_sidecar::proto::{GetEvidenceRequest, ListEvidenceRequest, get_evidence_request::Key};
+    let f = fixture().await;
+    let base = invoice_request(250, "USD");
+    let rows = [
+        ("workspace_id", base.replace(r#""ws_1""#, r#""ws\u00001""#), None),
+        ("principal.id", base.replace(r#""usr_42""#, r#""usr\u000042""#), None),
+        ("payload", invoice_request(250, r"U\u0000SD"), None),
+        ("idempotency_key", base.clone(), Some("key\0one")),
+    ];
+    for (field, json, key) in rows {
+        for mutation in common::evidence::BOTH_PATHS {
+            let mut request = call(json.clone(), Some("nul"), mutation);
+            request.idempotency_key = Some(key.unwrap_or("nul").to_owned());
+            let status = f.execute(request).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{field}, {mutation}: {status:?}");
+            assert!(status.message().contains(&format!("`{field}` holds a NUL")), "{field}: {}", status.message());
+        }
+        let body = format!(r#"{{"request": {json}, "mutation": {{"name": "create_invoice"}}}}"#);
+        let answer = common::http::post_json(f.server.address, "/v1/execute-with-evidence", key, &body).await;
+        if key.is_none() {
+            assert_eq!(answer.status, 400, "{field}: {}", answer.body);
+            assert!(answer.body.contains("INVALID_ARGUMENT") && answer.body.contains(field), "{}", answer.body);
+        }
+    }
+    let mut client = f.server.client().await;
+    let by_ctx_id = GetEvidenceRequest { key: Some(Key::CtxId("ctx_\0".into())) };
+    assert_eq!(client.get_evidence(by_ctx_id).await.unwrap_err().code(), Code::InvalidArgument);
+    let listing = ListEvidenceRequest { workspace_id: "ws\0".into(), ..Default::default() };
+    assert_eq!(client.list_evidence(listing).await.unwrap_err().code(), Code::InvalidArgument);
+
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0, "no evidence written");
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0, "no invoice written");
+}

@@ -2,7 +2,8 @@
 //! (`GetEvidence`) or a workspace's records a page at a time, newest first
 //! (`ListEvidence`).
 
-use super::{ApiError, GovernanceApi, convert};
+use super::convert::{self, storable_text};
+use super::{ApiError, GovernanceApi};
 use crate::evidence::audit::{
     DEFAULT_PAGE_SIZE, EvidenceFilter, EvidenceKey, MAX_PAGE_SIZE, PageToken, StoredEvidence,
 };
@@ -36,7 +37,11 @@ pub(super) async fn list_evidence(
 fn evidence_key(request: proto::GetEvidenceRequest) -> Result<EvidenceKey, ApiError> {
     use proto::get_evidence_request::Key;
     let required = |value: String, name: &str| {
-        if value.is_empty() { Err(ApiError::BadAuditRequest(format!("{name} is empty"))) } else { Ok(value) }
+        if value.is_empty() {
+            Err(ApiError::BadAuditRequest(format!("{name} is empty")))
+        } else {
+            storable_text(value, name)
+        }
     };
     Ok(
         match request.key.ok_or_else(|| {
@@ -67,7 +72,10 @@ fn evidence_listing(
                 ApiError::BadAuditRequest(format!("decision {word:?} is not approved, denied or skipped"))
             })?),
         };
-    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let non_empty = |s: String, name: &str| match s.is_empty() {
+        true => Ok(None),
+        false => storable_text(s, name).map(Some),
+    };
     let after = match request.page_token.as_str() {
         "" => None,
         token => Some(
@@ -82,12 +90,12 @@ fn evidence_listing(
     let micros =
         |t: prost_types::Timestamp| t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000);
     let filter = EvidenceFilter {
-        workspace_id: request.workspace_id,
+        workspace_id: storable_text(request.workspace_id, "workspace_id")?,
         since_micros: request.since.map(micros),
         until_micros: request.until.map(micros),
         decision,
-        object_type: non_empty(request.object_type),
-        operation: non_empty(request.operation),
+        object_type: non_empty(request.object_type, "object_type")?,
+        operation: non_empty(request.operation, "operation")?,
     };
     Ok((filter, after, page_size))
 }

@@ -14,6 +14,17 @@ use crate::vocabulary::{Decision, Mode};
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0; // 2^53
 
 /// The Kernite request body carried by either form of the `body` oneof.
+/// A text field that PostgreSQL is asked about must hold no U+0000, which
+/// no stored row can hold either.
+pub(super) fn storable_text(value: String, field: &str) -> Result<String, ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::BadAuditRequest(format!(
+            "{field} holds a NUL character (U+0000), which PostgreSQL cannot store"
+        )));
+    }
+    Ok(value)
+}
+
 pub(super) fn request_body(body: Option<proto::evaluate_request::Body>) -> Result<Value, ApiError> {
     match body.ok_or(ApiError::MissingBody)? {
         proto::evaluate_request::Body::Request(request) => typed_request(request),

@@ -2,6 +2,7 @@
 //! inclusion proof (`GetInclusionProof`) and a consistency proof between two
 //! tree sizes (`GetConsistencyProof`).
 
+use super::convert::storable_text;
 use super::{ApiError, GovernanceApi};
 use crate::log::{InclusionProof, LeafKey, StoredCheckpoint};
 use crate::proto;
@@ -25,7 +26,10 @@ pub(super) async fn get_inclusion_proof(
         Some(Key::Idempotency(reference))
             if !reference.workspace_id.is_empty() && !reference.idempotency_key.is_empty() =>
         {
-            LeafKey::Idempotency { workspace_id: reference.workspace_id, idempotency_key: reference.idempotency_key }
+            LeafKey::Idempotency {
+                workspace_id: storable_text(reference.workspace_id, "idempotency.workspace_id")?,
+                idempotency_key: storable_text(reference.idempotency_key, "idempotency.idempotency_key")?,
+            }
         }
         Some(Key::Idempotency(_)) => {
             return Err(ApiError::BadAuditRequest("idempotency needs workspace_id and idempotency_key".into()));

@@ -36,6 +36,17 @@ pub enum Value {
 }
 
 impl Value {
+    /// Whether a string or a key anywhere in the value holds U+0000, which
+    /// PostgreSQL can store neither in `text` nor in `jsonb`.
+    pub fn contains_nul(&self) -> bool {
+        match self {
+            Value::Str(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(Value::contains_nul),
+            Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || value.contains_nul()),
+            _ => false,
+        }
+    }
+
     /// An integer value, stored in the narrowest variant that holds it.
     pub fn from_bigint(n: BigInt) -> Value {
         match n.to_i64() {

@@ -24,6 +24,9 @@ pub enum EvidenceError {
     Bind(#[from] BindError),
     #[error("the idempotency key is longer than {max_bytes} bytes")]
     KeyTooLong { max_bytes: usize },
+    /// Text PostgreSQL cannot store, refused before the database sees it.
+    #[error("`{field}` holds a NUL character (U+0000), which PostgreSQL cannot store")]
+    Unstorable { field: &'static str },
     #[error("the idempotency key was already used with a different request (evidence id {evidence_id})")]
     KeyReused { evidence_id: i64 },
     /// The key's lifetime ended and its claim was released: the write goes
@@ -62,9 +65,10 @@ impl ServiceError for EvidenceError {
             | EvidenceError::Log(_)
             | EvidenceError::Unexpected(_) => ServiceErrorCode::Internal,
             EvidenceError::NotInLog(_) => ServiceErrorCode::NotFound,
-            EvidenceError::Bind(_) | EvidenceError::KeyTooLong { .. } | EvidenceError::BadLogRange(_) => {
-                ServiceErrorCode::BadRequest
-            }
+            EvidenceError::Bind(_)
+            | EvidenceError::KeyTooLong { .. }
+            | EvidenceError::Unstorable { .. }
+            | EvidenceError::BadLogRange(_) => ServiceErrorCode::BadRequest,
             EvidenceError::KeyReused { .. } => ServiceErrorCode::AlreadyExists,
             EvidenceError::MutationFailed { sqlstate, .. } if sqlstate == SqlState::QUERY_CANCELED.code() => {
                 ServiceErrorCode::DeadlineExceeded

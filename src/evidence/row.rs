@@ -4,11 +4,12 @@
 use sha2::{Digest as _, Sha256};
 use tokio_postgres::types::ToSql;
 
+use super::EvidenceError;
 use super::governed::GovernedWrite;
 use super::redact::Redactor;
 use crate::decision::json::{self, Layout};
 use crate::decision::value::object;
-use crate::decision::{DecisionRecord, Value};
+use crate::decision::{DecisionRecord, Map, Value};
 use crate::vocabulary::{Outcome, RecordedDecision};
 
 /// One call's evidence: every column of the row but how the call ended
@@ -43,6 +44,35 @@ pub(super) struct EvidenceRow<'w> {
     response_json_sha256: Sha256Digest,
 }
 
+/// The first field of the request holding U+0000, which PostgreSQL stores
+/// neither in `text` nor in `jsonb`; the decision's response quotes only
+/// the request and its policies, so a NUL found there alone came from the
+/// request's `policy_context`.
+fn nul_field(write: &GovernedWrite<'_>, response: &Value) -> Option<&'static str> {
+    let request = write.request;
+    let texts = [
+        ("workspace_id", request.workspace_id.as_str()),
+        ("principal.type", request.principal.kind.as_str()),
+        ("principal.id", request.principal.id.as_str()),
+        ("object_type", request.object_type.as_str()),
+        ("operation", request.operation.as_str()),
+        ("idempotency_key", request.idempotency_key.as_deref().unwrap_or_default()),
+    ];
+    let maps = [
+        ("principal.attributes", &request.principal.attributes),
+        ("payload", &request.payload),
+        ("resource", &request.resource),
+        ("context", &request.context),
+    ];
+    let in_map = |map: &Map| map.iter().any(|(key, value)| key.contains('\0') || value.contains_nul());
+    texts
+        .iter()
+        .find(|(_, text)| text.contains('\0'))
+        .map(|(field, _)| *field)
+        .or_else(|| maps.iter().find(|(_, map)| in_map(map)).map(|(field, _)| *field))
+        .or_else(|| response.contains_nul().then_some("policy_context"))
+}
+
 /// How a call's evidence ended: the columns the INSERT adds.
 pub(super) struct Ending<'a> {
     outcome: &'static str,
@@ -70,7 +100,9 @@ impl<'a> Ending<'a> {
 
 impl<'w> EvidenceRow<'w> {
     /// The columns of `write`: its decision (or the skip), with secrets masked.
-    pub fn new(write: &'w GovernedWrite<'w>, redactor: &Redactor) -> EvidenceRow<'w> {
+    /// A request holding text PostgreSQL cannot store (U+0000) is refused
+    /// here, before a connection is taken, naming the field.
+    pub fn new(write: &'w GovernedWrite<'w>, redactor: &Redactor) -> Result<EvidenceRow<'w>, EvidenceError> {
         let (reason_codes, ctx_id, trace_hash, response) = match write.decision {
             Some(record) => (
                 Value::Array(record.reason_codes.iter().cloned().map(Value::Str).collect()),
@@ -89,6 +121,9 @@ impl<'w> EvidenceRow<'w> {
                 (Value::Array(Vec::new()), ctx_id, String::new(), response)
             }
         };
+        if let Some(field) = nul_field(write, &response) {
+            return Err(EvidenceError::Unstorable { field });
+        }
         let mut redacted = redactor.redact_response(response);
         let respelled = super::jsonb::make_safe(&mut redacted.value);
         // Nothing masked or respelled: the stored copy is Kernite's own text,
@@ -98,7 +133,7 @@ impl<'w> EvidenceRow<'w> {
             _ => json::to_string(&redacted.value, Layout::Response),
         };
         let request = write.request;
-        EvidenceRow {
+        Ok(EvidenceRow {
             write,
             workspace_id: request.workspace_id.as_str(),
             principal_id: request.principal.id.as_str(),
@@ -121,7 +156,7 @@ impl<'w> EvidenceRow<'w> {
             policy_version: write.decision.and_then(DecisionRecord::policy_version),
             trace_id: write.trace_id,
             response_json_sha256: Sha256Digest(Sha256::digest(super::jsonb::text(&redacted.value)).into()),
-        }
+        })
     }
 
     /// The evidence INSERT's parameters, in [`COLUMNS`] order: the one place

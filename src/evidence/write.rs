@@ -34,7 +34,7 @@ impl EvidenceStore {
     pub async fn execute(&self, write: GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
         idempotency::check_key(write.request)?;
         write.mutation.check_caller_params(write.caller_params)?;
-        let row = EvidenceRow::new(&write, &self.redactor);
+        let row = EvidenceRow::new(&write, &self.redactor)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
