@@ -110,6 +110,15 @@ async fn the_routes_and_their_refusals_are_kernites() {
     let too_large = post_json(address, "/v1/execute", None, &huge).await;
     assert_eq!(too_large.status, 413);
     assert!(json::parse(&too_large.body).is_ok(), "errors are JSON: {}", too_large.body);
+    // A body cut short, or badly chunked, is no body too large: 400 with a message of its own.
+    for (name, head, sent) in [
+        ("cut short", "Content-Length: 100", &b"{\"workspace_id\": "[..]),
+        ("broken chunking", "Transfer-Encoding: chunked", &b"zz\r\nnot a chunk\r\n0\r\n\r\n"[..]),
+    ] {
+        let answer = raw_post(address, head, sent).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{name}: {answer}");
+        assert!(answer.contains("could not be read"), "{name}: {answer}");
+    }
     let no_database = post_json(address, "/v1/execute-with-evidence", None, &governed_write(1)).await;
     assert_eq!(no_database.status, 400);
     assert!(no_database.body.contains(r#""code": "FAILED_PRECONDITION""#), "{}", no_database.body);
@@ -195,4 +204,18 @@ async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() 
     let invoices: i64 = admin.query_one("SELECT count(*) FROM invoices", &[]).await.unwrap().get(0);
     let evidence: i64 = admin.query_one("SELECT count(*) FROM governance_events", &[]).await.unwrap().get(0);
     assert_eq!((invoices, evidence), (1, 2), "one invoice; evidence of the approval and the denial");
+}
+
+/// A POST to `/v1/execute` with `head` as its body's header, `body` sent,
+/// then the sending side closed; what the server answers, as text.
+async fn raw_post(address: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("POST /v1/execute HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{head}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// HTTP only: gRPC bounds messages before they reach a handler.
     #[error("the request body is over {0} bytes")]
     BodyTooLarge(usize),
+    /// HTTP only: the body ended early or its chunked encoding is broken.
+    #[error("the request body could not be read: it ended early or its encoding is broken")]
+    BodyUnreadable,
     /// HTTP only, with Kernite's message.
     #[error("Invalid JSON payload")]
     NotJson,
@@ -81,6 +84,7 @@ impl ServiceError for ApiError {
             | ApiError::MissingMutation
             | ApiError::RequestPoliciesRefused
             | ApiError::BadAuditRequest(_)
+            | ApiError::BodyUnreadable
             | ApiError::NotJson => ServiceErrorCode::BadRequest,
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
             ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,

@@ -144,7 +144,13 @@ impl HttpState {
 
 /// The body as JSON, as Kernite reads it: empty is `{}`.
 async fn read_json(body: Body, limit: usize) -> Result<Value, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::BodyTooLarge(limit))?;
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|error| match error
+        .into_inner()
+        .downcast_ref::<http_body_util::LengthLimitError>(
+    ) {
+        Some(_) => ApiError::BodyTooLarge(limit),
+        None => ApiError::BodyUnreadable,
+    })?;
     if bytes.is_empty() {
         return Ok(Value::Object(Map::default()));
     }
