@@ -10,6 +10,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const DEFAULT_TLS_RELOAD_MS: u64 = 5_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_CONCURRENCY_LIMIT: usize = 1024;
+/// HTTP/2 streams one connection may have open at once (nginx's default):
+/// a caller cannot hold more calls, and their memory, on one connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;

@@ -110,6 +110,46 @@ async fn a_deadline_that_passes_inside_a_locked_write_is_deadline_exceeded_over_
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 2, "one invoice per retried key");
 }
 
+/// One HTTP/2 connection has at most `--max-concurrent-streams` calls open
+/// at once: the client queues the rest, and PostgreSQL never sees more of
+/// its calls at a time.
+#[tokio::test]
+async fn one_connection_has_at_most_its_stream_limit_of_calls_open_at_once() {
+    let f = fixture().await;
+    let settings = ServerSettings {
+        limits: Limits { max_concurrent_streams: 2, ..Limits::default() },
+        ..ServerSettings::default()
+    };
+    let server = TestServer::start(settings, GovernanceApi::with_evidence(store(&f.url, REGISTRY).await)).await;
+    let mut client = server.client().await;
+    // Once the connection's settings are known, the client queues what is over the limit
+    // (before, a burst may see streams refused, which HTTP/2 allows).
+    let evaluate = governance_sidecar::proto::EvaluateRequest {
+        body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson(invoice_request(1, "USD"))),
+        idempotency_key: None,
+    };
+    client.evaluate(evaluate).await.unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client.execute_with_evidence(call(invoice_request(250, "USD"), None, "slow_insert")).await
+            })
+        })
+        .collect();
+    let watcher = common::postgres::connect(&f.url).await;
+    let mut most = 0;
+    while !calls.iter().all(|c| c.is_finished()) {
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%'";
+        most = most.max(watcher.query_one(sleeping, &[]).await.unwrap().get::<_, i64>(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for call in calls {
+        assert!(call.await.unwrap().unwrap().into_inner().mutation_applied);
+    }
+    assert_eq!(most, 2, "two calls of the connection ran at once, never more");
+}
+
 /// A write that holds its connection for 100 ms.
 const SLOW_WRITE: &str = r#"
 [[mutations]]

@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> =
-    LazyLock::new(|| tokio::runtime::Builder::new_current_thread().build().unwrap());
+    LazyLock::new(|| tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap());
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = EvaluateRequest::decode(data) else { return };

@@ -237,6 +237,11 @@ pub struct ServeArgs {
         DEFAULT_CONCURRENCY_LIMIT))]
     pub concurrency_limit: Option<usize>,
 
+    #[arg(long, env = "GOVERNANCE_MAX_CONCURRENT_STREAMS", help = defaulted(
+        "HTTP/2 streams (calls) one connection may have open at once; a client queues the rest.",
+        DEFAULT_MAX_CONCURRENT_STREAMS))]
+    pub max_concurrent_streams: Option<u32>,
+
     #[arg(long, env = "GOVERNANCE_REQUEST_TIMEOUT_MS", help = defaulted(
         "Upper bound on any call, in milliseconds, on top of the client's own deadline.",
         DEFAULT_REQUEST_TIMEOUT_MS))]

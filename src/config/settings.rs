@@ -82,6 +82,7 @@ impl ServeArgs {
             limits: Limits {
                 max_message_bytes: set.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
                 concurrency_limit: set.concurrency_limit.unwrap_or(DEFAULT_CONCURRENCY_LIMIT).max(1),
+                max_concurrent_streams: set.max_concurrent_streams.unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS).max(1),
                 request_timeout: ms(set.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS)),
                 keepalive_interval: ms(set.keepalive_interval_ms.unwrap_or(DEFAULT_KEEPALIVE_INTERVAL_MS)),
                 keepalive_timeout: ms(set.keepalive_timeout_ms.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT_MS)),
@@ -226,6 +227,8 @@ pub struct TlsSettings {
 pub struct Limits {
     pub max_message_bytes: usize,
     pub concurrency_limit: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
     pub request_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,

@@ -106,6 +106,7 @@ async fn serve_routes(
     // answers DEADLINE_EXCEEDED at the same bound (`api/deadline.rs`).
     let server = Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_routes(routes.into());
