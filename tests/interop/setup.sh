@@ -59,6 +59,10 @@ grpcurl() {
 
 step python python_env -- "$here/python/requirements.txt"
 step otlp otlp_env -- "$here/otlp/requirements.txt"
+# The npm packages live in the source tree, their stamps under $out: a tree
+# without them (a new clone beside an old build directory) installs again.
+[[ -d $here/node/node_modules ]] || rm -f "$out/node.stamp"
+[[ -d $here/../../examples/node/node_modules ]] || rm -f "$out/example-node.stamp"
 step node node_modules -- "$here/node/package-lock.json"
 step example-node example_node_modules -- "$here/../../examples/node/package-lock.json"
 step grpcurl grpcurl -- "$here/setup.sh"
