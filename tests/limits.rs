@@ -129,6 +129,7 @@ async fn one_connection_has_at_most_its_stream_limit_of_calls_open_at_once() {
         idempotency_key: None,
     };
     client.evaluate(evaluate).await.unwrap();
+    let started = std::time::Instant::now();
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let mut client = client.clone();
@@ -140,14 +141,19 @@ async fn one_connection_has_at_most_its_stream_limit_of_calls_open_at_once() {
     let watcher = common::postgres::connect(&f.url).await;
     let mut most = 0;
     while !calls.iter().all(|c| c.is_finished()) {
-        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%'";
+        let sleeping =
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(1)%'";
         most = most.max(watcher.query_one(sleeping, &[]).await.unwrap().get::<_, i64>(0));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for call in calls {
         assert!(call.await.unwrap().unwrap().into_inner().mutation_applied);
     }
-    assert_eq!(most, 2, "two calls of the connection ran at once, never more");
+    // Six one-second calls, two at a time, take three rounds (the pool of
+    // eight would run them in one). A call may start as another's stream
+    // closes, so a sample can catch a third at the handover.
+    assert!(started.elapsed() >= Duration::from_millis(2_500), "the calls ran in {:?}", started.elapsed());
+    assert!((2..=3).contains(&most), "at most two calls of the connection ran at once (+1 at a handover): {most}");
 }
 
 /// A write that holds its connection for 100 ms.
