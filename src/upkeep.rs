@@ -82,7 +82,7 @@ pub fn keep_up(database: DatabaseTarget, upkeep: Upkeep) {
                 if layout::detect(&client).await? != EvidenceLayout::Partitioned {
                     return anyhow::Ok(false);
                 }
-                if let Some(report) = run_once(&client, &upkeep).await? {
+                if let Some(report) = run_locked(&client, &upkeep).await? {
                     tracing::info!(?report, "upkeep done");
                 }
                 Ok(true)
@@ -102,6 +102,12 @@ pub async fn run_once(client: &Client, upkeep: &Upkeep) -> Result<Option<UpkeepR
     if layout::detect(client).await? != EvidenceLayout::Partitioned {
         return Ok(None);
     }
+    run_locked(client, upkeep).await
+}
+
+/// A pass on the partitioned layout, under the upkeep's lock; `None` when
+/// another pass holds it.
+async fn run_locked(client: &Client, upkeep: &Upkeep) -> Result<Option<UpkeepReport>, EvidenceError> {
     let locked: bool =
         client.query_one("SELECT pg_try_advisory_lock($1) AS locked", &[&LOCK_KEY]).await?.try_get("locked")?;
     if !locked {
