@@ -16,6 +16,10 @@ pub enum ServiceErrorCode {
     /// The request body is over the configured limit (HTTP only: gRPC
     /// refuses oversized messages before a handler sees them).
     PayloadTooLarge,
+    /// The request body is not declared JSON (HTTP only).
+    UnsupportedMediaType,
+    /// The request names a host this listener does not answer (HTTP only).
+    MisdirectedRequest,
     /// The thing asked for (a mutation, an evidence row) does not exist.
     NotFound,
     /// The idempotency key already names another request.
@@ -45,6 +49,8 @@ impl ServiceErrorCode {
         match self {
             BadRequest => (Code::InvalidArgument, StatusCode::BAD_REQUEST, false),
             PayloadTooLarge => (Code::OutOfRange, StatusCode::PAYLOAD_TOO_LARGE, false),
+            UnsupportedMediaType => (Code::InvalidArgument, StatusCode::UNSUPPORTED_MEDIA_TYPE, false),
+            MisdirectedRequest => (Code::PermissionDenied, StatusCode::MISDIRECTED_REQUEST, false),
             NotFound => (Code::NotFound, StatusCode::NOT_FOUND, false),
             AlreadyExists => (Code::AlreadyExists, StatusCode::CONFLICT, false),
             Aborted => (Code::Aborted, StatusCode::CONFLICT, false),
@@ -109,6 +115,8 @@ mod tests {
         let all = [
             BadRequest,
             PayloadTooLarge,
+            UnsupportedMediaType,
+            MisdirectedRequest,
             NotFound,
             AlreadyExists,
             Aborted,

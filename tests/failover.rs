@@ -259,3 +259,115 @@ async fn a_demoted_primary_still_answering_read_only_is_never_written_to() {
     assert!(missing.is_empty() && twice.is_empty(), "every write landed once on the new primary");
     wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(5)).await;
 }
+
+/// Sets whether `server` answers read-only, by a reload as an operator or a
+/// failover manager does it, and waits until new sessions see it.
+async fn set_read_only(server: &LocalPostgres, read_only: bool) {
+    let admin = connect(&server.url("postgres")).await;
+    let setting = if read_only { "on" } else { "off" };
+    admin.batch_execute(&format!("ALTER SYSTEM SET default_transaction_read_only = {setting}")).await.unwrap();
+    admin.query_one("SELECT pg_reload_conf()", &[]).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let probe = connect(&server.url("postgres")).await;
+        if probe.query_one("SHOW transaction_read_only", &[]).await.unwrap().get::<_, String>(0) == setting {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the server did not turn read_only={setting}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two primaries in one URL; the one the pool uses turns read-only (by a
+/// reload, after the other was made writable), six times under eight keyed
+/// callers. Every connection to it is retired, busy ones and the group
+/// committer's included, and each call is retried on the writable one: no
+/// attempt fails, and each key is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_turning_read_only_under_load_fails_no_call() {
+    let thread = ServerThread::new();
+    let mut servers = Vec::new();
+    for name in ["read-only-a", "read-only-b"] {
+        let dir = scratch_dir(name);
+        let server = thread.run(move || LocalPostgres::start(&dir, 0, false).unwrap());
+        let mut admin = connect(&server.url("postgres")).await;
+        migrate::migrate(&mut admin).await.unwrap();
+        admin
+            .batch_execute("CREATE TABLE notes (id bigserial PRIMARY KEY, idempotency_key text NOT NULL, evidence_id bigint NOT NULL)")
+            .await
+            .unwrap();
+        servers.push(server);
+    }
+    set_read_only(&servers[1], true).await;
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        servers[0].port, servers[1].port
+    );
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store(&url).await)).await;
+    let load = KeyedLoad::start(&server.address.to_string(), 8, "switch", note_call);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for round in 0..6 {
+        let (writable, demoted) = if round % 2 == 0 { (1, 0) } else { (0, 1) };
+        set_read_only(&servers[writable], false).await;
+        set_read_only(&servers[demoted], true).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let (acknowledged, failed_attempts) = load.stop().await;
+
+    let mut writes: BTreeMap<String, i64> = BTreeMap::new();
+    let mut on_each = Vec::new();
+    for server in &servers {
+        let client = connect(&server.url("postgres")).await;
+        let rows = client.query("SELECT idempotency_key, count(*) AS writes FROM notes GROUP BY 1", &[]).await.unwrap();
+        on_each.push(rows.len());
+        for row in rows {
+            *writes.entry(row.get("idempotency_key")).or_default() += row.get::<_, i64>("writes");
+        }
+    }
+    eprintln!(
+        "read-only switches: {} writes acknowledged ({} and {} on each server), {failed_attempts} failed attempts",
+        acknowledged.len(),
+        on_each[0],
+        on_each[1]
+    );
+    assert_eq!(failed_attempts, 0, "calls failed while the primary turned read-only");
+    assert!(on_each.iter().all(|&n| n > 0), "writes went to both servers in turn: {on_each:?}");
+    for key in &acknowledged {
+        assert_eq!(writes.get(key), Some(&1), "{key} written once");
+    }
+    assert_eq!(writes.len(), acknowledged.len(), "nothing written that was not acknowledged");
+}
+
+/// What a read-only answer leads to, connection by connection: retiring the
+/// pool closes its idle connections at once and its busy ones (a call's, the
+/// group committer's) when they come back, so no later call meets them.
+#[tokio::test]
+async fn retiring_the_pool_closes_busy_connections_as_they_come_back() {
+    let url = common::postgres::fresh_database().await;
+    let settings = DatabaseSettings {
+        target: DatabaseTarget::new(url.as_str()),
+        pool_size: 4,
+        wait_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    };
+    let pool = governance_sidecar::postgres::Pool::new(&settings).unwrap();
+    let backend = async |lease: &governance_sidecar::postgres::Lease| -> i32 {
+        lease.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    };
+    let (busy, idle) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let retired = [backend(&busy).await, backend(&idle).await];
+    drop(idle);
+    pool.retire("the test says so");
+    drop(busy);
+    let (first, second) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    for lease in [&first, &second] {
+        assert!(!retired.contains(&backend(lease).await), "a retired connection was lent again");
+    }
+    let watcher = connect(&url).await;
+    let started = Instant::now();
+    let alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)";
+    while watcher.query_one(alive, &[&retired.to_vec()]).await.unwrap().get::<_, i64>(0) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the retired backends did not go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -179,3 +179,34 @@ async fn a_nul_character_bound_for_the_database_is_refused_naming_its_field() {
     assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 0, "no evidence written");
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 0, "no invoice written");
 }
+
+/// An identifier over the sidecar's bound (far above any Kernite uses) is
+/// refused with INVALID_ARGUMENT naming the field and the limit, over both
+/// transports, and nothing is written.
+#[tokio::test]
+async fn an_identifier_over_its_bound_is_refused_with_the_limit_in_the_message() {
+    use common::evidence::{call, fixture, invoice_request};
+    use governance_sidecar::defaults::MAX_IDENTIFIER_BYTES;
+    let f = fixture().await;
+    let long = "x".repeat(MAX_IDENTIFIER_BYTES + 1);
+    let base = invoice_request(250, "USD");
+    let rows = [
+        ("workspace_id", base.replace(r#""ws_1""#, &format!(r#""{long}""#))),
+        ("principal.id", base.replace(r#""usr_42""#, &format!(r#""{long}""#))),
+        ("object_type", with_payload("{}").replace(r#""invoice""#, &format!(r#""{long}""#))),
+    ];
+    let limit = format!("longer than {MAX_IDENTIFIER_BYTES} bytes");
+    for (field, json) in rows {
+        let status = f.execute(call(json.clone(), Some("long"), "create_invoice")).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().contains(&format!("`{field}` is {limit}")), "{field}: {}", status.message());
+        let status = evaluate(&f.server, json.clone(), None).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "Evaluate, {field}: {status:?}");
+        let answer = common::http::post_json(f.server.address, "/v1/execute", None, &json).await;
+        assert_eq!(answer.status, 400, "{field}: {}", answer.body);
+        assert!(answer.body.contains(&limit), "{}", answer.body);
+    }
+    let at_the_bound = base.replace(r#""ws_1""#, &format!(r#""{}""#, "x".repeat(MAX_IDENTIFIER_BYTES)));
+    assert!(f.execute(call(at_the_bound, Some("at-bound"), "create_invoice")).await.is_ok());
+    assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1, "only the call within the bound wrote");
+}

@@ -144,13 +144,13 @@ fn governed_write(amount: i64) -> String {
     format!(r#"{{"request": {request}, "mutation": {{"name": "create_invoice"}}}}"#)
 }
 
-#[tokio::test]
-async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() {
+/// A sidecar on loopback that governs invoices, and an admin connection to its database.
+async fn governing_server(settings: ServerSettings) -> (TestServer, tokio_postgres::Client) {
     let url = fresh_database().await;
     let mut admin = connect(&url).await;
     migrate::migrate(&mut admin).await.unwrap();
     admin.batch_execute(INVOICES).await.unwrap();
-    let settings = DatabaseSettings {
+    let database = DatabaseSettings {
         target: DatabaseTarget::new(url),
         pool_size: 4,
         wait_timeout: std::time::Duration::from_secs(2),
@@ -158,8 +158,13 @@ async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() 
     };
     let redactor = Redactor::new(&[], &[]).unwrap();
     let registry = Registry::parse(REGISTRY).unwrap().with_default_mode(Mode::Enforce);
-    let store = EvidenceStore::connect(&settings, WriteSettings::default(), registry, redactor).await;
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store.unwrap())).await;
+    let store = EvidenceStore::connect(&database, WriteSettings::default(), registry, redactor).await;
+    (TestServer::start(settings, GovernanceApi::with_evidence(store.unwrap())).await, admin)
+}
+
+#[tokio::test]
+async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() {
+    let (server, admin) = governing_server(ServerSettings::default()).await;
     let path = "/v1/execute-with-evidence";
 
     let first = post_json(server.address, path, Some("http-1"), &governed_write(250)).await;
@@ -211,11 +216,84 @@ async fn execute_with_evidence_over_http_writes_replays_and_refuses_like_grpc() 
 async fn raw_post(address: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("POST /v1/execute HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{head}\r\n\r\n");
+    let request = format!(
+        "POST /v1/execute HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\n{head}\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
     stream.shutdown().await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A web page cannot drive a governed write: a cross-site form or `text/plain`
+/// POST (which a browser sends without asking first) gets 415, and a page
+/// whose name was rebound to 127.0.0.1 gets 421, on every route; nothing is
+/// written. An operator-named host is answered.
+#[tokio::test]
+async fn browsers_cannot_drive_the_http_routes() {
+    let mut settings = ServerSettings::default();
+    settings.listen.allowed_hosts = vec!["governance.internal".into()];
+    let (server, admin) = governing_server(settings).await;
+    let path = "/v1/execute-with-evidence";
+    let body = governed_write(250);
+    let port = server.address.port();
+
+    for content_type in
+        ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+    {
+        let headers: Vec<(&str, &[u8])> =
+            vec![("Content-Type", content_type.as_bytes()), ("Origin", b"http://evil.example")];
+        let answer = request(server.address, "POST", path, &headers, body.as_bytes()).await;
+        assert_eq!(answer.status, 415, "{content_type}: {}", answer.body);
+        assert!(answer.body.contains("Content-Type: application/json"), "{}", answer.body);
+    }
+    let untyped = request(server.address, "POST", "/v1/execute", &[], b"{}").await;
+    assert_eq!(untyped.status, 415, "a body of no declared type: {}", untyped.body);
+
+    // DNS rebinding: the request reaches 127.0.0.1 but names the attacker's host.
+    let rebound = format!("evil.example:{port}");
+    for (method, route) in [("POST", path), ("POST", "/v1/execute"), ("GET", "/metrics"), ("GET", "/health")] {
+        let headers: Vec<(&str, &[u8])> = vec![("Host", rebound.as_bytes()), ("Content-Type", b"application/json")];
+        let answer = raw_request(server.address, method, route, &headers, body.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 421"), "{method} {route}: {answer}");
+        assert!(answer.contains("loopback host names only"), "{answer}");
+    }
+    for host in [format!("localhost:{port}"), format!("governance.internal:{port}"), format!("[::1]:{port}")] {
+        let headers: Vec<(&str, &[u8])> = vec![("Host", host.as_bytes()), ("Content-Type", b"application/json")];
+        let answer = raw_request(server.address, "POST", "/v1/validate/execute", &headers, b"{}").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+
+    let invoices: i64 = admin.query_one("SELECT count(*) FROM invoices", &[]).await.unwrap().get(0);
+    let evidence: i64 = admin.query_one("SELECT count(*) FROM governance_events", &[]).await.unwrap().get(0);
+    assert_eq!((invoices, evidence), (0, 0), "nothing written");
+    let allowed = post_json(server.address, path, Some("typed"), &body).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+}
+
+/// One HTTP/1.1 request with exactly `headers` (the caller's own Host
+/// included); the whole answer, as text.
+async fn raw_request(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n").into_bytes();
+    for (name, value) in headers {
+        head.extend_from_slice(format!("{name}: ").as_bytes());
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    stream.write_all(&head).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
     String::from_utf8_lossy(&answer).into_owned()
 }

@@ -1,7 +1,8 @@
 //! Server limits around ExecuteWithEvidence: the concurrency limit queues
 //! governance calls but never health checks, an exhausted pool refuses
 //! within its wait timeout and loses nothing, and a call whose deadline is
-//! already spent writes nothing.
+//! already spent writes nothing, and abandoned calls never take more
+//! backends than the pool.
 
 mod common;
 
@@ -154,6 +155,79 @@ async fn one_connection_has_at_most_its_stream_limit_of_calls_open_at_once() {
     // closes, so a sample can catch a third at the handover.
     assert!(started.elapsed() >= Duration::from_millis(2_500), "the calls ran in {:?}", started.elapsed());
     assert!((2..=3).contains(&most), "at most two calls of the connection ran at once (+1 at a handover): {most}");
+}
+
+/// Calls abandoned by their deadline while a locked table holds their
+/// statements cancel those statements, and their connections count against
+/// the pool until their backends are idle: however many callers there are
+/// and however long the lock lasts (beyond `statement_timeout` here), the
+/// sidecar's backends never outnumber its pool, others can still connect,
+/// and nothing is left idle in a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_calls_never_take_more_backends_than_the_pool() {
+    let f = fixture().await;
+    let application = "bounded-pool";
+    let settings = DatabaseSettings {
+        target: governance_sidecar::postgres::DatabaseTarget::new(format!("{}?application_name={application}", f.url)),
+        pool_size: 4,
+        statement_timeout: Duration::from_secs(2),
+        ..database(&f.url)
+    };
+    let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
+    let server = TestServer::start(
+        ServerSettings { limits, ..ServerSettings::default() },
+        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await),
+    )
+    .await;
+    let locker = common::postgres::connect(&f.url).await;
+    locker.batch_execute("BEGIN; LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let locked_until = std::time::Instant::now() + Duration::from_secs(5);
+
+    // Twelve callers, three times the pool, on both write paths, until the lock ends.
+    let callers: Vec<_> = (0..12)
+        .map(|caller| {
+            let address = format!("http://{}", server.address);
+            let mutation = common::evidence::BOTH_PATHS[caller % 2];
+            async move {
+                let mut client = GovernanceClient::connect(address).await.unwrap();
+                let mut answers = Vec::new();
+                while std::time::Instant::now() < locked_until {
+                    let answer = client.execute_with_evidence(call(invoice_request(250, "USD"), None, mutation)).await;
+                    answers.push(answer.map(|_| Code::Ok).unwrap_or_else(|status| status.code()));
+                }
+                answers
+            }
+        })
+        .map(tokio::spawn)
+        .collect();
+    let watcher = common::postgres::connect(&f.url).await;
+    let backends = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1";
+    let mut most = 0;
+    while std::time::Instant::now() < locked_until {
+        most = most.max(watcher.query_one(backends, &[&application]).await.unwrap().get::<_, i64>(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another client of the cluster still connects.
+    common::postgres::connect(&f.url).await.query_one("SELECT 1", &[]).await.unwrap();
+    locker.batch_execute("COMMIT").await.unwrap();
+    let mut answers = Vec::new();
+    for caller in callers {
+        answers.extend(caller.await.unwrap());
+    }
+    assert!(most <= 4, "the sidecar had {most} backends on a pool of 4");
+    assert!(answers.contains(&Code::DeadlineExceeded), "the lock should have outlasted calls: {answers:?}");
+    assert!(answers.iter().all(|code| matches!(code, Code::Ok | Code::DeadlineExceeded)), "{answers:?}");
+
+    // Once the abandoned statements are over, no backend is left in a transaction.
+    let lingering = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'";
+    let started = std::time::Instant::now();
+    while watcher.query_one(lingering, &[&application]).await.unwrap().get::<_, i64>(0) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "a backend is still busy or idle in transaction");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written =
+        server.client().await.execute_with_evidence(call(invoice_request(250, "USD"), None, "create_invoice")).await;
+    assert!(written.unwrap().into_inner().mutation_applied);
 }
 
 /// A write that holds its connection for 100 ms.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::ApiError;
 use crate::ctx_id;
 use crate::decision::{self, DecisionRecord, Validation, Value};
+use crate::defaults::MAX_IDENTIFIER_BYTES;
 use crate::policies::{PolicyBundle, PolicySource, Resolution};
 
 /// Which policies decide: the operator's bundle, if any, and whether a
@@ -33,10 +34,23 @@ impl Decider {
     }
 }
 
-/// Kernite's validation, with its 400 turned into an error.
+/// Kernite's validation, with its 400 turned into an error; then the
+/// sidecar's bound on identifiers, which Kernite does not have.
 pub(super) fn validate(body: Value, idempotency_key: Option<&str>) -> Result<Validation, ApiError> {
-    decision::validate(body, idempotency_key)?
-        .map_err(|invalid| ApiError::Invalid { invalid, ctx_id: ctx_id::random() })
+    let validation = decision::validate(body, idempotency_key)?
+        .map_err(|invalid| ApiError::Invalid { invalid, ctx_id: ctx_id::random() })?;
+    let request = &validation.request;
+    let identifiers = [
+        ("workspace_id", &request.workspace_id),
+        ("principal.type", &request.principal.kind),
+        ("principal.id", &request.principal.id),
+        ("object_type", &request.object_type),
+        ("operation", &request.operation),
+    ];
+    if let Some((field, _)) = identifiers.iter().find(|(_, value)| value.len() > MAX_IDENTIFIER_BYTES) {
+        return Err(ApiError::IdentifierTooLong { field, max_bytes: MAX_IDENTIFIER_BYTES });
+    }
+    Ok(validation)
 }
 
 /// Decides under the bundle's policies for the request's scope, or the request's own.

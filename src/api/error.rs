@@ -53,6 +53,8 @@ pub enum ApiError {
     RequestPoliciesRefused,
     #[error("{0}")]
     BadAuditRequest(String),
+    #[error("`{field}` is longer than {max_bytes} bytes, the most this sidecar accepts in an identifier")]
+    IdentifierTooLong { field: &'static str, max_bytes: usize },
     #[error("no evidence matches")]
     EvidenceNotFound,
     /// HTTP only: gRPC bounds messages before they reach a handler.
@@ -64,6 +66,15 @@ pub enum ApiError {
     /// HTTP only, with Kernite's message.
     #[error("Invalid JSON payload")]
     NotJson,
+    /// HTTP only: a POST must declare its body JSON (`browsers.rs`).
+    #[error("the request body must be sent with Content-Type: application/json")]
+    NotJsonContentType,
+    /// HTTP only: a loopback listener answers loopback host names (`browsers.rs`).
+    #[error(
+        "this listener answers requests for loopback host names only, not `{0}` \
+         (the operator may allow more with --allowed-hosts)"
+    )]
+    HostNotAllowed(String),
     #[error("the call's deadline has passed")]
     DeadlinePassed,
     #[error(transparent)]
@@ -84,10 +95,13 @@ impl ServiceError for ApiError {
             | ApiError::MissingMutation
             | ApiError::RequestPoliciesRefused
             | ApiError::BadAuditRequest(_)
+            | ApiError::IdentifierTooLong { .. }
             | ApiError::BodyUnreadable
             | ApiError::NotJson => ServiceErrorCode::BadRequest,
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
             ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,
+            ApiError::NotJsonContentType => ServiceErrorCode::UnsupportedMediaType,
+            ApiError::HostNotAllowed(_) => ServiceErrorCode::MisdirectedRequest,
             ApiError::DeadlinePassed => ServiceErrorCode::DeadlineExceeded,
             ApiError::Mutation(error) => error.error_code(),
             ApiError::Evidence(error) => error.error_code(),

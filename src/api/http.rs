@@ -12,7 +12,9 @@
 //!
 //! As in Kernite: the key comes from the `Idempotency-Key` header, an empty
 //! body means `{}`, unparsable JSON is `400 {"message": "Invalid JSON payload"}`,
-//! and anything else is `404 {"message": "Not found"}`. Bodies are written the
+//! and anything else is `404 {"message": "Not found"}`. Unlike Kernite, a POST
+//! must say its body is JSON (415), and a loopback listener answers loopback
+//! host names only (421): see `browsers.rs`. Bodies are written the
 //! way Python's `json.dumps(body, ensure_ascii=False)` writes them.
 
 use std::borrow::Cow;
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tracing::Instrument as _;
 
+use super::browsers::{self, HostGate};
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
@@ -34,8 +37,9 @@ use crate::decision::value::object;
 use crate::decision::{Map, Value};
 use crate::metrics::metrics;
 
-/// The routes, sharing `api` (and its concurrency limit) with gRPC.
-pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize) -> Router {
+/// The routes, sharing `api` (and its concurrency limit) with gRPC,
+/// answering the host names `hosts` allows.
+pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize, hosts: HostGate) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/execute", post(execute))
@@ -46,6 +50,7 @@ pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize) -> Router {
         .route("/metrics", get(prometheus))
         .method_not_allowed_fallback(not_found)
         .with_state(HttpState { api, max_body_bytes })
+        .layer(axum::middleware::from_fn_with_state(hosts, browsers::check_host))
 }
 
 #[derive(Clone)]
@@ -119,6 +124,7 @@ impl HttpState {
     ) -> Response {
         let call = Call::start(method, traceparent(headers), Deadline::within(self.api.request_timeout));
         let work = async {
+            browsers::check_json_content_type(headers)?;
             let _permit = call.permit(&self.api.permits).await;
             let body = read_json(body, self.max_body_bytes).await?;
             handler(&call, body).instrument(call.span().clone()).await
@@ -140,6 +146,12 @@ impl HttpState {
         }
         response
     }
+}
+
+/// An error's answer outside a call (the host check).
+pub(super) fn error_response(error: ApiError) -> Response {
+    let (status, body) = http_error(error);
+    json_response(status, &body)
 }
 
 /// The body as JSON, as Kernite reads it: empty is `{}`.

@@ -10,9 +10,11 @@
 //! GetInclusionProof, GetConsistencyProof). Operations never call each
 //! other: the decision steps they share (policies, validation, decision) are
 //! `decide.rs`. What every call goes through, permit, span, metrics and
-//! ctx_id, is `call.rs`; how errors are written is `error.rs`.
+//! ctx_id, is `call.rs`; how errors are written is `error.rs`; what keeps
+//! web pages from driving the HTTP routes is `browsers.rs`.
 
 mod audit;
+pub(crate) mod browsers;
 mod call;
 mod convert;
 mod deadline;

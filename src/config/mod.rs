@@ -223,6 +223,12 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Host names the HTTP routes answer on a loopback listener, besides loopback names and
+    /// addresses (comma-separated, e.g. `governance.localhost`). Other Host headers get 421: a
+    /// web page that rebinds its own name to 127.0.0.1 cannot drive the sidecar.
+    #[arg(long, env = "GOVERNANCE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+
     #[arg(long, env = "GOVERNANCE_TLS_RELOAD_MS", help = defaulted(
         "How often the TLS files are checked for replacement, in milliseconds.", DEFAULT_TLS_RELOAD_MS))]
     pub tls_reload_ms: Option<u64>,

@@ -70,6 +70,7 @@ impl ServeArgs {
             listen: ListenSettings {
                 address: set.listen.unwrap_or(DEFAULT_LISTEN),
                 health_address: set.health_listen,
+                allowed_hosts: set.allowed_hosts.unwrap_or_default(),
                 tls: match (set.tls_cert, set.tls_key) {
                     (Some(cert), Some(key)) => Some(TlsSettings {
                         files: TlsFiles { cert, key, client_ca: set.tls_client_ca },
@@ -200,6 +201,9 @@ pub struct ListenSettings {
     pub address: SocketAddr,
     /// A second listener serving grpc.health.v1 only.
     pub health_address: Option<SocketAddr>,
+    /// Host names the HTTP routes answer on a loopback listener, besides
+    /// loopback ones (`api/http.rs`).
+    pub allowed_hosts: Vec<String>,
     /// TLS (mutual when a client CA is set) on the service port.
     pub tls: Option<TlsSettings>,
 }

@@ -95,24 +95,30 @@ impl EvidenceStore {
     pub async fn get_evidence(&self, key: &EvidenceKey) -> Result<Option<StoredEvidence>, EvidenceError> {
         let client = self.pool.get().await?;
         let newest = "ORDER BY e.created_at DESC, e.id DESC LIMIT 1";
-        let row = match key {
-            EvidenceKey::Id(id) => client.query_opt(&format!("SELECT {COLUMNS} WHERE e.id = $1"), &[id]).await?,
-            EvidenceKey::CtxId(ctx_id) => {
-                client.query_opt(&format!("SELECT {COLUMNS} WHERE e.ctx_id = $1 {newest}"), &[ctx_id]).await?
-            }
-            // Through the ctx_id index: a trace hash names its ctx_id (migration 0008).
-            EvidenceKey::TraceHash(hash) => match crate::decision::ctx_id_of(hash) {
-                Some(ctx_id) => {
-                    let sql = format!("SELECT {COLUMNS} WHERE e.ctx_id = $1 AND e.trace_hash = $2 {newest}");
-                    client.query_opt(&sql, &[&ctx_id.as_str(), hash]).await?
-                }
-                None => None,
-            },
-            EvidenceKey::Idempotency { workspace_id, idempotency_key } => {
-                let sql = format!("SELECT {COLUMNS} {}", super::idempotency::KEY_HOLDER);
-                client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
-            }
-        };
+        let row = client
+            .guard(async {
+                Ok::<_, EvidenceError>(match key {
+                    EvidenceKey::Id(id) => {
+                        client.query_opt(&format!("SELECT {COLUMNS} WHERE e.id = $1"), &[id]).await?
+                    }
+                    EvidenceKey::CtxId(ctx_id) => {
+                        client.query_opt(&format!("SELECT {COLUMNS} WHERE e.ctx_id = $1 {newest}"), &[ctx_id]).await?
+                    }
+                    // Through the ctx_id index: a trace hash names its ctx_id (migration 0008).
+                    EvidenceKey::TraceHash(hash) => match crate::decision::ctx_id_of(hash) {
+                        Some(ctx_id) => {
+                            let sql = format!("SELECT {COLUMNS} WHERE e.ctx_id = $1 AND e.trace_hash = $2 {newest}");
+                            client.query_opt(&sql, &[&ctx_id.as_str(), hash]).await?
+                        }
+                        None => None,
+                    },
+                    EvidenceKey::Idempotency { workspace_id, idempotency_key } => {
+                        let sql = format!("SELECT {COLUMNS} {}", super::idempotency::KEY_HOLDER);
+                        client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
+                    }
+                })
+            })
+            .await?;
         row.as_ref().map(stored).transpose()
     }
 
@@ -167,7 +173,7 @@ impl EvidenceStore {
             params.len()
         );
         let client = self.pool.get().await?;
-        let rows = client.query(&sql, &params).await?;
+        let rows = client.guard(client.query(&sql, &params)).await?;
         let mut records = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
         let more = records.len() > page_size;
         records.truncate(page_size);

@@ -30,12 +30,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::EvidenceError;
 use super::one_statement::{OneStatementWrite, WriteParams};
 use super::returning::MutationResult;
+use crate::postgres::Pool;
 
 /// Most writes in one transaction.
 pub const MAX_BATCH: usize = 32;
@@ -172,7 +172,7 @@ async fn commit(pool: &Pool, mut batch: Vec<Queued>) {
     };
     if batch.len() == 1 {
         let write = batch.pop().expect("one");
-        let written = write.write.execute(&client, &write.params).await;
+        let written = write.write.execute(&*client, &write.params).await;
         let _ = write.reply.send(Committed::Done(written));
         return;
     }
@@ -199,7 +199,7 @@ async fn commit(pool: &Pool, mut batch: Vec<Queued>) {
 
     if lost(&began) || lost(&committed) || answers.iter().any(lost) {
         // Whether COMMIT was carried out is unknown; the connection is not reused.
-        drop(Object::take(client));
+        client.discard();
         for write in batch {
             let unknown = EvidenceError::Unavailable("the connection was lost while a group commit ended".into());
             let _ = write.reply.send(Committed::Done(Err(unknown)));

@@ -37,8 +37,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-
 pub use error::EvidenceError;
 pub use governed::{Execution, Fingerprint, GovernedWrite};
 pub use idempotency::MAX_IDEMPOTENCY_KEY_BYTES;
@@ -47,7 +45,7 @@ pub use row::COLUMNS as EVIDENCE_COLUMNS;
 
 use crate::defaults::{DEFAULT_GROUP_COMMIT, DEFAULT_KEY_LIFETIME};
 use crate::mutations::Registry;
-use crate::postgres::{self, DatabaseSettings, failure};
+use crate::postgres::{DatabaseSettings, Pool, failure};
 use crate::schema::{layout, migrate};
 use group_commit::GroupCommit;
 use idempotency::KeyLifetime;
@@ -82,6 +80,9 @@ pub struct EvidenceStore {
     /// How long a key is replayed: for ever, unless the layout is the partitioned one.
     key_lifetime: KeyLifetime,
     redactor: Redactor,
+    /// Woken when a call finds no database to write to, so that health
+    /// says so at once rather than at its next check.
+    unavailable: tokio::sync::Notify,
 }
 
 impl EvidenceStore {
@@ -93,7 +94,7 @@ impl EvidenceStore {
         registry: Registry,
         redactor: Redactor,
     ) -> anyhow::Result<EvidenceStore> {
-        let pool = postgres::pool(database)?;
+        let pool = Pool::new(database)?;
         let client = pool.get().await.map_err(EvidenceError::from)?;
         migrate::check_schema(&client).await?;
         let key_lifetime = match layout::detect(&client).await? {
@@ -139,7 +140,15 @@ impl EvidenceStore {
             }
         }
         let group_commit = (writes.group_commit > 0).then(|| GroupCommit::start(pool.clone(), writes.group_commit));
-        Ok(EvidenceStore { pool, registry: Arc::new(registry), one_statement, group_commit, key_lifetime, redactor })
+        Ok(EvidenceStore {
+            pool,
+            registry: Arc::new(registry),
+            one_statement,
+            group_commit,
+            key_lifetime,
+            redactor,
+            unavailable: tokio::sync::Notify::new(),
+        })
     }
 
     /// The operator's registry of mutations callers may name.
@@ -154,18 +163,17 @@ impl EvidenceStore {
 
     /// Open connections, idle ones, and calls waiting for one.
     pub fn pool_status(&self) -> (usize, usize, usize) {
-        let status = self.pool.status();
-        (status.size, status.available, status.waiting)
+        self.pool.status()
     }
 
     /// Whether a writable PostgreSQL answers now (for the health of the
     /// Governance service). A connection that finds its server read-only (a
-    /// standby, or a demoted primary) takes the pool's idle connections with
-    /// it, so that the next ones look for the primary.
+    /// standby, or a demoted primary) retires every connection of the pool,
+    /// so that the next ones look for the primary.
     pub async fn ping(&self) -> bool {
         let Ok(client) = self.pool.get().await else { return false };
         let writable = "SELECT NOT (pg_is_in_recovery() OR current_setting('transaction_read_only')::bool) AS writable";
-        match client.query_one(writable, &[]).await {
+        match client.guard(client.query_one(writable, &[])).await {
             Ok(row) if row.try_get("writable").unwrap_or(false) => true,
             Ok(_) => {
                 drop(client);
@@ -176,12 +184,14 @@ impl EvidenceStore {
         }
     }
 
-    /// Closes every idle connection: after a failover they lead to the old
-    /// primary. Connections in use are closed as their calls fail.
+    /// Resolves when a call next finds no writable database (or at once, if
+    /// one has since the last wait).
+    pub async fn calls_failing(&self) {
+        self.unavailable.notified().await;
+    }
+
+    /// Retires every connection: after a failover they lead to the old primary.
     pub(super) fn forget_connections(&self, why: &str) {
-        let before = self.pool.status().size;
-        self.pool.retain(|_, _| false);
-        let closed = before.saturating_sub(self.pool.status().size);
-        tracing::warn!(why, closed, "closed the pool's idle connections");
+        self.pool.retire(why);
     }
 }

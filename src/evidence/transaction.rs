@@ -2,25 +2,29 @@
 //!
 //! tokio-postgres's own `Transaction` borrows its client for every call, so
 //! its statements cannot be in flight together, nor its COMMIT sent with the
-//! last statement. This one issues `BEGIN`/`COMMIT`/`ROLLBACK` itself. If it
-//! is dropped before it finishes (the call was cancelled by its deadline, or
-//! failed mid-way), the connection is taken out of the pool and closed rather
-//! than handed to the next caller inside an open transaction; Postgres then
-//! rolls back.
+//! last statement. This one issues `BEGIN`/`COMMIT`/`ROLLBACK` itself. Its
+//! connection is marked busy from BEGIN until COMMIT or ROLLBACK has been
+//! answered: if it is dropped before (the call's deadline passed, or it
+//! failed mid-way), the running statement is cancelled and the connection
+//! closed once its backend has rolled back, never handed to the next caller
+//! inside an open transaction ([`crate::postgres::Lease`]).
 
 use deadpool_postgres::Object;
 use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
+use crate::postgres::Lease;
+
 pub struct Transaction {
-    client: Option<Object>,
+    client: Option<Lease>,
 }
 
 impl Transaction {
     /// Guards `client` before anything is sent; the caller sends [`Self::begin`]
     /// pipelined with its first statements. On a connection fresh from the pool
     /// BEGIN can only fail if the connection does, and then those fail too.
-    pub fn open(client: Object) -> Transaction {
+    pub fn open(client: Lease) -> Transaction {
+        client.mark_busy();
         Transaction { client: Some(client) }
     }
 
@@ -45,8 +49,11 @@ impl Transaction {
         // (a COMMIT after it only rolls back).
         let (executed, committed) = tokio::join!(client.execute(statement, params), client.batch_execute("COMMIT"));
         match executed.and_then(|rows| committed.map(|()| rows)) {
-            // Dropping the connection now returns it to the pool.
-            Ok(rows) => Ok(rows),
+            Ok(rows) => {
+                // Dropping the connection now returns it to the pool.
+                client.mark_idle();
+                Ok(rows)
+            }
             Err(error) => {
                 // Back in the guard: rolled back for reuse, or discarded on drop.
                 self.client = Some(client);
@@ -59,23 +66,17 @@ impl Transaction {
     }
 
     /// Ends the transaction with ROLLBACK, returning the connection for reuse.
-    pub async fn rollback(mut self) -> Result<Object, tokio_postgres::Error> {
+    pub async fn rollback(mut self) -> Result<Lease, tokio_postgres::Error> {
         let client = self.client.take().expect("open");
         match client.batch_execute("ROLLBACK").await {
-            Ok(()) => Ok(client),
+            Ok(()) => {
+                client.mark_idle();
+                Ok(client)
+            }
             Err(error) => {
                 self.client = Some(client);
                 Err(error)
             }
-        }
-    }
-}
-
-impl Drop for Transaction {
-    fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            // Unfinished: never return a connection inside a transaction to the pool.
-            drop(Object::take(client));
         }
     }
 }

@@ -16,13 +16,14 @@ use tracing::Instrument as _;
 
 use super::error::cause;
 use super::governed::{Execution, GovernedWrite};
-use super::group_commit::Committed;
+use super::group_commit::{Committed, Written};
 use super::idempotency::{self, Claim, Claiming};
-use super::one_statement::OneStatementWrite;
+use super::one_statement::{OneStatementWrite, WriteParams};
 use super::returning::{MutationResult, row_to_map, rows_json};
 use super::row::EvidenceRow;
 use super::transaction::Transaction;
 use super::{EvidenceError, EvidenceStore};
+use crate::error::{ServiceError as _, ServiceErrorCode};
 use crate::mutations::{Builtin, Builtins, Mutation, SqlValue};
 use crate::postgres::failure::{db_message, is_connection_loss, is_read_only, is_retryable};
 
@@ -32,6 +33,14 @@ const MAX_ATTEMPTS: usize = 3;
 impl EvidenceStore {
     /// Records the decision and, if it allows, applies the mutation, atomically.
     pub async fn execute(&self, write: GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
+        let executed = self.execute_with_retries(write).await;
+        if executed.as_ref().is_err_and(|e| e.error_code() == ServiceErrorCode::Unavailable) {
+            self.unavailable.notify_one();
+        }
+        executed
+    }
+
+    async fn execute_with_retries(&self, write: GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
         idempotency::check_key(write.request)?;
         write.mutation.check_caller_params(write.caller_params)?;
         let row = EvidenceRow::new(&write, &self.redactor)?;
@@ -93,12 +102,16 @@ impl EvidenceStore {
     /// Nothing to write but the evidence: a single statement is atomic by itself.
     async fn write_evidence_only(&self, row: &EvidenceRow<'_>) -> Result<Execution, EvidenceError> {
         let client = self.pool.get().await?;
-        match idempotency::claim(&client, row, Claiming::NotApplied).await? {
-            Claim::Inserted(evidence_id) => {
-                Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
-            }
-            Claim::Taken => idempotency::replay(&client, row.write, self.key_lifetime).await,
-        }
+        client
+            .guard(async {
+                match idempotency::claim(&*client, row, Claiming::NotApplied).await? {
+                    Claim::Inserted(evidence_id) => {
+                        Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
+                    }
+                    Claim::Taken => idempotency::replay(&*client, row.write, self.key_lifetime).await,
+                }
+            })
+            .await
     }
 
     /// BEGIN, the evidence INSERT and the mutation sent together (the
@@ -153,7 +166,7 @@ impl EvidenceStore {
             Ok(None) => {
                 // The key is taken: undo what ran beside the insert, then replay.
                 let client = transaction.rollback().await?;
-                return idempotency::replay(&client, write, self.key_lifetime).await;
+                return client.guard(idempotency::replay(&*client, write, self.key_lifetime)).await;
             }
             Err(error) => {
                 if !matches!(&error, EvidenceError::Database(e) if e.is_closed()) {
@@ -188,17 +201,26 @@ impl EvidenceStore {
                     .map(|key| (request.workspace_id.as_str().to_owned(), key.to_string()));
                 match group.write(one_statement.clone(), params, key).await {
                     Committed::Done(written) => written?,
-                    Committed::Alone(params) => one_statement.execute(&self.pool.get().await?, &params).await?,
+                    Committed::Alone(params) => self.write_alone(one_statement, &params).await?,
                 }
             }
-            None => one_statement.execute(&self.pool.get().await?, &params).await?,
+            None => self.write_alone(one_statement, &params).await?,
         };
         match written {
             Some((evidence_id, result)) => {
                 Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
             }
-            None => idempotency::replay(&self.pool.get().await?, row.write, self.key_lifetime).await,
+            None => {
+                let client = self.pool.get().await?;
+                client.guard(idempotency::replay(&*client, row.write, self.key_lifetime)).await
+            }
         }
+    }
+
+    /// A one-statement write on a connection of its own.
+    async fn write_alone(&self, one_statement: &OneStatementWrite, params: &WriteParams) -> Written {
+        let client = self.pool.get().await?;
+        client.guard(one_statement.execute(&*client, params)).await
     }
 
     /// After a rollback: the evidence of the failed attempt, alone and
@@ -210,7 +232,7 @@ impl EvidenceStore {
             Ok(client) => client,
             Err(e) => return e.into(),
         };
-        match idempotency::insert_failure(&client, row, sqlstate).await {
+        match client.guard(idempotency::insert_failure(&*client, row, sqlstate)).await {
             Ok(evidence_id) => EvidenceError::MutationFailed {
                 sqlstate: sqlstate.to_owned(),
                 ctx_id: row.ctx_id.clone(),

@@ -20,12 +20,12 @@ mod sql;
 mod tree;
 pub mod verify;
 
-use deadpool_postgres::Pool;
 use tlog_tiles::Hash;
 use tokio_postgres::GenericClient;
 
 use crate::evidence::idempotency::KEY_HOLDER;
 use crate::evidence::{EvidenceError, EvidenceStore};
+use crate::postgres::Pool;
 
 /// A checkpoint as stored.
 #[derive(Debug, Clone)]
@@ -73,13 +73,20 @@ impl LogReader {
     /// The latest checkpoint, or the one of a given size.
     pub async fn checkpoint(&self, size: Option<u64>) -> Result<StoredCheckpoint, EvidenceError> {
         let client = self.pool.get().await?;
-        checkpoint(&**client, size).await
+        client.guard(checkpoint(client.client(), size)).await
     }
 
     /// The audit path of a row in the tree of the latest checkpoint (or of the one of `size`).
     pub async fn inclusion_proof(&self, key: &LeafKey, size: Option<u64>) -> Result<InclusionProof, EvidenceError> {
-        let client = self.pool.get().await?;
-        let client = &**client;
+        let lease = self.pool.get().await?;
+        lease.guard(Self::prove_inclusion(lease.client(), key, size)).await
+    }
+
+    async fn prove_inclusion(
+        client: &tokio_postgres::Client,
+        key: &LeafKey,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, EvidenceError> {
         let (evidence_id, leaf_index) = leaf(client, key).await?;
         let checkpoint = checkpoint(client, size).await?;
         if leaf_index >= checkpoint.tree_size {
@@ -105,8 +112,15 @@ impl LogReader {
         if first > second {
             return Err(EvidenceError::BadLogRange(format!("first_size {first} is larger than second_size {second}")));
         }
-        let client = self.pool.get().await?;
-        let client = &**client;
+        let lease = self.pool.get().await?;
+        lease.guard(Self::prove_consistency(lease.client(), first, second)).await
+    }
+
+    async fn prove_consistency(
+        client: &tokio_postgres::Client,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<Hash>, EvidenceError> {
         let latest = checkpoint(client, None).await?.tree_size;
         if second > latest {
             return Err(EvidenceError::NotInLog(format!(

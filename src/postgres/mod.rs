@@ -1,4 +1,4 @@
-//! Reaching PostgreSQL: where it is ([`DatabaseTarget`]), the pool every
+//! Reaching PostgreSQL: where it is ([`DatabaseTarget`]), the [`Pool`] every
 //! call borrows from, and single connections outside it (migrations, the
 //! log's sequencer, upkeep, `verify`).
 //!
@@ -11,17 +11,19 @@
 pub mod failure;
 pub mod libpq;
 pub mod local_postgres;
+mod pool;
 mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use deadpool_postgres::{Connect, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
+use deadpool_postgres::Connect;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use libpq::{ConnectionTarget, ProcessEnvironment};
+pub use pool::{Lease, Pool};
 use tls::SslMode;
 
 /// Which PostgreSQL, and how its certificate is checked: one value wherever it travels.
@@ -58,37 +60,6 @@ pub struct DatabaseSettings {
     pub wait_timeout: Duration,
     /// Longest any statement may run; a mutation over it is cancelled and rolled back.
     pub statement_timeout: Duration,
-}
-
-/// The pool of the evidence store. Connections are opened on demand; each
-/// session carries the statement timeout, so it costs no round trip per
-/// transaction, and no parallel query: every statement the sidecar sends
-/// reads or writes a few rows, and on the partitioned layout PostgreSQL would
-/// otherwise start workers for a lookup across months (10 ms of a 14 ms
-/// GetEvidence by ctx_id at 1 M rows, in the growth bench). The most recently returned connection is handed out first
-/// (LIFO): a few callers keep a few backends busy and warm instead of
-/// rotating through the whole pool, which cost PostgreSQL up to a third
-/// more CPU per write on a pool of 32 in our runs (`docs/performance.md`).
-pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let DatabaseTarget { url, ca_file } = &settings.target;
-    let mut target = libpq::resolve(url, ca_file.as_deref(), &ProcessEnvironment)?;
-    let session =
-        format!("-c statement_timeout={} -c max_parallel_workers_per_gather=0", settings.statement_timeout.as_millis());
-    let options = match target.config.get_options() {
-        Some(options) => format!("{options} {session}"),
-        None => session,
-    };
-    target.config.options(options);
-    let connector = Connector::new(&target)?;
-    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-    Ok(Pool::builder(Manager::from_connect(target.config, connector, manager_config))
-        .max_size(settings.pool_size)
-        .queue_mode(QueueMode::Lifo)
-        .wait_timeout(Some(settings.wait_timeout))
-        .create_timeout(Some(settings.wait_timeout))
-        .recycle_timeout(Some(settings.wait_timeout))
-        .runtime(Runtime::Tokio1)
-        .build()?)
 }
 
 /// Opens connections with libpq's `sslmode` behaviour, which tokio-postgres

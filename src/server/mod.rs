@@ -18,6 +18,7 @@ use tonic_health::server::HealthReporter;
 pub mod tls;
 
 use crate::api::GovernanceApi;
+use crate::api::browsers::HostGate;
 use crate::config::{Limits, ServerSettings};
 use crate::evidence::EvidenceStore;
 use crate::log::sequencer::LogState;
@@ -64,7 +65,8 @@ pub async fn serve(
         Some(address) => Some(serve_probes(address, health_service.clone(), probes_stopped).await?),
         None => None,
     };
-    let routes = routes(api, health_service, &settings.limits)?;
+    let hosts = HostGate::for_listener(listener.local_addr()?.ip(), &settings.listen.allowed_hosts);
+    let routes = routes(api, health_service, &settings.limits, hosts)?;
     serve_routes(listener, settings, routes, drain).await?;
     let _ = stop_probes.send(());
     if let Some(probes) = probes {
@@ -76,7 +78,12 @@ pub async fn serve(
 
 /// gRPC and the Kernite-compatible HTTP/JSON routes share the port: HTTP/2
 /// requests with a gRPC content type reach the services, the rest the routes.
-fn routes(api: GovernanceApi, health: HealthServer<impl Health>, limits: &Limits) -> anyhow::Result<axum::Router> {
+fn routes(
+    api: GovernanceApi,
+    health: HealthServer<impl Health>,
+    limits: &Limits,
+    hosts: HostGate,
+) -> anyhow::Result<axum::Router> {
     let api = api.with_concurrency_limit(limits.concurrency_limit).with_request_timeout(limits.request_timeout);
     let governance = GovernanceServer::new(api.clone())
         .max_decoding_message_size(limits.max_message_bytes)
@@ -90,7 +97,7 @@ fn routes(api: GovernanceApi, health: HealthServer<impl Health>, limits: &Limits
         .routes();
     Ok(grpc
         .into_axum_router()
-        .merge(crate::api::http::router(api, limits.max_message_bytes))
+        .merge(crate::api::http::router(api, limits.max_message_bytes, hosts))
         .fallback(crate::api::http::not_found))
 }
 
@@ -152,18 +159,20 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// How often the database is checked for the health of the Governance service.
+/// How often the database is checked for the health of the Governance
+/// service while it answers, and while it does not.
 const DATABASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+const DATABASE_RECHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Keeps `governance.v1.Governance` NOT_SERVING while Postgres does not
-/// answer, and SERVING again once it does. The overall status stays
-/// SERVING: Evaluate needs no database.
+/// answer, and SERVING again once it does. A call that finds no writable
+/// database brings the next check forward, so that health follows what
+/// calls meet within milliseconds, not at the next tick; while NOT_SERVING
+/// the checks are closer together. The overall status stays SERVING:
+/// Evaluate needs no database.
 async fn monitor_database(store: Arc<EvidenceStore>, health: HealthReporter) {
     let mut serving = true;
-    let mut ticks = tokio::time::interval(DATABASE_CHECK_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
         let answers = tokio::time::timeout(Duration::from_secs(2), store.ping()).await.unwrap_or(false);
         if answers != serving {
             serving = answers;
@@ -173,6 +182,14 @@ async fn monitor_database(store: Arc<EvidenceStore>, health: HealthReporter) {
             } else {
                 tracing::warn!("database does not answer: Governance is NOT_SERVING");
                 health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+            }
+        }
+        tokio::time::sleep(DATABASE_RECHECK_INTERVAL).await;
+        if serving {
+            tokio::select! {
+                () = tokio::time::sleep(DATABASE_CHECK_INTERVAL - DATABASE_RECHECK_INTERVAL) => {}
+                // A storm of failing calls is one check per recheck interval.
+                () = store.calls_failing() => {}
             }
         }
     }

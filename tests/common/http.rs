@@ -49,7 +49,9 @@ pub async fn request(
     HttpResponse { status, headers, body: body.to_owned() }
 }
 
+/// A POST as Kernite's clients send it: JSON, with the key in its header.
 pub async fn post_json(address: SocketAddr, path: &str, key: Option<&str>, body: &str) -> HttpResponse {
-    let headers: Vec<(&str, &[u8])> = key.map(|k| ("Idempotency-Key", k.as_bytes())).into_iter().collect();
+    let mut headers: Vec<(&str, &[u8])> = vec![("Content-Type", b"application/json")];
+    headers.extend(key.map(|k| ("Idempotency-Key", k.as_bytes())));
     request(address, "POST", path, &headers, body.as_bytes()).await
 }

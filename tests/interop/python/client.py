@@ -203,7 +203,7 @@ def check_http(address, corpus):
         case = json.loads(next(lines))
     request = urllib.request.Request(
         f"http://{address}/v1/execute", data=case["request_json"].encode("utf-8"), method="POST",
-        headers={"Idempotency-Key": case["idempotency_key"],
+        headers={"Content-Type": "application/json", "Idempotency-Key": case["idempotency_key"],
                  "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
     with urllib.request.urlopen(request, timeout=5) as response:
         body = json.loads(response.read())
