@@ -210,3 +210,72 @@ async fn an_identifier_over_its_bound_is_refused_with_the_limit_in_the_message()
     assert!(f.execute(call(at_the_bound, Some("at-bound"), "create_invoice")).await.is_ok());
     assert_eq!(f.count("SELECT count(*) FROM invoices").await, 1, "only the call within the bound wrote");
 }
+
+/// Values the operator's columns refuse are the caller's to fix or a
+/// conflict, never an internal error: each gets the status of its SQLSTATE
+/// class (docs/evidence.md), the write is rolled back, and its error evidence kept.
+#[tokio::test]
+async fn values_the_database_refuses_get_the_status_of_their_sqlstate_class() {
+    use common::evidence::{call, fixture, invoice_request, store};
+    let f = fixture().await;
+    let admin = common::postgres::connect(&f.url).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE strict_notes (code varchar(8) NOT NULL UNIQUE CHECK (code <> 'banned'), body text);
+             CREATE INDEX ON strict_notes (body);
+             GRANT ALL ON strict_notes TO PUBLIC",
+        )
+        .await
+        .unwrap();
+    let registry = r#"
+[[mutations]]
+name = "strict_note"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO strict_notes (code, body) VALUES (:code, :body)"]
+[mutations.params]
+code = { type = "text", request = "payload.code" }
+body = { type = "text", request = "payload.body" }
+
+[[mutations]]
+name = "numbered_note"
+object_type = "invoice"
+operation = "create"
+statements = ["INSERT INTO strict_notes (code) VALUES ((:code)::int::text)"]
+[mutations.params]
+code = { type = "text", request = "payload.code" }
+"#;
+    let server =
+        TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store(&f.url, registry).await)).await;
+    let mut client = server.client().await;
+    // Text that no compression shrinks below the b-tree's 2,704-byte row limit.
+    let mut seed = 7u64;
+    let incompressible: String = (0..6000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            char::from(b'!' + (seed >> 58) as u8 + (seed >> 40) as u8 % 30)
+        })
+        .filter(|c| *c != '"' && *c != '\\')
+        .collect();
+    let note = |code: &str, body: &str| {
+        invoice_request(1, "USD")
+            .replace(r#""currency": "USD"}"#, &format!(r#""currency": "USD", "code": "{code}", "body": "{body}"}}"#))
+    };
+    let rows = [
+        ("value too long (22001)", note("123456789", "b"), "strict_note", Code::InvalidArgument),
+        ("not a number (22P02)", note("twelve", "b"), "numbered_note", Code::InvalidArgument),
+        ("index row too large (54000)", note("big", &incompressible), "strict_note", Code::InvalidArgument),
+        ("check constraint (23514)", note("banned", "b"), "strict_note", Code::Aborted),
+        ("first write", note("taken", "b"), "strict_note", Code::Ok),
+        ("unique violation (23505)", note("taken", "b"), "strict_note", Code::Aborted),
+    ];
+    for (case, json, mutation, expected) in rows {
+        let answer = client.execute_with_evidence(call(json, None, mutation)).await;
+        let code = answer.as_ref().map_or_else(tonic::Status::code, |_| Code::Ok);
+        assert_eq!(code, expected, "{case}: {answer:?}");
+    }
+    let stored: i64 = admin.query_one("SELECT count(*) FROM strict_notes", &[]).await.unwrap().get(0);
+    assert_eq!(stored, 1, "only the first write is stored");
+    let errors = f.count("SELECT count(*) FROM governance_events WHERE outcome = 'error'").await;
+    assert_eq!(errors, 5, "each refused write left its error evidence");
+}

@@ -59,8 +59,10 @@ impl ServiceError for EvidenceError {
         match self {
             EvidenceError::Unavailable(_) => ServiceErrorCode::Unavailable,
             EvidenceError::Database(e) if e.is_closed() || e.as_db_error().is_none() => ServiceErrorCode::Unavailable,
-            EvidenceError::Database(_)
-            | EvidenceError::Schema(_)
+            EvidenceError::Database(e) => {
+                e.code().and_then(|code| by_class(code.code())).unwrap_or(ServiceErrorCode::Internal)
+            }
+            EvidenceError::Schema(_)
             | EvidenceError::UnknownStoredWord { .. }
             | EvidenceError::Log(_)
             | EvidenceError::Unexpected(_) => ServiceErrorCode::Internal,
@@ -70,12 +72,34 @@ impl ServiceError for EvidenceError {
             | EvidenceError::Unstorable { .. }
             | EvidenceError::BadLogRange(_) => ServiceErrorCode::BadRequest,
             EvidenceError::KeyReused { .. } => ServiceErrorCode::AlreadyExists,
-            EvidenceError::MutationFailed { sqlstate, .. } if sqlstate == SqlState::QUERY_CANCELED.code() => {
-                ServiceErrorCode::DeadlineExceeded
-            }
-            EvidenceError::MutationFailed { .. } | EvidenceError::KeyExpired => ServiceErrorCode::Aborted,
+            EvidenceError::MutationFailed { sqlstate, .. } => by_class(sqlstate).unwrap_or(ServiceErrorCode::Aborted),
+            EvidenceError::KeyExpired => ServiceErrorCode::Aborted,
             EvidenceError::NotConfigured => ServiceErrorCode::FailedPrecondition,
         }
+    }
+}
+
+/// What a PostgreSQL error means for the caller, by its SQLSTATE's class
+/// (the table in docs/evidence.md). `None`: the class says nothing of the
+/// caller; a failed mutation is then ABORTED (rolled back, its error
+/// recorded), and any other statement's failure is INTERNAL, a bug.
+fn by_class(sqlstate: &str) -> Option<ServiceErrorCode> {
+    if sqlstate == SqlState::QUERY_CANCELED.code() {
+        return Some(ServiceErrorCode::DeadlineExceeded); // statement_timeout
+    }
+    match sqlstate.get(..2)? {
+        // Data exception, program limit exceeded: the caller's values do not fit the columns.
+        "22" | "54" => Some(ServiceErrorCode::BadRequest),
+        // Integrity constraint, transaction rollback (a serialization failure
+        // after its retries), object in use or locked, an exception a trigger raised.
+        "23" | "40" | "55" | "P0" => Some(ServiceErrorCode::Aborted),
+        // Connection exception, insufficient resources, operator intervention,
+        // system error: the database, not the request; a retry may succeed.
+        "08" | "53" | "57" | "58" => Some(ServiceErrorCode::Unavailable),
+        // Read-only transaction (a standby), in class 25 with states that are bugs.
+        "25" if sqlstate == SqlState::READ_ONLY_SQL_TRANSACTION.code() => Some(ServiceErrorCode::Unavailable),
+        // Syntax or access rule (a table dropped, a grant revoked), internal error: the operator's to mend.
+        _ => None,
     }
 }
 
@@ -100,4 +124,36 @@ impl From<deadpool_postgres::PoolError> for EvidenceError {
 pub(super) fn cause(a: EvidenceError, b: EvidenceError) -> EvidenceError {
     let aborted_by_another = |e: &EvidenceError| matches!(e, EvidenceError::Database(db) if db.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
     if aborted_by_another(&a) && !aborted_by_another(&b) { b } else { a }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_mutation_is_answered_by_its_sqlstate_class() {
+        let failed = |sqlstate: &str| EvidenceError::MutationFailed {
+            sqlstate: sqlstate.into(),
+            ctx_id: String::new(),
+            trace_hash: String::new(),
+            evidence_id: 1,
+        };
+        let table = [
+            ("22001", ServiceErrorCode::BadRequest),       // value too long for the column
+            ("22P02", ServiceErrorCode::BadRequest),       // invalid text representation
+            ("54000", ServiceErrorCode::BadRequest),       // index row too large
+            ("23505", ServiceErrorCode::Aborted),          // unique violation
+            ("23514", ServiceErrorCode::Aborted),          // check violation
+            ("40001", ServiceErrorCode::Aborted),          // serialization failure
+            ("55P03", ServiceErrorCode::Aborted),          // lock not available
+            ("P0001", ServiceErrorCode::Aborted),          // raised by a trigger
+            ("57014", ServiceErrorCode::DeadlineExceeded), // statement_timeout
+            ("53100", ServiceErrorCode::Unavailable),      // disk full
+            ("25006", ServiceErrorCode::Unavailable),      // read-only
+            ("42501", ServiceErrorCode::Aborted),          // privilege revoked: recorded, rolled back
+        ];
+        for (sqlstate, expected) in table {
+            assert_eq!(failed(sqlstate).error_code(), expected, "{sqlstate}");
+        }
+    }
 }

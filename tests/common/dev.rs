@@ -64,6 +64,11 @@ impl DevSidecar {
         printed
     }
 
+    /// The process id, to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits (at most 10 s) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         terminate_and_wait(&mut self.child)

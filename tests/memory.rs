@@ -1,0 +1,146 @@
+//! Memory stays flat under hostile input: the `dev` binary, as a process of
+//! its own, is sent the same table of hostile calls twenty times, over gRPC
+//! and HTTP, the large ones many at once; its resident memory after the last
+//! pass is within 10% of what it was after the first.
+//!
+//! Not met yet (issue 28), so ignored: run it with `--ignored`. On
+//! 2026-12-06 resident memory after a pass ranged 82–187 MiB from pass to
+//! pass with mimalloc's defaults, and 66–83 MiB with `MIMALLOC_PURGE_DELAY=0`:
+//! what is held is what 150 concurrent calls of up to 5 MB decode at once,
+//! which the concurrency limit (1024) does not bound in bytes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::dev::DevSidecar;
+use common::evidence::call;
+use governance_sidecar::proto::governance_client::GovernanceClient;
+use governance_sidecar::proto::{EvaluateRequest, evaluate_request::Body};
+use tonic::transport::Channel;
+
+const PASSES: usize = 20;
+
+/// The sidecar's resident memory, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn invoice(payload: &str) -> String {
+    format!(
+        r#"{{"workspace_id": "ws_mem", "principal": {{"type": "user", "id": "usr_42"}}, "object_type": "invoice", "operation": "create", "payload": {payload}}}"#
+    )
+}
+
+/// The hostile requests of one pass, as JSON bodies.
+fn hostile_bodies() -> Vec<String> {
+    let big_array = format!("[{}0]", "0,".repeat(300_000));
+    let mut bodies = vec![
+        "{\"workspace_id\": ".to_owned(),
+        "[".repeat(100_000),
+        invoice(&format!(r#"{{"amount": 1, "currency": "USD", "items": {big_array}}}"#)),
+        invoice(r#"{"x": "\ud800"}"#),
+        invoice(r#"{"x": NaN}"#),
+        invoice(r#"{"x": 1e400}"#),
+        invoice(r#"{"x": 1, "x": 2}"#),
+        invoice(&format!(r#"{{"amount": 1, "currency": "USD", "note": "{}"}}"#, "a".repeat(3 << 20))),
+        invoice(&format!(r#"{{"note": "{}"}}"#, "a".repeat(5 << 20))),
+        invoice(r#"{"amount": 1, "currency": "U\u0000SD"}"#),
+        invoice(r#"{"amount": 1, "currency": "USD"}"#).replace("ws_mem", &"w".repeat(2000)),
+        invoice(r#"{"amount": 1, "currency": "USD"}"#).replace("usr_42", "usr\\u000042"),
+        "[1, 2]".to_owned(),
+        format!("{{{}}}", (0..20_000).map(|n| format!("\"k{n}\": {n}")).collect::<Vec<_>>().join(",")),
+    ];
+    // Many small refusals too.
+    for n in 0..40 {
+        bodies.push(invoice(&format!(r#"{{"amount": {n}, "currency": 7}}"#)).replace("\"operation\"", "\"op\""));
+    }
+    bodies
+}
+
+async fn grpc_pass(client: &GovernanceClient<Channel>, bodies: &[String], pass: usize) {
+    let mut calls = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
+        let mut evaluate = client.clone();
+        let request = EvaluateRequest { body: Some(Body::RequestJson(body.clone())), idempotency_key: None };
+        calls.push(tokio::spawn(async move { evaluate.evaluate(request).await.map(|_| ()) }));
+        let mut execute = client.clone();
+        let key = format!("mem-{pass}-{n}");
+        let request = call(body.clone(), Some(&key), "create_invoice");
+        calls.push(tokio::spawn(async move { execute.execute_with_evidence(request).await.map(|_| ()) }));
+    }
+    for call in calls {
+        if let Err(status) = call.await.unwrap() {
+            assert_ne!(status.code(), tonic::Code::Internal, "{status:?}");
+            assert_ne!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        }
+    }
+}
+
+async fn http_pass(address: SocketAddr, bodies: &[String]) {
+    let mut calls = Vec::new();
+    for body in bodies.iter().take(14) {
+        for (path, content_type) in [
+            ("/v1/execute", "application/json"),
+            ("/v1/execute", "text/plain"),
+            ("/v1/execute-with-evidence", "application/json"),
+        ] {
+            let wrapped = if path == "/v1/execute" {
+                body.clone()
+            } else {
+                format!(r#"{{"request": {body}, "mutation": {{"name": "create_invoice"}}}}"#)
+            };
+            calls.push(tokio::spawn(post(address, path, content_type, wrapped)));
+        }
+    }
+    for call in calls {
+        let status = call.await.unwrap();
+        assert!(status < 500, "HTTP {status}");
+    }
+}
+
+/// A POST whose answer may come before the body is sent (a refusal): the
+/// status line, whatever became of the rest.
+async fn post(address: SocketAddr, path: &str, content_type: &str, body: String) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or_else(|| panic!("no answer: {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 28: resident memory varies by more than 10% between passes; see the module's notes"]
+async fn resident_memory_stays_flat_over_twenty_passes_of_hostile_input() {
+    let sidecar = DevSidecar::start("memory");
+    let address: SocketAddr = sidecar.address.parse().unwrap();
+    let client = GovernanceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(16 << 20)
+        .max_decoding_message_size(16 << 20);
+    let bodies = hostile_bodies();
+    let mut resident = Vec::new();
+    for pass in 0..PASSES {
+        grpc_pass(&client, &bodies, pass).await;
+        http_pass(address, &bodies).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        resident.push(resident_kib(sidecar.pid()));
+    }
+    let (first, last) = (resident[0], resident[PASSES - 1]);
+    eprintln!("resident memory after each pass, KiB: {resident:?}");
+    assert!(
+        last as f64 <= first as f64 * 1.10,
+        "resident memory grew from {first} KiB after the first pass to {last} KiB after the last"
+    );
+}
