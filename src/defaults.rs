@@ -10,12 +10,20 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const DEFAULT_TLS_RELOAD_MS: u64 = 5_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Largest answer written, in bytes: a ListEvidence page ends before it
+/// (`api/audit.rs`); any other answer over it (a mutation returning millions
+/// of rows) is refused with OUT_OF_RANGE rather than held in memory whole.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Longest identifier a request may carry (`workspace_id`, `principal.type`,
 /// `principal.id`, `object_type`, `operation`), in bytes. Kernite sets no
 /// bound; the longest in its conformance cases is a few dozen bytes. Each is
 /// stored in every evidence row and logged with every call.
 pub const MAX_IDENTIFIER_BYTES: usize = 1024;
 pub const DEFAULT_CONCURRENCY_LIMIT: usize = 1024;
+/// Request bytes processed at once (see `api/admission.rs`): four messages of
+/// the largest size, each of which takes several times its size to decide and store.
+pub const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT: usize = 16 * 1024 * 1024;
 /// HTTP/2 streams one connection may have open at once (nginx's default):
 /// a caller cannot hold more calls, and their memory, on one connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;

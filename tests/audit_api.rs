@@ -136,3 +136,39 @@ async fn a_callers_traceparent_joins_the_evidence_row_and_the_answer_names_its_c
     let row = f.db.query_one("SELECT trace_id FROM governance_events WHERE id = $1", &[&untraced.evidence_id]).await;
     assert_eq!(row.unwrap().get::<_, Option<String>>(0), None);
 }
+
+/// A ListEvidence page ends before its answer would pass 16 MiB, and says
+/// where the next begins: 20 records of about 1 MB each come in two pages.
+#[tokio::test]
+async fn a_page_of_large_records_ends_before_the_answer_limit() {
+    use governance_sidecar::api::GovernanceApi;
+    use governance_sidecar::config::ServerSettings;
+    use governance_sidecar::proto::ListEvidenceRequest;
+    let f = fixture().await;
+    let registry = r#"
+[[mutations]]
+name = "large_result"
+object_type = "invoice"
+operation = "create"
+statements = ["SELECT repeat('x', 900000) AS filler"]
+"#;
+    let server = common::TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(common::evidence::store(&f.url, registry).await),
+    )
+    .await;
+    let mut client = server.client().await.max_decoding_message_size(64 << 20);
+    for n in 0..20 {
+        let written =
+            client.execute_with_evidence(call(invoice_request(1, "USD"), Some(&format!("big-{n}")), "large_result"));
+        assert!(written.await.unwrap().into_inner().mutation_applied);
+    }
+    let listing = || ListEvidenceRequest { workspace_id: "ws_1".into(), page_size: 50, ..Default::default() };
+    let first = client.list_evidence(listing()).await.unwrap().into_inner();
+    assert!(first.records.len() < 20 && !first.next_page_token.is_empty(), "{} records", first.records.len());
+    assert!(prost::Message::encoded_len(&first) <= 16 << 20);
+    let rest = ListEvidenceRequest { page_token: first.next_page_token.clone(), ..listing() };
+    let second = client.list_evidence(rest).await.unwrap().into_inner();
+    assert_eq!(first.records.len() + second.records.len(), 20, "every record once, in two pages");
+    assert!(second.next_page_token.is_empty());
+}

@@ -230,6 +230,41 @@ async fn abandoned_calls_never_take_more_backends_than_the_pool() {
     assert!(written.unwrap().into_inner().mutation_applied);
 }
 
+/// The request-bytes budget admits calls by the size their messages
+/// declare, before reading them: two one-second writes of 700 KB each under a
+/// 1 MiB budget run one after the other, while two small ones run together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_bytes_budget_runs_large_calls_one_at_a_time() {
+    let f = fixture().await;
+    let limits = Limits { max_message_bytes: 1 << 20, max_request_bytes_in_flight: 1 << 20, ..Limits::default() };
+    let server = TestServer::start(
+        ServerSettings { limits, ..ServerSettings::default() },
+        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await),
+    )
+    .await;
+    for (size, rounds) in [(700_000, 2), (1_000, 1)] {
+        let body = invoice_request(250, "USD")
+            .replace(r#""currency": "USD"}"#, &format!(r#""currency": "USD", "note": "{}"}}"#, "n".repeat(size)));
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..2)
+            .map(|_| {
+                let (address, body) = (format!("http://{}", server.address), body.clone());
+                tokio::spawn(async move {
+                    let mut client =
+                        GovernanceClient::connect(address).await.unwrap().max_encoding_message_size(2 << 20);
+                    client.execute_with_evidence(call(body, None, "slow_insert")).await
+                })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.unwrap().unwrap().into_inner().mutation_applied);
+        }
+        let took = started.elapsed();
+        let expected = Duration::from_secs(rounds);
+        assert!(took >= expected && took < expected + Duration::from_millis(900), "{size} bytes twice took {took:?}");
+    }
+}
+
 /// A write that holds its connection for 100 ms.
 const SLOW_WRITE: &str = r#"
 [[mutations]]

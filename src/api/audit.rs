@@ -4,6 +4,7 @@
 
 use super::convert::{self, storable_text};
 use super::{ApiError, GovernanceApi};
+use crate::defaults::MAX_RESPONSE_BYTES;
 use crate::evidence::audit::{
     DEFAULT_PAGE_SIZE, EvidenceFilter, EvidenceKey, MAX_PAGE_SIZE, PageToken, StoredEvidence,
 };
@@ -26,12 +27,34 @@ pub(super) async fn list_evidence(
 ) -> Result<proto::ListEvidenceResponse, ApiError> {
     let store = api.store()?;
     let (filter, after, page_size) = evidence_listing(request)?;
-    let (records, next) = store.list_evidence(&filter, after, page_size).await?;
+    let (records, mut next) = store.list_evidence(&filter, after, page_size).await?;
+    // A page ends early rather than grow past the largest answer written.
+    let (mut page, mut bytes, mut last) = (Vec::with_capacity(records.len()), 0, None);
+    for record in records {
+        let position = PageToken::after(&record);
+        let record = evidence_record(record);
+        bytes += prost::Message::encoded_len(&record) + RECORD_FRAMING_BYTES;
+        if bytes > MAX_RESPONSE_BYTES {
+            if page.is_empty() {
+                return Err(ApiError::BadAuditRequest(format!(
+                    "evidence {} is larger than the {MAX_RESPONSE_BYTES}-byte limit of an answer",
+                    record.evidence_id
+                )));
+            }
+            next = last;
+            break;
+        }
+        last = Some(position);
+        page.push(record);
+    }
     Ok(proto::ListEvidenceResponse {
-        records: records.into_iter().map(evidence_record).collect(),
+        records: page,
         next_page_token: next.map(|token| token.encode()).unwrap_or_default(),
     })
 }
+
+/// A record's tag and length within the page, at most.
+const RECORD_FRAMING_BYTES: usize = 16;
 
 /// The row to read, from a GetEvidence request.
 fn evidence_key(request: proto::GetEvidenceRequest) -> Result<EvidenceKey, ApiError> {

@@ -1,5 +1,5 @@
 //! The path every call takes, whatever its transport: its span (method, W3C
-//! trace context, ctx_id, decision, status, latency), a concurrency permit,
+//! trace context, ctx_id, decision, status, latency),
 //! its deadline, and its metrics. Request values are never logged; only field
 //! names appear in error messages.
 //!
@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::field::Empty;
 
 use super::deadline::Deadline;
@@ -82,13 +81,6 @@ impl Call {
             crate::telemetry::continue_trace(&span, traceparent);
         }
         Call { method, span, started: Instant::now(), trace, deadline, ctx_id: OnceLock::new() }
-    }
-
-    /// Waits for a permit of the concurrency limit. The wait counts in the
-    /// call's latency. The semaphore is never closed: calls still queued at
-    /// shutdown are served while the server drains.
-    pub async fn permit<'s>(&self, permits: &'s Semaphore) -> SemaphorePermit<'s> {
-        permits.acquire().await.expect("the concurrency semaphore is never closed")
     }
 
     /// The call's span: the handler runs inside it, so that what it does

@@ -1,8 +1,8 @@
 //! A call's deadline: the caller's (`grpc-timeout`), bounded by the server's
 //! `--request-timeout-ms` (the only one an HTTP call has).
 //!
-//! The common path of both transports runs the whole call (the wait for a
-//! permit and the handler) within it ([`Deadline::bound`]), and a call still
+//! The common path of both transports runs the whole call (its admission
+//! and the handler) within it ([`Deadline::bound`]), and a call still
 //! running when it passes is answered DEADLINE_EXCEEDED (HTTP 504): tonic's
 //! own timeout layer would answer CANCELLED, which clients do not retry.
 //! Handlers also check it where answering late would be wrong: Evaluate
@@ -20,12 +20,15 @@ use super::error::ApiError;
 /// How long before the caller's deadline the call is answered, at most.
 const MARGIN: Duration = Duration::from_millis(50);
 
+/// Copied into a gRPC request's extensions by its admission, so that the
+/// handler keeps the deadline measured when the call arrived.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
     expires: Option<Instant>,
 }
 
 impl Deadline {
-    /// Measured from now, the handler's start, and never later than `limit`
+    /// Measured from now, the call's arrival, and never later than `limit`
     /// from now. It falls a little before the caller's own: tonic's layers,
     /// the server's and the caller's, cancel the call at the caller's
     /// deadline, so the answer must be on its way before then (a tenth of

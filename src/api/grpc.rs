@@ -67,8 +67,8 @@ impl proto::governance_server::Governance for GovernanceApi {
 }
 
 impl GovernanceApi {
-    /// What every gRPC call goes through: its deadline (measured from now),
-    /// its span, a concurrency permit, the handler, and the answer (the
+    /// What every gRPC call goes through, once admitted (`admission.rs`): its
+    /// deadline, its span, the handler, and the answer (the
     /// response, or the error's status) carrying `x-ctx-id` when known.
     async fn grpc<Req, Resp>(
         &self,
@@ -77,11 +77,11 @@ impl GovernanceApi {
         handler: impl AsyncFnOnce(&Call, Req) -> Result<Resp, ApiError>,
     ) -> Result<Response<Resp>, Status> {
         let metadata = request.metadata();
-        let call = Call::start(method, traceparent(metadata), Deadline::from_metadata(metadata, self.request_timeout));
-        let work = async {
-            let _permit = call.permit(&self.permits).await;
-            handler(&call, request.into_inner()).instrument(call.span().clone()).await
-        };
+        // Admitted calls carry the deadline measured on their arrival (`admission.rs`).
+        let deadline = request.extensions().get::<Deadline>().copied();
+        let deadline = deadline.unwrap_or_else(|| Deadline::from_metadata(metadata, self.request_timeout));
+        let call = Call::start(method, traceparent(metadata), deadline);
+        let work = async { handler(&call, request.into_inner()).instrument(call.span().clone()).await };
         let result = call.deadline().bound(work).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| MetadataValue::try_from(c).ok());
         let failure = result.as_ref().err().and_then(ApiError::failure);

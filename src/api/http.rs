@@ -112,7 +112,7 @@ async fn execute_with_evidence(State(state): State<HttpState>, headers: HeaderMa
 }
 
 impl HttpState {
-    /// What every HTTP call goes through: its span, a concurrency permit, the
+    /// What every HTTP call goes through: its span, its admission, the
     /// body read as JSON, the handler, and the answer (200 with the handler's
     /// JSON, or the error's status and body) carrying `x-ctx-id` when known.
     async fn call(
@@ -125,7 +125,9 @@ impl HttpState {
         let call = Call::start(method, traceparent(headers), Deadline::within(self.api.request_timeout));
         let work = async {
             browsers::check_json_content_type(headers)?;
-            let _permit = call.permit(&self.api.permits).await;
+            // Admitted by the size it declares (a chunked body, by the most it may be).
+            let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+            let _admitted = self.api.admission.admit(declared.unwrap_or(self.max_body_bytes)).await;
             let body = read_json(body, self.max_body_bytes).await?;
             handler(&call, body).instrument(call.span().clone()).await
         };

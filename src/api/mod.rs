@@ -9,10 +9,12 @@
 //! `audit.rs` (GetEvidence, ListEvidence), `log.rs` (GetCheckpoint,
 //! GetInclusionProof, GetConsistencyProof). Operations never call each
 //! other: the decision steps they share (policies, validation, decision) are
-//! `decide.rs`. What every call goes through, permit, span, metrics and
-//! ctx_id, is `call.rs`; how errors are written is `error.rs`; what keeps
+//! `decide.rs`. What every call goes through, span, metrics and ctx_id,
+//! is `call.rs`; how many calls and request bytes run at once, decided
+//! before a message is read, is `admission.rs`; how errors are written is `error.rs`; what keeps
 //! web pages from driving the HTTP routes is `browsers.rs`.
 
+mod admission;
 mod audit;
 pub(crate) mod browsers;
 mod call;
@@ -29,17 +31,21 @@ mod log;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
 pub use error::ApiError;
 
+use admission::Admission;
+pub(crate) use admission::AdmittedGrpc;
 use decide::Decider;
 
-use crate::defaults::DEFAULT_REQUEST_TIMEOUT_MS;
+use crate::defaults::{
+    DEFAULT_CONCURRENCY_LIMIT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
+    DEFAULT_REQUEST_TIMEOUT_MS, MAX_RESPONSE_BYTES,
+};
 use crate::evidence::{EvidenceError, EvidenceStore};
 use crate::log::LogReader;
 use crate::log::sequencer::LogState;
 use crate::policies::PolicySource;
+use crate::proto::governance_server::GovernanceServer;
 
 /// The `governance.v1.Governance` service, over gRPC and HTTP.
 #[derive(Clone)]
@@ -50,9 +56,9 @@ pub struct GovernanceApi {
     log: Option<LogReader>,
     /// What this sidecar's log sequencer reports, when it keeps the log.
     log_state: Option<tokio::sync::watch::Receiver<LogState>>,
-    /// Calls being processed at once; more wait for a permit. Health checks
+    /// Calls, and request bytes, processed at once; more wait. Health checks
     /// and reflection are not counted, so probes answer even when saturated.
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     /// The longest any call may take, whatever its caller's deadline.
     request_timeout: Duration,
     /// Which policies decide: the operator's bundle, or the request's own.
@@ -65,7 +71,11 @@ impl Default for GovernanceApi {
             evidence: None,
             log: None,
             log_state: None,
-            permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            admission: Arc::new(Admission::new(
+                DEFAULT_CONCURRENCY_LIMIT,
+                DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
+                DEFAULT_MAX_MESSAGE_BYTES,
+            )),
             request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
             decider: Decider::default(),
         }
@@ -93,9 +103,21 @@ impl GovernanceApi {
         GovernanceApi { request_timeout: timeout, ..self }
     }
 
-    /// At most `limit` Governance calls are processed at once.
-    pub fn with_concurrency_limit(self, limit: usize) -> GovernanceApi {
-        GovernanceApi { permits: Arc::new(Semaphore::new(limit.clamp(1, Semaphore::MAX_PERMITS))), ..self }
+    /// At most `calls` Governance calls, holding at most `bytes` of requests
+    /// (never less than one message of `max_message_bytes`), are processed at once.
+    pub fn with_admission(self, calls: usize, bytes: usize, max_message_bytes: usize) -> GovernanceApi {
+        GovernanceApi { admission: Arc::new(Admission::new(calls, bytes, max_message_bytes)), ..self }
+    }
+
+    /// The Governance gRPC service, behind the admission it shares with the
+    /// HTTP routes, reading messages of up to `max_message_bytes` and writing
+    /// up to [`MAX_RESPONSE_BYTES`].
+    pub(crate) fn grpc_service(self, max_message_bytes: usize) -> AdmittedGrpc<GovernanceServer<GovernanceApi>> {
+        let (admission, request_timeout) = (Arc::clone(&self.admission), self.request_timeout);
+        let server = GovernanceServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        AdmittedGrpc::new(server, admission, request_timeout)
     }
 
     /// Decide with the operator's bundle; a request's own `policy_context` is

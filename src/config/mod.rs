@@ -243,6 +243,11 @@ pub struct ServeArgs {
         DEFAULT_CONCURRENCY_LIMIT))]
     pub concurrency_limit: Option<usize>,
 
+    #[arg(long, env = "GOVERNANCE_MAX_REQUEST_BYTES_IN_FLIGHT", help = defaulted(
+        "Request bytes processed at once across all calls (at least one largest message); more wait their turn.",
+        DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT))]
+    pub max_request_bytes_in_flight: Option<usize>,
+
     #[arg(long, env = "GOVERNANCE_MAX_CONCURRENT_STREAMS", help = defaulted(
         "HTTP/2 streams (calls) one connection may have open at once; a client queues the rest.",
         DEFAULT_MAX_CONCURRENT_STREAMS))]

@@ -83,6 +83,9 @@ impl ServeArgs {
             limits: Limits {
                 max_message_bytes: set.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
                 concurrency_limit: set.concurrency_limit.unwrap_or(DEFAULT_CONCURRENCY_LIMIT).max(1),
+                max_request_bytes_in_flight: set
+                    .max_request_bytes_in_flight
+                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT),
                 max_concurrent_streams: set.max_concurrent_streams.unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS).max(1),
                 request_timeout: ms(set.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS)),
                 keepalive_interval: ms(set.keepalive_interval_ms.unwrap_or(DEFAULT_KEEPALIVE_INTERVAL_MS)),
@@ -231,6 +234,8 @@ pub struct TlsSettings {
 pub struct Limits {
     pub max_message_bytes: usize,
     pub concurrency_limit: usize,
+    /// Request bytes processed at once (`api/admission.rs`).
+    pub max_request_bytes_in_flight: usize,
     /// HTTP/2 streams one connection may have open at once.
     pub max_concurrent_streams: u32,
     pub request_timeout: Duration,

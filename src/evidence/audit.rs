@@ -67,6 +67,11 @@ pub struct PageToken {
 }
 
 impl PageToken {
+    /// The position just after `record`, newest first.
+    pub fn after(record: &StoredEvidence) -> PageToken {
+        PageToken { created_at_micros: record.created_at_micros, id: record.id }
+    }
+
     pub fn encode(self) -> String {
         format!("v1.{}.{}", self.created_at_micros, self.id)
     }
@@ -177,8 +182,7 @@ impl EvidenceStore {
         let mut records = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
         let more = records.len() > page_size;
         records.truncate(page_size);
-        let next =
-            records.last().filter(|_| more).map(|r| PageToken { created_at_micros: r.created_at_micros, id: r.id });
+        let next = records.last().filter(|_| more).map(PageToken::after);
         Ok((records, next))
     }
 }

@@ -22,7 +22,7 @@ use crate::api::browsers::HostGate;
 use crate::config::{Limits, ServerSettings};
 use crate::evidence::EvidenceStore;
 use crate::log::sequencer::LogState;
-use crate::proto::governance_server::{GovernanceServer, SERVICE_NAME};
+use crate::proto::governance_server::SERVICE_NAME;
 
 /// Accepted connections with Nagle's algorithm off: small gRPC frames must
 /// leave at once, or each call waits ~40 ms for a delayed ACK. (tonic's own
@@ -84,10 +84,10 @@ fn routes(
     limits: &Limits,
     hosts: HostGate,
 ) -> anyhow::Result<axum::Router> {
-    let api = api.with_concurrency_limit(limits.concurrency_limit).with_request_timeout(limits.request_timeout);
-    let governance = GovernanceServer::new(api.clone())
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let api = api
+        .with_admission(limits.concurrency_limit, limits.max_request_bytes_in_flight, limits.max_message_bytes)
+        .with_request_timeout(limits.request_timeout);
+    let governance = api.clone().grpc_service(limits.max_message_bytes);
     let grpc = tonic::service::Routes::builder()
         .add_service(health)
         .add_service(reflection().build_v1()?)
