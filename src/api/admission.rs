@@ -26,7 +26,6 @@ use http_body::Frame;
 use http_body_util::{BodyExt as _, BodyStream, StreamBody};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
-use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 
 use super::deadline::Deadline;
@@ -121,8 +120,7 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let admission = Arc::clone(&self.admission);
-        let deadline =
-            Deadline::from_metadata(&MetadataMap::from_headers(request.headers().clone()), self.request_timeout);
+        let deadline = Deadline::from_headers(request.headers(), self.request_timeout);
         Box::pin(async move {
             let admitted = deadline.bound(admit_grpc(&admission, request)).await;
             match admitted {

@@ -34,7 +34,16 @@ impl Deadline {
     /// deadline, so the answer must be on its way before then (a tenth of
     /// the time, at most [`MARGIN`]).
     pub fn from_metadata(metadata: &MetadataMap, limit: Duration) -> Deadline {
-        let timeout = metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout);
+        Deadline::from_grpc_timeout(metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()), limit)
+    }
+
+    /// As [`Self::from_metadata`], from the request's headers.
+    pub fn from_headers(headers: &http::HeaderMap, limit: Duration) -> Deadline {
+        Deadline::from_grpc_timeout(headers.get("grpc-timeout").and_then(|v| v.to_str().ok()), limit)
+    }
+
+    fn from_grpc_timeout(header: Option<&str>, limit: Duration) -> Deadline {
+        let timeout = header.and_then(parse_timeout);
         let before_the_callers = |timeout: Duration| timeout - (timeout / 10).min(MARGIN);
         Deadline::within(timeout.map_or(limit, |timeout| before_the_callers(timeout).min(limit)))
     }

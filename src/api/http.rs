@@ -37,7 +37,7 @@ use crate::decision::value::object;
 use crate::decision::{Map, Value};
 use crate::metrics::metrics;
 
-/// The routes, sharing `api` (and its concurrency limit) with gRPC,
+/// The routes, sharing `api` (and its admission) with gRPC,
 /// answering the host names `hosts` allows.
 pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize, hosts: HostGate) -> Router {
     Router::new()
@@ -127,7 +127,8 @@ impl HttpState {
             browsers::check_json_content_type(headers)?;
             // Admitted by the size it declares (a chunked body, by the most it may be).
             let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-            let _admitted = self.api.admission.admit(declared.unwrap_or(self.max_body_bytes)).await;
+            let declared = declared.unwrap_or(self.max_body_bytes).min(self.max_body_bytes);
+            let _admitted = self.api.admission.admit(declared).await;
             let body = read_json(body, self.max_body_bytes).await?;
             handler(&call, body).instrument(call.span().clone()).await
         };
