@@ -258,13 +258,40 @@ async fn browsers_cannot_drive_the_http_routes() {
         let headers: Vec<(&str, &[u8])> = vec![("Host", rebound.as_bytes()), ("Content-Type", b"application/json")];
         let answer = raw_request(server.address, method, route, &headers, body.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 421"), "{method} {route}: {answer}");
-        assert!(answer.contains("loopback host names only"), "{answer}");
+        assert!(answer.contains("loopback host names and addresses only"), "{answer}");
     }
     for host in [format!("localhost:{port}"), format!("governance.internal:{port}"), format!("[::1]:{port}")] {
         let headers: Vec<(&str, &[u8])> = vec![("Host", host.as_bytes()), ("Content-Type", b"application/json")];
         let answer = raw_request(server.address, "POST", "/v1/validate/execute", &headers, b"{}").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
     }
+
+    // The gRPC method itself, posted as a page could: any bytes, as text/plain.
+    let grpc_path = "/governance.v1.Governance/ExecuteWithEvidence";
+    let parsed = json::parse(&body).unwrap();
+    let request_json = json::to_string(&parsed.as_object().unwrap()["request"], Layout::Response);
+    let message = grpc_frame(&governance_sidecar::proto::ExecuteWithEvidenceRequest {
+        body: Some(governance_sidecar::proto::execute_with_evidence_request::Body::RequestJson(request_json)),
+        idempotency_key: Some("page".into()),
+        mutation: Some(governance_sidecar::proto::MutationCall { name: "create_invoice".into(), params: None }),
+    });
+    let as_text: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain")];
+    let answer = request(server.address, "POST", grpc_path, &as_text, &message).await;
+    assert_eq!(answer.status, 415, "{}", answer.body);
+    // A rebound name over gRPC: PERMISSION_DENIED.
+    let rebound_channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .origin(format!("http://evil.example:{port}").parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut rebound_client = governance_sidecar::proto::governance_client::GovernanceClient::new(rebound_channel);
+    let evaluate = governance_sidecar::proto::EvaluateRequest {
+        body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson("{}".into())),
+        idempotency_key: None,
+    };
+    let refused = rebound_client.evaluate(evaluate).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 
     let invoices: i64 = admin.query_one("SELECT count(*) FROM invoices", &[]).await.unwrap().get(0);
     let evidence: i64 = admin.query_one("SELECT count(*) FROM governance_events", &[]).await.unwrap().get(0);
@@ -296,4 +323,13 @@ async fn raw_request(
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A message as gRPC frames it: no compression, its length, its bytes.
+fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let bytes = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&bytes);
+    frame
 }

@@ -265,6 +265,58 @@ async fn the_request_bytes_budget_runs_large_calls_one_at_a_time() {
     }
 }
 
+/// A client that declares a large message and then sends it drop by drop
+/// holds its admission only until its deadline: it is answered
+/// DEADLINE_EXCEEDED, and the budget it held serves the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_drop_by_drop_holds_its_admission_only_until_its_deadline() {
+    let f = fixture().await;
+    let limits = Limits {
+        max_message_bytes: 1 << 20,
+        max_request_bytes_in_flight: 1 << 20,
+        request_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let server = TestServer::start(
+        ServerSettings { limits, ..ServerSettings::default() },
+        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post(format!("http://{}/governance.v1.Governance/Evaluate", server.address))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (answer, mut sending) = h2.send_request(request, false).unwrap();
+    // A message of 1 MiB declared (the whole budget), 10 bytes of it sent.
+    let mut start = vec![0u8, 0, 0x10, 0, 0];
+    start.extend_from_slice(&[0; 10]);
+    sending.send_data(start.into(), false).unwrap();
+    let started = std::time::Instant::now();
+    let answer = answer.await.unwrap();
+    let status = match answer.headers().get("grpc-status") {
+        Some(status) => status.to_str().unwrap().to_owned(),
+        None => {
+            let mut body = answer.into_body();
+            while body.data().await.is_some() {}
+            body.trailers().await.unwrap().unwrap()["grpc-status"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(status, (Code::DeadlineExceeded as i32).to_string());
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    // The budget is free again.
+    let mut client = server.client().await;
+    let body = invoice_request(250, "USD")
+        .replace(r#""currency": "USD"}"#, &format!(r#""currency": "USD", "note": "{}"}}"#, "n".repeat(700_000)));
+    assert!(
+        client.execute_with_evidence(call(body, None, "create_invoice")).await.unwrap().into_inner().mutation_applied
+    );
+}
+
 /// A write that holds its connection for 100 ms.
 const SLOW_WRITE: &str = r#"
 [[mutations]]

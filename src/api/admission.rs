@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::server::NamedService;
 
+use super::browsers::{self, HostGate};
 use super::deadline::Deadline;
 use super::error::ApiError;
 
@@ -39,6 +40,8 @@ pub(crate) struct Admission {
     kib: Arc<Semaphore>,
     /// The budget, in KiB: no call takes more, so the largest message still runs.
     budget_kib: usize,
+    /// A message declaring more is refused by tonic without being read.
+    max_message_bytes: usize,
 }
 
 /// A call's admission: released when its answer is ready.
@@ -56,6 +59,7 @@ impl Admission {
             calls: Arc::new(Semaphore::new(calls.clamp(1, Semaphore::MAX_PERMITS))),
             kib: Arc::new(Semaphore::new(budget_kib)),
             budget_kib,
+            max_message_bytes,
         }
     }
 
@@ -85,13 +89,20 @@ impl Admission {
 pub(crate) struct AdmittedGrpc<S> {
     inner: S,
     admission: Arc<Admission>,
+    /// The host names the listener answers (`browsers.rs`).
+    hosts: HostGate,
     /// The server's bound on any call, beside the caller's `grpc-timeout`.
     request_timeout: Duration,
 }
 
 impl<S> AdmittedGrpc<S> {
-    pub(crate) fn new(inner: S, admission: Arc<Admission>, request_timeout: Duration) -> AdmittedGrpc<S> {
-        AdmittedGrpc { inner, admission, request_timeout }
+    pub(crate) fn new(
+        inner: S,
+        admission: Arc<Admission>,
+        hosts: HostGate,
+        request_timeout: Duration,
+    ) -> AdmittedGrpc<S> {
+        AdmittedGrpc { inner, admission, hosts, request_timeout }
     }
 }
 
@@ -121,16 +132,22 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let admission = Arc::clone(&self.admission);
         let deadline = Deadline::from_headers(request.headers(), self.request_timeout);
+        let refused = browsers::grpc_refusal(&request, &self.hosts);
         Box::pin(async move {
+            if let Some(refused) = refused {
+                return Ok(refused);
+            }
             let admitted = deadline.bound(admit_grpc(&admission, request)).await;
-            match admitted {
+            let answered = match admitted {
                 Ok((_admitted, mut request)) => {
                     // The handler keeps this deadline, measured on arrival, not on admission.
                     request.extensions_mut().insert(deadline);
-                    inner.call(request).await
+                    // Bounded too: a client that drips its message would hold its admission.
+                    deadline.bound(async { Ok(inner.call(request).await) }).await
                 }
-                Err(error) => Ok(tonic::Status::from(error).into_http()),
-            }
+                Err(error) => Err(error),
+            };
+            answered.unwrap_or_else(|error| Ok(tonic::Status::from(error).into_http()))
         })
     }
 }
@@ -140,7 +157,7 @@ where
 async fn admit_grpc(
     admission: &Admission,
     request: http::Request<Body>,
-) -> Result<(Admitted, http::Request<Body>), ApiError> {
+) -> Result<(Option<Admitted>, http::Request<Body>), ApiError> {
     let call = admission.call().await;
     let (parts, mut body) = request.into_parts();
     let mut frames: Vec<Frame<Bytes>> = Vec::new();
@@ -149,6 +166,9 @@ async fn admit_grpc(
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
+                    if data.is_empty() {
+                        continue;
+                    }
                     prefix.extend_from_slice(&data[..data.len().min(PREFIX_BYTES - prefix.len())]);
                 }
                 frames.push(frame);
@@ -157,11 +177,20 @@ async fn admit_grpc(
             None => break,
         }
     }
-    let admitted = admission.bytes(call, grpc_message_length(&prefix)).await;
-    // The frames read so far, then the rest, as one body again.
+    let length = grpc_message_length(&prefix);
+    if length > admission.max_message_bytes {
+        // tonic refuses it as soon as it reads the prefix: no need to wait for the budget.
+        drop(call);
+        return Ok((None, http::Request::from_parts(parts, rechain(frames, body))));
+    }
+    let admitted = admission.bytes(call, length).await;
+    Ok((Some(admitted), http::Request::from_parts(parts, rechain(frames, body))))
+}
+
+/// The frames read so far, then the rest, as one body again.
+fn rechain(frames: Vec<Frame<Bytes>>, rest: Body) -> Body {
     let read = futures_util::stream::iter(frames.into_iter().map(Ok::<_, tonic::Status>));
-    let body = Body::new(StreamBody::new(read.chain(BodyStream::new(body))));
-    Ok((admitted, http::Request::from_parts(parts, body)))
+    Body::new(StreamBody::new(read.chain(BodyStream::new(rest))))
 }
 
 /// A gRPC message is framed as a compression flag and its length, four bytes big-endian.

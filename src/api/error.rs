@@ -69,9 +69,12 @@ pub enum ApiError {
     /// HTTP only: a POST must declare its body JSON (`browsers.rs`).
     #[error("the request body must be sent with Content-Type: application/json")]
     NotJsonContentType,
-    /// HTTP only: a loopback listener answers loopback host names (`browsers.rs`).
+    /// A call to the gRPC service that is not sent as gRPC (`browsers.rs`).
+    #[error("a gRPC call must be sent with content-type application/grpc")]
+    NotGrpcContentType,
+    /// A guarded listener answers loopback host names and addresses (`browsers.rs`).
     #[error(
-        "this listener answers requests for loopback host names only, not `{0}` \
+        "this listener answers requests for loopback host names and addresses only, not `{0}` \
          (the operator may allow more with --allowed-hosts)"
     )]
     HostNotAllowed(String),
@@ -100,7 +103,7 @@ impl ServiceError for ApiError {
             | ApiError::NotJson => ServiceErrorCode::BadRequest,
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
             ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,
-            ApiError::NotJsonContentType => ServiceErrorCode::UnsupportedMediaType,
+            ApiError::NotJsonContentType | ApiError::NotGrpcContentType => ServiceErrorCode::UnsupportedMediaType,
             ApiError::HostNotAllowed(_) => ServiceErrorCode::MisdirectedRequest,
             ApiError::DeadlinePassed => ServiceErrorCode::DeadlineExceeded,
             ApiError::Mutation(error) => error.error_code(),

@@ -35,6 +35,7 @@ pub use error::ApiError;
 
 use admission::Admission;
 pub(crate) use admission::AdmittedGrpc;
+use browsers::HostGate;
 use decide::Decider;
 
 use crate::defaults::{
@@ -112,12 +113,16 @@ impl GovernanceApi {
     /// The Governance gRPC service, behind the admission it shares with the
     /// HTTP routes, reading messages of up to `max_message_bytes` and writing
     /// up to [`MAX_RESPONSE_BYTES`].
-    pub(crate) fn grpc_service(self, max_message_bytes: usize) -> AdmittedGrpc<GovernanceServer<GovernanceApi>> {
+    pub(crate) fn grpc_service(
+        self,
+        max_message_bytes: usize,
+        hosts: HostGate,
+    ) -> AdmittedGrpc<GovernanceServer<GovernanceApi>> {
         let (admission, request_timeout) = (Arc::clone(&self.admission), self.request_timeout);
         let server = GovernanceServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        AdmittedGrpc::new(server, admission, request_timeout)
+        AdmittedGrpc::new(server, admission, hosts, request_timeout)
     }
 
     /// Decide with the operator's bundle; a request's own `policy_context` is

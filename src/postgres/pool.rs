@@ -18,13 +18,19 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{HookError, Manager, ManagerConfig, Object, PoolError, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::libpq::{self, ProcessEnvironment};
 use super::{Connector, DatabaseSettings, DatabaseTarget};
+
+/// How long a cancel request may take to reach the server.
+const CANCEL_WITHIN: Duration = Duration::from_secs(5);
+
+/// Beyond `statement_timeout`, how long an abandoned connection's ROLLBACK is waited for.
+const ABANDON_MARGIN: Duration = Duration::from_secs(5);
 
 /// The evidence store's connections.
 #[derive(Clone)]
@@ -33,6 +39,9 @@ pub struct Pool {
     /// How cancel requests reach the server: as the connections do.
     tls: MakeRustlsConnect,
     retirement: Arc<Retirement>,
+    /// How long an abandoned connection is waited for: its statement ends by
+    /// `statement_timeout` even if the cancel request is lost.
+    abandon_within: Duration,
 }
 
 /// Connections opened before [`Pool::retire`] was last called are not lent again.
@@ -96,13 +105,15 @@ impl Pool {
                 }))
                 .runtime(Runtime::Tokio1)
                 .build()?;
-        Ok(Pool { connections, tls, retirement })
+        let abandon_within = settings.statement_timeout + ABANDON_MARGIN;
+        Ok(Pool { connections, tls, retirement, abandon_within })
     }
 
     /// A connection for one call: an idle one, or a new one within the pool's size.
     pub async fn get(&self) -> Result<Lease, PoolError> {
         let client = self.connections.get().await?;
-        Ok(Lease { client: Some(client), busy: AtomicBool::new(false), tls: self.tls.clone() })
+        let (tls, abandon_within) = (self.tls.clone(), self.abandon_within);
+        Ok(Lease { client: Some(client), busy: AtomicBool::new(false), tls, abandon_within })
     }
 
     /// Open connections, idle ones, and calls waiting for one.
@@ -131,6 +142,7 @@ pub struct Lease {
     client: Option<Object>,
     busy: AtomicBool,
     tls: MakeRustlsConnect,
+    abandon_within: Duration,
 }
 
 impl Lease {
@@ -183,10 +195,10 @@ impl Drop for Lease {
             return; // back to the pool
         }
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(abandon(client, self.tls.clone()));
+            Ok(runtime) if !client.is_closed() => {
+                runtime.spawn(abandon(client, self.tls.clone(), self.abandon_within));
             }
-            Err(_) => drop(Object::take(client)),
+            _ => drop(Object::take(client)),
         }
     }
 }
@@ -195,16 +207,18 @@ impl Drop for Lease {
 /// its backend answers again, and closes it. Until then the connection
 /// still counts against the pool, so that no new one takes its place while
 /// the old backend works on.
-async fn abandon(client: Object, tls: MakeRustlsConnect) {
-    if let Err(error) = client.cancel_token().cancel_query(tls).await {
-        tracing::warn!(%error, "could not send a cancel request for an abandoned call's statement");
+async fn abandon(client: Object, tls: MakeRustlsConnect, within: Duration) {
+    let token = client.cancel_token();
+    if !matches!(tokio::time::timeout(CANCEL_WITHIN, token.cancel_query(tls)).await, Ok(Ok(()))) {
+        tracing::warn!("could not send a cancel request for an abandoned call's statement");
     }
     // ROLLBACK queues behind the statement; its answer means the backend is
-    // idle (and outside any transaction). It is bounded by statement_timeout
-    // even if the cancel request was lost.
-    let rolled_back = client.batch_execute("ROLLBACK").await;
+    // idle (and outside any transaction). The statement ends by
+    // statement_timeout even if the cancel request was lost; a server that
+    // answers nothing at all (gone from the network) is given up on after that.
+    let rolled_back = tokio::time::timeout(within, client.batch_execute("ROLLBACK")).await;
     tracing::info!(
-        idle = rolled_back.is_ok(),
+        idle = matches!(rolled_back, Ok(Ok(()))),
         "closed the connection of a call that ended before its statement (cancel request sent)"
     );
     // Closed, not reused: a cancel request that arrives late must not stop

@@ -31,6 +31,9 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// HTTP/2's own default flow-control window of a stream.
+const STREAM_WINDOW: u32 = 65_535;
+
 /// Health names: "" is the server as a whole.
 const OVERALL: &str = "";
 
@@ -87,7 +90,7 @@ fn routes(
     let api = api
         .with_admission(limits.concurrency_limit, limits.max_request_bytes_in_flight, limits.max_message_bytes)
         .with_request_timeout(limits.request_timeout);
-    let governance = api.clone().grpc_service(limits.max_message_bytes);
+    let governance = api.clone().grpc_service(limits.max_message_bytes, hosts.clone());
     let grpc = tonic::service::Routes::builder()
         .add_service(health)
         .add_service(reflection().build_v1()?)
@@ -114,6 +117,11 @@ async fn serve_routes(
     let server = Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(limits.max_concurrent_streams)
+        // A call waiting for admission leaves its message unread (`api/admission.rs`):
+        // the connection's window holds every stream's, so that waiting streams can
+        // never take the window the admitted ones need to finish their messages.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW.saturating_mul(limits.max_concurrent_streams))
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_routes(routes.into());
