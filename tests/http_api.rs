@@ -256,13 +256,15 @@ async fn browsers_cannot_drive_the_http_routes() {
     let rebound = format!("evil.example:{port}");
     for (method, route) in [("POST", path), ("POST", "/v1/execute"), ("GET", "/metrics"), ("GET", "/health")] {
         let headers: Vec<(&str, &[u8])> = vec![("Host", rebound.as_bytes()), ("Content-Type", b"application/json")];
-        let answer = raw_request(server.address, method, route, &headers, body.as_bytes()).await;
+        let answer = common::http::exchange(server.address, method, route, &headers, body.as_bytes()).await;
+        let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 421"), "{method} {route}: {answer}");
         assert!(answer.contains("loopback host names and addresses only"), "{answer}");
     }
     for host in [format!("localhost:{port}"), format!("governance.internal:{port}"), format!("[::1]:{port}")] {
         let headers: Vec<(&str, &[u8])> = vec![("Host", host.as_bytes()), ("Content-Type", b"application/json")];
-        let answer = raw_request(server.address, "POST", "/v1/validate/execute", &headers, b"{}").await;
+        let answer = common::http::exchange(server.address, "POST", "/v1/validate/execute", &headers, b"{}").await;
+        let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
     }
 
@@ -298,31 +300,6 @@ async fn browsers_cannot_drive_the_http_routes() {
     assert_eq!((invoices, evidence), (0, 0), "nothing written");
     let allowed = post_json(server.address, path, Some("typed"), &body).await;
     assert_eq!(allowed.status, 200, "{}", allowed.body);
-}
-
-/// One HTTP/1.1 request with exactly `headers` (the caller's own Host
-/// included); the whole answer, as text.
-async fn raw_request(
-    address: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &[u8])],
-    body: &[u8],
-) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n").into_bytes();
-    for (name, value) in headers {
-        head.extend_from_slice(format!("{name}: ").as_bytes());
-        head.extend_from_slice(value);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-    stream.write_all(&head).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// A message as gRPC frames it: no compression, its length, its bytes.

@@ -109,16 +109,9 @@ async fn http_pass(address: SocketAddr, bodies: &[String]) {
 /// A POST whose answer may come before the body is sent (a refusal): the
 /// status line, whatever became of the rest.
 async fn post(address: SocketAddr, path: &str, content_type: &str, body: String) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer).await;
+    let host = address.to_string();
+    let headers: Vec<(&str, &[u8])> = vec![("Host", host.as_bytes()), ("Content-Type", content_type.as_bytes())];
+    let answer = common::http::exchange(address, "POST", path, &headers, body.as_bytes()).await;
     let answer = String::from_utf8_lossy(&answer);
     answer.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or_else(|| panic!("no answer: {answer}"))
 }
