@@ -68,6 +68,7 @@ CREATE TABLE governance_events (
     trace_id text,
     response_json_sha256 bytea,
     xact_id xid8 DEFAULT pg_current_xact_id(),
+    caller text,
     -- id first: GetEvidence and the result's lookups go by id.
     CONSTRAINT governance_events_pkey PRIMARY KEY (id, created_at, workspace_id)
 ) PARTITION BY RANGE (created_at);

@@ -34,8 +34,9 @@ pub const DEFAULT_SHUTDOWN_DELAY_MS: u64 = 0;
 pub const DEFAULT_HEALTH_SERVICE: &str = "governance.v1.Governance";
 pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 2_000;
 
-// ---- policies
+// ---- policies and callers
 pub const DEFAULT_POLICY_BUNDLE_POLL_MS: u64 = 1_000;
+pub const DEFAULT_CALLERS_POLL_MS: u64 = 1_000;
 
 // ---- the database and the governed write
 pub const DEFAULT_POOL_SIZE: usize = 16;

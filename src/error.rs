@@ -26,6 +26,8 @@ pub enum ServiceErrorCode {
     AlreadyExists,
     /// The write was tried and rolled back.
     Aborted,
+    /// The call proves no caller, where the operator requires one.
+    Unauthenticated,
     /// The request asks for something outside what the operator allows.
     PermissionDenied,
     /// The sidecar is not set up for this call (no database).
@@ -54,6 +56,7 @@ impl ServiceErrorCode {
             NotFound => (Code::NotFound, StatusCode::NOT_FOUND, false),
             AlreadyExists => (Code::AlreadyExists, StatusCode::CONFLICT, false),
             Aborted => (Code::Aborted, StatusCode::CONFLICT, false),
+            Unauthenticated => (Code::Unauthenticated, StatusCode::UNAUTHORIZED, false),
             PermissionDenied => (Code::PermissionDenied, StatusCode::FORBIDDEN, false),
             FailedPrecondition => (Code::FailedPrecondition, StatusCode::BAD_REQUEST, false),
             DeadlineExceeded => (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT, false),
@@ -120,6 +123,7 @@ mod tests {
             NotFound,
             AlreadyExists,
             Aborted,
+            Unauthenticated,
             PermissionDenied,
             FailedPrecondition,
             DeadlineExceeded,

@@ -12,6 +12,7 @@
 //! [`defaults`]. [`config`] and [`server`] wire them together.
 //! `docs/architecture.md` follows one call through these files.
 
+pub mod access;
 pub mod api;
 pub mod config;
 mod ctx_id;
@@ -27,6 +28,7 @@ pub mod postgres;
 pub mod proto;
 pub mod reload;
 pub mod schema;
+pub mod secret_file;
 pub mod server;
 pub mod telemetry;
 pub mod upkeep;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser as _;
+use governance_sidecar::access::{self, Gate};
 use governance_sidecar::api::GovernanceApi;
 use governance_sidecar::config::{Cli, Command, DevArgs, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
@@ -16,6 +17,7 @@ use governance_sidecar::log::checkpoint::LogVerifier;
 use governance_sidecar::log::sequencer;
 use governance_sidecar::log::verify::{self, VerifySettings};
 use governance_sidecar::mutations::Registry;
+use governance_sidecar::policies::PolicyBundle;
 use governance_sidecar::postgres::DatabaseTarget;
 use governance_sidecar::postgres::local_postgres::LocalPostgres;
 use governance_sidecar::schema::layout::{self, EvidenceLayout};
@@ -85,9 +87,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let example = args.mutations.is_none();
             if example && example_policies && args.policy_bundle.is_none() {
-                // Kernite's own request bodies carry their policies: dev decides those with them.
                 args.policy_bundle = Some(example_bundle(&data_dir)?);
-                args.allow_request_policies = args.allow_request_policies.or(Some(true));
+            }
+            // Kernite's own request bodies carry their policies: dev decides those with them.
+            if *args.allow_request_policies.get_or_insert(true) {
+                eprintln!(
+                    "dev: a request's own policy_context decides it, writes included (--allow-request-policies): \
+                     for development only; `serve` refuses such requests unless told otherwise"
+                );
             }
             let settings = args.resolve()?;
             let url = postgres.url("postgres");
@@ -161,6 +168,8 @@ fn serve(settings: &ServerSettings, example: Option<&str>, started: impl FnOnce(
     started();
     let served = runtime.block_on(async {
         let shutdown = server::termination_signal();
+        // Before anything is bound or read: a listener open to the network needs authentication.
+        server::check_exposure(settings.listen.address, settings)?;
         let api = api_for(settings, example).await?;
         let listener = tokio::net::TcpListener::bind(settings.listen.address).await?;
         if example.is_some() && settings.policies.is_some() {
@@ -206,7 +215,11 @@ fn try_it(address: std::net::SocketAddr) -> String {
 
 /// The service, with an evidence store when a database is configured.
 /// `example` is a registry (with its schema) to use when no --mutations is given.
-async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
+async fn governed_writes(
+    settings: &ServerSettings,
+    example: Option<&str>,
+    bundle: Option<&PolicyBundle>,
+) -> anyhow::Result<GovernanceApi> {
     let Some(database) = &settings.database else {
         if settings.log.is_some() {
             anyhow::bail!("the verifiable log needs a database: give --database-url too");
@@ -232,6 +245,7 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
         (None, None) => Registry::default(),
     };
     let registry = registry.with_default_mode(evidence.mode);
+    check_governed(&registry, bundle, settings)?;
     let redactor = Redactor::new(&evidence.redact_paths, &evidence.redact_keys)?;
     let store = EvidenceStore::connect(database, settings.writes, registry, redactor).await?;
     upkeep::keep_up(target.clone(), settings.upkeep.clone());
@@ -242,13 +256,63 @@ async fn governed_writes(settings: &ServerSettings, example: Option<&str>) -> an
     })
 }
 
-/// The service as configured: evidence store, then the operator's policy bundle.
+/// The service as configured: evidence store, the gate, then the
+/// operator's policy bundle, which must govern every registered mutation.
 async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
-    let api = governed_writes(settings, example).await?;
-    let Some(policies) = &settings.policies else { return Ok(api) };
-    let source = Arc::new(governance_sidecar::policies::load(&policies.bundle)?);
-    Arc::clone(&source).watch(policies.poll);
-    Ok(api.with_policies(source, policies.allow_request_policies))
+    if let Some(log) = &settings.log {
+        governance_sidecar::secret_file::check(&log.signing_key_file, "the log signing key")?;
+    }
+    let gate = gate(settings)?;
+    let source = match &settings.policies {
+        Some(policies) => Some(Arc::new(governance_sidecar::policies::load(&policies.bundle)?)),
+        None => None,
+    };
+    let api = governed_writes(settings, example, source.as_ref().map(|s| s.current()).as_deref()).await?;
+    let api = api.with_gate(gate);
+    if let (Some(source), Some(policies)) = (&source, &settings.policies) {
+        Arc::clone(source).watch(policies.poll);
+    }
+    Ok(match source {
+        Some(source) => api.with_policies(source, settings.allow_request_policies),
+        None => api.allowing_request_policies(settings.allow_request_policies),
+    })
+}
+
+/// Who may call: the callers file's callers, else a client certificate's
+/// identity or the listener's anonymous caller (`local` on loopback).
+fn gate(settings: &ServerSettings) -> anyhow::Result<Gate> {
+    Ok(match &settings.callers {
+        Some(callers) => {
+            let source = Arc::new(access::callers::load(&callers.file)?);
+            Arc::clone(&source).watch(callers.poll);
+            Gate::with_callers(source)
+        }
+        None if settings.listen.address.ip().is_loopback() => Gate::open(access::LOCAL_CALLER),
+        None => Gate::open(access::ANONYMOUS_CALLER),
+    })
+}
+
+/// Refuses to start when the bundle does not govern a registered mutation
+/// (unless the registry marks it `ungoverned`), naming it: a write nothing
+/// governs would be approved as out of scope.
+fn check_governed(registry: &Registry, bundle: Option<&PolicyBundle>, settings: &ServerSettings) -> anyhow::Result<()> {
+    let ungoverned = registry.ungoverned_by(bundle).join(", ");
+    match bundle {
+        _ if ungoverned.is_empty() => {}
+        Some(_) => anyhow::bail!(
+            "the policy bundle does not govern the scope of mutation(s) {ungoverned}: add their scopes to the bundle, \
+             or mark them `ungoverned = true` in the mutations file"
+        ),
+        None if settings.allow_request_policies => tracing::warn!(
+            mutations = ungoverned,
+            "no policy bundle: these mutations are decided by the policies their requests carry"
+        ),
+        None => anyhow::bail!(
+            "no policy bundle governs mutation(s) {ungoverned}: give --policy-bundle (or, for development only, \
+             --allow-request-policies)"
+        ),
+    }
+    Ok(())
 }
 
 /// The invoice example that `dev` serves unless --mutations is given: its

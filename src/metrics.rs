@@ -80,6 +80,17 @@ pub struct ReloadLabels {
     pub result: ReloadResult,
 }
 
+/// A refused call: its caller as the gate named it (empty when none was
+/// established), the operation, and why (`unauthenticated`, `not_granted`,
+/// or `hidden` for evidence answered as missing). Caller names come from
+/// the operator's callers file or the CA's certificates, not from requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub caller: String,
+    pub operation: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -99,6 +110,7 @@ pub struct Metrics {
     pool_idle: Gauge,
     pool_waiters: Gauge,
     bundle_reloads: Family<ReloadLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     log_leader: Gauge,
     log_sequenced_rows: Counter,
     log_checkpoint_size: Gauge,
@@ -129,6 +141,7 @@ impl Metrics {
         let mutation_failures = Family::<SqlstateLabels, Counter>::default();
         let (pool_connections, pool_idle, pool_waiters) = (Gauge::default(), Gauge::default(), Gauge::default());
         let bundle_reloads = Family::<ReloadLabels, Counter>::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
         let (log_leader, log_checkpoint_size, log_lag_rows) = (Gauge::default(), Gauge::default(), Gauge::default());
         let (log_sequenced_rows, log_lag_seconds) = (Counter::default(), Gauge::<f64, AtomicU64>::default());
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -159,6 +172,11 @@ impl Metrics {
             "policy_bundle_reloads",
             "Policy bundle reloads, by result (a failure keeps the bundle in force)",
             bundle_reloads.clone(),
+        );
+        registry.register(
+            "refused_calls",
+            "Calls refused by the gate, by caller, operation and reason (unauthenticated, not_granted, hidden)",
+            refusals.clone(),
         );
         registry.register(
             "log_sequencer_leader",
@@ -194,6 +212,7 @@ impl Metrics {
             pool_idle,
             pool_waiters,
             bundle_reloads,
+            refusals,
             log_leader,
             log_sequenced_rows,
             log_checkpoint_size,
@@ -249,6 +268,11 @@ impl Metrics {
 
     pub fn bundle_reload(&self, result: ReloadResult) {
         self.bundle_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    pub fn refusal(&self, caller: &str, operation: crate::access::Operation, reason: &'static str) {
+        let labels = RefusalLabels { caller: caller.to_owned(), operation: operation.as_str(), reason };
+        self.refusals.get_or_create(&labels).inc();
     }
 
     /// Sets the pool gauges (read when scraped).

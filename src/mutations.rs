@@ -44,6 +44,9 @@ struct MutationSpec {
     operation: String,
     /// Overrides the server's default mode for this mutation.
     mode: Option<Mode>,
+    /// Runs even though the policy bundle does not govern its scope.
+    #[serde(default)]
+    ungoverned: bool,
     statements: Vec<String>,
     #[serde(default)]
     params: HashMap<String, ParamSpec>,
@@ -129,6 +132,10 @@ pub struct Mutation {
     pub object_type: String,
     pub operation: String,
     pub mode: Option<Mode>,
+    /// The operator's explicit word that the policy bundle need not govern
+    /// this mutation's scope (`ungoverned = true`); otherwise `serve` refuses
+    /// to start, and a call is refused, when it does not.
+    pub ungoverned: bool,
     pub params: Vec<Param>,
     pub statements: Vec<Statement>,
 }
@@ -221,6 +228,20 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Mutation> {
         self.mutations.values()
     }
+
+    /// The registered mutations that nothing governs: those whose scope the
+    /// bundle does not mention (all of them without a bundle), unless marked
+    /// `ungoverned`. Sorted by name.
+    pub fn ungoverned_by(&self, bundle: Option<&crate::policies::PolicyBundle>) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .iter()
+            .filter(|m| !m.ungoverned)
+            .filter(|m| bundle.is_none_or(|b| b.resolve(&m.object_type, &m.operation).mode.is_none()))
+            .map(|m| m.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
 }
 
 fn compile(spec: MutationSpec) -> anyhow::Result<Mutation> {
@@ -257,6 +278,7 @@ fn compile(spec: MutationSpec) -> anyhow::Result<Mutation> {
         object_type: spec.object_type,
         operation: spec.operation,
         mode: spec.mode,
+        ungoverned: spec.ungoverned,
         params,
         statements,
     })

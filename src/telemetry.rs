@@ -24,7 +24,7 @@ use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector as _};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -133,14 +133,22 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Whatever RUST_LOG says: the one target that prints bound values.
+    let never_bound_values =
+        filter_fn(|metadata| metadata.target() != BOUND_VALUES_TARGET || *metadata.level() <= tracing::Level::INFO);
     let layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
         }
     };
-    layer.with_filter(filter)
+    layer.with_filter(filter.and(never_bound_values))
 }
+
+/// tokio-postgres logs every statement's bound parameters at debug level
+/// under this target: request values, workspaces, principals, the response.
+/// No log line may carry them, so it is never printed below info.
+const BOUND_VALUES_TARGET: &str = "tokio_postgres::query";
 
 /// Why there is no exporter.
 enum Off {

@@ -154,7 +154,7 @@ statements = ["SELECT repeat('x', 900000) AS filler"]
 "#;
     let server = common::TestServer::start(
         ServerSettings::default(),
-        GovernanceApi::with_evidence(common::evidence::store(&f.url, registry).await),
+        GovernanceApi::with_evidence(common::evidence::store(&f.url, registry).await).allowing_request_policies(true),
     )
     .await;
     let mut client = server.client().await.max_decoding_message_size(64 << 20);

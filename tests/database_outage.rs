@@ -79,7 +79,11 @@ async fn an_outage_fails_fast_flips_health_and_recovers_without_a_restart() {
     let postgres = OwnedPostgres::start("outage");
     prepare_schema(&postgres.url("postgres")).await;
     let store = connect_store(&settings(postgres.url("postgres"), None)).await.unwrap();
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store).allowing_request_policies(true),
+    )
+    .await;
     let mut client = server.client().await;
     let mut health = HealthClient::new(server.channel().await);
     assert!(client.execute_with_evidence(note_call()).await.is_ok());
@@ -149,7 +153,11 @@ async fn postgres_over_tls_is_verified_against_the_configured_ca() {
 
     let store =
         connect_store(&settings(tls_url.clone(), Some(ca_file.clone()))).await.expect("TLS with the right CA connects");
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store).allowing_request_policies(true),
+    )
+    .await;
     assert!(server.client().await.execute_with_evidence(note_call()).await.is_ok());
 
     // The `migrate` command (a Kubernetes Job's init step) connects the same way.
@@ -209,7 +217,11 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged_and_writes_not
     )
     .await
     .unwrap();
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store).allowing_request_policies(true),
+    )
+    .await;
 
     // 16 callers, 30 keys each; a failed call is retried with the same key, as a client would.
     let (callers, keys_per_caller) = (16, 30);

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use governance_sidecar::config::{DatabaseArgs, ServeArgs};
+use clap::{CommandFactory as _, Parser as _};
+use governance_sidecar::config::{Cli, Command};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::policies::PolicyBundle;
 
@@ -29,25 +30,109 @@ fn manifests_validate_against_the_kubernetes_schemas_and_checkov_finds_nothing()
     assert!(printed.contains("checkov: no findings"), "{printed}");
 }
 
+/// Environment variables as `--flag=value` arguments of `serve`, through
+/// clap's own map from variable to flag: the environment wins over the
+/// config file, so the tests must see it.
+fn as_flags(pairs: &[(String, String)]) -> Vec<String> {
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").unwrap();
+    pairs
+        .iter()
+        .filter_map(|(name, value)| {
+            let arg = serve.get_arguments().find(|arg| arg.get_env().is_some_and(|env| env == name.as_str()));
+            arg.map(|arg| format!("--{}={value}", arg.get_long().unwrap()))
+        })
+        .collect()
+}
+
+/// The `ENV` settings of deploy/Dockerfile's final image, as flags.
+fn image_environment_as_flags() -> Vec<String> {
+    let dockerfile = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    let image = dockerfile.rsplit("\nFROM ").next().unwrap();
+    let joined = image.replace("\\\n", " ");
+    let pairs: Vec<(String, String)> = joined
+        .lines()
+        .filter_map(|line| line.strip_prefix("ENV "))
+        .flat_map(|settings| settings.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').expect("ENV name=value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    assert!(!pairs.is_empty(), "the image sets its log format at least");
+    as_flags(&pairs)
+}
+
+/// The `environment:` of docker-compose.yml's `sidecar` service.
+fn compose_sidecar_environment() -> Vec<(String, String)> {
+    let compose = std::fs::read_to_string(deploy().join("docker-compose.yml")).unwrap();
+    let service = compose.split("\n  sidecar:\n").nth(1).expect("a sidecar service");
+    let environment = service.split("\n    environment:\n").nth(1).expect("its environment");
+    environment
+        .lines()
+        .take_while(|line| line.starts_with("      "))
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.trim().split_once(": "))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
 #[test]
-fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts() {
+fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts_in_the_shipped_image() {
     // The URL file is a mounted Secret in the cluster; a URL given directly wins over it.
-    let args = ServeArgs {
-        config: Some(deploy().join("kubernetes/sidecar.toml")),
-        database: DatabaseArgs {
-            database_url: Some("postgresql://governance_sidecar@127.0.0.1/app".into()),
-            ..DatabaseArgs::default()
-        },
-        ..ServeArgs::default()
-    };
+    let mut arguments: Vec<String> = ["governance-sidecar", "serve", "--config"].map(str::to_owned).into();
+    arguments.push(deploy().join("kubernetes/sidecar.toml").display().to_string());
+    arguments.push("--database-url=postgresql://governance_sidecar@127.0.0.1/app".into());
+    arguments.extend(image_environment_as_flags());
+    let Command::Serve(args) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
     let settings = args.resolve().expect("deploy/kubernetes/sidecar.toml");
     assert!(settings.listen.address.ip().is_loopback(), "Governance must stay on loopback in the pod");
+    assert!(!settings.listen.insecure, "no unauthenticated listener beyond loopback");
     let probes = settings.listen.health_address.map(|a| a.port());
     assert_eq!(probes, Some(50052), "the probes in deployment.yaml dial 50052");
     assert_eq!(settings.evidence.mutations.as_deref(), Some(Path::new("/etc/governance/mutations/mutations.toml")));
     let policies = settings.policies.expect("the cluster decides with the operator's bundle");
     assert_eq!(policies.bundle, Path::new("/etc/governance/policy/policy-bundle.json"));
-    assert!(!policies.allow_request_policies, "in the cluster, policies come from the operator only");
+    assert!(!settings.allow_request_policies, "in the cluster, policies come from the operator only");
+}
+
+#[test]
+fn the_image_alone_listens_on_loopback() {
+    let mut arguments: Vec<String> = ["governance-sidecar", "serve"].map(str::to_owned).into();
+    arguments.extend(image_environment_as_flags());
+    let Command::Serve(args) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
+    assert!(args.resolve().unwrap().listen.address.ip().is_loopback(), "{arguments:?}");
+}
+
+#[test]
+fn compose_listens_beyond_loopback_only_with_a_callers_file_and_governs_its_mutations() {
+    let mut arguments: Vec<String> = ["governance-sidecar", "serve"].map(str::to_owned).into();
+    arguments.extend(image_environment_as_flags());
+    arguments.extend(as_flags(&compose_sidecar_environment()));
+    let Command::Serve(args) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
+    let settings = args.resolve().unwrap();
+    assert!(!settings.listen.address.ip().is_loopback(), "the app reaches it over the compose network");
+    assert!(settings.callers.is_some() && !settings.listen.insecure, "{arguments:?}");
+    governance_sidecar::server::check_exposure(settings.listen.address, &settings).unwrap();
+    let registry = Registry::load(&deploy().join("examples/invoice/mutations.toml")).unwrap();
+    let bundle = PolicyBundle::parse(&std::fs::read(deploy().join("examples/invoice/policy-bundle.json")).unwrap());
+    assert!(settings.policies.is_some());
+    assert_eq!(registry.ungoverned_by(Some(&bundle.unwrap())), Vec::<&str>::new());
+}
+
+#[test]
+fn the_kubernetes_database_urls_verify_the_server_against_the_ca_secret() {
+    let kustomization = std::fs::read_to_string(deploy().join("kubernetes/kustomization.yaml")).unwrap();
+    let urls: Vec<&str> = kustomization.lines().filter_map(|line| line.trim().strip_prefix("- url=")).collect();
+    assert_eq!(urls.len(), 2, "the sidecar's and the owner's");
+    for url in urls {
+        assert!(url.contains("sslmode=verify-full") && url.contains("sslrootcert=/etc/governance/database-ca/ca.crt"));
+    }
+    for manifest in ["deployment.yaml", "migration-job.yaml", "maintain-cronjob.yaml"] {
+        let text = std::fs::read_to_string(deploy().join("kubernetes").join(manifest)).unwrap();
+        assert!(text.contains("mountPath: /etc/governance/database-ca"), "{manifest} mounts no database CA");
+        assert!(text.contains("secretName: governance-database-ca"), "{manifest} mounts no database CA");
+    }
 }
 
 #[test]

@@ -164,8 +164,11 @@ async fn count_notes(client: &tokio_postgres::Client) -> i64 {
 /// The failover itself, as the tests of both replication modes run it.
 async fn fail_over_under_load(name: &str, replication: Replication) {
     let mut cluster = Cluster::start(name, replication).await;
-    let server =
-        TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store(&cluster.url()).await)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store(&cluster.url()).await).allowing_request_policies(true),
+    )
+    .await;
     wait_for_health(&server, ServingStatus::Serving, Duration::from_secs(5)).await;
     let load = KeyedLoad::start(&server.address.to_string(), 8, "caller", note_call);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -225,8 +228,11 @@ async fn an_asynchronous_standby_takes_over_and_idempotency_keys_reveal_what_was
 async fn a_demoted_primary_still_answering_read_only_is_never_written_to() {
     let cluster = Cluster::start("failover-demoted", Replication::Asynchronous).await;
     let old_primary = cluster.primary.as_ref().unwrap().url("postgres");
-    let server =
-        TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store(&cluster.url()).await)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store(&cluster.url()).await).allowing_request_policies(true),
+    )
+    .await;
     let mut client = server.client().await;
     // The pool holds connections to the old primary.
     for n in 0..8 {
@@ -303,7 +309,11 @@ async fn a_primary_turning_read_only_under_load_fails_no_call() {
         "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
         servers[0].port, servers[1].port
     );
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store(&url).await)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store(&url).await).allowing_request_policies(true),
+    )
+    .await;
     let load = KeyedLoad::start(&server.address.to_string(), 8, "switch", note_call);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for round in 0..6 {

@@ -237,7 +237,11 @@ async fn a_backend_killed_mid_transaction_leaves_nothing_half_written() {
         "{REGISTRY}\n[[mutations]]\nname = \"slow_invoice\"\nobject_type = \"invoice\"\noperation = \"create\"\nstatements = [\"SELECT pg_sleep(2)::text AS slept\", \"INSERT INTO invoices (workspace_id, amount, currency, evidence_id) VALUES ('w', 1, 'USD', 0)\"]\n"
     );
     let store = store(&f.url, &registry).await;
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store).allowing_request_policies(true),
+    )
+    .await;
     let mut client = server.client().await;
     let pending = tokio::spawn(async move {
         client.execute_with_evidence(call(invoice_request(250, "USD"), Some("k-kill"), "slow_invoice")).await
@@ -263,7 +267,7 @@ async fn a_mutation_over_the_statement_timeout_is_cancelled_and_rolled_back() {
     let settings = DatabaseSettings { statement_timeout: Duration::from_millis(200), ..database(&url) };
     let server = TestServer::start(
         ServerSettings::default(),
-        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await),
+        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await).allowing_request_policies(true),
     )
     .await;
     let started = std::time::Instant::now();
@@ -338,7 +342,7 @@ async fn a_deadline_expiring_mid_transaction_commits_nothing_and_leaves_the_pool
     let settings = DatabaseSettings { pool_size: 1, ..database(&url) };
     let server = TestServer::start(
         ServerSettings::default(),
-        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await),
+        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await).allowing_request_policies(true),
     )
     .await;
     let mut client = server.client().await;

@@ -18,7 +18,8 @@ use tonic::transport::Channel;
 async fn server(url: &str, committers: usize) -> TestServer {
     let writes = WriteSettings { group_commit: committers, ..WriteSettings::default() };
     let store = store_writing(database(url), writes, REGISTRY).await;
-    TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await
+    TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store).allowing_request_policies(true))
+        .await
 }
 
 /// Sends every `(amount, key)` at once, each on its own stream.

@@ -245,8 +245,11 @@ statements = ["INSERT INTO strict_notes (code) VALUES ((:code)::int::text)"]
 [mutations.params]
 code = { type = "text", request = "payload.code" }
 "#;
-    let server =
-        TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store(&f.url, registry).await)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store(&f.url, registry).await).allowing_request_policies(true),
+    )
+    .await;
     let mut client = server.client().await;
     // Text that no compression shrinks below the b-tree's 2,704-byte row limit.
     let mut seed = 7u64;

@@ -159,7 +159,10 @@ async fn governing_server(settings: ServerSettings) -> (TestServer, tokio_postgr
     let redactor = Redactor::new(&[], &[]).unwrap();
     let registry = Registry::parse(REGISTRY).unwrap().with_default_mode(Mode::Enforce);
     let store = EvidenceStore::connect(&database, WriteSettings::default(), registry, redactor).await;
-    (TestServer::start(settings, GovernanceApi::with_evidence(store.unwrap())).await, admin)
+    (
+        TestServer::start(settings, GovernanceApi::with_evidence(store.unwrap()).allowing_request_policies(true)).await,
+        admin,
+    )
 }
 
 #[tokio::test]

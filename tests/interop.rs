@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use sha2::Digest as _;
+
 use common::dev::DevSidecar;
 
 fn repository() -> &'static Path {
@@ -48,16 +50,35 @@ fn assert_success(what: &str, output: &Output) {
 }
 
 /// Runs a client program against a fresh sidecar and returns what it printed.
+/// A callers file granting one caller everything, and its token: the clients
+/// authenticate as a service would against a sidecar with a callers file.
+fn caller_with_token(name: &str) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let token = format!("{name}-token-{}", std::process::id());
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let file = common::scratch(&format!("{name}-callers")).join("callers.toml");
+    let entry = format!(
+        "[[callers]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"\nworkspaces = [\"*\"]\n\
+         operations = [\"decide\", \"execute\", \"read\", \"log\"]\n"
+    );
+    std::fs::write(&file, entry).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (file, token)
+}
+
 fn run_client(program: &Path, script: &str) -> String {
     // The corpus is Kernite's answers without an operator's bundle.
     let name = format!("interop-{}", program.file_name().unwrap().to_string_lossy());
-    let sidecar = DevSidecar::start_with(&name, &["--example-policies=false"]);
+    let (callers, token) = caller_with_token(&name);
+    let callers = callers.to_str().unwrap();
+    let sidecar = DevSidecar::start_with(&name, &["--example-policies=false", "--callers", callers]);
     let output = Command::new(program)
         .arg(repository().join(script))
         .args(["--address", &sidecar.address, "--proto-dir"])
         .arg(repository().join("proto"))
         .arg("--corpus")
         .arg(corpus())
+        .args(["--token", &token])
         .output()
         .unwrap();
     assert_success(script, &output);
@@ -70,17 +91,19 @@ fn python_grpcio_client_decides_writes_and_matches_the_corpus() {
     println!("{printed}");
     assert!(printed.contains("ok: the same key replays the same evidence"), "{printed}");
     assert!(printed.contains("refusals of the corpus answered like Kernite 0.1.6"), "{printed}");
+    assert!(printed.contains("ok: a call without the token is UNAUTHENTICATED"), "{printed}");
 }
 
 #[test]
 fn python_verifies_the_evidence_log_with_the_public_key_and_no_code_of_ours() {
-    let sidecar = DevSidecar::start("interop-log");
+    let (callers, token) = caller_with_token("interop-log");
+    let sidecar = DevSidecar::start_with("interop-log", &["--callers", callers.to_str().unwrap()]);
     let public_key = std::fs::read_to_string(sidecar.data_dir.join("log-public-key")).unwrap();
     let output = Command::new(toolchains().join("python/bin/python"))
         .arg(repository().join("tests/interop/python/log_verifier.py"))
         .args(["--address", &sidecar.address, "--proto-dir"])
         .arg(repository().join("proto"))
-        .args(["--public-key", public_key.trim()])
+        .args(["--public-key", public_key.trim(), "--token", &token])
         .output()
         .unwrap();
     assert_success("tests/interop/python/log_verifier.py", &output);
@@ -97,6 +120,7 @@ fn node_grpc_js_client_decides_writes_and_matches_the_corpus() {
     println!("{printed}");
     assert!(printed.contains("ok: the same key replays the same evidence"), "{printed}");
     assert!(printed.contains("refusals of the corpus answered like Kernite 0.1.6"), "{printed}");
+    assert!(printed.contains("ok: a call without the token is UNAUTHENTICATED"), "{printed}");
 }
 
 /// The documentation's sessions, run as written: each ```sh block of a page

@@ -23,7 +23,11 @@ async fn the_concurrency_limit_queues_governance_calls_but_never_health_checks()
     let url = f.url.clone();
     let settings =
         ServerSettings { limits: Limits { concurrency_limit: 1, ..Limits::default() }, ..ServerSettings::default() };
-    let server = TestServer::start(settings, GovernanceApi::with_evidence(store(&url, REGISTRY).await)).await;
+    let server = TestServer::start(
+        settings,
+        GovernanceApi::with_evidence(store(&url, REGISTRY).await).allowing_request_policies(true),
+    )
+    .await;
 
     // The only permit is held by a call that sleeps one second in PostgreSQL.
     let mut slow_client = server.client().await;
@@ -75,7 +79,11 @@ async fn a_deadline_that_passes_inside_a_locked_write_is_deadline_exceeded_over_
         limits: Limits { request_timeout: Duration::from_millis(400), ..Limits::default() },
         ..ServerSettings::default()
     };
-    let server = TestServer::start(settings, GovernanceApi::with_evidence(store(&f.url, REGISTRY).await)).await;
+    let server = TestServer::start(
+        settings,
+        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await).allowing_request_policies(true),
+    )
+    .await;
     let locker = common::postgres::connect(&f.url).await;
     locker.batch_execute("BEGIN; LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE").await.unwrap();
 
@@ -121,7 +129,11 @@ async fn one_connection_has_at_most_its_stream_limit_of_calls_open_at_once() {
         limits: Limits { max_concurrent_streams: 2, ..Limits::default() },
         ..ServerSettings::default()
     };
-    let server = TestServer::start(settings, GovernanceApi::with_evidence(store(&f.url, REGISTRY).await)).await;
+    let server = TestServer::start(
+        settings,
+        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await).allowing_request_policies(true),
+    )
+    .await;
     let mut client = server.client().await;
     // Once the connection's settings are known, the client queues what is over the limit
     // (before, a burst may see streams refused, which HTTP/2 allows).
@@ -176,7 +188,7 @@ async fn abandoned_calls_never_take_more_backends_than_the_pool() {
     let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
     let server = TestServer::start(
         ServerSettings { limits, ..ServerSettings::default() },
-        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await),
+        GovernanceApi::with_evidence(store_with(settings, REGISTRY).await).allowing_request_policies(true),
     )
     .await;
     let locker = common::postgres::connect(&f.url).await;
@@ -239,7 +251,7 @@ async fn the_request_bytes_budget_runs_large_calls_one_at_a_time() {
     let limits = Limits { max_message_bytes: 1 << 20, max_request_bytes_in_flight: 1 << 20, ..Limits::default() };
     let server = TestServer::start(
         ServerSettings { limits, ..ServerSettings::default() },
-        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await),
+        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await).allowing_request_policies(true),
     )
     .await;
     for (size, rounds) in [(700_000, 2), (1_000, 1)] {
@@ -279,7 +291,7 @@ async fn a_message_sent_drop_by_drop_holds_its_admission_only_until_its_deadline
     };
     let server = TestServer::start(
         ServerSettings { limits, ..ServerSettings::default() },
-        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await),
+        GovernanceApi::with_evidence(store(&f.url, REGISTRY).await).allowing_request_policies(true),
     )
     .await;
     let tcp = tokio::net::TcpStream::connect(server.address).await.unwrap();
@@ -338,7 +350,11 @@ async fn an_exhausted_pool_refuses_within_its_wait_timeout_and_every_retried_key
     // Two connections for 16 callers whose writes hold one for 100 ms each.
     let settings = DatabaseSettings { pool_size: 2, wait_timeout: Duration::from_millis(200), ..database(&f.url) };
     let store = store_with(settings, &format!("{REGISTRY}{SLOW_WRITE}")).await;
-    let server = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let server = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store).allowing_request_policies(true),
+    )
+    .await;
     let (callers, keys_each) = (16, 5);
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..callers)

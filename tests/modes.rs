@@ -57,7 +57,9 @@ async fn under_a_policy_bundle_evidence_names_the_bundle_the_policy_and_the_bund
     std::fs::write(&path, bundle).unwrap();
     let policies = std::sync::Arc::new(governance_sidecar::policies::load(&path).unwrap());
     let sha256 = policies.current().sha256.clone();
-    let api = GovernanceApi::with_evidence(store(&f.url, REGISTRY).await).with_policies(policies, false);
+    let api = GovernanceApi::with_evidence(store(&f.url, REGISTRY).await)
+        .allowing_request_policies(true)
+        .with_policies(policies, false);
     let server = TestServer::start(ServerSettings::default(), api).await;
     let without_policies = |amount: i64| {
         format!(

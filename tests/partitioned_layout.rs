@@ -94,7 +94,11 @@ async fn converting_a_reference_database_keeps_every_row_its_id_and_its_key() {
 
     // A sidecar started on the converted database (its role keeps its rights) replays the old keys.
     let store = common::evidence::store(&f.sidecar_url, REGISTRY).await;
-    let converted = TestServer::start(ServerSettings::default(), GovernanceApi::with_evidence(store)).await;
+    let converted = TestServer::start(
+        ServerSettings::default(),
+        GovernanceApi::with_evidence(store).allowing_request_policies(true),
+    )
+    .await;
     let mut client = converted.client().await;
     for (n, mutation) in BOTH_PATHS.into_iter().enumerate() {
         let retry = call(invoice_request(250, "USD"), Some(&format!("old-{n}")), mutation);

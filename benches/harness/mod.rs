@@ -113,6 +113,8 @@ pub fn spawn_sidecar(port: u16, extra: &[&str]) -> Process {
     let configured = std::env::var("BENCH_SIDECAR_ARGS").unwrap_or_default();
     let child = Command::new(SIDECAR)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        // The benches' requests carry their policies (the request-policy path).
+        .arg("--allow-request-policies")
         .args(extra)
         .args(configured.split_whitespace())
         .env("RUST_LOG", "warn")

@@ -2,6 +2,7 @@
 //! (`GetEvidence`) or a workspace's records a page at a time, newest first
 //! (`ListEvidence`).
 
+use super::call::Call;
 use super::convert::{self, storable_text};
 use super::{ApiError, GovernanceApi};
 use crate::defaults::MAX_RESPONSE_BYTES;
@@ -11,22 +12,33 @@ use crate::evidence::audit::{
 use crate::proto;
 use crate::vocabulary::RecordedDecision;
 
+/// Evidence of a workspace the caller may not read is answered as missing,
+/// whichever key found it, so that ids and keys cannot be probed.
 pub(super) async fn get_evidence(
     api: &GovernanceApi,
     request: proto::GetEvidenceRequest,
+    call: &Call,
 ) -> Result<proto::EvidenceRecord, ApiError> {
     let store = api.store()?;
     let key = evidence_key(request)?;
-    let stored = store.get_evidence(&key).await?.ok_or(ApiError::EvidenceNotFound)?;
-    Ok(evidence_record(stored))
+    if let EvidenceKey::Idempotency { workspace_id, .. } = &key
+        && !call.can_read(workspace_id)
+    {
+        return Err(ApiError::EvidenceNotFound);
+    }
+    let stored = store.get_evidence(&key).await?;
+    let readable = stored.filter(|stored| call.can_read(&stored.workspace_id));
+    Ok(evidence_record(readable.ok_or(ApiError::EvidenceNotFound)?))
 }
 
 pub(super) async fn list_evidence(
     api: &GovernanceApi,
     request: proto::ListEvidenceRequest,
+    call: &Call,
 ) -> Result<proto::ListEvidenceResponse, ApiError> {
     let store = api.store()?;
     let (filter, after, page_size) = evidence_listing(request)?;
+    call.may_in(&filter.workspace_id)?;
     let (records, mut next) = store.list_evidence(&filter, after, page_size).await?;
     // A page ends early rather than grow past the largest answer written.
     let (mut page, mut bytes, mut last) = (Vec::with_capacity(records.len()), 0, None);
@@ -149,5 +161,6 @@ fn evidence_record(stored: StoredEvidence) -> proto::EvidenceRecord {
         policy_version: stored.policy_version,
         response_json: stored.response_json,
         mutation_result: stored.mutation_result.as_ref().map(convert::mutation_result),
+        caller: stored.caller,
     }
 }

@@ -15,6 +15,7 @@ use tracing::field::Empty;
 
 use super::deadline::Deadline;
 use super::error::ApiError;
+use crate::access::{Caller, Operation};
 use crate::decision::{DecisionRecord, NormalizedRequest};
 use crate::metrics::metrics;
 use crate::vocabulary::Mode;
@@ -25,6 +26,10 @@ pub(crate) const CTX_ID_HEADER: &str = "x-ctx-id";
 /// One call in progress.
 pub(crate) struct Call {
     method: &'static str,
+    /// What the call does, for the caller's grants.
+    operation: Operation,
+    /// Who is calling: set once, by the common path, before the operation runs (`gate.rs`).
+    caller: OnceLock<Caller>,
     span: tracing::Span,
     started: Instant,
     trace: Option<TraceParent>,
@@ -61,13 +66,14 @@ impl TraceParent {
 impl Call {
     /// Opens the call's span; `traceparent` is the caller's header, if it sent
     /// one, and `deadline` the caller's (none over HTTP).
-    pub fn start(method: &'static str, traceparent: Option<&str>, deadline: Deadline) -> Call {
+    pub fn start(method: &'static str, operation: Operation, traceparent: Option<&str>, deadline: Deadline) -> Call {
         let trace = traceparent.and_then(TraceParent::parse);
         let span = tracing::info_span!(
             "rpc",
             otel.name = method,
             otel.kind = "server",
             method,
+            caller = Empty,
             trace_id = trace.as_ref().map(|t| t.trace_id.as_str()),
             parent_id = trace.as_ref().map(|t| t.parent_id.as_str()),
             ctx_id = Empty,
@@ -80,7 +86,29 @@ impl Call {
             // The same header, valid by our reading, continues the exported trace.
             crate::telemetry::continue_trace(&span, traceparent);
         }
-        Call { method, span, started: Instant::now(), trace, deadline, ctx_id: OnceLock::new() }
+        Call {
+            method,
+            operation,
+            caller: OnceLock::new(),
+            span,
+            started: Instant::now(),
+            trace,
+            deadline,
+            ctx_id: OnceLock::new(),
+        }
+    }
+
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The caller, once identified (`gate.rs`).
+    pub(super) fn identified(&self) -> Option<&Caller> {
+        self.caller.get()
+    }
+
+    pub(super) fn set_caller(&self, caller: Caller) {
+        let _ = self.caller.set(caller);
     }
 
     /// The call's span: the handler runs inside it, so that what it does

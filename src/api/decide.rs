@@ -1,5 +1,6 @@
 //! The decision steps every operation shares: which policies decide a
-//! request (the operator's bundle, or the request's own where allowed),
+//! request (the operator's bundle, or the request's own where allowed; a
+//! write only by the bundle unless the operator opts in),
 //! Kernite's validation, and the decision itself. Evaluate and
 //! ExecuteWithEvidence both call these; neither calls the other.
 
@@ -15,13 +16,16 @@ use crate::policies::{PolicyBundle, PolicySource, Resolution};
 /// request's own `policy_context` is used instead of refused.
 #[derive(Clone, Default)]
 pub(super) struct Decider {
-    /// Without a bundle, requests bring their own policies.
+    /// Without a bundle, Evaluate decides with the request's own policies
+    /// (Kernite's contract), and a write is refused unless allowed below.
     pub policies: Option<Arc<PolicySource>>,
+    /// The operator's explicit opt-in: a request's own `policy_context`
+    /// decides it, writes included.
     pub allow_request_policies: bool,
 }
 
 impl Decider {
-    /// The bundle a call is decided with: the operator's, unless there is
+    /// The bundle a decision is made with: the operator's, unless there is
     /// none or the request brings its own `policy_context` and may.
     pub fn bundle_for(&self, body: &Value) -> Result<Option<Arc<PolicyBundle>>, ApiError> {
         let Some(policies) = &self.policies else { return Ok(None) };
@@ -31,6 +35,18 @@ impl Decider {
             (true, true) => Ok(None),
             (true, false) => Err(ApiError::RequestPoliciesRefused),
         }
+    }
+}
+
+impl Decider {
+    /// The bundle a write is decided with. Without one, a write is refused
+    /// unless the operator let requests bring their own policies: otherwise
+    /// the caller would pick the policy that approves its own write.
+    pub fn bundle_for_write(&self, body: &Value) -> Result<Option<Arc<PolicyBundle>>, ApiError> {
+        if self.policies.is_none() && !self.allow_request_policies {
+            return Err(ApiError::NoPolicyBundle);
+        }
+        self.bundle_for(body)
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+use crate::access::Refusal;
 use crate::decision::json::{self, JsonError, Layout};
 use crate::decision::value::object;
 use crate::decision::{InvalidRequest, Unanswerable, Value};
@@ -51,6 +52,16 @@ pub enum ApiError {
          (the operator may allow request policies with --allow-request-policies)"
     )]
     RequestPoliciesRefused,
+    #[error(
+        "writes are decided by the operator's policy bundle, and this sidecar has none \
+         (the operator may start it with --policy-bundle, or allow request policies with --allow-request-policies)"
+    )]
+    NoPolicyBundle,
+    #[error(
+        "mutation `{0}` is not governed: the policy bundle does not mention its scope \
+         (the operator may add the scope to the bundle, or mark the mutation `ungoverned = true`)"
+    )]
+    NotGoverned(String),
     #[error("{0}")]
     BadAuditRequest(String),
     #[error("`{field}` is longer than {max_bytes} bytes, the most this sidecar accepts in an identifier")]
@@ -80,6 +91,9 @@ pub enum ApiError {
     HostNotAllowed(String),
     #[error("the call's deadline has passed")]
     DeadlinePassed,
+    /// Not authenticated, or outside the caller's grants (`gate.rs`).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Mutation(#[from] MutationRefused),
     #[error(transparent)]
@@ -102,10 +116,12 @@ impl ServiceError for ApiError {
             | ApiError::BodyUnreadable
             | ApiError::NotJson => ServiceErrorCode::BadRequest,
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
+            ApiError::NoPolicyBundle | ApiError::NotGoverned(_) => ServiceErrorCode::FailedPrecondition,
             ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,
             ApiError::NotJsonContentType | ApiError::NotGrpcContentType => ServiceErrorCode::UnsupportedMediaType,
             ApiError::HostNotAllowed(_) => ServiceErrorCode::MisdirectedRequest,
             ApiError::DeadlinePassed => ServiceErrorCode::DeadlineExceeded,
+            ApiError::Refused(refusal) => refusal.error_code(),
             ApiError::Mutation(error) => error.error_code(),
             ApiError::Evidence(error) => error.error_code(),
         }

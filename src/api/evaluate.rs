@@ -53,6 +53,7 @@ fn decide_body(
 ) -> Result<DecisionRecord, ApiError> {
     let bundle = api.decider.bundle_for(&body)?;
     let validation = validate(body, idempotency_key)?;
+    call.may_in(&validation.request.workspace_id)?;
     let record = decide(&validation, bundle.as_deref())?;
     call.record_decision(&record, &validation.request, Mode::Enforce);
     Ok(record)

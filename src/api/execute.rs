@@ -2,10 +2,12 @@
 //! (or commit the evidence alone), over gRPC and as JSON over HTTP
 //! (`POST /v1/execute-with-evidence`).
 //!
-//! The story of one call, in [`GovernanceApi::govern`]: fingerprint the
-//! request as sent, pick the policies, validate, find the operator's mutation
-//! for the request's scope, take the operator's mode, decide (unless skip),
-//! check the caller is still waiting, and hand the write to the evidence store.
+//! The story of one call, in [`govern`]: fingerprint the request as sent,
+//! pick the policies (the operator's bundle), validate, check the caller may
+//! run the mutation in the request's workspace, find the operator's mutation
+//! for the request's scope (which the bundle must govern), take the
+//! operator's mode, decide (unless skip), check the caller is still waiting,
+//! and hand the write to the evidence store with the caller's name.
 
 use super::call::Call;
 use super::decide::{decide, resolve, validate};
@@ -66,11 +68,19 @@ pub(super) async fn execute_with_evidence_json(
 async fn govern(api: &GovernanceApi, write: WriteCall, call: &Call) -> Result<Governed, ApiError> {
     let store = api.store()?;
     let fingerprint = Fingerprint::of(&write.body, &write.mutation, &write.caller_params);
-    let bundle = api.decider.bundle_for(&write.body)?;
+    let bundle = api.decider.bundle_for_write(&write.body)?;
     let validation = validate(write.body, write.idempotency_key.as_deref())?;
+    let workspace = &validation.request.workspace_id;
+    call.may_run(&write.mutation, workspace)?;
     let registry = store.registry();
     let mutation = registry.mutation_for(&write.mutation, &validation.request)?;
-    let bundle_mode = bundle.as_ref().and_then(|b| resolve(b, &validation).mode);
+    let bundle_mode = match &bundle {
+        Some(bundle) => match resolve(bundle, &validation).mode {
+            None if !mutation.ungoverned => return Err(ApiError::NotGoverned(mutation.name.clone())),
+            mode => mode,
+        },
+        None => None,
+    };
     let mode = registry.mode_for(mutation, bundle_mode);
     let record = match mode {
         Mode::Skip => None,
@@ -91,9 +101,15 @@ async fn govern(api: &GovernanceApi, write: WriteCall, call: &Call) -> Result<Go
             fingerprint,
             policy_bundle: bundle.as_ref().map(|b| b.sha256.as_str()),
             trace_id: call.trace_id(),
+            caller: call.caller().name(),
         })
         .await;
     count(&execution);
+    let execution = execution.map_err(|error| match error {
+        // The earlier row's id, only to a caller that may read it.
+        EvidenceError::KeyReused { .. } if !call.can_read(workspace) => EvidenceError::KeyReused { evidence_id: None },
+        error => error,
+    });
     Ok(Governed { record, mode, execution: execution? })
 }
 

@@ -9,21 +9,24 @@ use tracing::Instrument as _;
 
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
+use super::gate::Credentials;
 use super::{ApiError, GovernanceApi, audit, evaluate, execute, log};
+use crate::access::Operation;
 use crate::error::grpc_code_name;
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
 
 #[tonic::async_trait]
 impl proto::governance_server::Governance for GovernanceApi {
     async fn evaluate(&self, request: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
-        self.grpc("Evaluate", request, async |call, request| evaluate::evaluate(self, request, call)).await
+        self.grpc("Evaluate", Operation::Decide, request, async |call, request| evaluate::evaluate(self, request, call))
+            .await
     }
 
     async fn execute_with_evidence(
         &self,
         request: Request<ExecuteWithEvidenceRequest>,
     ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
-        self.grpc("ExecuteWithEvidence", request, async |call, request| {
+        self.grpc("ExecuteWithEvidence", Operation::Execute, request, async |call, request| {
             execute::execute_with_evidence(self, request, call).await
         })
         .await
@@ -33,46 +36,59 @@ impl proto::governance_server::Governance for GovernanceApi {
         &self,
         request: Request<proto::GetEvidenceRequest>,
     ) -> Result<Response<proto::EvidenceRecord>, Status> {
-        self.grpc("GetEvidence", request, async |_, request| audit::get_evidence(self, request).await).await
+        self.grpc("GetEvidence", Operation::Read, request, async |call, request| {
+            audit::get_evidence(self, request, call).await
+        })
+        .await
     }
 
     async fn list_evidence(
         &self,
         request: Request<proto::ListEvidenceRequest>,
     ) -> Result<Response<proto::ListEvidenceResponse>, Status> {
-        self.grpc("ListEvidence", request, async |_, request| audit::list_evidence(self, request).await).await
+        self.grpc("ListEvidence", Operation::Read, request, async |call, request| {
+            audit::list_evidence(self, request, call).await
+        })
+        .await
     }
 
     async fn get_checkpoint(
         &self,
         request: Request<proto::GetCheckpointRequest>,
     ) -> Result<Response<proto::Checkpoint>, Status> {
-        self.grpc("GetCheckpoint", request, async |_, request| log::get_checkpoint(self, request).await).await
+        self.grpc("GetCheckpoint", Operation::Log, request, async |_, request| log::get_checkpoint(self, request).await)
+            .await
     }
 
     async fn get_inclusion_proof(
         &self,
         request: Request<proto::GetInclusionProofRequest>,
     ) -> Result<Response<proto::InclusionProof>, Status> {
-        self.grpc("GetInclusionProof", request, async |_, request| log::get_inclusion_proof(self, request).await).await
+        self.grpc("GetInclusionProof", Operation::Read, request, async |call, request| {
+            log::get_inclusion_proof(self, request, call).await
+        })
+        .await
     }
 
     async fn get_consistency_proof(
         &self,
         request: Request<proto::GetConsistencyProofRequest>,
     ) -> Result<Response<proto::ConsistencyProof>, Status> {
-        self.grpc("GetConsistencyProof", request, async |_, request| log::get_consistency_proof(self, request).await)
-            .await
+        self.grpc("GetConsistencyProof", Operation::Log, request, async |_, request| {
+            log::get_consistency_proof(self, request).await
+        })
+        .await
     }
 }
 
 impl GovernanceApi {
     /// What every gRPC call goes through, once admitted (`admission.rs`): its
-    /// deadline, its span, the handler, and the answer (the
+    /// deadline, its span, its caller (`gate.rs`), the handler, and the answer (the
     /// response, or the error's status) carrying `x-ctx-id` when known.
     async fn grpc<Req, Resp>(
         &self,
         method: &'static str,
+        operation: Operation,
         request: Request<Req>,
         handler: impl AsyncFnOnce(&Call, Req) -> Result<Resp, ApiError>,
     ) -> Result<Response<Resp>, Status> {
@@ -80,8 +96,12 @@ impl GovernanceApi {
         // Admitted calls carry the deadline measured on their arrival (`admission.rs`).
         let deadline = request.extensions().get::<Deadline>().copied();
         let deadline = deadline.unwrap_or_else(|| Deadline::from_metadata(metadata, self.request_timeout));
-        let call = Call::start(method, traceparent(metadata), deadline);
-        let work = async { handler(&call, request.into_inner()).instrument(call.span().clone()).await };
+        let call = Call::start(method, operation, traceparent(metadata), deadline);
+        let identified = call.identify(&self.gate, Credentials::of_grpc(&request));
+        let work = async {
+            identified?;
+            handler(&call, request.into_inner()).instrument(call.span().clone()).await
+        };
         let result = call.deadline().bound(work).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| MetadataValue::try_from(c).ok());
         let failure = result.as_ref().err().and_then(ApiError::failure);

@@ -31,7 +31,9 @@ use super::browsers::{self, HostGate};
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
+use super::gate::Credentials;
 use super::{GovernanceApi, evaluate, execute};
+use crate::access::Operation;
 use crate::decision::json::{self, Layout};
 use crate::decision::value::object;
 use crate::decision::{Map, Value};
@@ -39,15 +41,16 @@ use crate::metrics::metrics;
 
 /// The routes, sharing `api` (and its admission) with gRPC,
 /// answering the host names `hosts` allows.
-pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize, hosts: HostGate) -> Router {
-    Router::new()
+pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize, hosts: HostGate, serve_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/health", get(health))
         .route("/execute", post(execute))
         .route("/v1/execute", post(execute))
         .route("/validate/execute", post(validate))
         .route("/v1/validate/execute", post(validate))
-        .route("/v1/execute-with-evidence", post(execute_with_evidence))
-        .route("/metrics", get(prometheus))
+        .route("/v1/execute-with-evidence", post(execute_with_evidence));
+    let router = if serve_metrics { router.route("/metrics", get(prometheus)) } else { router };
+    router
         .method_not_allowed_fallback(not_found)
         .with_state(HttpState { api, max_body_bytes })
         .layer(axum::middleware::from_fn_with_state(hosts, browsers::check_host))
@@ -87,50 +90,55 @@ async fn health() -> Response {
     json_response(StatusCode::OK, &object([("status", Value::str("ok"))]))
 }
 
-async fn execute(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+async fn execute(State(state): State<HttpState>, request: Request) -> Response {
     state
-        .call("POST /v1/execute", &headers, body, async |call, body| {
-            evaluate::execute_json(&state.api, body, idempotency_key(&headers).as_deref(), call)
+        .call("POST /v1/execute", Operation::Decide, request, async |call, headers, body| {
+            evaluate::execute_json(&state.api, body, idempotency_key(headers).as_deref(), call)
         })
         .await
 }
 
-async fn validate(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+async fn validate(State(state): State<HttpState>, request: Request) -> Response {
     state
-        .call("POST /v1/validate/execute", &headers, body, async |call, body| {
-            evaluate::validate_json(body, idempotency_key(&headers).as_deref(), call)
+        .call("POST /v1/validate/execute", Operation::Decide, request, async |call, headers, body| {
+            evaluate::validate_json(body, idempotency_key(headers).as_deref(), call)
         })
         .await
 }
 
-async fn execute_with_evidence(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+async fn execute_with_evidence(State(state): State<HttpState>, request: Request) -> Response {
     state
-        .call("POST /v1/execute-with-evidence", &headers, body, async |call, body| {
-            execute::execute_with_evidence_json(&state.api, body, idempotency_key(&headers), call).await
+        .call("POST /v1/execute-with-evidence", Operation::Execute, request, async |call, headers, body| {
+            execute::execute_with_evidence_json(&state.api, body, idempotency_key(headers), call).await
         })
         .await
 }
 
 impl HttpState {
-    /// What every HTTP call goes through: its span, its admission, the
-    /// body read as JSON, the handler, and the answer (200 with the handler's
-    /// JSON, or the error's status and body) carrying `x-ctx-id` when known.
+    /// What every HTTP call goes through: its span, its caller (`gate.rs`),
+    /// its admission, the body read as JSON, the handler, and the answer (200
+    /// with the handler's JSON, or the error's status and body) carrying
+    /// `x-ctx-id` when known.
     async fn call(
         &self,
         method: &'static str,
-        headers: &HeaderMap,
-        body: Body,
-        handler: impl AsyncFnOnce(&Call, Value) -> Result<String, ApiError>,
+        operation: Operation,
+        request: Request,
+        handler: impl AsyncFnOnce(&Call, &HeaderMap, Value) -> Result<String, ApiError>,
     ) -> Response {
-        let call = Call::start(method, traceparent(headers), Deadline::within(self.api.request_timeout));
+        let (parts, body) = request.into_parts();
+        let headers = &parts.headers;
+        let deadline = Deadline::within(self.api.request_timeout);
+        let call = Call::start(method, operation, traceparent(headers), deadline);
         let work = async {
+            call.identify(&self.api.gate, Credentials::of(headers, &parts.extensions))?;
             browsers::check_json_content_type(headers)?;
             // Admitted by the size it declares (a chunked body, by the most it may be).
             let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
             let declared = declared.unwrap_or(self.max_body_bytes).min(self.max_body_bytes);
             let _admitted = self.api.admission.admit(declared).await;
             let body = read_json(body, self.max_body_bytes).await?;
-            handler(&call, body).instrument(call.span().clone()).await
+            handler(&call, headers, body).instrument(call.span().clone()).await
         };
         let result = call.deadline().bound(work).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| HeaderValue::from_str(&c).ok());
@@ -146,6 +154,9 @@ impl HttpState {
         let mut response = json_text_response(status, body);
         if let Some(ctx_id) = ctx_id {
             response.headers_mut().insert(CTX_ID_HEADER, ctx_id);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

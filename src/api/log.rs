@@ -2,6 +2,7 @@
 //! inclusion proof (`GetInclusionProof`) and a consistency proof between two
 //! tree sizes (`GetConsistencyProof`).
 
+use super::call::Call;
 use super::convert::storable_text;
 use super::{ApiError, GovernanceApi};
 use crate::log::{InclusionProof, LeafKey, StoredCheckpoint};
@@ -18,6 +19,7 @@ pub(super) async fn get_checkpoint(
 pub(super) async fn get_inclusion_proof(
     api: &GovernanceApi,
     request: proto::GetInclusionProofRequest,
+    call: &Call,
 ) -> Result<proto::InclusionProof, ApiError> {
     use proto::get_inclusion_proof_request::Key;
     let log = api.log()?;
@@ -36,7 +38,8 @@ pub(super) async fn get_inclusion_proof(
         }
         None => return Err(ApiError::BadAuditRequest("set one key: evidence_id or idempotency".into())),
     };
-    let proof = log.inclusion_proof(&key, request.tree_size).await?;
+    // Another workspace's row is answered as no row: its entry names its workspace and principal.
+    let proof = log.inclusion_proof(&key, request.tree_size, |workspace| call.can_read(workspace)).await?;
     Ok(inclusion_message(proof))
 }
 

@@ -24,6 +24,7 @@ mod decide;
 mod error;
 mod evaluate;
 mod execute;
+mod gate;
 mod grpc;
 pub(crate) mod http;
 mod log;
@@ -38,6 +39,7 @@ pub(crate) use admission::AdmittedGrpc;
 use browsers::HostGate;
 use decide::Decider;
 
+use crate::access::Gate;
 use crate::defaults::{
     DEFAULT_CONCURRENCY_LIMIT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT_MS, MAX_RESPONSE_BYTES,
@@ -64,6 +66,8 @@ pub struct GovernanceApi {
     request_timeout: Duration,
     /// Which policies decide: the operator's bundle, or the request's own.
     decider: Decider,
+    /// Who may call, and what each caller may do (`gate.rs`).
+    gate: Gate,
 }
 
 impl Default for GovernanceApi {
@@ -79,6 +83,7 @@ impl Default for GovernanceApi {
             )),
             request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
             decider: Decider::default(),
+            gate: Gate::default(),
         }
     }
 }
@@ -129,6 +134,17 @@ impl GovernanceApi {
     /// refused unless `allow_request_policies`, and then used instead.
     pub fn with_policies(self, policies: Arc<PolicySource>, allow_request_policies: bool) -> GovernanceApi {
         GovernanceApi { decider: Decider { policies: Some(policies), allow_request_policies }, ..self }
+    }
+
+    /// Callers are identified, and their grants enforced, by `gate`.
+    pub fn with_gate(self, gate: Gate) -> GovernanceApi {
+        GovernanceApi { gate, ..self }
+    }
+
+    /// Without a bundle: whether a request's own `policy_context` may decide a
+    /// write (the operator's explicit opt-in); otherwise writes are refused.
+    pub fn allowing_request_policies(self, allow: bool) -> GovernanceApi {
+        GovernanceApi { decider: Decider { allow_request_policies: allow, ..self.decider }, ..self }
     }
 
     /// The evidence store, for the server's health monitor.

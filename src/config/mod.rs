@@ -229,6 +229,31 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Option<Vec<String>>,
 
+    /// Serve on a listener that is not loopback with neither --callers nor mutual TLS
+    /// (--tls-client-ca): any caller that reaches the port may then act for any workspace.
+    /// Logged as a warning at start-up.
+    #[arg(long, env = "GOVERNANCE_INSECURE_LISTEN", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_listen: Option<bool>,
+
+    #[arg(long, env = "GOVERNANCE_REFLECTION", num_args = 0..=1, default_missing_value = "true",
+        help = defaulted("Serve gRPC reflection (what grpcurl lists and describes); `false` turns it off.", true))]
+    pub reflection: Option<bool>,
+
+    #[arg(long, env = "GOVERNANCE_METRICS", num_args = 0..=1, default_missing_value = "true",
+        help = defaulted("Serve Prometheus metrics at GET /metrics; `false` turns it off.", true))]
+    pub metrics: Option<bool>,
+
+    // ---- callers
+    /// TOML file naming the callers and what each may do (docs/security.md): every call must then
+    /// authenticate, with a bearer token it lists or a client certificate whose identity it lists.
+    /// Reloaded when it changes; refused when group or others may read it.
+    #[arg(long, env = "GOVERNANCE_CALLERS")]
+    pub callers: Option<PathBuf>,
+
+    #[arg(long, env = "GOVERNANCE_CALLERS_POLL_MS", help = defaulted(
+        "How often the callers file is checked for changes, in milliseconds.", DEFAULT_CALLERS_POLL_MS))]
+    pub callers_poll_ms: Option<u64>,
+
     #[arg(long, env = "GOVERNANCE_TLS_RELOAD_MS", help = defaulted(
         "How often the TLS files are checked for replacement, in milliseconds.", DEFAULT_TLS_RELOAD_MS))]
     pub tls_reload_ms: Option<u64>,
@@ -323,8 +348,9 @@ pub struct ServeArgs {
     pub policy_bundle_poll_ms: Option<u64>,
 
     #[arg(long, env = "GOVERNANCE_ALLOW_REQUEST_POLICIES", num_args = 0..=1, default_missing_value = "true",
-        help = defaulted("With a policy bundle, decide a request that carries its own `policy_context` \
-         with it instead of refusing the request.", false))]
+        help = defaulted("Let a request that carries its own `policy_context` be decided by it instead of \
+         refusing it; without a policy bundle, this is what lets ExecuteWithEvidence run at all. \
+         The caller then picks the policy its own write is decided by: for development only.", false))]
     pub allow_request_policies: Option<bool>,
 
     // ---- evidence

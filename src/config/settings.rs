@@ -71,6 +71,9 @@ impl ServeArgs {
                 address: set.listen.unwrap_or(DEFAULT_LISTEN),
                 health_address: set.health_listen,
                 allowed_hosts: set.allowed_hosts.unwrap_or_default(),
+                insecure: set.insecure_listen.unwrap_or(false),
+                reflection: set.reflection.unwrap_or(true),
+                metrics: set.metrics.unwrap_or(true),
                 tls: match (set.tls_cert, set.tls_key) {
                     (Some(cert), Some(key)) => Some(TlsSettings {
                         files: TlsFiles { cert, key, client_ca: set.tls_client_ca },
@@ -114,7 +117,11 @@ impl ServeArgs {
                     .policy_bundle_poll_ms
                     .unwrap_or(DEFAULT_POLICY_BUNDLE_POLL_MS)
                     .max(MIN_POLICY_BUNDLE_POLL_MS)),
-                allow_request_policies: set.allow_request_policies.unwrap_or(false),
+            }),
+            allow_request_policies: set.allow_request_policies.unwrap_or(false),
+            callers: set.callers.map(|file| CallersSettings {
+                file,
+                poll: ms(set.callers_poll_ms.unwrap_or(DEFAULT_CALLERS_POLL_MS).max(MIN_POLICY_BUNDLE_POLL_MS)),
             }),
             evidence: EvidenceSettings {
                 mutations: set.mutations,
@@ -185,8 +192,13 @@ pub struct ServerSettings {
     pub upkeep: Upkeep,
     /// Apply pending migrations before serving.
     pub migrate: bool,
-    /// The operator's policy bundle; without one, requests bring their own policies.
+    /// The operator's policy bundle; without one, Evaluate decides with the
+    /// request's own policies and writes are refused (unless allowed below).
     pub policies: Option<PolicySettings>,
+    /// Whether a request's own `policy_context` decides it instead of being refused.
+    pub allow_request_policies: bool,
+    /// Who may call, and what each may do; none: see [`crate::access`].
+    pub callers: Option<CallersSettings>,
     pub evidence: EvidenceSettings,
     /// The verifiable log, when this sidecar has the key to sign it.
     pub log: Option<LogKeeping>,
@@ -209,6 +221,19 @@ pub struct ListenSettings {
     pub allowed_hosts: Vec<String>,
     /// TLS (mutual when a client CA is set) on the service port.
     pub tls: Option<TlsSettings>,
+    /// A listener beyond loopback may go without authentication (`--insecure-listen`).
+    pub insecure: bool,
+    /// Serve gRPC reflection.
+    pub reflection: bool,
+    /// Serve `GET /metrics`.
+    pub metrics: bool,
+}
+
+impl ListenSettings {
+    /// Whether clients must present a certificate the client CA signed.
+    pub fn mutual_tls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.files.client_ca.is_some())
+    }
 }
 
 /// Where the service port's certificate material lives.
@@ -262,8 +287,13 @@ pub struct ProcessSettings {
 pub struct PolicySettings {
     pub bundle: PathBuf,
     pub poll: Duration,
-    /// Whether a request's own `policy_context` is used instead of refused.
-    pub allow_request_policies: bool,
+}
+
+/// The callers file (`crate::access::callers`).
+#[derive(Debug, Clone)]
+pub struct CallersSettings {
+    pub file: PathBuf,
+    pub poll: Duration,
 }
 
 /// What the operator lets callers write, and how its evidence is kept.
@@ -328,7 +358,7 @@ mod tests {
             let Command::Serve(serve) = cli.command else { panic!("not serve") };
             serve.resolve().unwrap()
         };
-        let allows = |settings: &ServerSettings| settings.policies.as_ref().unwrap().allow_request_policies;
+        let allows = |settings: &ServerSettings| settings.allow_request_policies;
         let bare = parse(&["--policy-bundle", "b.json", "--migrate", "--allow-request-policies"]);
         assert!(bare.migrate && allows(&bare));
         let explicit = parse(&["--policy-bundle", "b.json", "--migrate", "false", "--allow-request-policies=false"]);
@@ -360,7 +390,7 @@ mod tests {
         assert_eq!(settings.listen.address, "127.0.0.1:6001".parse().unwrap());
         assert_eq!(settings.evidence.mode, Mode::Skip, "the flag wins");
         assert_eq!(settings.evidence.redact_keys, ["pin"]);
-        assert!(settings.policies.unwrap().allow_request_policies);
+        assert!(settings.allow_request_policies && settings.policies.is_some());
         assert_eq!(settings.database.unwrap().pool_size, 3);
         assert_eq!(settings.upkeep.retention_months, Some(13), "a flattened group's key");
         assert_eq!(settings.process.log_format, LogFormat::Json);

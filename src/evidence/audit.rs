@@ -46,6 +46,8 @@ pub struct StoredEvidence {
     pub policy_version: Option<i64>,
     pub response_json: String,
     pub mutation_result: Option<MutationResult>,
+    /// The authenticated caller; `None` on rows written before it was recorded.
+    pub caller: Option<String>,
 }
 
 /// Filters of a listing; `workspace_id` is required.
@@ -92,7 +94,7 @@ const COLUMNS: &str = "e.id, (extract(epoch FROM e.created_at) * 1000000)::bigin
      e.workspace_id, e.principal_id, e.object_type, e.operation, e.decision, e.reason_codes::text AS reason_codes, \
      e.ctx_id, e.trace_hash, e.idempotency_key, e.outcome, coalesce(e.mutation_name, '') AS mutation_name, e.mode, \
      e.error_sqlstate, e.redacted_paths::text AS redacted_paths, e.policy_bundle_sha256, e.policy_key, \
-     e.policy_version, e.response_json::text AS response_json, r.rows_affected, \
+     e.policy_version, e.response_json::text AS response_json, e.caller, r.rows_affected, \
      r.returning_rows::text AS returning_rows \
      FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id";
 
@@ -218,6 +220,7 @@ fn stored(row: &Row) -> Result<StoredEvidence, EvidenceError> {
         policy_version: row.try_get("policy_version")?,
         response_json: row.try_get("response_json")?,
         mutation_result: stored_result(row.try_get("rows_affected")?, row.try_get("returning_rows")?),
+        caller: row.try_get("caller")?,
     })
 }
 

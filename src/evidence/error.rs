@@ -27,8 +27,8 @@ pub enum EvidenceError {
     /// Text PostgreSQL cannot store, refused before the database sees it.
     #[error("`{field}` holds a NUL character (U+0000), which PostgreSQL cannot store")]
     Unstorable { field: &'static str },
-    #[error("the idempotency key was already used with a different request (evidence id {evidence_id})")]
-    KeyReused { evidence_id: i64 },
+    #[error("the idempotency key was already used with a different request{}", .evidence_id.map_or_else(String::new, |id| format!(" (evidence id {id})")))]
+    KeyReused { evidence_id: Option<i64> },
     /// The key's lifetime ended and its claim was released: the write goes
     /// again as a new request (`write.rs` retries it; a caller sees this only
     /// if the key was claimed again and expired again in between).

@@ -22,6 +22,9 @@ pub struct GovernedWrite<'a> {
     pub policy_bundle: Option<&'a str>,
     /// The caller's W3C trace id, joining the row to its distributed trace.
     pub trace_id: Option<&'a str>,
+    /// Who called, as the gate identified it (`crate::access`): recorded
+    /// beside the `principal` the request claims.
+    pub caller: &'a str,
 }
 
 impl GovernedWrite<'_> {

@@ -183,7 +183,7 @@ pub(super) async fn replay(
     let row = holder.ok_or(EvidenceError::Unexpected("the idempotency key is held by no evidence row"))?;
     let evidence_id: i64 = row.try_get("id")?;
     if row.try_get::<_, Option<&str>>("request_fingerprint")? != Some(write.fingerprint.as_str()) {
-        return Err(EvidenceError::KeyReused { evidence_id });
+        return Err(EvidenceError::KeyReused { evidence_id: Some(evidence_id) });
     }
     let result = stored_result(row.try_get("rows_affected")?, row.try_get("returning_rows")?);
     Ok(Execution { evidence_id, mutation_applied: result.is_some(), result, replayed: true })

@@ -38,6 +38,7 @@ pub(super) struct EvidenceRow<'w> {
     policy_key: Option<String>,
     policy_version: Option<i64>,
     trace_id: Option<&'w str>,
+    caller: &'w str,
     /// SHA-256 of the response as PostgreSQL will print it, for the
     /// verifiable log: taken here from the value in hand, so that the log's
     /// sequencer need not have PostgreSQL print every response again.
@@ -155,6 +156,7 @@ impl<'w> EvidenceRow<'w> {
             policy_key: write.decision.and_then(DecisionRecord::policy_key).map(str::to_owned),
             policy_version: write.decision.and_then(DecisionRecord::policy_version),
             trace_id: write.trace_id,
+            caller: write.caller,
             response_json_sha256: Sha256Digest(Sha256::digest(super::jsonb::text(&redacted.value)).into()),
         })
     }
@@ -185,6 +187,7 @@ impl<'w> EvidenceRow<'w> {
             &self.policy_version,
             &self.trace_id,
             &self.response_json_sha256,
+            &self.caller,
         ]
     }
 }
@@ -194,7 +197,7 @@ impl<'w> EvidenceRow<'w> {
 /// text parameter needs. (The database adds `id`, `created_at` and
 /// `xact_id`; the log's entry, `log/entry.rs`, reads them all, and a test
 /// there checks it names every column here.)
-pub const COLUMNS: [(&str, &str); 21] = [
+pub const COLUMNS: [(&str, &str); 22] = [
     ("workspace_id", ""),
     ("principal_id", ""),
     ("object_type", ""),
@@ -216,6 +219,7 @@ pub const COLUMNS: [(&str, &str); 21] = [
     ("policy_version", ""),
     ("trace_id", ""),
     ("response_json_sha256", ""),
+    ("caller", ""),
 ];
 
 /// How many parameters the evidence INSERT takes.

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use signed_note::{Note, Signer as _, StandardSigner, StandardVerifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash};
 
@@ -31,7 +30,8 @@ impl std::fmt::Debug for LogSigner {
 impl LogSigner {
     /// Reads a signer key (`PRIVATE+KEY+…`) from a file, e.g. a mounted Secret.
     pub fn load(path: &Path) -> anyhow::Result<LogSigner> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the log key {}", path.display()))?;
+        let bytes = crate::secret_file::read(path, "the log signing key")?;
+        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
         let signer = StandardSigner::new(text.trim())
             .map_err(|e| anyhow::anyhow!("{} is not a note signer key (PRIVATE+KEY+…): {e}", path.display()))?;
         Ok(LogSigner { signer })
@@ -114,6 +114,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         std::fs::write(&path, format!("{skey}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         (LogSigner::load(&path).unwrap(), LogVerifier::new(&vkey).unwrap())
     }
 

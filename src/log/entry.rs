@@ -1,9 +1,12 @@
 //! The bytes a log leaf commits to: a canonical, versioned encoding of one
 //! evidence row as stored, which anyone can recompute from a plain SELECT.
 //!
-//! Encoding v1 (docs/verifiable-log.md, "The entry", says the same, and a test
-//! below holds its SELECT to [`ENTRY_COLUMNS`]):
-//! `ENTRY_VERSION`, then for each field of [`FIELDS`], in order, either the
+//! Two versions (docs/verifiable-log.md, "The entry", says the same, and a
+//! test below holds its SELECT to [`ENTRY_COLUMNS`]): a row that records its
+//! caller (migration 10) has a v2 entry, which commits to it; a row without
+//! one, written before callers were recorded, keeps its v1 entry. Either is
+//! its version line ([`ENTRY_V1`], [`ENTRY_V2`]), then for each of its
+//! fields (v1: the first 25 of [`FIELDS`]; v2: all 26), in order, either the
 //! byte `0x00` (SQL NULL) or the byte `0x01`, the length of the value's UTF-8
 //! bytes as a 4-byte big-endian integer, and those bytes. Each value is the
 //! text [`ENTRY_COLUMNS`] selects: PostgreSQL's own text output of the stored
@@ -15,12 +18,18 @@
 
 use tokio_postgres::Row;
 
-/// The first bytes of every v1 entry.
-pub const ENTRY_VERSION: &[u8] = b"governance-sidecar evidence entry v1\n";
+/// The first bytes of every v1 entry: a row without a caller.
+pub const ENTRY_V1: &[u8] = b"governance-sidecar evidence entry v1\n";
+/// The first bytes of every v2 entry: a row with a caller.
+pub const ENTRY_V2: &[u8] = b"governance-sidecar evidence entry v2\n";
+
+/// How many of [`FIELDS`] a v1 entry encodes.
+const V1_FIELDS: usize = 25;
 
 /// The fields an entry encodes, in order: every column of the evidence row
-/// that carries meaning, then the mutation's result (NULL when there is none).
-pub const FIELDS: [&str; 25] = [
+/// that carries meaning, then the mutation's result (NULL when there is
+/// none), then (v2 only) the caller.
+pub const FIELDS: [&str; 26] = [
     "id",
     "created_at_us",
     "xact_id",
@@ -46,6 +55,7 @@ pub const FIELDS: [&str; 25] = [
     "trace_id",
     "rows_affected",
     "returning_rows",
+    "caller",
 ];
 
 /// The select list around the response digest's expression.
@@ -66,7 +76,8 @@ macro_rules! concat_fields {
     e.policy_version::text AS policy_version,
     e.trace_id,
     r.rows_affected::text AS rows_affected,
-    r.returning_rows::text AS returning_rows"
+    r.returning_rows::text AS returning_rows,
+    e.caller"
         )
     };
 }
@@ -88,10 +99,10 @@ pub const SEQUENCED_COLUMNS: &str = concat_fields!(
 /// The tables [`ENTRY_COLUMNS`] reads.
 pub const ENTRY_FROM: &str = "governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id";
 
-/// Encodes field values (in [`FIELDS`] order) as an entry.
-pub fn encode<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Vec<u8> {
+/// Encodes field values (in [`FIELDS`] order) as an entry of `version`.
+pub fn encode<'a>(version: &[u8], values: impl IntoIterator<Item = Option<&'a str>>) -> Vec<u8> {
     let mut entry = Vec::with_capacity(1024);
-    entry.extend_from_slice(ENTRY_VERSION);
+    entry.extend_from_slice(version);
     for value in values {
         match value {
             None => entry.push(0x00),
@@ -106,10 +117,14 @@ pub fn encode<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Vec<u8> 
     entry
 }
 
-/// The entry of a row selected with [`ENTRY_COLUMNS`], read by column name.
+/// The entry of a row selected with [`ENTRY_COLUMNS`], read by column
+/// name: v2 when the row names its caller, else v1.
 pub fn from_row(row: &Row) -> Result<Vec<u8>, tokio_postgres::Error> {
     let values = FIELDS.iter().map(|field| row.try_get::<_, Option<&str>>(*field)).collect::<Result<Vec<_>, _>>()?;
-    Ok(encode(values))
+    Ok(match values[V1_FIELDS] {
+        None => encode(ENTRY_V1, values.into_iter().take(V1_FIELDS)),
+        Some(_) => encode(ENTRY_V2, values),
+    })
 }
 
 /// The leaf hash of an entry: RFC 6962's `SHA-256(0x00 || entry)`.
@@ -123,14 +138,22 @@ mod tests {
 
     #[test]
     fn null_and_empty_text_encode_differently() {
-        assert_ne!(encode([None]), encode([Some("")]));
-        assert_eq!(encode([Some("")]), [ENTRY_VERSION, &[1, 0, 0, 0, 0]].concat());
+        assert_ne!(encode(ENTRY_V1, [None]), encode(ENTRY_V1, [Some("")]));
+        assert_eq!(encode(ENTRY_V1, [Some("")]), [ENTRY_V1, &[1, 0, 0, 0, 0]].concat());
     }
 
     #[test]
     fn values_are_length_prefixed_so_no_split_is_ambiguous() {
-        assert_ne!(encode([Some("ab"), Some("c")]), encode([Some("a"), Some("bc")]));
-        assert_eq!(encode([Some("ab")]), [ENTRY_VERSION, &[1, 0, 0, 0, 2, b'a', b'b']].concat());
+        assert_ne!(encode(ENTRY_V2, [Some("ab"), Some("c")]), encode(ENTRY_V2, [Some("a"), Some("bc")]));
+        assert_eq!(encode(ENTRY_V2, [Some("ab")]), [ENTRY_V2, &[1, 0, 0, 0, 2, b'a', b'b']].concat());
+    }
+
+    #[test]
+    fn the_two_versions_differ_in_their_first_line_and_v2_ends_with_the_caller() {
+        assert_eq!(ENTRY_V1.len(), ENTRY_V2.len());
+        assert_ne!(ENTRY_V1, ENTRY_V2);
+        assert_eq!(FIELDS[V1_FIELDS], "caller");
+        assert_eq!(FIELDS.len(), V1_FIELDS + 1);
     }
 
     #[test]

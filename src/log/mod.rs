@@ -76,18 +76,26 @@ impl LogReader {
         client.guard(checkpoint(client.client(), size)).await
     }
 
-    /// The audit path of a row in the tree of the latest checkpoint (or of the one of `size`).
-    pub async fn inclusion_proof(&self, key: &LeafKey, size: Option<u64>) -> Result<InclusionProof, EvidenceError> {
+    /// The audit path of a row in the tree of the latest checkpoint (or of
+    /// the one of `size`). A row of a workspace not `readable` is answered
+    /// as a row that does not exist.
+    pub async fn inclusion_proof(
+        &self,
+        key: &LeafKey,
+        size: Option<u64>,
+        readable: impl Fn(&str) -> bool + Send,
+    ) -> Result<InclusionProof, EvidenceError> {
         let lease = self.pool.get().await?;
-        lease.guard(Self::prove_inclusion(lease.client(), key, size)).await
+        lease.guard(Self::prove_inclusion(lease.client(), key, size, readable)).await
     }
 
     async fn prove_inclusion(
         client: &tokio_postgres::Client,
         key: &LeafKey,
         size: Option<u64>,
+        readable: impl Fn(&str) -> bool + Send,
     ) -> Result<InclusionProof, EvidenceError> {
-        let (evidence_id, leaf_index) = leaf(client, key).await?;
+        let (evidence_id, leaf_index) = leaf(client, key, readable).await?;
         let checkpoint = checkpoint(client, size).await?;
         if leaf_index >= checkpoint.tree_size {
             return Err(EvidenceError::NotInLog(format!(
@@ -156,7 +164,11 @@ async fn checkpoint(client: &impl GenericClient, size: Option<u64>) -> Result<St
 /// The evidence id and log index of the row a key names: its position in the
 /// batch whose key range holds it (the first batch whose last key is at or
 /// after the row's).
-async fn leaf(client: &impl GenericClient, key: &LeafKey) -> Result<(i64, u64), EvidenceError> {
+async fn leaf(
+    client: &impl GenericClient,
+    key: &LeafKey,
+    readable: impl Fn(&str) -> bool,
+) -> Result<(i64, u64), EvidenceError> {
     let row = match key {
         LeafKey::EvidenceId(id) => {
             client.query_opt(&format!("{} WHERE e.id = $1", sql::ROW_AND_POSITION), &[id]).await?
@@ -166,7 +178,10 @@ async fn leaf(client: &impl GenericClient, key: &LeafKey) -> Result<(i64, u64), 
             client.query_opt(&sql, &[workspace_id, idempotency_key]).await?
         }
     };
-    let row = row.ok_or_else(|| EvidenceError::NotInLog("no evidence row has that key".to_owned()))?;
+    let row = match row {
+        Some(row) if readable(row.try_get("workspace_id")?) => row,
+        _ => return Err(EvidenceError::NotInLog("no evidence row has that key".to_owned())),
+    };
     let evidence_id: i64 = row.try_get("evidence_id")?;
     match row.try_get::<_, Option<i64>>("log_index")? {
         Some(index) => Ok((evidence_id, index as u64)),

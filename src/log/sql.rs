@@ -110,7 +110,7 @@ pub const LAG_ROWS: &str = "SELECT count(*) AS rows FROM (
 /// A row and its log position (NULL while not sequenced), as the end of a
 /// query: `WHERE e.id = $1`, or the idempotency key's holder.
 pub const ROW_AND_POSITION: &str = concat!(
-    "SELECT e.id AS evidence_id, b.first_index + array_position(b.evidence_ids, e.id) - 1 AS log_index \
+    "SELECT e.id AS evidence_id, e.workspace_id, b.first_index + array_position(b.evidence_ids, e.id) - 1 AS log_index \
      FROM governance_events e LEFT JOIN LATERAL (",
     batch_at_or_after!("first_index, evidence_ids", "coalesce(e.xact_id, '0'::xid8), e.id"),
     ") b ON true"

@@ -169,10 +169,10 @@ fn parse_url(rest: &str) -> anyhow::Result<Keywords> {
             None => (userinfo, None),
         };
         if !user.is_empty() {
-            keywords.set("user", decode(user)?);
+            keywords.set("user", decode(user, "the user name")?);
         }
         if let Some(password) = password {
-            keywords.set("password", decode(password)?);
+            keywords.set("password", decode(password, "the password")?);
         }
     }
     if !hosts.is_empty() {
@@ -185,8 +185,8 @@ fn parse_url(rest: &str) -> anyhow::Result<Keywords> {
                 }
                 None => host.split_once(':').unwrap_or((host, "")),
             };
-            names.push(decode(name)?);
-            ports.push(decode(port)?);
+            names.push(decode(name, "a host name")?);
+            ports.push(decode(port, "a port")?);
         }
         if names.iter().any(|name| !name.is_empty()) {
             keywords.set("host", names.join(","));
@@ -197,11 +197,14 @@ fn parse_url(rest: &str) -> anyhow::Result<Keywords> {
         }
     }
     if !dbname.is_empty() {
-        keywords.set("dbname", decode(dbname)?);
+        keywords.set("dbname", decode(dbname, "the database name")?);
     }
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (keyword, value) = pair.split_once('=').with_context(|| format!("URL parameter {pair:?} has no `=`"))?;
-        keywords.set(&decode(keyword)?, decode(value)?);
+        // Never quoted in an error: a parameter may be a password.
+        let (keyword, value) = pair.split_once('=').context("a URL parameter has no `=`")?;
+        let keyword = decode(keyword, "a URL parameter's name")?;
+        let value = decode(value, &format!("the value of URL parameter {keyword:?}"))?;
+        keywords.set(&keyword, value);
     }
     Ok(keywords)
 }
@@ -237,22 +240,23 @@ fn parse_key_values(conninfo: &str) -> anyhow::Result<Keywords> {
     }
 }
 
-/// Percent-decoding, as URLs encode what they cannot hold.
-fn decode(text: &str) -> anyhow::Result<String> {
+/// Percent-decoding, as URLs encode what they cannot hold. Errors name
+/// `what` was being decoded, never its text: it may be a password.
+fn decode(text: &str, what: &str) -> anyhow::Result<String> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).with_context(|| format!("{text:?} has a broken %-escape"))?;
-            decoded.push(u8::from_str_radix(hex, 16).with_context(|| format!("{text:?} has a broken %-escape"))?);
+            let hex = text.get(i + 1..i + 3).with_context(|| format!("{what} has a broken %-escape"))?;
+            decoded.push(u8::from_str_radix(hex, 16).with_context(|| format!("{what} has a broken %-escape"))?);
             i += 3;
         } else {
             decoded.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(decoded).with_context(|| format!("{text:?} is not UTF-8 once decoded"))
+    String::from_utf8(decoded).with_context(|| format!("{what} is not UTF-8 once decoded"))
 }
 
 /// The password for the first host from the password file, if a line matches.
@@ -318,6 +322,19 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn a_malformed_url_is_refused_without_quoting_its_password() {
+        for url in [
+            "postgresql://app:s3cr%zzet@db/app",
+            "postgresql://app:s3cr%e9t@db/app",
+            "postgresql://app@db/app?password=s3cr%zzet",
+            "postgresql://app@db/app?s3cret",
+        ] {
+            let error = format!("{:#}", parse(url).unwrap_err());
+            assert!(!error.contains("s3cr"), "{url}: {error}");
+        }
+    }
 
     struct Vars(HashMap<&'static str, String>);
 

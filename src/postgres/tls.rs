@@ -231,15 +231,10 @@ fn root_store(roots: &RootCertificates) -> anyhow::Result<rustls::RootCertStore>
 /// The client certificate chain and its key. As libpq, a key that group or
 /// others may read is refused (0640 is allowed when root owns it).
 fn client_identity(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    use std::os::unix::fs::MetadataExt as _;
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("reading the client certificate {}", cert.display()))?;
-    let metadata = std::fs::metadata(key).with_context(|| format!("reading the client key {}", key.display()))?;
-    let allowed = if metadata.uid() == 0 { 0o037 } else { 0o077 };
-    if metadata.mode() & allowed != 0 {
-        bail!("the client key {} has group or world access; permissions should be u=rw (0600) or less", key.display());
-    }
+    crate::secret_file::check(key, "the client key")?;
     let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading the client key {}", key.display()))?;
     Ok((chain, key))
 }

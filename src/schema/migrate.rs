@@ -57,6 +57,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention_records_what_it_removed",
         sql: include_str!("../../migrations/0009_retention_records_what_it_removed.sql"),
     },
+    Migration { version: 10, name: "caller", sql: include_str!("../../migrations/0010_caller.sql") },
 ];
 
 pub fn latest_version() -> i32 {

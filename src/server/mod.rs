@@ -19,7 +19,7 @@ pub mod tls;
 
 use crate::api::GovernanceApi;
 use crate::api::browsers::HostGate;
-use crate::config::{Limits, ServerSettings};
+use crate::config::ServerSettings;
 use crate::evidence::EvidenceStore;
 use crate::log::sequencer::LogState;
 use crate::proto::governance_server::SERVICE_NAME;
@@ -68,8 +68,10 @@ pub async fn serve(
         Some(address) => Some(serve_probes(address, health_service.clone(), probes_stopped).await?),
         None => None,
     };
-    let hosts = HostGate::for_listener(listener.local_addr()?.ip(), &settings.listen.allowed_hosts);
-    let routes = routes(api, health_service, &settings.limits, hosts)?;
+    let address = listener.local_addr()?;
+    check_exposure(address, settings)?;
+    let hosts = HostGate::for_listener(address.ip(), &settings.listen.allowed_hosts);
+    let routes = routes(api, health_service, settings, hosts)?;
     serve_routes(listener, settings, routes, drain).await?;
     let _ = stop_probes.send(());
     if let Some(probes) = probes {
@@ -84,24 +86,40 @@ pub async fn serve(
 fn routes(
     api: GovernanceApi,
     health: HealthServer<impl Health>,
-    limits: &Limits,
+    settings: &ServerSettings,
     hosts: HostGate,
 ) -> anyhow::Result<axum::Router> {
+    let limits = &settings.limits;
     let api = api
         .with_admission(limits.concurrency_limit, limits.max_request_bytes_in_flight, limits.max_message_bytes)
         .with_request_timeout(limits.request_timeout);
     let governance = api.clone().grpc_service(limits.max_message_bytes, hosts.clone());
-    let grpc = tonic::service::Routes::builder()
-        .add_service(health)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .add_service(governance)
-        .clone()
-        .routes();
-    Ok(grpc
-        .into_axum_router()
-        .merge(crate::api::http::router(api, limits.max_message_bytes, hosts))
-        .fallback(crate::api::http::not_found))
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health).add_service(governance);
+    if settings.listen.reflection {
+        grpc.add_service(reflection().build_v1()?).add_service(reflection().build_v1alpha()?);
+    }
+    let http = crate::api::http::router(api, limits.max_message_bytes, hosts, settings.listen.metrics);
+    Ok(grpc.routes().into_axum_router().merge(http).fallback(crate::api::http::not_found))
+}
+
+/// A listener beyond loopback serves only callers that prove who they are
+/// (a callers file, or mutual TLS), unless the operator says otherwise with
+/// `--insecure-listen`, which is logged.
+pub fn check_exposure(address: SocketAddr, settings: &ServerSettings) -> anyhow::Result<()> {
+    let authenticated = settings.callers.is_some() || settings.listen.mutual_tls();
+    if address.ip().is_loopback() || authenticated {
+        return Ok(());
+    }
+    if !settings.listen.insecure {
+        anyhow::bail!(
+            "refusing to listen on {address} without authentication: any caller that reaches it could act for \
+             any workspace. Give --callers (bearer tokens), --tls-client-ca (mutual TLS), a loopback address, \
+             or --insecure-listen to accept the risk"
+        );
+    }
+    tracing::warn!(%address, "--insecure-listen: serving callers that prove nothing on a non-loopback listener");
+    Ok(())
 }
 
 /// The main listener, with TLS when configured, until `drain` resolves.

@@ -38,4 +38,15 @@ impl Authority {
         params.distinguished_name.push(rcgen::DnType::CommonName, name);
         (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
     }
+
+    /// A client certificate and key (PEM) whose identity is the URI SAN `uri`
+    /// (a SPIFFE ID, as a mesh issues them).
+    pub fn issue_workload(&self, uri: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "workload");
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
 }

@@ -16,6 +16,8 @@ pub struct DevSidecar {
     pub address: String,
     pub postgres_port: u16,
     pub data_dir: PathBuf,
+    /// What it logged after it started serving.
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl DevSidecar {
@@ -46,12 +48,19 @@ impl DevSidecar {
         let postgres_line = wait_for_line(&mut stderr, "private PostgreSQL is up");
         let serving = wait_for_line(&mut stderr, "serving gRPC");
         // Keep draining the log so that a full pipe never blocks the server.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            while stderr.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                kept.lock().unwrap().append(&mut line);
+            }
+        });
         let address = logged_address(&serving);
         let postgres_port =
             postgres_line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
         let stdout = child.stdout.take();
-        DevSidecar { child, stdout, address, postgres_port, data_dir }
+        DevSidecar { child, stdout, address, postgres_port, data_dir, log }
     }
 
     /// The block `dev` prints on how to try it (up to its last command).
@@ -67,6 +76,13 @@ impl DevSidecar {
     /// The process id, to read its memory from `/proc`.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops it and returns what it logged after it started serving.
+    pub fn stop_and_read_log(mut self) -> String {
+        self.terminate();
+        std::thread::sleep(Duration::from_millis(100));
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 
     /// Sends SIGTERM and waits (at most 10 s) for the exit.

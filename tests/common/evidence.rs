@@ -178,6 +178,18 @@ pub async fn fixture_keeping(log: Option<LogKeeping>) -> Fixture {
 /// sidecar's role was granted its rights on the reference tables, as an
 /// existing deployment would be), its store with `upkeep`.
 pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogKeeping>) -> Fixture {
+    fixture_serving(layout, upkeep, log, ServerSettings::default(), |api| api).await
+}
+
+/// The fixture with its server started with `settings`, its API as `serve` wires it by `customize`
+/// (a gate, a policy bundle).
+pub async fn fixture_serving(
+    layout: EvidenceLayout,
+    upkeep: Upkeep,
+    log: Option<LogKeeping>,
+    settings: ServerSettings,
+    customize: impl FnOnce(GovernanceApi) -> GovernanceApi,
+) -> Fixture {
     let url = fresh_database().await;
     let mut admin = connect(&url).await;
     migrate::migrate(&mut admin).await.unwrap();
@@ -203,11 +215,11 @@ pub async fn fixture_in(layout: EvidenceLayout, upkeep: Upkeep, log: Option<LogK
     let sidecar_url = url.replacen("postgres@", &format!("{role}@"), 1);
     let writes = WriteSettings { key_lifetime: upkeep.key_lifetime, ..WriteSettings::default() };
     let store = store_writing(database(&sidecar_url), writes, REGISTRY).await;
-    let mut api = GovernanceApi::with_evidence(store);
+    let mut api = GovernanceApi::with_evidence(store).allowing_request_policies(true);
     if let Some(log) = log {
         api = api.with_log_state(sequencer::spawn(DatabaseTarget::new(&sidecar_url), &log).unwrap());
     }
-    let server = TestServer::start(ServerSettings::default(), api).await;
+    let server = TestServer::start(settings, customize(api)).await;
     Fixture { server, db: admin, url, sidecar_url }
 }
 

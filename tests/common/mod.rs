@@ -92,6 +92,8 @@ pub fn log_key_pair(name: &str) -> (std::path::PathBuf, String) {
     let (signer, verifier) = governance_sidecar::log::checkpoint::generate_key("test.example/evidence").unwrap();
     let path = scratch(name).join("log-signing-key");
     std::fs::write(&path, &signer).unwrap();
+    // The sidecar reads a signing key only its owner may read.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     (path, verifier)
 }
 

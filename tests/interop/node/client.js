@@ -6,7 +6,9 @@
 // The contract is loaded from proto/ at start-up with @grpc/proto-loader.
 //
 //   node client.js --address 127.0.0.1:50051 --proto-dir ../../../proto \
-//     --corpus ../../../../shared/conformance/kernite-0.1.6-execute.jsonl
+//     --corpus ../../../../shared/conformance/kernite-0.1.6-execute.jsonl [--token TOKEN]
+//
+// With --token, every call carries it as `authorization: Bearer TOKEN`.
 //
 // Exits non-zero with a message on the first mismatch; prints one line per check.
 'use strict';
@@ -47,13 +49,33 @@ function fromStruct(struct) {
   return Object.fromEntries(Object.entries(struct.fields).map(([k, v]) => [k, fromValue(v)]));
 }
 
-function connect(protoDir, address) {
+// With a token, every call carries `authorization: Bearer <token>`, as a
+// caller of a sidecar with a callers file must (docs/security.md).
+function connect(protoDir, address, token) {
   const definition = protoLoader.loadSync('governance/v1/governance.proto', {
     ...LOADER_OPTIONS,
     includeDirs: [protoDir],
   });
   const { governance } = grpc.loadPackageDefinition(definition);
-  return new governance.v1.Governance(address, grpc.credentials.createInsecure());
+  const bearer = (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+  const interceptors = token ? [bearer] : [];
+  return new governance.v1.Governance(address, grpc.credentials.createInsecure(), { interceptors });
+}
+
+// Without the token, a call is refused before anything is decided.
+async function checkUnauthenticated(governance) {
+  const refused = await call(governance, 'Evaluate', { request_json: JSON.stringify(invoiceBody(10)) }).then(
+    () => null,
+    (error) => error,
+  );
+  assert.equal(refused && refused.code, grpc.status.UNAUTHENTICATED, 'a call without the token');
+  ok('a call without the token is UNAUTHENTICATED');
 }
 
 // Kernite's request body, as a plain object.
@@ -187,9 +209,15 @@ async function main() {
       'proto-dir': { type: 'string' },
       corpus: { type: 'string' },
       every: { type: 'string', default: '10' },
+      token: { type: 'string' },
     },
   });
-  const governance = connect(values['proto-dir'], values.address);
+  if (values.token) {
+    const anonymous = connect(values['proto-dir'], values.address);
+    await checkUnauthenticated(anonymous);
+    anonymous.close();
+  }
+  const governance = connect(values['proto-dir'], values.address, values.token);
   await checkHealth(values.address);
   await checkEvaluate(governance);
   await checkExecuteWithEvidence(governance);

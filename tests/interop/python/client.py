@@ -6,7 +6,11 @@ the invoice example); the shorter example users copy is examples/python/invoice.
 so the client always speaks the contract in this repository.
 
     python client.py --address 127.0.0.1:50051 --proto-dir ../../../proto \
-        --corpus ../../../../shared/conformance/kernite-0.1.6-execute.jsonl
+        --corpus ../../../../shared/conformance/kernite-0.1.6-execute.jsonl [--token TOKEN]
+
+With --token, every call carries `authorization: Bearer TOKEN`, as a caller of a
+sidecar with a callers file must (docs/security.md): gRPC calls through an
+interceptor, HTTP requests in their header.
 
 Exits non-zero with a message on the first mismatch; prints one line per check.
 """
@@ -197,14 +201,42 @@ def check_metrics(before, after, decisions, refusals):
     expect(any(name == "governance_build_info" for name, _ in after), "build_info is exported")
 
 
-def check_http(address, corpus):
+class BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds the caller's token to every call, as grpcio's call credentials would over TLS."""
+
+    def __init__(self, token):
+        self.metadata = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = list(details.metadata or []) + [self.metadata]
+        return continuation(details._replace(metadata=metadata), request)
+
+
+def with_token(channel, token):
+    return grpc.intercept_channel(channel, BearerToken(token)) if token else channel
+
+
+def check_unauthenticated(pb, governance):
+    """A call without the token is refused before anything is decided."""
+    try:
+        governance.Evaluate(pb.EvaluateRequest(request=invoice_request(pb, 10)), timeout=5)
+    except grpc.RpcError as error:
+        expect(error.code() == grpc.StatusCode.UNAUTHENTICATED, f"without a token: {error.code()}")
+        print("ok: a call without the token is UNAUTHENTICATED")
+        return
+    expect(False, "a call without the token was answered")
+
+
+def check_http(address, corpus, token):
     """Kernite's HTTP route on the same port, with a traceparent joining the logs."""
     with open(corpus, encoding="utf-8") as lines:
         case = json.loads(next(lines))
+    headers = {"Content-Type": "application/json", "Idempotency-Key": case["idempotency_key"],
+               "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        f"http://{address}/v1/execute", data=case["request_json"].encode("utf-8"), method="POST",
-        headers={"Content-Type": "application/json", "Idempotency-Key": case["idempotency_key"],
-                 "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+        f"http://{address}/v1/execute", data=case["request_json"].encode("utf-8"), method="POST", headers=headers)
     with urllib.request.urlopen(request, timeout=5) as response:
         body = json.loads(response.read())
         ctx_id = response.headers["X-Ctx-Id"]
@@ -218,18 +250,22 @@ def main():
     parser.add_argument("--proto-dir", required=True)
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--every", type=int, default=10, help="send every n-th corpus case")
+    parser.add_argument("--token", help="the caller's bearer token")
     args = parser.parse_args()
 
     pb, services = generate_stubs(args.proto_dir)
     before = scrape(args.address)
-    with grpc.insecure_channel(args.address) as channel:
+    with grpc.insecure_channel(args.address) as plain:
+        if args.token:
+            check_unauthenticated(pb, services.GovernanceStub(plain))
+        channel = with_token(plain, args.token)
         governance = services.GovernanceStub(channel)
         check_health(channel)
         check_evaluate(pb, governance)
         check_execute_with_evidence(pb, governance)
         decisions, refusals = check_corpus(pb, governance, args.corpus, args.every)
     check_metrics(before, scrape(args.address), decisions, refusals)
-    check_http(args.address, args.corpus)
+    check_http(args.address, args.corpus, args.token)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,17 @@ import grpc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from client import generate_stubs
+from client import generate_stubs, with_token
 
-ENTRY_VERSION = b"governance-sidecar evidence entry v1\n"
+# Version 1: rows written before callers were recorded (25 fields);
+# version 2: rows that name their caller, which is the 26th field.
+ENTRY_VERSIONS = {b"governance-sidecar evidence entry v1\n": 25, b"governance-sidecar evidence entry v2\n": 26}
 FIELDS = [
     "id", "created_at_us", "xact_id", "workspace_id", "principal_id", "object_type", "operation",
     "decision", "reason_codes", "ctx_id", "trace_hash", "idempotency_key", "response_json_sha256", "outcome",
     "mutation_name", "request_fingerprint", "error_sqlstate", "mode", "redacted_paths",
     "policy_bundle_sha256", "policy_key", "policy_version", "trace_id", "rows_affected", "returning_rows",
+    "caller",
 ]
 
 
@@ -150,10 +153,11 @@ def verify_consistency(first, second, first_root, second_root, proof):
 
 # --- the entry encoding (docs/verifiable-log.md, "The entry") -----------------
 def decode_entry(entry):
-    if not entry.startswith(ENTRY_VERSION):
-        fail("the entry does not start with the v1 version line")
-    at, values = len(ENTRY_VERSION), {}
-    for field in FIELDS:
+    version = next((v for v in ENTRY_VERSIONS if entry.startswith(v)), None)
+    if version is None:
+        fail("the entry does not start with a known version line")
+    at, values = len(version), {"caller": None}
+    for field in FIELDS[:ENTRY_VERSIONS[version]]:
         tag = entry[at]
         at += 1
         if tag == 0:
@@ -173,10 +177,11 @@ def main():
     parser.add_argument("--address", required=True)
     parser.add_argument("--proto-dir", required=True)
     parser.add_argument("--public-key", required=True)
+    parser.add_argument("--token", help="the caller's bearer token (a sidecar with a callers file)")
     args = parser.parse_args()
     vkey = parse_verifier_key(args.public_key)
     messages, services = generate_stubs(args.proto_dir)
-    stub = services.GovernanceStub(grpc.insecure_channel(args.address))
+    stub = services.GovernanceStub(with_token(grpc.insecure_channel(args.address), args.token))
 
     run = uuid.uuid4().hex[:8]
     ids = []
@@ -205,8 +210,9 @@ def main():
         record = stub.GetEvidence(messages.GetEvidenceRequest(evidence_id=evidence_id))
         # GetEvidence returns the response as PostgreSQL prints it: the entry holds its SHA-256.
         response_digest = hashlib.sha256(record.response_json.encode()).hexdigest()
+        caller = record.caller if record.HasField("caller") else None
         if int(fields["id"]) != evidence_id or fields["decision"] != record.decision \
-                or fields["response_json_sha256"] != response_digest:
+                or fields["response_json_sha256"] != response_digest or fields["caller"] != caller:
             fail(f"evidence {evidence_id}: the entry is not the stored row")
         leaf = leaf_hash(proof.entry)
         if leaf != proof.leaf_hash:
