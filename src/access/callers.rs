@@ -28,7 +28,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 
 use super::grants::{Grants, Operation, WorkspacePattern};
 use crate::defaults::MAX_IDENTIFIER_BYTES;
@@ -48,7 +47,7 @@ pub struct KnownCaller {
 #[derive(Debug)]
 enum Proof {
     /// SHA-256 of its bearer token.
-    Token([u8; 32]),
+    Token(Digest),
     /// A client certificate whose identity is its name.
     Certificate,
 }
@@ -63,11 +62,11 @@ impl Callers {
     /// The caller whose token this is. Every digest is compared, whatever
     /// matched before it.
     pub fn by_token(&self, token: &[u8]) -> Option<&KnownCaller> {
-        let digest: [u8; 32] = Sha256::digest(token).into();
+        let digest = Digest::of(token);
         let mut found = None;
         for caller in &self.callers {
             if let Proof::Token(expected) = &caller.proof
-                && bool::from(expected.ct_eq(&digest))
+                && expected.same_as(&digest)
             {
                 found = Some(caller);
             }
@@ -90,8 +89,8 @@ impl Callers {
             if !names.insert(name.clone()) {
                 bail!("caller `{name}` is named twice");
             }
-            if let Proof::Token(digest) = caller.proof
-                && !digests.insert(digest)
+            if let Proof::Token(digest) = &caller.proof
+                && !digests.insert(digest.0)
             {
                 bail!("caller `{name}` has the same token as another caller");
             }
@@ -157,12 +156,34 @@ impl CallerEntry {
     }
 }
 
+/// A token's SHA-256, as four machine words.
+#[derive(Debug, Clone, Copy)]
+struct Digest([u64; 4]);
+
+impl Digest {
+    fn of(token: &[u8]) -> Digest {
+        Digest::from_bytes(Sha256::digest(token).into())
+    }
+
+    fn from_bytes(bytes: [u8; 32]) -> Digest {
+        let word = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("eight bytes"));
+        Digest([word(0), word(1), word(2), word(3)])
+    }
+
+    /// Equality in constant time: every word is compared, whatever differs
+    /// first, and only the folded difference is tested.
+    fn same_as(&self, other: &Digest) -> bool {
+        let difference = self.0.iter().zip(&other.0).fold(0, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(difference) == 0
+    }
+}
+
 /// 64 hex digits, either case.
-fn token_digest(text: &str) -> anyhow::Result<[u8; 32]> {
+fn token_digest(text: &str) -> anyhow::Result<Digest> {
     let mut digest = [0; 32];
     hex::decode_to_slice(text.trim(), &mut digest)
         .map_err(|_| anyhow::anyhow!("token_sha256 must be 64 hex digits (a SHA-256)"))?;
-    Ok(digest)
+    Ok(Digest::from_bytes(digest))
 }
 
 impl Reloadable for Callers {
