@@ -81,8 +81,9 @@ pub struct ReloadLabels {
 }
 
 /// A refused call: its caller as the gate named it (empty when none was
-/// established), the operation, and why (`unauthenticated`, `not_granted`,
-/// or `hidden` for evidence answered as missing). Caller names come from
+/// established), the operation, and why (`unauthenticated`, `not_listed`
+/// for a certificate the callers file does not list, `not_granted`, or
+/// `hidden` for evidence answered as missing). Caller names come from
 /// the operator's callers file or the CA's certificates, not from requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {

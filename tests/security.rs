@@ -199,6 +199,31 @@ async fn a_write_in_another_workspace_or_with_a_mutation_outside_the_grant_is_de
 }
 
 #[tokio::test]
+async fn a_call_that_proves_no_caller_is_refused_before_admission_and_its_message_is_never_read() {
+    // One call at a time: a slow write holds the only permit.
+    let mut settings = ServerSettings::default();
+    settings.limits.concurrency_limit = 1;
+    let (f, _) = secured("admission", settings).await;
+    let slow = {
+        let mut client = client(&f).await;
+        tokio::spawn(async move {
+            client.execute_with_evidence(as_caller(write("ws_b", "k-slow", "slow_insert"), Some("other-token"))).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 3 MB that would wait for the permit, and then be read, if the caller were not identified first.
+    let mut large = evaluate("ws_a");
+    large.body = Some(evaluate_request::Body::RequestJson(format!("{{\"pad\": \"{}\"}}", "x".repeat(3 << 20))));
+    let started = std::time::Instant::now();
+    let mut refused = as_caller(large, Some("not-a-token"));
+    refused.set_timeout(Duration::from_millis(800));
+    let status = client(&f).await.evaluate(refused).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(started.elapsed() < Duration::from_millis(700), "it waited for admission: {:?}", started.elapsed());
+    assert!(slow.await.unwrap().unwrap().into_inner().mutation_applied, "the permit's holder finished");
+}
+
+#[tokio::test]
 async fn a_wildcard_grant_matches_its_prefix_and_no_shorter_or_different_one() {
     let (f, _) = secured("wildcard", ServerSettings::default()).await;
     let mut client = client(&f).await;

@@ -45,6 +45,10 @@ pub enum Refusal {
     /// No credentials, or credentials no caller holds.
     #[error("{0}: send `authorization: Bearer <token>` with a token this sidecar's callers file lists")]
     Unauthenticated(&'static str),
+    /// A client certificate the CA signed, whose identity the callers file
+    /// does not list (or no longer lists): authenticated, granted nothing.
+    #[error("the client certificate's identity `{0}` is not in this sidecar's callers file")]
+    NotListed(Arc<str>),
     #[error("caller `{caller}` may not {operation} {scope}")]
     NotGranted { caller: Arc<str>, operation: Operation, scope: String },
 }
@@ -53,7 +57,7 @@ impl ServiceError for Refusal {
     fn error_code(&self) -> ServiceErrorCode {
         match self {
             Refusal::Unauthenticated(_) => ServiceErrorCode::Unauthenticated,
-            Refusal::NotGranted { .. } => ServiceErrorCode::PermissionDenied,
+            Refusal::NotListed(_) | Refusal::NotGranted { .. } => ServiceErrorCode::PermissionDenied,
         }
     }
 }
@@ -165,12 +169,7 @@ impl Gate {
             .ok_or(Refusal::Unauthenticated("the client certificate names no URI or DNS identity"))?;
         match callers.by_certificate(&identity) {
             Some(known) => Ok(Caller { name: Arc::clone(&known.name), grants: Some(Arc::clone(&known.grants)) }),
-            // Authenticated by the CA, but granted nothing.
-            None => Err(Refusal::NotGranted {
-                caller: identity.into(),
-                operation: Operation::Decide,
-                scope: "anything: the callers file does not list its certificate".into(),
-            }),
+            None => Err(Refusal::NotListed(identity.into())),
         }
     }
 }

@@ -31,6 +31,8 @@ use tonic::server::NamedService;
 use super::browsers::{self, HostGate};
 use super::deadline::Deadline;
 use super::error::ApiError;
+use super::gate::Identification;
+use crate::access::Gate;
 
 /// The budget is counted in KiB, and no call takes less than one.
 const UNIT: usize = 1024;
@@ -91,6 +93,8 @@ pub(crate) struct AdmittedGrpc<S> {
     admission: Arc<Admission>,
     /// The host names the listener answers (`browsers.rs`).
     hosts: HostGate,
+    /// Who may call (`gate.rs`): a call is identified before it is admitted.
+    gate: Gate,
     /// The server's bound on any call, beside the caller's `grpc-timeout`.
     request_timeout: Duration,
 }
@@ -100,9 +104,10 @@ impl<S> AdmittedGrpc<S> {
         inner: S,
         admission: Arc<Admission>,
         hosts: HostGate,
+        gate: Gate,
         request_timeout: Duration,
     ) -> AdmittedGrpc<S> {
-        AdmittedGrpc { inner, admission, hosts, request_timeout }
+        AdmittedGrpc { inner, admission, hosts, gate, request_timeout }
     }
 }
 
@@ -133,10 +138,19 @@ where
         let admission = Arc::clone(&self.admission);
         let deadline = Deadline::from_headers(request.headers(), self.request_timeout);
         let refused = browsers::grpc_refusal(&request, &self.hosts);
+        let identification = Identification::of(&self.gate, &request);
         Box::pin(async move {
             if let Some(refused) = refused {
                 return Ok(refused);
             }
+            if identification.0.is_err() {
+                // Refused by the common path, with its span and count; its message is never read.
+                let (mut parts, _unread) = request.into_parts();
+                parts.extensions.insert(identification);
+                return inner.call(http::Request::from_parts(parts, empty_message())).await;
+            }
+            let mut request = request;
+            request.extensions_mut().insert(identification);
             let admitted = deadline.bound(admit_grpc(&admission, request)).await;
             let answered = match admitted {
                 Ok((_admitted, mut request)) => {
@@ -185,6 +199,11 @@ async fn admit_grpc(
     }
     let admitted = admission.bytes(call, length).await;
     Ok((Some(admitted), http::Request::from_parts(parts, rechain(frames, body))))
+}
+
+/// A gRPC body of one empty message, in place of one that is not read.
+fn empty_message() -> Body {
+    Body::new(http_body_util::Full::new(Bytes::from_static(&[0; PREFIX_BYTES])))
 }
 
 /// The frames read so far, then the rest, as one body again.

@@ -6,6 +6,11 @@
 //! operation, never with a credential.
 //!
 //! What each operation checks, and when (`docs/security.md`):
+//! - before its message is read: who the caller is. A gRPC call is
+//!   identified before its admission (`admission.rs`), so that a call that
+//!   proves no caller takes no share of the request-bytes budget and its
+//!   message is never read ([`Identification`]); an HTTP call before its body
+//!   is read;
 //! - before its message is decided: that the caller may use the call's
 //!   operation at all ([`Call::identify`]);
 //! - once the message names a workspace: that the caller may use the
@@ -25,6 +30,20 @@ use super::error::ApiError;
 use crate::access::{Caller, Gate, Operation, Refusal};
 use crate::metrics::metrics;
 
+/// Who a gRPC call's caller is, as established before its admission, for
+/// the common call path to record (or refuse) with the call.
+#[derive(Clone)]
+pub(super) struct Identification(pub Result<Caller, Refusal>);
+
+impl Identification {
+    /// Identifies the caller of `request` from its headers and connection.
+    pub fn of<B>(gate: &Gate, request: &http::Request<B>) -> Identification {
+        let credentials = Credentials::of(request.headers(), request.extensions());
+        let leaf = credentials.certificates.as_ref().and_then(|chain| chain.first());
+        Identification(gate.identify(credentials.authorization, leaf))
+    }
+}
+
 /// What a call carries to prove who it is.
 pub(super) struct Credentials<'a> {
     authorization: Option<&'a [u8]>,
@@ -40,22 +59,19 @@ impl<'a> Credentials<'a> {
             certificates: extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(TlsConnectInfo::peer_certs),
         }
     }
-
-    /// From a gRPC request.
-    pub fn of_grpc<T>(request: &'a tonic::Request<T>) -> Credentials<'a> {
-        Credentials {
-            authorization: request.metadata().get("authorization").map(|value| value.as_bytes()),
-            certificates: request.peer_certs(),
-        }
-    }
 }
 
 impl Call {
-    /// Establishes the call's caller, and that it may use the call's
-    /// operation at all; or refuses the call.
+    /// Establishes the call's caller from its credentials, and that it may
+    /// use the call's operation at all; or refuses the call.
     pub(super) fn identify(&self, gate: &Gate, credentials: Credentials<'_>) -> Result<(), ApiError> {
         let leaf = credentials.certificates.as_ref().and_then(|chain| chain.first());
-        let caller = gate.identify(credentials.authorization, leaf).map_err(|refusal| self.refused(refusal))?;
+        self.identified_as(Identification(gate.identify(credentials.authorization, leaf)))
+    }
+
+    /// [`Call::identify`], with the caller already identified.
+    pub(super) fn identified_as(&self, identification: Identification) -> Result<(), ApiError> {
+        let caller = identification.0.map_err(|refusal| self.refused(refusal))?;
         self.span().record("caller", caller.name());
         caller.may(self.operation()).map_err(|refusal| self.refused(refusal))?;
         self.set_caller(caller);
@@ -90,6 +106,7 @@ impl Call {
     fn refused(&self, refusal: Refusal) -> ApiError {
         let (caller, operation, reason) = match &refusal {
             Refusal::Unauthenticated(_) => ("", self.operation(), "unauthenticated"),
+            Refusal::NotListed(identity) => (&**identity, self.operation(), "not_listed"),
             Refusal::NotGranted { caller, operation, .. } => (&**caller, *operation, "not_granted"),
         };
         self.count_refusal(caller, operation, reason);

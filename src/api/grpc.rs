@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
-use super::gate::Credentials;
+use super::gate::{Credentials, Identification};
 use super::{ApiError, GovernanceApi, audit, evaluate, execute, log};
 use crate::access::Operation;
 use crate::error::grpc_code_name;
@@ -97,7 +97,12 @@ impl GovernanceApi {
         let deadline = request.extensions().get::<Deadline>().copied();
         let deadline = deadline.unwrap_or_else(|| Deadline::from_metadata(metadata, self.request_timeout));
         let call = Call::start(method, operation, traceparent(metadata), deadline);
-        let identified = call.identify(&self.gate, Credentials::of_grpc(&request));
+        // Admitted calls carry their caller, identified before admission (`gate.rs`).
+        let identification = request.extensions().get::<Identification>().cloned();
+        let identified = match identification {
+            Some(identification) => call.identified_as(identification),
+            None => call.identify(&self.gate, Credentials::of(metadata.as_ref(), request.extensions())),
+        };
         let work = async {
             identified?;
             handler(&call, request.into_inner()).instrument(call.span().clone()).await

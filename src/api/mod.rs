@@ -123,11 +123,11 @@ impl GovernanceApi {
         max_message_bytes: usize,
         hosts: HostGate,
     ) -> AdmittedGrpc<GovernanceServer<GovernanceApi>> {
-        let (admission, request_timeout) = (Arc::clone(&self.admission), self.request_timeout);
+        let (admission, gate, request_timeout) = (Arc::clone(&self.admission), self.gate.clone(), self.request_timeout);
         let server = GovernanceServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        AdmittedGrpc::new(server, admission, hosts, request_timeout)
+        AdmittedGrpc::new(server, admission, hosts, gate, request_timeout)
     }
 
     /// Decide with the operator's bundle; a request's own `policy_context` is
