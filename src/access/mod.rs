@@ -139,11 +139,6 @@ impl Gate {
         Gate { callers: None, anonymous: Caller::unrestricted(anonymous) }
     }
 
-    /// Whether calls must authenticate.
-    pub fn requires_authentication(&self) -> bool {
-        self.callers.is_some()
-    }
-
     /// Who is calling: `authorization` is the header's value, `certificate`
     /// the client's leaf certificate under mutual TLS. A bearer token wins
     /// over a certificate: it names a caller explicitly.
@@ -182,7 +177,7 @@ fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
 }
 
 /// A client certificate's identity: its first URI SAN, else its first DNS SAN.
-pub fn certificate_identity(certificate: &CertificateDer<'_>) -> Option<String> {
+fn certificate_identity(certificate: &CertificateDer<'_>) -> Option<String> {
     let certificate = webpki::EndEntityCert::try_from(certificate).ok()?;
     let name = certificate.valid_uri_names().next().or_else(|| certificate.valid_dns_names().next())?;
     (!name.is_empty() && !name.contains('\0')).then(|| name.to_owned())
@@ -199,6 +194,33 @@ mod tests {
         for bad in [&b"Basic abc"[..], b"Bearer", b"Bearer ", b"Bearerabc", b"abc"] {
             assert_eq!(bearer_token(bad), None, "{bad:?}");
         }
+    }
+
+    fn certificate(names: Vec<rcgen::SanType>) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = names;
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_certificate_is_its_uri_san_else_its_first_dns_san() {
+        use rcgen::SanType::{DnsName, URI};
+        let both = certificate(vec![
+            DnsName("api.payments.svc".try_into().unwrap()),
+            URI("spiffe://cluster.local/ns/payments/sa/api".try_into().unwrap()),
+        ]);
+        assert_eq!(certificate_identity(&both).as_deref(), Some("spiffe://cluster.local/ns/payments/sa/api"));
+        let dns = certificate(vec![
+            DnsName("first.example".try_into().unwrap()),
+            DnsName("second.example".try_into().unwrap()),
+        ]);
+        assert_eq!(certificate_identity(&dns).as_deref(), Some("first.example"));
+        assert_eq!(certificate_identity(&certificate(Vec::new())), None);
+        // Without a callers file, the identity is the caller, with every grant.
+        let caller = Gate::open(LOCAL_CALLER).identify(None, Some(&dns)).unwrap();
+        assert_eq!(caller.name(), "first.example");
+        assert_eq!(Gate::open(LOCAL_CALLER).identify(Some(b"Bearer ignored"), None).unwrap().name(), "local");
     }
 
     #[test]
