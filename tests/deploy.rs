@@ -113,7 +113,8 @@ fn compose_listens_beyond_loopback_only_with_a_callers_file_and_governs_its_muta
     let settings = args.resolve().unwrap();
     assert!(!settings.listen.address.ip().is_loopback(), "the app reaches it over the compose network");
     assert!(settings.callers.is_some() && !settings.listen.insecure, "{arguments:?}");
-    governance_sidecar::server::check_exposure(settings.listen.address, &settings).unwrap();
+    let insecure = governance_sidecar::server::check_exposure(settings.listen.address, &settings).unwrap();
+    assert!(!insecure, "authenticated by its callers file");
     let registry = Registry::load(&deploy().join("examples/invoice/mutations.toml")).unwrap();
     let bundle = PolicyBundle::parse(&std::fs::read(deploy().join("examples/invoice/policy-bundle.json")).unwrap());
     assert!(settings.policies.is_some());

@@ -69,7 +69,9 @@ pub async fn serve(
         None => None,
     };
     let address = listener.local_addr()?;
-    check_exposure(address, settings)?;
+    if check_exposure(address, settings)? {
+        tracing::warn!(%address, "--insecure-listen: serving callers that prove nothing on a non-loopback listener");
+    }
     let hosts = HostGate::for_listener(address.ip(), &settings.listen.allowed_hosts);
     let routes = routes(api, health_service, settings, hosts)?;
     serve_routes(listener, settings, routes, drain).await?;
@@ -105,11 +107,11 @@ fn routes(
 
 /// A listener beyond loopback serves only callers that prove who they are
 /// (a callers file, or mutual TLS), unless the operator says otherwise with
-/// `--insecure-listen`, which is logged.
-pub fn check_exposure(address: SocketAddr, settings: &ServerSettings) -> anyhow::Result<()> {
+/// `--insecure-listen`. Whether it does so: [`serve`] logs a warning then.
+pub fn check_exposure(address: SocketAddr, settings: &ServerSettings) -> anyhow::Result<bool> {
     let authenticated = settings.callers.is_some() || settings.listen.mutual_tls();
     if address.ip().is_loopback() || authenticated {
-        return Ok(());
+        return Ok(false);
     }
     if !settings.listen.insecure {
         anyhow::bail!(
@@ -118,8 +120,7 @@ pub fn check_exposure(address: SocketAddr, settings: &ServerSettings) -> anyhow:
              or --insecure-listen to accept the risk"
         );
     }
-    tracing::warn!(%address, "--insecure-listen: serving callers that prove nothing on a non-loopback listener");
-    Ok(())
+    Ok(true)
 }
 
 /// The main listener, with TLS when configured, until `drain` resolves.
@@ -283,6 +284,21 @@ mod tests {
     use tokio_stream::StreamExt as _;
 
     use super::*;
+
+    #[test]
+    fn a_listener_beyond_loopback_needs_authentication_or_the_operators_word() {
+        let everywhere: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let mut settings = ServerSettings::default();
+        assert!(!check_exposure("127.0.0.1:50051".parse().unwrap(), &settings).unwrap());
+        assert!(!check_exposure("[::1]:50051".parse().unwrap(), &settings).unwrap());
+        let refused = check_exposure(everywhere, &settings).unwrap_err().to_string();
+        assert!(refused.contains("--insecure-listen"), "{refused}");
+        settings.listen.insecure = true;
+        assert!(check_exposure(everywhere, &settings).unwrap(), "served, and said to be insecure");
+        settings.listen.insecure = false;
+        settings.callers = Some(crate::config::CallersSettings { file: "callers.toml".into(), poll: Duration::ZERO });
+        assert!(!check_exposure(everywhere, &settings).unwrap());
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {
