@@ -64,4 +64,5 @@ pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
 // ---- floors: polling faster than these only burns CPU
 pub const MIN_TLS_RELOAD_MS: u64 = 100;
 pub const MIN_POLICY_BUNDLE_POLL_MS: u64 = 10;
+pub const MIN_CALLERS_POLL_MS: u64 = 10;
 pub const MIN_LOG_INTERVAL_MS: u64 = 10;

@@ -83,8 +83,9 @@ pub struct ReloadLabels {
 /// A refused call: its caller as the gate named it (empty when none was
 /// established), the operation, and why (`unauthenticated`, `not_listed`
 /// for a certificate the callers file does not list, `not_granted`, or
-/// `hidden` for evidence answered as missing). Caller names come from
-/// the operator's callers file or the CA's certificates, not from requests.
+/// `hidden` for evidence answered as missing). Caller names come from the
+/// operator's callers file (or a certificate it lists, or `local`), never from
+/// requests; an unlisted certificate is `(unlisted)`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub caller: String,
@@ -176,7 +177,7 @@ impl Metrics {
         );
         registry.register(
             "refused_calls",
-            "Calls refused by the gate, by caller, operation and reason (unauthenticated, not_granted, hidden)",
+            "Calls refused by the gate, by caller, operation and reason (unauthenticated, not_listed, not_granted, hidden)",
             refusals.clone(),
         );
         registry.register(

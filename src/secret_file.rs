@@ -12,13 +12,23 @@ use anyhow::Context as _;
 /// Kubernetes mounts Secrets that way under an `fsGroup`). `what` names the
 /// file in errors, which never quote its contents.
 pub fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    check(path, what)?;
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+    use std::io::Read as _;
+    // The file opened is the file checked and the file read, whatever replaces the path meanwhile.
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let metadata = file.metadata().with_context(|| format!("reading {what} {}", path.display()))?;
+    refuse_if_shared(&metadata, path, what)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).with_context(|| format!("reading {what} {}", path.display()))?;
+    Ok(bytes)
 }
 
 /// Refuses `path` when group or others may access it (see [`read`]).
 pub fn check(path: &Path, what: &str) -> anyhow::Result<()> {
     let metadata = std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    refuse_if_shared(&metadata, path, what)
+}
+
+fn refuse_if_shared(metadata: &std::fs::Metadata, path: &Path, what: &str) -> anyhow::Result<()> {
     let forbidden = if metadata.uid() == 0 { 0o037 } else { 0o077 };
     if metadata.mode() & forbidden != 0 {
         anyhow::bail!(

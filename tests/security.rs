@@ -195,6 +195,15 @@ async fn a_write_in_another_workspace_or_with_a_mutation_outside_the_grant_is_de
         client.evaluate(as_caller(evaluate("ws_b"), Some("billing-token"))).await.unwrap_err().code(),
         Code::PermissionDenied
     );
+    // Kernite's validation route names a workspace too.
+    let headers: [(&str, &[u8]); 2] =
+        [("Content-Type", b"application/json"), ("Authorization", b"Bearer billing-token")];
+    let validated =
+        request(f.server.address, "POST", "/v1/validate/execute", &headers, body("ws_b", 1).as_bytes()).await;
+    assert_eq!(validated.status, 403, "{}", validated.body);
+    let validated =
+        request(f.server.address, "POST", "/v1/validate/execute", &headers, body("ws_a", 1).as_bytes()).await;
+    assert_eq!(validated.status, 200, "{}", validated.body);
     assert_eq!(rows(&f).await, 0);
 }
 
@@ -219,6 +228,15 @@ async fn a_call_that_proves_no_caller_is_refused_before_admission_and_its_messag
     refused.set_timeout(Duration::from_millis(800));
     let status = client(&f).await.evaluate(refused).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(started.elapsed() < Duration::from_millis(700), "it waited for admission: {:?}", started.elapsed());
+    // Authenticated, but not granted the method: refused before admission as well.
+    let mut large = evaluate("ws_a");
+    large.body = Some(evaluate_request::Body::RequestJson(format!("{{\"pad\": \"{}\"}}", "x".repeat(3 << 20))));
+    let mut excluded = as_caller(large, Some("logger-token"));
+    excluded.set_timeout(Duration::from_millis(800));
+    let started = std::time::Instant::now();
+    let status = client(&f).await.evaluate(excluded).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(started.elapsed() < Duration::from_millis(700), "it waited for admission: {:?}", started.elapsed());
     assert!(slow.await.unwrap().unwrap().into_inner().mutation_applied, "the permit's holder finished");
 }
@@ -317,6 +335,12 @@ async fn key_reuse_names_the_earlier_evidence_only_to_a_caller_that_may_read_it(
     let to_writer = client.execute_with_evidence(as_caller(changed, Some("writer-token"))).await.unwrap_err();
     assert_eq!(to_writer.code(), Code::AlreadyExists);
     assert!(!to_writer.message().contains(&first.evidence_id.to_string()), "{}", to_writer.message());
+    // The very same request and key from another caller is not a replay of billing's write.
+    let same = write("ws_a", "k-reused", "create_invoice");
+    let status = client.execute_with_evidence(as_caller(same.clone(), Some("writer-token"))).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    let replayed = client.execute_with_evidence(as_caller(same, Some("billing-token"))).await.unwrap().into_inner();
+    assert!(replayed.replayed && replayed.evidence_id == first.evidence_id);
     // The same key in another workspace is another key.
     let elsewhere =
         client.execute_with_evidence(as_caller(write("ws_b", "k-reused", "create_invoice"), Some("other-token"))).await;
@@ -559,8 +583,8 @@ fn bound_values_never_reach_the_log_whatever_rust_log_says() {
     let sidecar = common::dev::DevSidecar::start_with_env(
         "security-log",
         &[],
-        // Everything, and the bound values' own target asked for by name.
-        &[("RUST_LOG", "trace,tokio_postgres::query=trace,tokio_postgres=trace")],
+        // Everything; the bound values' own target by name, within the call's span, and by field.
+        &[("RUST_LOG", "trace,tokio_postgres::query=trace,[rpc]=trace,tokio_postgres::query[message]=trace")],
     );
     let marker = "marker-7d1c0e";
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -568,7 +592,11 @@ fn bound_values_never_reach_the_log_whatever_rust_log_says() {
         let channel = Channel::from_shared(format!("http://{}", sidecar.address)).unwrap().connect().await.unwrap();
         let mut call = write("ws_log", marker, "create_invoice");
         call.body = Some(execute_with_evidence_request::Body::RequestJson(body(marker, 10)));
-        GovernanceClient::new(channel).execute_with_evidence(call).await.unwrap();
+        let mut client = GovernanceClient::new(channel);
+        client.execute_with_evidence(call).await.unwrap();
+        // A read inside the call's span, by the marker as key.
+        let key = IdempotencyRef { workspace_id: marker.into(), idempotency_key: marker.into() };
+        client.get_evidence(get(get_evidence_request::Key::Idempotency(key))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     });
     let log = sidecar.stop_and_read_log();

@@ -115,11 +115,11 @@ impl Caller {
 
 /// The one place a call's caller is established.
 #[derive(Clone)]
-pub struct Gate {
-    /// With a callers file, every call must prove who it is.
-    callers: Option<Arc<CallersSource>>,
-    /// Without one, who a call without a client certificate is.
-    anonymous: Caller,
+pub enum Gate {
+    /// Every call must prove who it is with a token or certificate the file lists.
+    Callers(Arc<CallersSource>),
+    /// No callers file: a call is its client certificate's identity, else this caller.
+    Open(Caller),
 }
 
 impl Default for Gate {
@@ -131,12 +131,12 @@ impl Default for Gate {
 impl Gate {
     /// Every call proves who it is with a token or certificate `callers` lists.
     pub fn with_callers(callers: Arc<CallersSource>) -> Gate {
-        Gate { callers: Some(callers), anonymous: Caller::unrestricted(LOCAL_CALLER) }
+        Gate::Callers(callers)
     }
 
     /// No callers file: a call is its client certificate's identity, else `anonymous`.
     pub fn open(anonymous: &str) -> Gate {
-        Gate { callers: None, anonymous: Caller::unrestricted(anonymous) }
+        Gate::Open(Caller::unrestricted(anonymous))
     }
 
     /// Who is calling: `authorization` is the header's value, `certificate`
@@ -147,11 +147,14 @@ impl Gate {
         authorization: Option<&[u8]>,
         certificate: Option<&CertificateDer<'_>>,
     ) -> Result<Caller, Refusal> {
-        let Some(callers) = &self.callers else {
-            return Ok(match certificate.and_then(certificate_identity) {
-                Some(identity) => Caller::unrestricted(identity),
-                None => self.anonymous.clone(),
-            });
+        let callers = match self {
+            Gate::Callers(callers) => callers,
+            Gate::Open(anonymous) => {
+                return Ok(match certificate.and_then(certificate_identity) {
+                    Some(identity) => Caller::unrestricted(identity),
+                    None => anonymous.clone(),
+                });
+            }
         };
         let callers = callers.current();
         if let Some(authorization) = authorization {

@@ -139,11 +139,14 @@ where
         let deadline = Deadline::from_headers(request.headers(), self.request_timeout);
         let refused = browsers::grpc_refusal(&request, &self.hosts);
         let identification = Identification::of(&self.gate, &request);
+        // A caller its grants exclude from the method is refused before admission too.
+        let operation = super::grpc::operation_of(request.uri().path());
+        let granted = identification.0.as_ref().is_ok_and(|caller| operation.is_none_or(|op| caller.may(op).is_ok()));
         Box::pin(async move {
             if let Some(refused) = refused {
                 return Ok(refused);
             }
-            if identification.0.is_err() {
+            if !granted {
                 // Refused by the common path, with its span and count; its message is never read.
                 let (mut parts, _unread) = request.into_parts();
                 parts.extensions.insert(identification);

@@ -38,7 +38,10 @@ pub(super) fn validate_json(body: Value, idempotency_key: Option<&str>, call: &C
     let ctx_id = ctx_id::random();
     call.record_ctx_id(&ctx_id);
     let answer = match decision::validate(body, idempotency_key)? {
-        Ok(validation) => decision::valid_body(&validation, &ctx_id),
+        Ok(validation) => {
+            call.may_in(&validation.request.workspace_id)?;
+            decision::valid_body(&validation, &ctx_id)
+        }
         Err(invalid) => invalid.to_value(&ctx_id),
     };
     Ok(json::to_string(&answer, Layout::Response))

@@ -107,7 +107,9 @@ async fn govern(api: &GovernanceApi, write: WriteCall, call: &Call) -> Result<Go
     count(&execution);
     let execution = execution.map_err(|error| match error {
         // The earlier row's id, only to a caller that may read it.
-        EvidenceError::KeyReused { .. } if !call.can_read(workspace) => EvidenceError::KeyReused { evidence_id: None },
+        EvidenceError::KeyReused { .. } if !call.caller().can_read(workspace) => {
+            EvidenceError::KeyReused { evidence_id: None }
+        }
         error => error,
     });
     Ok(Governed { record, mode, execution: execution? })

@@ -6,11 +6,12 @@
 //! operation, never with a credential.
 //!
 //! What each operation checks, and when (`docs/security.md`):
-//! - before its message is read: who the caller is. A gRPC call is
-//!   identified before its admission (`admission.rs`), so that a call that
-//!   proves no caller takes no share of the request-bytes budget and its
-//!   message is never read ([`Identification`]); an HTTP call before its body
-//!   is read;
+//! - before its message is read: who the caller is, and (gRPC) that it may
+//!   call the method at all. A gRPC call is identified before its admission
+//!   (`admission.rs`), so that a call that proves no caller, or one its
+//!   grants exclude from the method, takes no share of the request-bytes
+//!   budget and its message is never read ([`Identification`]); an HTTP call
+//!   is identified before its body is read;
 //! - before its message is decided: that the caller may use the call's
 //!   operation at all ([`Call::identify`]);
 //! - once the message names a workspace: that the caller may use the
@@ -106,7 +107,8 @@ impl Call {
     fn refused(&self, refusal: Refusal) -> ApiError {
         let (caller, operation, reason) = match &refusal {
             Refusal::Unauthenticated(_) => ("", self.operation(), "unauthenticated"),
-            Refusal::NotListed(identity) => (&**identity, self.operation(), "not_listed"),
+            // The identity is the CA's to mint: logged with the refusal, never a label.
+            Refusal::NotListed(_) => ("(unlisted)", self.operation(), "not_listed"),
             Refusal::NotGranted { caller, operation, .. } => (&**caller, *operation, "not_granted"),
         };
         self.count_refusal(caller, operation, reason);

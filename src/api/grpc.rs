@@ -18,15 +18,14 @@ use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceR
 #[tonic::async_trait]
 impl proto::governance_server::Governance for GovernanceApi {
     async fn evaluate(&self, request: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
-        self.grpc("Evaluate", Operation::Decide, request, async |call, request| evaluate::evaluate(self, request, call))
-            .await
+        self.grpc("Evaluate", request, async |call, request| evaluate::evaluate(self, request, call)).await
     }
 
     async fn execute_with_evidence(
         &self,
         request: Request<ExecuteWithEvidenceRequest>,
     ) -> Result<Response<ExecuteWithEvidenceResponse>, Status> {
-        self.grpc("ExecuteWithEvidence", Operation::Execute, request, async |call, request| {
+        self.grpc("ExecuteWithEvidence", request, async |call, request| {
             execute::execute_with_evidence(self, request, call).await
         })
         .await
@@ -36,35 +35,28 @@ impl proto::governance_server::Governance for GovernanceApi {
         &self,
         request: Request<proto::GetEvidenceRequest>,
     ) -> Result<Response<proto::EvidenceRecord>, Status> {
-        self.grpc("GetEvidence", Operation::Read, request, async |call, request| {
-            audit::get_evidence(self, request, call).await
-        })
-        .await
+        self.grpc("GetEvidence", request, async |call, request| audit::get_evidence(self, request, call).await).await
     }
 
     async fn list_evidence(
         &self,
         request: Request<proto::ListEvidenceRequest>,
     ) -> Result<Response<proto::ListEvidenceResponse>, Status> {
-        self.grpc("ListEvidence", Operation::Read, request, async |call, request| {
-            audit::list_evidence(self, request, call).await
-        })
-        .await
+        self.grpc("ListEvidence", request, async |call, request| audit::list_evidence(self, request, call).await).await
     }
 
     async fn get_checkpoint(
         &self,
         request: Request<proto::GetCheckpointRequest>,
     ) -> Result<Response<proto::Checkpoint>, Status> {
-        self.grpc("GetCheckpoint", Operation::Log, request, async |_, request| log::get_checkpoint(self, request).await)
-            .await
+        self.grpc("GetCheckpoint", request, async |_, request| log::get_checkpoint(self, request).await).await
     }
 
     async fn get_inclusion_proof(
         &self,
         request: Request<proto::GetInclusionProofRequest>,
     ) -> Result<Response<proto::InclusionProof>, Status> {
-        self.grpc("GetInclusionProof", Operation::Read, request, async |call, request| {
+        self.grpc("GetInclusionProof", request, async |call, request| {
             log::get_inclusion_proof(self, request, call).await
         })
         .await
@@ -74,11 +66,28 @@ impl proto::governance_server::Governance for GovernanceApi {
         &self,
         request: Request<proto::GetConsistencyProofRequest>,
     ) -> Result<Response<proto::ConsistencyProof>, Status> {
-        self.grpc("GetConsistencyProof", Operation::Log, request, async |_, request| {
-            log::get_consistency_proof(self, request).await
-        })
-        .await
+        self.grpc("GetConsistencyProof", request, async |_, request| log::get_consistency_proof(self, request).await)
+            .await
     }
+}
+
+/// Each method of `governance.v1.Governance` and the operation a caller must
+/// be granted to call it: the common path reads it, and so does admission,
+/// which refuses a caller its grants exclude before reading the message.
+const METHODS: [(&str, Operation); 7] = [
+    ("Evaluate", Operation::Decide),
+    ("ExecuteWithEvidence", Operation::Execute),
+    ("GetEvidence", Operation::Read),
+    ("ListEvidence", Operation::Read),
+    ("GetInclusionProof", Operation::Read),
+    ("GetCheckpoint", Operation::Log),
+    ("GetConsistencyProof", Operation::Log),
+];
+
+/// The operation a method (`Evaluate`, or its path `/governance.v1.Governance/Evaluate`) needs.
+pub(super) fn operation_of(method_or_path: &str) -> Option<Operation> {
+    let method = method_or_path.rsplit('/').next().unwrap_or(method_or_path);
+    METHODS.iter().find(|(name, _)| *name == method).map(|(_, operation)| *operation)
 }
 
 impl GovernanceApi {
@@ -88,7 +97,6 @@ impl GovernanceApi {
     async fn grpc<Req, Resp>(
         &self,
         method: &'static str,
-        operation: Operation,
         request: Request<Req>,
         handler: impl AsyncFnOnce(&Call, Req) -> Result<Resp, ApiError>,
     ) -> Result<Response<Resp>, Status> {
@@ -96,6 +104,7 @@ impl GovernanceApi {
         // Admitted calls carry the deadline measured on their arrival (`admission.rs`).
         let deadline = request.extensions().get::<Deadline>().copied();
         let deadline = deadline.unwrap_or_else(|| Deadline::from_metadata(metadata, self.request_timeout));
+        let operation = operation_of(method).expect("every method has its operation in METHODS");
         let call = Call::start(method, operation, traceparent(metadata), deadline);
         // Admitted calls carry their caller, identified before admission (`gate.rs`).
         let identification = request.extensions().get::<Identification>().cloned();

@@ -121,7 +121,7 @@ impl ServeArgs {
             allow_request_policies: set.allow_request_policies.unwrap_or(false),
             callers: set.callers.map(|file| CallersSettings {
                 file,
-                poll: ms(set.callers_poll_ms.unwrap_or(DEFAULT_CALLERS_POLL_MS).max(MIN_POLICY_BUNDLE_POLL_MS)),
+                poll: ms(set.callers_poll_ms.unwrap_or(DEFAULT_CALLERS_POLL_MS).max(MIN_CALLERS_POLL_MS)),
             }),
             evidence: EvidenceSettings {
                 mutations: set.mutations,

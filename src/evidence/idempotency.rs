@@ -22,9 +22,11 @@
 //!    yields two writes, and no lock is taken besides the index's own.
 //! 5. Whoever finds the key taken rolls back what it sent beside the insert
 //!    (a failed statement has rolled back by itself) and [`replay`]s the
-//!    newest row holding the key ([`KEY_HOLDER`]): the same fingerprint
-//!    answers the stored outcome (`replayed: true`), another fingerprint is
-//!    [`EvidenceError::KeyReused`] (ALREADY_EXISTS).
+//!    newest row holding the key ([`KEY_HOLDER`]): the same fingerprint from
+//!    the same caller answers the stored outcome (`replayed: true`); another
+//!    fingerprint, or another caller (a row that records one), is
+//!    [`EvidenceError::KeyReused`] (ALREADY_EXISTS), so that no caller is
+//!    handed another's write.
 //! 6. In the partitioned layout a key has a lifetime (`--idempotency-key-lifetime-seconds`,
 //!    24 hours by default, as Stripe's): a holder older than that is not
 //!    replayed; its claim is released and the call is written as a new
@@ -167,7 +169,7 @@ pub(super) async fn replay(
     let request = write.request;
     let (workspace_id, key) = (request.workspace_id.as_str(), request.idempotency_key.as_deref());
     let sql = format!(
-        "SELECT e.id, e.request_fingerprint, r.rows_affected, r.returning_rows::text AS returning_rows, \
+        "SELECT e.id, e.request_fingerprint, e.caller, r.rows_affected, r.returning_rows::text AS returning_rows, \
          (extract(epoch FROM now() - e.created_at) * 1000000)::bigint AS age_micros \
          FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id {KEY_HOLDER}"
     );
@@ -182,7 +184,10 @@ pub(super) async fn replay(
     }
     let row = holder.ok_or(EvidenceError::Unexpected("the idempotency key is held by no evidence row"))?;
     let evidence_id: i64 = row.try_get("id")?;
-    if row.try_get::<_, Option<&str>>("request_fingerprint")? != Some(write.fingerprint.as_str()) {
+    let same_request = row.try_get::<_, Option<&str>>("request_fingerprint")? == Some(write.fingerprint.as_str());
+    // Rows written before callers were recorded hold none, and replay to whoever asks.
+    let same_caller = row.try_get::<_, Option<&str>>("caller")?.is_none_or(|caller| caller == write.caller);
+    if !(same_request && same_caller) {
         return Err(EvidenceError::KeyReused { evidence_id: Some(evidence_id) });
     }
     let result = stored_result(row.try_get("rows_affected")?, row.try_get("returning_rows")?);

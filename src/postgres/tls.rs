@@ -234,8 +234,9 @@ fn client_identity(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDe
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("reading the client certificate {}", cert.display()))?;
-    crate::secret_file::check(key, "the client key")?;
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading the client key {}", key.display()))?;
+    let pem = crate::secret_file::read(key, "the client key")?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&pem).with_context(|| format!("reading the client key {}", key.display()))?;
     Ok((chain, key))
 }
 

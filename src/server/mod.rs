@@ -72,6 +72,9 @@ pub async fn serve(
     if check_exposure(address, settings)? {
         tracing::warn!(%address, "--insecure-listen: serving callers that prove nothing on a non-loopback listener");
     }
+    if !address.ip().is_loopback() && settings.callers.is_some() && settings.listen.tls.is_none() {
+        tracing::warn!(%address, "bearer tokens cross the network in cleartext: give --tls-cert and --tls-key");
+    }
     let hosts = HostGate::for_listener(address.ip(), &settings.listen.allowed_hosts);
     let routes = routes(api, health_service, settings, hosts)?;
     serve_routes(listener, settings, routes, drain).await?;
