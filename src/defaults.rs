@@ -9,6 +9,9 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051));
 pub const DEFAULT_TLS_RELOAD_MS: u64 = 5_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// An OpenAPI document sent to the authoring routes: the largest published
+/// ones (GitHub's) are 13–14 MB.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Largest answer written, in bytes: a ListEvidence page ends before it
 /// (`api/audit.rs`); any other answer over it (a mutation returning millions

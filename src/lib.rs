@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod api;
+pub mod authoring;
 pub mod config;
 mod ctx_id;
 pub mod decision;

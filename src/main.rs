@@ -5,10 +5,11 @@ use std::io::Read as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 use governance_sidecar::access::{self, Gate};
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::{Cli, Command, DevArgs, ServerSettings};
+use governance_sidecar::authoring::command_line;
+use governance_sidecar::config::{Cli, Command, DevArgs, PolicyCommand, ServerSettings};
 use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
 use governance_sidecar::evidence::EvidenceStore;
@@ -17,7 +18,7 @@ use governance_sidecar::log::checkpoint::LogVerifier;
 use governance_sidecar::log::sequencer;
 use governance_sidecar::log::verify::{self, VerifySettings};
 use governance_sidecar::mutations::Registry;
-use governance_sidecar::policies::PolicyBundle;
+use governance_sidecar::policies::{OperationMap, PolicyBundle};
 use governance_sidecar::postgres::DatabaseTarget;
 use governance_sidecar::postgres::local_postgres::LocalPostgres;
 use governance_sidecar::schema::layout::{self, EvidenceLayout};
@@ -61,14 +62,25 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        // Like Kernite's `kernite` alone: the help on stdout, exit 0.
+        Cli::command().print_help()?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    match command {
         Command::Serve(args) => {
             let settings = (*args).resolve()?;
-            serve(&settings, None, || ())?;
+            serve(&settings, &DevSetup::default(), || ())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
-            let DevArgs { data_dir, postgres_port, example_policies, serve: mut args } = *args;
+            let DevArgs { data_dir, postgres_port, example_policies, init_sql, serve: mut args } = *args;
+            let init_sql = init_sql
+                .iter()
+                .map(|path| {
+                    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             if args.database.database_url.is_some() || args.database.database_url_file.is_some() {
                 anyhow::bail!("`dev` starts its own PostgreSQL; use `serve` with --database-url for another one");
             }
@@ -98,7 +110,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let settings = args.resolve()?;
             let url = postgres.url("postgres");
-            serve(&settings, example.then_some(EXAMPLE_MUTATIONS), || {
+            let setup = DevSetup { example: example.then_some(EXAMPLE_MUTATIONS), init_sql };
+            serve(&settings, &setup, || {
                 tracing::info!(url, data_dir = %data_dir.display(), "private PostgreSQL is up");
             })?;
             drop(postgres);
@@ -148,6 +161,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy { command: Some(PolicyCommand::Generate(args)) } => Ok(command_line::generate(&args).into()),
+        Command::Policy { command: None } => {
+            // Clap's own help of `policy`, as `policy --help` prints it.
+            Cli::try_parse_from(["governance-sidecar", "policy", "--help"]).map(drop).unwrap_or_else(|help| {
+                let _ = help.print();
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => Ok(command_line::check(&args).into()),
+        Command::Start(args) => Ok(command_line::start(&args).into()),
     }
 }
 
@@ -155,7 +178,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// logs and trace export set up first (`started` logs what happened before).
 /// The server is tied to this (the main) thread, which lives as long as we do.
 /// With the invoice example, prints how to try it once the port is bound.
-fn serve(settings: &ServerSettings, example: Option<&str>, started: impl FnOnce()) -> anyhow::Result<()> {
+/// What `dev` adds to `serve`: the invoice example's registry (with its
+/// schema) when no --mutations is given, and the SQL of --init-sql.
+#[derive(Default)]
+struct DevSetup {
+    example: Option<&'static str>,
+    init_sql: Vec<String>,
+}
+
+fn serve(settings: &ServerSettings, dev: &DevSetup, started: impl FnOnce()) -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = settings.process.worker_threads {
         runtime.worker_threads(threads);
@@ -170,9 +201,9 @@ fn serve(settings: &ServerSettings, example: Option<&str>, started: impl FnOnce(
         let shutdown = server::termination_signal();
         // Before anything is bound or read: a listener open to the network needs authentication.
         server::check_exposure(settings.listen.address, settings)?;
-        let api = api_for(settings, example).await?;
+        let api = api_for(settings, dev).await?;
         let listener = tokio::net::TcpListener::bind(settings.listen.address).await?;
-        if example.is_some() && settings.policies.is_some() {
+        if dev.example.is_some() && settings.policies.is_some() {
             println!("{}", try_it(listener.local_addr()?));
         }
         server::serve(listener, settings, api, shutdown).await
@@ -214,10 +245,9 @@ fn try_it(address: std::net::SocketAddr) -> String {
 }
 
 /// The service, with an evidence store when a database is configured.
-/// `example` is a registry (with its schema) to use when no --mutations is given.
 async fn governed_writes(
     settings: &ServerSettings,
-    example: Option<&str>,
+    dev: &DevSetup,
     bundle: Option<&PolicyBundle>,
 ) -> anyhow::Result<GovernanceApi> {
     let Some(database) = &settings.database else {
@@ -231,9 +261,15 @@ async fn governed_writes(
     if settings.migrate {
         migrate(target, None).await?;
     }
+    for sql in &dev.init_sql {
+        target.connect_once().await?.batch_execute(sql).await?;
+    }
     let evidence = &settings.evidence;
-    let registry = match (&evidence.mutations, example) {
-        (Some(path), _) => Registry::load(path)?,
+    let registry = match (&evidence.mutations, dev.example) {
+        (Some(path), _) => {
+            let operations = evidence.operation_map.as_deref().map(OperationMap::load).transpose()?;
+            Registry::load(path, operations.as_ref())?
+        }
         (None, Some(example)) => {
             target
                 .connect_once()
@@ -258,7 +294,7 @@ async fn governed_writes(
 
 /// The service as configured: evidence store, the gate, then the
 /// operator's policy bundle, which must govern every registered mutation.
-async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Result<GovernanceApi> {
+async fn api_for(settings: &ServerSettings, dev: &DevSetup) -> anyhow::Result<GovernanceApi> {
     if let Some(log) = &settings.log {
         governance_sidecar::secret_file::check(&log.signing_key_file, "the log signing key")?;
     }
@@ -267,7 +303,7 @@ async fn api_for(settings: &ServerSettings, example: Option<&str>) -> anyhow::Re
         Some(policies) => Some(Arc::new(governance_sidecar::policies::load(&policies.bundle)?)),
         None => None,
     };
-    let api = governed_writes(settings, example, source.as_ref().map(|s| s.current()).as_deref()).await?;
+    let api = governed_writes(settings, dev, source.as_ref().map(|s| s.current()).as_deref()).await?;
     let api = api.with_gate(gate);
     if let (Some(source), Some(policies)) = (&source, &settings.policies) {
         Arc::clone(source).watch(policies.poll);

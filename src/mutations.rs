@@ -6,6 +6,9 @@
 //! a path in the governed request (the default, so that what is written is what
 //! was evaluated), a built-in, or, only where declared, the caller.
 //!
+//! A mutation names its scope, or the `operation_id` of an operation in
+//! Kernite's operation map (`--operation-map`), which gives the scope.
+//!
 //! ```toml
 //! [[mutations]]
 //! name = "create_invoice"
@@ -27,6 +30,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::decision::{Map, NormalizedRequest, Value};
 use crate::error::{ServiceError, ServiceErrorCode};
+use crate::policies::OperationMap;
 use crate::vocabulary::Mode;
 
 #[derive(Debug, Deserialize)]
@@ -40,8 +44,10 @@ struct RegistryFile {
 #[serde(deny_unknown_fields)]
 struct MutationSpec {
     name: String,
-    object_type: String,
-    operation: String,
+    object_type: Option<String>,
+    operation: Option<String>,
+    /// An operation of the operation map, standing for its scope.
+    operation_id: Option<String>,
     /// Overrides the server's default mode for this mutation.
     mode: Option<Mode>,
     /// Runs even though the policy bundle does not govern its scope.
@@ -178,18 +184,24 @@ impl ServiceError for MutationRefused {
 }
 
 impl Registry {
-    pub fn load(path: &Path) -> anyhow::Result<Registry> {
+    /// The registry in `path`; its mutations that name an `operation_id`
+    /// take their scope from `operations`.
+    pub fn load(path: &Path, operations: Option<&OperationMap>) -> anyhow::Result<Registry> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading mutations file {}", path.display()))?;
-        Registry::parse(&text).with_context(|| format!("in mutations file {}", path.display()))
+        Registry::parse_with(&text, operations).with_context(|| format!("in mutations file {}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Registry> {
+        Registry::parse_with(text, None)
+    }
+
+    pub fn parse_with(text: &str, operations: Option<&OperationMap>) -> anyhow::Result<Registry> {
         let file: RegistryFile = toml::from_str(text)?;
         let mut mutations = HashMap::default();
         for spec in file.mutations {
             let name = spec.name.clone();
-            let mutation = compile(spec).with_context(|| format!("mutation `{name}`"))?;
+            let mutation = compile(spec, operations).with_context(|| format!("mutation `{name}`"))?;
             if mutations.insert(name.clone(), mutation).is_some() {
                 bail!("mutation `{name}` is declared twice");
             }
@@ -244,10 +256,25 @@ impl Registry {
     }
 }
 
-fn compile(spec: MutationSpec) -> anyhow::Result<Mutation> {
+/// The scope a mutation names, itself or through the operation map.
+fn scope_of(spec: &MutationSpec, operations: Option<&OperationMap>) -> anyhow::Result<(String, String)> {
+    match (&spec.object_type, &spec.operation, &spec.operation_id) {
+        (Some(object_type), Some(operation), None) => Ok((object_type.clone(), operation.clone())),
+        (None, None, Some(id)) => {
+            let operations = operations.context("names an operation_id, but no --operation-map was given")?;
+            let mapped =
+                operations.get(id).with_context(|| format!("operation_id `{id}` is not in the operation map"))?;
+            Ok((mapped.object_type.clone(), mapped.operation.clone()))
+        }
+        _ => bail!("needs either `object_type` and `operation`, or `operation_id` alone"),
+    }
+}
+
+fn compile(spec: MutationSpec, operations: Option<&OperationMap>) -> anyhow::Result<Mutation> {
     if spec.statements.is_empty() {
         bail!("has no statements");
     }
+    let (object_type, operation) = scope_of(&spec, operations)?;
     let mut names: Vec<&String> = spec.params.keys().collect();
     names.sort();
     let mut params = Vec::with_capacity(names.len());
@@ -275,8 +302,8 @@ fn compile(spec: MutationSpec) -> anyhow::Result<Mutation> {
         .collect::<anyhow::Result<_>>()?;
     Ok(Mutation {
         name: spec.name,
-        object_type: spec.object_type,
-        operation: spec.operation,
+        object_type,
+        operation,
         mode: spec.mode,
         ungoverned: spec.ungoverned,
         params,

@@ -84,7 +84,7 @@ fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts_in_the_shipped_image
     arguments.push(deploy().join("kubernetes/sidecar.toml").display().to_string());
     arguments.push("--database-url=postgresql://governance_sidecar@127.0.0.1/app".into());
     arguments.extend(image_environment_as_flags());
-    let Command::Serve(args) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
+    let Some(Command::Serve(args)) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
     let settings = args.resolve().expect("deploy/kubernetes/sidecar.toml");
     assert!(settings.listen.address.ip().is_loopback(), "Governance must stay on loopback in the pod");
     assert!(!settings.listen.insecure, "no unauthenticated listener beyond loopback");
@@ -100,7 +100,7 @@ fn the_kubernetes_sidecar_config_is_one_the_sidecar_accepts_in_the_shipped_image
 fn the_image_alone_listens_on_loopback() {
     let mut arguments: Vec<String> = ["governance-sidecar", "serve"].map(str::to_owned).into();
     arguments.extend(image_environment_as_flags());
-    let Command::Serve(args) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
+    let Some(Command::Serve(args)) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
     assert!(args.resolve().unwrap().listen.address.ip().is_loopback(), "{arguments:?}");
 }
 
@@ -109,13 +109,13 @@ fn compose_listens_beyond_loopback_only_with_a_callers_file_and_governs_its_muta
     let mut arguments: Vec<String> = ["governance-sidecar", "serve"].map(str::to_owned).into();
     arguments.extend(image_environment_as_flags());
     arguments.extend(as_flags(&compose_sidecar_environment()));
-    let Command::Serve(args) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
+    let Some(Command::Serve(args)) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
     let settings = args.resolve().unwrap();
     assert!(!settings.listen.address.ip().is_loopback(), "the app reaches it over the compose network");
     assert!(settings.callers.is_some() && !settings.listen.insecure, "{arguments:?}");
     let insecure = governance_sidecar::server::check_exposure(settings.listen.address, &settings).unwrap();
     assert!(!insecure, "authenticated by its callers file");
-    let registry = Registry::load(&deploy().join("examples/invoice/mutations.toml")).unwrap();
+    let registry = Registry::load(&deploy().join("examples/invoice/mutations.toml"), None).unwrap();
     let bundle = PolicyBundle::parse(&std::fs::read(deploy().join("examples/invoice/policy-bundle.json")).unwrap());
     assert!(settings.policies.is_some());
     assert_eq!(registry.ungoverned_by(Some(&bundle.unwrap())), Vec::<&str>::new());

@@ -1,8 +1,9 @@
 //! The sidecar as a user meets it: Python (grpcio) and Node.js (@grpc/grpc-js)
-//! clients, the examples of docs/clients.md, and the sessions of
-//! docs/quickstart.md and docs/production.md run as written (grpcurl, curl,
-//! psql and the binary itself), each against its own `governance-sidecar dev`
-//! (private PostgreSQL, the invoice example) or its own empty PostgreSQL. The
+//! clients, Kernite's own endpoint tests, the examples of docs/clients.md, and
+//! the sessions of docs/quickstart.md, docs/authoring.md and docs/production.md
+//! run as written (grpcurl, curl, psql and the binary itself), each against
+//! its own `governance-sidecar dev` (private PostgreSQL, the invoice example)
+//! or its own empty PostgreSQL. The
 //! clients live in `tests/interop/`, the examples in `examples/`; their
 //! toolchains are installed into `target/interop` (and `examples/node`) by
 //! `tests/interop/setup.sh` on first use.
@@ -92,6 +93,32 @@ fn python_grpcio_client_decides_writes_and_matches_the_corpus() {
     assert!(printed.contains("ok: the same key replays the same evidence"), "{printed}");
     assert!(printed.contains("refusals of the corpus answered like Kernite 0.1.6"), "{printed}");
     assert!(printed.contains("ok: a call without the token is UNAUTHENTICATED"), "{printed}");
+}
+
+/// Kernite's own endpoint tests (`tests/test_cli_endpoints.py` of its sdist,
+/// unchanged, the authoring ones included), posting to a running sidecar
+/// instead of Kernite's server (`tests/interop/kernite/against_sidecar.py`).
+#[test]
+fn kernites_own_endpoint_tests_pass_against_the_sidecar() {
+    let kernite = toolchains().join("kernite");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(common::TestServer::start(
+        governance_sidecar::config::ServerSettings::default(),
+        governance_sidecar::api::GovernanceApi::new(),
+    ));
+    let output = Command::new(kernite.join("bin/python"))
+        .args(["-m", "pytest", "-p", "against_sidecar", "-q", "-p", "no:cacheprovider"])
+        .arg(kernite.join("tests/test_cli_endpoints.py"))
+        .env("PYTHONPATH", repository().join("tests/interop/kernite"))
+        .env("SIDECAR_URL", format!("http://{}", server.address))
+        .current_dir(&kernite)
+        .output()
+        .unwrap();
+    assert_success("Kernite's test_cli_endpoints.py", &output);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    println!("{printed}");
+    assert!(printed.contains("5 passed"), "{printed}");
+    drop(runtime.block_on(server.stop()));
 }
 
 #[test]
@@ -468,6 +495,22 @@ fn the_quickstart_prints_what_it_says() {
     let scratch = common::postgres::scratch_dir("docs-quickstart");
     let binary = Path::new(common::dev::BINARY);
     let mut session = pages::Session::new(page, repository().to_owned(), &scratch, binary, &[grpcurl_dir()]);
+    for step in &steps {
+        session.run(step);
+    }
+}
+
+/// docs/authoring.md, run as written: from an OpenAPI document, through
+/// `policy generate` and `check`, to `dev` deciding with the generated bundle
+/// and taking its mutation's scope from the generated operation map.
+#[test]
+fn the_authoring_page_prints_what_it_says() {
+    let page = repository().join("docs/authoring.md");
+    let steps = pages::steps(&page, true);
+    assert!(steps.len() >= 7, "{} steps in docs/authoring.md", steps.len());
+    let scratch = common::postgres::scratch_dir("docs-authoring");
+    let binary = Path::new(common::dev::BINARY);
+    let mut session = pages::Session::new(page, repository().to_owned(), &scratch, binary, &[]);
     for step in &steps {
         session.run(step);
     }

@@ -15,10 +15,14 @@ pub enum Operation {
     Read,
     /// Checkpoints and consistency proofs: the log as a whole, no row's content.
     Log,
+    /// Kernite's authoring routes (policies generated from an OpenAPI
+    /// document, coverage checks): no workspace's data, only computation.
+    Author,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 4] = [Operation::Decide, Operation::Execute, Operation::Read, Operation::Log];
+    pub const ALL: [Operation; 5] =
+        [Operation::Decide, Operation::Execute, Operation::Read, Operation::Log, Operation::Author];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -26,6 +30,7 @@ impl Operation {
             Operation::Execute => "execute",
             Operation::Read => "read",
             Operation::Log => "log",
+            Operation::Author => "author",
         }
     }
 }
@@ -43,7 +48,7 @@ impl std::str::FromStr for Operation {
         Operation::ALL
             .into_iter()
             .find(|operation| operation.as_str() == word)
-            .ok_or_else(|| format!("unknown operation `{word}`: use decide, execute, read or log"))
+            .ok_or_else(|| format!("unknown operation `{word}`: use decide, execute, read, log or author"))
     }
 }
 

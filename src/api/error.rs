@@ -91,6 +91,9 @@ pub enum ApiError {
     HostNotAllowed(String),
     #[error("the call's deadline has passed")]
     DeadlinePassed,
+    /// A bug: the authoring tool panicked (the panic is in the log).
+    #[error("the policy tool failed before answering")]
+    AuthoringPanicked,
     /// Not authenticated, or outside the caller's grants (`gate.rs`).
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -121,6 +124,7 @@ impl ServiceError for ApiError {
             ApiError::NotJsonContentType | ApiError::NotGrpcContentType => ServiceErrorCode::UnsupportedMediaType,
             ApiError::HostNotAllowed(_) => ServiceErrorCode::MisdirectedRequest,
             ApiError::DeadlinePassed => ServiceErrorCode::DeadlineExceeded,
+            ApiError::AuthoringPanicked => ServiceErrorCode::Internal,
             ApiError::Refused(refusal) => refusal.error_code(),
             ApiError::Mutation(error) => error.error_code(),
             ApiError::Evidence(error) => error.error_code(),

@@ -6,6 +6,8 @@
 //! | --- | --- |
 //! | `POST /execute`, `/v1/execute` | Kernite's decision (200) or its validation errors (400) |
 //! | `POST /validate/execute`, `/v1/validate/execute` | Kernite's validation body (200, `valid` true or false) |
+//! | `POST /policy/generate`, `/v1/policy/generate` | Kernite's policy bundle, operation map and report from an OpenAPI document (200, or 400) |
+//! | `POST /policy/check`, `/v1/policy/check` | Kernite's coverage report of an OpenAPI document (200, or 400) |
 //! | `GET /health` | `{"status": "ok"}` |
 //! | `POST /v1/execute-with-evidence` | `{"request": …, "mutation": {"name", "params"}}` → the governed write |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
@@ -32,34 +34,64 @@ use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
 use super::gate::Credentials;
-use super::{GovernanceApi, evaluate, execute};
+use super::{GovernanceApi, authoring, evaluate, execute};
 use crate::access::Operation;
-use crate::decision::json::{self, Layout};
+use crate::decision::json::{self, Dialect, Layout};
 use crate::decision::value::object;
 use crate::decision::{Map, Value};
 use crate::metrics::metrics;
 
 /// The routes, sharing `api` (and its admission) with gRPC,
 /// answering the host names `hosts` allows.
-pub(crate) fn router(api: GovernanceApi, max_body_bytes: usize, hosts: HostGate, serve_metrics: bool) -> Router {
+pub(crate) fn router(api: GovernanceApi, limits: BodyLimits, hosts: HostGate, serve_metrics: bool) -> Router {
     let router = Router::new()
         .route("/health", get(health))
         .route("/execute", post(execute))
         .route("/v1/execute", post(execute))
         .route("/validate/execute", post(validate))
         .route("/v1/validate/execute", post(validate))
-        .route("/v1/execute-with-evidence", post(execute_with_evidence));
+        .route("/v1/execute-with-evidence", post(execute_with_evidence))
+        .route("/policy/generate", post(policy_generate))
+        .route("/v1/policy/generate", post(policy_generate))
+        .route("/policy/check", post(policy_check))
+        .route("/v1/policy/check", post(policy_check));
     let router = if serve_metrics { router.route("/metrics", get(prometheus)) } else { router };
     router
         .method_not_allowed_fallback(not_found)
-        .with_state(HttpState { api, max_body_bytes })
+        .with_state(HttpState { api, limits })
         .layer(axum::middleware::from_fn_with_state(hosts, browsers::check_host))
 }
 
 #[derive(Clone)]
 struct HttpState {
     api: GovernanceApi,
-    max_body_bytes: usize,
+    limits: BodyLimits,
+}
+
+/// The largest bodies read: a request's, and an OpenAPI document's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    pub request: usize,
+    pub document: usize,
+}
+
+/// How a route reads its body: up to how many bytes, in which JSON dialect.
+#[derive(Clone, Copy)]
+struct Reading {
+    limit: usize,
+    dialect: Dialect,
+}
+
+/// What a handler answers: Kernite's status and body text.
+pub(super) struct Answered {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+impl Answered {
+    fn ok(body: String) -> Answered {
+        Answered { status: StatusCode::OK, body }
+    }
 }
 
 /// Kernite's answer to any route it does not serve. gRPC calls to unknown
@@ -92,29 +124,69 @@ async fn health() -> Response {
 
 async fn execute(State(state): State<HttpState>, request: Request) -> Response {
     state
-        .call("POST /v1/execute", Operation::Decide, request, async |call, headers, body| {
-            evaluate::execute_json(&state.api, body, idempotency_key(headers).as_deref(), call)
+        .call("POST /v1/execute", Operation::Decide, state.request_reading(), request, async |call, headers, body| {
+            evaluate::execute_json(&state.api, body, idempotency_key(headers).as_deref(), call).map(Answered::ok)
         })
         .await
 }
 
 async fn validate(State(state): State<HttpState>, request: Request) -> Response {
     state
-        .call("POST /v1/validate/execute", Operation::Decide, request, async |call, headers, body| {
-            evaluate::validate_json(body, idempotency_key(headers).as_deref(), call)
-        })
+        .call(
+            "POST /v1/validate/execute",
+            Operation::Decide,
+            state.request_reading(),
+            request,
+            async |call, headers, body| {
+                evaluate::validate_json(body, idempotency_key(headers).as_deref(), call).map(Answered::ok)
+            },
+        )
         .await
 }
 
 async fn execute_with_evidence(State(state): State<HttpState>, request: Request) -> Response {
     state
-        .call("POST /v1/execute-with-evidence", Operation::Execute, request, async |call, headers, body| {
-            execute::execute_with_evidence_json(&state.api, body, idempotency_key(headers), call).await
+        .call(
+            "POST /v1/execute-with-evidence",
+            Operation::Execute,
+            state.request_reading(),
+            request,
+            async |call, headers, body| {
+                execute::execute_with_evidence_json(&state.api, body, idempotency_key(headers), call)
+                    .await
+                    .map(Answered::ok)
+            },
+        )
+        .await
+}
+
+async fn policy_generate(State(state): State<HttpState>, request: Request) -> Response {
+    let reading = state.document_reading();
+    state
+        .call("POST /v1/policy/generate", Operation::Author, reading, request, async |_, _, body| {
+            authoring::generate(body).await
+        })
+        .await
+}
+
+async fn policy_check(State(state): State<HttpState>, request: Request) -> Response {
+    let reading = state.document_reading();
+    state
+        .call("POST /v1/policy/check", Operation::Author, reading, request, async |_, _, body| {
+            authoring::check(body).await
         })
         .await
 }
 
 impl HttpState {
+    fn request_reading(&self) -> Reading {
+        Reading { limit: self.limits.request, dialect: Dialect::Strict }
+    }
+
+    fn document_reading(&self) -> Reading {
+        Reading { limit: self.limits.document, dialect: Dialect::Python }
+    }
+
     /// What every HTTP call goes through: its span, its caller (`gate.rs`),
     /// its admission, the body read as JSON, the handler, and the answer (200
     /// with the handler's JSON, or the error's status and body) carrying
@@ -123,8 +195,9 @@ impl HttpState {
         &self,
         method: &'static str,
         operation: Operation,
+        reading: Reading,
         request: Request,
-        handler: impl AsyncFnOnce(&Call, &HeaderMap, Value) -> Result<String, ApiError>,
+        handler: impl AsyncFnOnce(&Call, &HeaderMap, Value) -> Result<Answered, ApiError>,
     ) -> Response {
         let (parts, body) = request.into_parts();
         let headers = &parts.headers;
@@ -135,15 +208,15 @@ impl HttpState {
             browsers::check_json_content_type(headers)?;
             // Admitted by the size it declares (a chunked body, by the most it may be).
             let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-            let declared = declared.unwrap_or(self.max_body_bytes).min(self.max_body_bytes);
+            let declared = declared.unwrap_or(reading.limit).min(reading.limit);
             let _admitted = self.api.admission.admit(declared).await;
-            let body = read_json(body, self.max_body_bytes).await?;
+            let body = read_json(body, reading).await?;
             handler(&call, headers, body).instrument(call.span().clone()).await
         };
         let result = call.deadline().bound(work).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| HeaderValue::from_str(&c).ok());
         let (status, body, failure) = match result {
-            Ok(answer) => (StatusCode::OK, answer, None),
+            Ok(Answered { status, body }) => (status, body, None),
             Err(error) => {
                 let failure = error.failure();
                 let (status, body) = http_error(error);
@@ -169,7 +242,7 @@ pub(super) fn error_response(error: ApiError) -> Response {
 }
 
 /// The body as JSON, as Kernite reads it: empty is `{}`.
-async fn read_json(body: Body, limit: usize) -> Result<Value, ApiError> {
+async fn read_json(body: Body, Reading { limit, dialect }: Reading) -> Result<Value, ApiError> {
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|error| match error
         .into_inner()
         .downcast_ref::<http_body_util::LengthLimitError>(
@@ -181,7 +254,7 @@ async fn read_json(body: Body, limit: usize) -> Result<Value, ApiError> {
         return Ok(Value::Object(Map::default()));
     }
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::NotJson)?;
-    json::parse(text).map_err(|_| ApiError::NotJson)
+    json::parse_as(text, dialect).map_err(|_| ApiError::NotJson)
 }
 
 /// The `Idempotency-Key` header as Python's http.server reads it (Latin-1).

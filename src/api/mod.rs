@@ -16,6 +16,7 @@
 
 mod admission;
 mod audit;
+mod authoring;
 pub(crate) mod browsers;
 mod call;
 mod convert;

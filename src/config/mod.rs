@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+pub use crate::authoring::command_line::{CheckArgs, GenerateArgs, StartArgs};
 use crate::defaults::*;
 use crate::schema::layout::EvidenceLayout;
 use crate::telemetry::LogFormat;
@@ -34,8 +35,9 @@ fn defaulted(help: &str, default: impl Display) -> String {
     about = "Kernite policy decisions over gRPC, with evidence committed in one Postgres transaction with the write it governs."
 )]
 pub struct Cli {
+    /// None: print the help, as Kernite does.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +119,28 @@ pub enum Command {
         #[command(flatten)]
         upkeep: UpkeepArgs,
     },
+    /// Kernite's policy artifact utilities (`kernite policy`).
+    Policy {
+        #[command(subcommand)]
+        command: Option<PolicyCommand>,
+    },
+    /// Check an OpenAPI document's write operations are governed, as `kernite
+    /// check` does: exit 0 when covered, 1 when not, 2 when an input cannot be read.
+    #[command(infer_long_args = true, args_override_self = true)]
+    Check(CheckArgs),
+    /// Write Kernite's starter bundle (policy, requests, guard, README), as `kernite start`.
+    #[command(alias = "scaffold", infer_long_args = true, args_override_self = true)]
+    Start(StartArgs),
+}
+
+/// `policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Generate Kernite policy artifacts from OpenAPI JSON, as `kernite policy
+    /// generate` does: exit 0 when the report is valid, 1 when not, 2 when the
+    /// document cannot be read.
+    #[command(infer_long_args = true, args_override_self = true)]
+    Generate(GenerateArgs),
 }
 
 /// The partitioned layout's upkeep (`src/upkeep.rs`), for `serve` (hourly)
@@ -185,6 +209,11 @@ pub struct DevArgs {
     /// written to the data directory, where edits are reloaded. `false`: requests bring their own policies.
     #[arg(long, env = "GOVERNANCE_DEV_EXAMPLE_POLICIES", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub example_policies: bool,
+
+    /// SQL run on the private PostgreSQL once it is migrated, before the mutations are checked (your
+    /// tables, say); may be repeated.
+    #[arg(long)]
+    pub init_sql: Vec<PathBuf>,
 
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -262,6 +291,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GOVERNANCE_MAX_MESSAGE_BYTES", help = defaulted(
         "Largest request message accepted, in bytes.", DEFAULT_MAX_MESSAGE_BYTES))]
     pub max_message_bytes: Option<usize>,
+
+    #[arg(long, env = "GOVERNANCE_MAX_DOCUMENT_BYTES", help = defaulted(
+        "Largest OpenAPI document accepted by the policy generate and check routes, in bytes.",
+        DEFAULT_MAX_DOCUMENT_BYTES))]
+    pub max_document_bytes: Option<usize>,
 
     #[arg(long, env = "GOVERNANCE_CONCURRENCY_LIMIT", help = defaulted(
         "Governance calls processed at once across all connections; more wait (health checks never do).",
@@ -357,6 +391,11 @@ pub struct ServeArgs {
     /// TOML file declaring the mutations callers may name (see docs/evidence.md).
     #[arg(long, env = "GOVERNANCE_MUTATIONS")]
     pub mutations: Option<PathBuf>,
+
+    /// Kernite's operation map (`policy-map.generated.json`, or a bundle with an `operation_map`): mutations
+    /// that name an `operation_id` take their scope from it.
+    #[arg(long, env = "GOVERNANCE_OPERATION_MAP")]
+    pub operation_map: Option<PathBuf>,
 
     #[arg(long, env = "GOVERNANCE_MODE", value_parser = str::parse::<Mode>, help = defaulted(
         "Mode of mutations that do not set their own: enforce, observe or skip.", Mode::default()))]

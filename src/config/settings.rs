@@ -85,6 +85,7 @@ impl ServeArgs {
             },
             limits: Limits {
                 max_message_bytes: set.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+                max_document_bytes: set.max_document_bytes.unwrap_or(DEFAULT_MAX_DOCUMENT_BYTES),
                 concurrency_limit: set.concurrency_limit.unwrap_or(DEFAULT_CONCURRENCY_LIMIT).max(1),
                 max_request_bytes_in_flight: set
                     .max_request_bytes_in_flight
@@ -125,6 +126,7 @@ impl ServeArgs {
             }),
             evidence: EvidenceSettings {
                 mutations: set.mutations,
+                operation_map: set.operation_map,
                 mode: set.mode.unwrap_or_default(),
                 redact_paths: set.redact_paths.unwrap_or_default(),
                 redact_keys: set
@@ -258,6 +260,8 @@ pub struct TlsSettings {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_message_bytes: usize,
+    /// The largest OpenAPI document the authoring routes read.
+    pub max_document_bytes: usize,
     pub concurrency_limit: usize,
     /// Request bytes processed at once (`api/admission.rs`).
     pub max_request_bytes_in_flight: usize,
@@ -301,6 +305,8 @@ pub struct CallersSettings {
 pub struct EvidenceSettings {
     /// The registry of mutations; none: no mutation may be named.
     pub mutations: Option<PathBuf>,
+    /// Kernite's operation map, giving the scope of mutations that name an `operation_id`.
+    pub operation_map: Option<PathBuf>,
     /// Mode of mutations that set none (and whose bundle scope sets none).
     pub mode: Mode,
     pub redact_paths: Vec<String>,
@@ -355,7 +361,7 @@ mod tests {
     fn switches_work_bare_or_with_a_value() {
         let parse = |args: &[&str]| {
             let cli = Cli::try_parse_from([&["governance-sidecar", "serve"], args].concat()).unwrap();
-            let Command::Serve(serve) = cli.command else { panic!("not serve") };
+            let Some(Command::Serve(serve)) = cli.command else { panic!("not serve") };
             serve.resolve().unwrap()
         };
         let allows = |settings: &ServerSettings| settings.allow_request_policies;

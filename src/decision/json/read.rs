@@ -6,8 +6,41 @@ use super::first_special;
 use crate::decision::python::MAX_INT_DIGITS;
 use crate::decision::value::{Map, Text, Value};
 
-/// Deepest nesting of arrays and objects accepted.
+/// Deepest nesting of arrays and objects accepted in a request.
 pub const MAX_DEPTH: usize = 128;
+
+/// Deepest nesting accepted in an OpenAPI document: deeper than any published
+/// one, and as deep as Python's own decoder goes (it gives up near 995).
+pub const MAX_DOCUMENT_DEPTH: usize = 990;
+
+/// A lone UTF-16 surrogate (U+D800..U+DFFF), which a Rust string cannot
+/// hold, as the document reader keeps it: the code point 0xF0000 above it, in
+/// Unicode's supplementary private use area, where no published document puts
+/// text. [`surrogate_of`] reads it back.
+pub fn lone_surrogate(surrogate: u32) -> char {
+    char::from_u32(SURROGATE_STAND_IN + (surrogate - 0xd800)).expect("a private use code point")
+}
+
+/// The lone surrogate `c` stands for, if it stands for one.
+pub fn surrogate_of(c: char) -> Option<u32> {
+    let code = c as u32;
+    (SURROGATE_STAND_IN..SURROGATE_STAND_IN + 0x800).contains(&code).then(|| code - SURROGATE_STAND_IN + 0xd800)
+}
+
+const SURROGATE_STAND_IN: u32 = 0xf0000;
+
+/// How much of what `json.loads` accepts is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// JSON proper, nested at most [`MAX_DEPTH`] levels: what a decision
+    /// request may hold (Kernite crashes on the rest).
+    Strict,
+    /// Also `NaN`, `Infinity`, `-Infinity`, numbers that overflow to
+    /// infinity and lone surrogates, nested at most [`MAX_DOCUMENT_DEPTH`]:
+    /// what Kernite's authoring tools read (`json.dumps` writes the numbers
+    /// back the same way).
+    Python,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason} at byte {offset}")]
@@ -18,7 +51,17 @@ pub struct JsonError {
 
 /// Parses one JSON document, as `json.loads` would (with the refusals above).
 pub fn parse(text: &str) -> Result<Value, JsonError> {
-    let mut parser = Parser { bytes: text.as_bytes(), text, pos: 0, entries: Vec::new(), items: Vec::new() };
+    parse_as(text, Dialect::Strict)
+}
+
+/// Parses one JSON document in `dialect`.
+pub fn parse_as(text: &str, dialect: Dialect) -> Result<Value, JsonError> {
+    let max_depth = match dialect {
+        Dialect::Strict => MAX_DEPTH,
+        Dialect::Python => MAX_DOCUMENT_DEPTH,
+    };
+    let mut parser =
+        Parser { bytes: text.as_bytes(), text, pos: 0, entries: Vec::new(), items: Vec::new(), dialect, max_depth };
     parser.skip_whitespace();
     let value = parser.value(0)?;
     parser.skip_whitespace();
@@ -38,6 +81,8 @@ struct Parser<'a> {
     /// part of the stack above their parent's.
     entries: Vec<(Text, Value)>,
     items: Vec<Value>,
+    dialect: Dialect,
+    max_depth: usize,
 }
 
 impl Parser<'_> {
@@ -74,6 +119,10 @@ impl Parser<'_> {
             Some(b't') => self.expect_literal("true", Value::Bool(true)),
             Some(b'f') => self.expect_literal("false", Value::Bool(false)),
             Some(b'n') => self.expect_literal("null", Value::Null),
+            Some(b'N') if self.dialect == Dialect::Python => self.expect_literal("NaN", Value::Float(f64::NAN)),
+            Some(b'I') if self.dialect == Dialect::Python => {
+                self.expect_literal("Infinity", Value::Float(f64::INFINITY))
+            }
             Some(b'N' | b'I') => Err(self.error("NaN and Infinity are not JSON numbers")),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(_) => Err(self.error("expected a value")),
@@ -81,8 +130,8 @@ impl Parser<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(self.error("nesting is deeper than 128 levels"));
+        if depth > self.max_depth {
+            return Err(self.error("nesting is too deep"));
         }
         self.pos += 1;
         self.skip_whitespace();
@@ -126,8 +175,8 @@ impl Parser<'_> {
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(self.error("nesting is deeper than 128 levels"));
+        if depth > self.max_depth {
+            return Err(self.error("nesting is too deep"));
         }
         self.pos += 1;
         self.skip_whitespace();
@@ -214,25 +263,34 @@ impl Parser<'_> {
     }
 
     /// A `\uXXXX` escape, joining a surrogate pair. A lone surrogate is
-    /// refused: Python keeps it, then Kernite crashes encoding the hash input.
+    /// refused in a request: Python keeps it, then Kernite crashes encoding
+    /// the hash input. A document ([`Dialect::Python`]) keeps it as
+    /// [`lone_surrogate`] stands for it, as Python keeps it.
     fn unicode_escape(&mut self) -> Result<char, JsonError> {
         let first = self.hex4()?;
         let code = match first {
-            0xd800..=0xdbff => {
-                if !self.text[self.pos..].starts_with("\\u") {
-                    return Err(self.error("lone surrogate in a \\u escape"));
-                }
-                self.pos += 2;
-                let second = self.hex4()?;
-                if !(0xdc00..=0xdfff).contains(&second) {
-                    return Err(self.error("lone surrogate in a \\u escape"));
-                }
-                0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
-            }
+            0xd800..=0xdbff => match self.low_surrogate_after() {
+                Some(second) => 0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00),
+                None if self.dialect == Dialect::Python => return Ok(lone_surrogate(first)),
+                None => return Err(self.error("lone surrogate in a \\u escape")),
+            },
+            0xdc00..=0xdfff if self.dialect == Dialect::Python => return Ok(lone_surrogate(first)),
             0xdc00..=0xdfff => return Err(self.error("lone surrogate in a \\u escape")),
             code => code,
         };
         char::from_u32(code).ok_or_else(|| self.error("invalid \\u escape"))
+    }
+
+    /// The low surrogate escaped right after a high one, consumed; `None`
+    /// (nothing consumed) when what follows is anything else.
+    fn low_surrogate_after(&mut self) -> Option<u32> {
+        let digits = self.text.get(self.pos..self.pos + 6)?.strip_prefix("\\u")?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let second = u32::from_str_radix(digits, 16).ok().filter(|c| (0xdc00..=0xdfff).contains(c))?;
+        self.pos += 6;
+        Some(second)
     }
 
     /// Python's number grammar: `-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?`.
@@ -244,6 +302,9 @@ impl Parser<'_> {
         match self.peek() {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => self.skip_digits(),
+            Some(b'I') if self.dialect == Dialect::Python => {
+                return self.expect_literal("Infinity", Value::Float(f64::NEG_INFINITY));
+            }
             Some(b'I') => return Err(self.error("NaN and Infinity are not JSON numbers")),
             _ => return Err(self.error("expected a digit")),
         }
@@ -268,7 +329,7 @@ impl Parser<'_> {
         let literal = &self.text[start..self.pos];
         if is_float {
             let f: f64 = literal.parse().map_err(|_| self.error("invalid number"))?;
-            if f.is_infinite() {
+            if f.is_infinite() && self.dialect == Dialect::Strict {
                 return Err(JsonError { reason: "number is too large for a double", offset: start });
             }
             return Ok(Value::Float(f));

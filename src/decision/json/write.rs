@@ -51,6 +51,51 @@ pub fn write_value(out: &mut String, value: &Value, layout: Layout) {
     }
 }
 
+/// `json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)`: the
+/// files Kernite's command line writes.
+pub fn to_indented_string(value: &Value) -> String {
+    let mut out = String::with_capacity(1024);
+    write_indented(&mut out, value, 0);
+    out
+}
+
+fn write_indented(out: &mut String, value: &Value, depth: usize) {
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n(' ', 2 * depth));
+    };
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline(out, depth + 1);
+                write_indented(out, item, depth + 1);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            let entries = sorted_entries(map, |a, b| a.cmp(b));
+            for (i, &(key, item)) in entries.as_slice().iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline(out, depth + 1);
+                write_string(out, key);
+                out.push_str(": ");
+                write_indented(out, item, depth + 1);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        scalar_or_empty => write_value(out, scalar_or_empty, Layout::Canonical),
+    }
+}
+
 /// Writes an object as [`write_value`] would write `Value::Object(map)`.
 pub fn write_object(out: &mut String, map: &Map, layout: Layout) {
     let (item_sep, key_sep) = match layout {
