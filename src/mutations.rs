@@ -625,6 +625,31 @@ mod tests {
     }
 
     #[test]
+    fn a_mutation_may_take_its_scope_from_the_operation_map() {
+        let by_id = INVOICE
+            .replace("object_type = \"invoice\"\n        operation = \"create\"", "operation_id = \"createInvoice\"");
+        assert!(by_id.contains("operation_id"));
+        let map = OperationMap::parse(
+            r#"{"operations": [{"path": "/invoices", "method": "post", "operation_id": "createInvoice",
+                "object_type": "invoice", "operation": "create", "governed": true, "mode": "enforce"}]}"#,
+        )
+        .unwrap();
+        let registry = Registry::parse_with(&by_id, Some(&map)).unwrap();
+        let mutation = registry.get("create_invoice").unwrap();
+        assert_eq!((mutation.object_type.as_str(), mutation.operation.as_str()), ("invoice", "create"));
+        // Without the map, with an id it does not list, or with both ways of naming the scope: refused.
+        assert!(format!("{:#}", Registry::parse(&by_id).unwrap_err()).contains("no --operation-map"));
+        let unknown = by_id.replace("createInvoice", "deleteInvoice");
+        assert!(
+            format!("{:#}", Registry::parse_with(&unknown, Some(&map)).unwrap_err())
+                .contains("not in the operation map")
+        );
+        let both = INVOICE
+            .replace("operation = \"create\"", "operation = \"create\"\n        operation_id = \"createInvoice\"");
+        assert!(Registry::parse_with(&both, Some(&map)).is_err());
+    }
+
+    #[test]
     fn undeclared_parameters_and_ambiguous_sources_are_refused() {
         let undeclared = INVOICE.replace(":note::text", ":nope");
         assert!(

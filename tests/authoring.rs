@@ -52,13 +52,15 @@ fn first_difference(expected: &str, actual: &str) -> String {
 }
 
 /// The response with its `ctx_id` masked as the corpus masks it, once it
-/// is checked to be one: `ctx_` and 12 hex digits.
-fn masked(body: &str, seen: &mut HashSet<String>) -> String {
+/// is checked to be one (`ctx_` and 12 hex digits), never answered before,
+/// and the one in the `x-ctx-id` header.
+fn masked(body: &str, header: Option<&str>, seen: &mut HashSet<String>) -> String {
     const PREFIX: &str = "{\"ctx_id\": \"ctx_";
     let Some(rest) = body.strip_prefix(PREFIX) else { return body.to_owned() };
     let id = &rest[..12.min(rest.len())];
     assert!(id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()), "a ctx_id: {body:.60}");
     assert!(seen.insert(id.to_owned()), "ctx_id {id} answered twice");
+    assert_eq!(header, Some(format!("ctx_{id}").as_str()), "x-ctx-id");
     format!("{PREFIX}************{}", &rest[12..])
 }
 
@@ -98,7 +100,7 @@ async fn every_case_posted_to_the_authoring_routes_gets_kernites_status_headers_
         if response.header("content-type") != Some(text(http, "content_type")) {
             failures.push(format!("{name}: content-type {:?}", response.header("content-type")));
         }
-        let body = masked(&response.body, &mut ctx_ids);
+        let body = masked(&response.body, response.header("x-ctx-id"), &mut ctx_ids);
         if body != text(http, "response") {
             failures.push(format!("{name}: {}", first_difference(text(http, "response"), &body)));
         }
@@ -231,4 +233,66 @@ fn every_case_run_on_the_command_line_prints_writes_and_exits_as_kernite_does() 
     });
     let failures: Vec<String> = halves.into_iter().flatten().collect();
     report("CLI", cases.len(), &failures);
+}
+
+/// A server whose requests may be 64 KiB and documents 256 KiB.
+async fn small_limits() -> TestServer {
+    let mut settings = ServerSettings::default();
+    settings.limits.max_message_bytes = 64 * 1024;
+    settings.limits.max_document_bytes = 256 * 1024;
+    TestServer::start(settings, GovernanceApi::new()).await
+}
+
+/// An OpenAPI document of about `bytes` bytes: one write operation and a long description.
+fn document_of(bytes: usize) -> String {
+    let description = "x".repeat(bytes);
+    format!(
+        r#"{{"openapi": {{"openapi": "3.0.3", "info": {{"description": "{description}"}}, "paths": {{"/invoices": {{"post": {{}}}}}}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_document_is_read_up_to_its_own_limit_and_refused_beyond_it() {
+    let server = small_limits().await;
+    let answer = post_json(server.address, "/policy/generate", None, &document_of(200 * 1024)).await;
+    assert_eq!(answer.status, 200, "{:.300}", answer.body);
+    let answer = post_json(server.address, "/v1/policy/check", None, &document_of(300 * 1024)).await;
+    assert_eq!(answer.status, 413, "{:.300}", answer.body);
+    // A decision request keeps the request limit.
+    let answer = post_json(server.address, "/v1/execute", None, &document_of(200 * 1024)).await;
+    assert_eq!(answer.status, 413, "{:.300}", answer.body);
+}
+
+#[tokio::test]
+async fn references_that_fan_out_are_refused_and_the_sidecar_answers_on() {
+    let server = small_limits().await;
+    // Each schema refers to the next twice: 2^40 values once resolved, as Kernite would copy them.
+    let schemas: Vec<String> = (0..40)
+        .map(|i| format!(r##""s{i}": {{"type": "object", "properties": {{"a": {{"$ref": "#/components/schemas/s{n}"}}, "b": {{"$ref": "#/components/schemas/s{n}"}}}}}}"##, n = i + 1))
+        .collect();
+    let body = format!(
+        r##"{{"openapi": {{"openapi": "3.0.3", "paths": {{"/invoices": {{"post": {{"requestBody": {{"content": {{"application/json": {{"schema": {{"$ref": "#/components/schemas/s0"}}}}}}}}}}}}}}, "components": {{"schemas": {{{}, "s40": {{}}}}}}}}}}"##,
+        schemas.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let answer = post_json(server.address, "/policy/generate", None, &body).await;
+    assert_eq!(answer.status, 400, "{:.300}", answer.body);
+    assert!(answer.body.contains("Resolving $ref produces more than 2000000 values"), "{:.300}", answer.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    let answer = post_json(server.address, "/policy/generate", None, &document_of(10)).await;
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn nesting_as_deep_as_python_reads_is_answered_and_deeper_is_refused() {
+    let server = TestServer::start(ServerSettings::default(), GovernanceApi::new()).await;
+    let nested = |depth: usize| {
+        let value = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        format!(r#"{{"openapi": {{"openapi": "3.0.3", "x-deep": {value}, "paths": {{}}}}}}"#)
+    };
+    // The body itself and the document are two levels: 988 more reach 990.
+    let answer = post_json(server.address, "/policy/generate", None, &nested(988)).await;
+    assert_eq!(answer.status, 200, "{:.300}", answer.body);
+    let answer = post_json(server.address, "/policy/check", None, &nested(100_000)).await;
+    assert_eq!((answer.status, answer.body.as_str()), (400, r#"{"message": "Invalid JSON payload"}"#));
 }

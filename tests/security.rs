@@ -5,7 +5,8 @@
 //! The callers (`CALLERS`): `billing` may decide, execute `create_invoice`
 //! and read in `ws_a`; `other` may do everything in `ws_b`; `writer` may only
 //! execute in `ws_a`; `tenants` may decide in `acme-*`; `logger` may read the
-//! log; and a workload certificate may read everywhere.
+//! log; `author` may use the authoring routes only; and a workload certificate
+//! may read everywhere.
 
 mod common;
 
@@ -54,6 +55,7 @@ fn callers_file(billing_token: &str, auditor_listed: bool) -> String {
         token("writer", "writer-token", "workspaces = [\"ws_a\"]\noperations = [\"execute\"]"),
         token("tenants", "tenants-token", "workspaces = [\"acme-*\"]\noperations = [\"decide\"]"),
         token("logger", "logger-token", "workspaces = [\"*\"]\noperations = [\"log\"]"),
+        token("author", "author-token", "workspaces = [\"*\"]\noperations = [\"author\"]"),
     ]
     .concat();
     if auditor_listed {
@@ -493,6 +495,35 @@ async fn refusals_are_counted_by_caller_and_operation_and_never_show_a_token() {
     );
     assert!(metrics.contains(r#"caller="",operation="decide",reason="unauthenticated"}"#), "{metrics}");
     assert!(!metrics.contains("not-a-token") && !metrics.contains("billing-token"));
+}
+
+#[tokio::test]
+async fn the_authoring_routes_answer_only_callers_granted_author() {
+    let (f, _) = secured("author", ServerSettings::default()).await;
+    let document = br#"{"openapi": {"openapi": "3.0.3", "paths": {"/invoices": {"post": {}}}}}"#;
+    let post = async |route: &str, token: Option<&str>| {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &[u8])> = vec![("Content-Type", b"application/json")];
+        headers.extend(bearer.as_deref().map(|b| ("Authorization", b.as_bytes())));
+        request(f.server.address, "POST", route, &headers, document).await
+    };
+    for route in ["/policy/generate", "/v1/policy/generate", "/policy/check", "/v1/policy/check"] {
+        let answer = post(route, None).await;
+        assert_eq!((answer.status, answer.header("www-authenticate")), (401, Some("Bearer")), "{route}");
+        assert_eq!(post(route, Some("billing-token")).await.status, 403, "{route}: billing may not author");
+        let answer = post(route, Some("author-token")).await;
+        assert!(answer.body.contains(r#""write_operations": 1"#), "{route}: {}", answer.body);
+    }
+    // And an author may do nothing else.
+    let answer = request(
+        f.server.address,
+        "POST",
+        "/v1/execute",
+        &[("Content-Type", b"application/json"), ("Authorization", b"Bearer author-token")],
+        body("ws_a", 10).as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
 //! Kernite's authoring routes over HTTP: the document goes to
 //! [`crate::authoring`] on a blocking thread (a large document takes a
 //! while to resolve, and the decision calls sharing these workers should
-//! not wait for it), and its answer comes back with Kernite's status.
+//! not wait for it), and its answer comes back with Kernite's status. The
+//! answer's `ctx_id` is the call's, in its log line and `x-ctx-id` header.
 
 use axum::http::StatusCode;
 
+use super::call::Call;
 use super::error::ApiError;
 use super::http::Answered;
 use crate::authoring::{check, generate};
@@ -13,13 +15,22 @@ use crate::decision::Value;
 use crate::decision::json::{self, Layout};
 
 /// `POST /policy/generate`.
-pub(super) async fn generate(body: Value) -> Result<Answered, ApiError> {
-    off_the_workers(move || generate::respond(&body, ctx_id::random())).await
+pub(super) async fn generate(body: Value, call: &Call) -> Result<Answered, ApiError> {
+    let ctx_id = answer_id(call);
+    off_the_workers(move || generate::respond(&body, ctx_id)).await
 }
 
 /// `POST /policy/check`.
-pub(super) async fn check(body: Value) -> Result<Answered, ApiError> {
-    off_the_workers(move || check::respond(&body, ctx_id::random())).await
+pub(super) async fn check(body: Value, call: &Call) -> Result<Answered, ApiError> {
+    let ctx_id = answer_id(call);
+    off_the_workers(move || check::respond(&body, ctx_id)).await
+}
+
+/// A fresh `ctx_id`, as Kernite gives each authoring answer, noted on the call.
+fn answer_id(call: &Call) -> String {
+    let ctx_id = ctx_id::random();
+    call.record_ctx_id(&ctx_id);
+    ctx_id
 }
 
 async fn off_the_workers(respond: impl FnOnce() -> (u16, Value) + Send + 'static) -> Result<Answered, ApiError> {

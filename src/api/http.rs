@@ -163,8 +163,8 @@ async fn execute_with_evidence(State(state): State<HttpState>, request: Request)
 async fn policy_generate(State(state): State<HttpState>, request: Request) -> Response {
     let reading = state.document_reading();
     state
-        .call("POST /v1/policy/generate", Operation::Author, reading, request, async |_, _, body| {
-            authoring::generate(body).await
+        .call("POST /v1/policy/generate", Operation::Author, reading, request, async |call, _, body| {
+            authoring::generate(body, call).await
         })
         .await
 }
@@ -172,8 +172,8 @@ async fn policy_generate(State(state): State<HttpState>, request: Request) -> Re
 async fn policy_check(State(state): State<HttpState>, request: Request) -> Response {
     let reading = state.document_reading();
     state
-        .call("POST /v1/policy/check", Operation::Author, reading, request, async |_, _, body| {
-            authoring::check(body).await
+        .call("POST /v1/policy/check", Operation::Author, reading, request, async |call, _, body| {
+            authoring::check(body, call).await
         })
         .await
 }

@@ -439,6 +439,12 @@ mod tests {
         assert_eq!(int(Value::Float(f64::INFINITY)), Err(IntError::Overflow));
         assert_eq!(int(Value::Array(vec![])), Err(IntError::Invalid));
         assert_eq!(int(Value::Float(1e30)), Ok(Value::from_bigint("1000000000000000019884624838656".parse().unwrap())));
+        // Any script's decimal digits, and Unicode spaces but not U+001C..U+001F.
+        assert_eq!(int(Value::str("\u{661}\u{662}")), Ok(Value::Int(12)));
+        assert_eq!(int(Value::str("\u{ff11}\u{ff10}")), Ok(Value::Int(10)));
+        assert_eq!(int(Value::str("\u{3000}+1\u{85}")), Ok(Value::Int(1)));
+        assert_eq!(int(Value::str("\u{1f}1")), Err(IntError::Invalid));
+        assert_eq!(int(Value::str("\u{660}x")), Err(IntError::Invalid));
     }
 
     #[test]
