@@ -61,27 +61,38 @@ fn operation_key(method: &str, path: &str) -> String {
     format!("{method} {path}")
 }
 
+/// The entries of the array `name.key` of an optional object (`Null`: not
+/// given), each an object, with its field name (`mapping.operations[2]`);
+/// Kernite's violations for what is not so.
+fn entries_of<'v>(value: &'v Value, name: &str, key: &str, violations: &mut Vec<Violation>) -> Vec<(String, &'v Map)> {
+    let entries = match value {
+        Value::Null => return Vec::new(),
+        Value::Object(object) => object.get(key),
+        _ => {
+            violations.push(Violation::new(INVALID_FIELD, format!("{name} must be an object."), name));
+            return Vec::new();
+        }
+    };
+    let Some(Value::Array(entries)) = entries else {
+        let field = format!("{name}.{key}");
+        violations.push(Violation::new(INVALID_FIELD, format!("{field} must be an array."), field));
+        return Vec::new();
+    };
+    let mut objects = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let field = format!("{name}.{key}[{index}]");
+        match entry {
+            Value::Object(entry) => objects.push((field, entry)),
+            _ => violations.push(Violation::new(INVALID_FIELD, format!("{field} must be an object."), field)),
+        }
+    }
+    objects
+}
+
 /// The operation map's entries by operation, and what is wrong with it.
 fn read_mapping(mapping: &Value, violations: &mut Vec<Violation>) -> HashMap<String, Map> {
     let mut entries = HashMap::new();
-    let operations = match mapping {
-        Value::Null => return entries,
-        Value::Object(mapping) => mapping.get("operations"),
-        _ => {
-            violations.push(Violation::new(INVALID_FIELD, "mapping must be an object.", "mapping"));
-            return entries;
-        }
-    };
-    let Some(Value::Array(operations)) = operations else {
-        violations.push(Violation::new(INVALID_FIELD, "mapping.operations must be an array.", "mapping.operations"));
-        return entries;
-    };
-    for (index, item) in operations.iter().enumerate() {
-        let field = format!("mapping.operations[{index}]");
-        let Value::Object(item) = item else {
-            violations.push(Violation::new(INVALID_FIELD, format!("{field} must be an object."), field));
-            continue;
-        };
+    for (field, item) in entries_of(mapping, "mapping", "operations", violations) {
         let path = normalize_string(Value::or_null(item.get("path")));
         let method = normalize_lower(Value::or_null(item.get("method")));
         if path.is_empty() || method.is_empty() {
@@ -96,24 +107,7 @@ fn read_mapping(mapping: &Value, violations: &mut Vec<Violation>) -> HashMap<Str
 /// The bundle's policy keys, and what is wrong with it.
 fn read_bundle(bundle: &Value, violations: &mut Vec<Violation>) -> HashSet<String> {
     let mut keys = HashSet::new();
-    let policies = match bundle {
-        Value::Null => return keys,
-        Value::Object(bundle) => bundle.get("policies"),
-        _ => {
-            violations.push(Violation::new(INVALID_FIELD, "bundle must be an object.", "bundle"));
-            return keys;
-        }
-    };
-    let Some(Value::Array(policies)) = policies else {
-        violations.push(Violation::new(INVALID_FIELD, "bundle.policies must be an array.", "bundle.policies"));
-        return keys;
-    };
-    for (index, policy) in policies.iter().enumerate() {
-        let field = format!("bundle.policies[{index}]");
-        let Value::Object(policy) = policy else {
-            violations.push(Violation::new(INVALID_FIELD, format!("{field} must be an object."), field));
-            continue;
-        };
+    for (field, policy) in entries_of(bundle, "bundle", "policies", violations) {
         let key = normalize_string(Value::or_null(policy.get("policy_key")));
         if key.is_empty() {
             let message = format!("{field}.policy_key must be a non-empty string.");
@@ -268,15 +262,9 @@ fn report(write_operations: usize, strict: bool, violations: Vec<Violation>, war
 /// Kernite's answer to `POST /policy/check`: its status and body, with
 /// `ctx_id` in the body.
 pub fn respond(payload: &Value, ctx_id: String) -> (u16, Value) {
-    let invalid = |error: &str| {
-        let data = object([("error", Value::str(error))]);
-        (400, super::body(ctx_id.clone(), "Invalid policy check payload.", data))
-    };
-    let Value::Object(payload) = payload else { return invalid("Request body must be an object.") };
-    let options = match payload.get("options") {
-        None | Some(Value::Null) => &Map::default(),
-        Some(Value::Object(options)) => options,
-        Some(_) => return invalid("options must be an object when provided."),
+    let (payload, options) = match super::payload_and_options(payload) {
+        Ok(read) => read,
+        Err(error) => return super::invalid_payload(ctx_id, "Invalid policy check payload.", error),
     };
     let strict = options.get("strict").is_none_or(Value::is_truthy);
     let given = |key: &str| Value::or_null(payload.get(key));

@@ -54,21 +54,14 @@ pub fn artifacts(openapi: &Value, default_mode: &str, fail_on_unsupported: bool)
     let document = openapi::ensure_document(openapi)?;
     let operations = openapi::write_operations(document, default_mode)?;
 
-    let mut warnings: Vec<Warning> = Vec::new();
-    let mut unsupported: Vec<Unsupported> = Vec::new();
+    let mut warnings: Vec<Finding> = Vec::new();
+    let mut unsupported: Vec<Finding> = Vec::new();
     let mut policies: BTreeMap<String, Value> = BTreeMap::new();
     let mut governed_scopes: BTreeSet<(String, String)> = BTreeSet::new();
     let mut operation_map: Vec<Value> = Vec::with_capacity(operations.len());
 
     for meta in &operations {
-        let warn = |code: &'static str, message: String, field: &'static str| Warning {
-            code,
-            message,
-            path: meta.path.to_owned(),
-            method: meta.method,
-            operation_id: meta.operation_id.clone(),
-            field,
-        };
+        let warn = |code: &'static str, message: String, field: &str| Finding::new(code, message, meta, field);
         for error in &meta.extension_errors {
             warnings.push(warn("invalid_x_kernite_field", error.message.to_owned(), error.field));
         }
@@ -137,9 +130,8 @@ pub fn artifacts(openapi: &Value, default_mode: &str, fail_on_unsupported: bool)
         ]));
     }
 
-    warnings.sort_by(|a, b| (&a.path, a.method, a.code, a.field).cmp(&(&b.path, b.method, b.code, b.field)));
-    unsupported
-        .sort_by(|a, b| (&a.path, a.method, &a.field_path, a.code).cmp(&(&b.path, b.method, &b.field_path, b.code)));
+    warnings.sort_by(|a, b| (&a.path, a.method, a.code, &a.field).cmp(&(&b.path, b.method, b.code, &b.field)));
+    unsupported.sort_by(|a, b| (&a.path, a.method, &a.field, a.code).cmp(&(&b.path, b.method, &b.field, b.code)));
     let governed_operations = operations.iter().filter(|meta| meta.governed).count();
     let report = object([
         ("valid", Value::Bool(!fail_on_unsupported || unsupported.is_empty())),
@@ -153,8 +145,11 @@ pub fn artifacts(openapi: &Value, default_mode: &str, fail_on_unsupported: bool)
                 ("unsupported_constraints", count(unsupported.len())),
             ]),
         ),
-        ("warnings", Value::Array(warnings.into_iter().map(Warning::into_value).collect())),
-        ("unsupported_constraints", Value::Array(unsupported.into_iter().map(Unsupported::into_value).collect())),
+        ("warnings", Value::Array(warnings.into_iter().map(|w| w.into_value("field")).collect())),
+        (
+            "unsupported_constraints",
+            Value::Array(unsupported.into_iter().map(|u| u.into_value("field_path")).collect()),
+        ),
     ]);
     let scopes = governed_scopes
         .into_iter()
@@ -191,48 +186,41 @@ fn generated_policy_key(meta: &WriteOperation<'_>) -> String {
     )
 }
 
-/// A warning of the generation report.
-struct Warning {
+/// A warning or an unsupported constraint of the generation report: what,
+/// and where, in which operation.
+struct Finding {
     code: &'static str,
     message: String,
     path: String,
     method: &'static str,
     operation_id: String,
-    field: &'static str,
+    /// The field of `x-kernite` or `requestBody` a warning is about; the
+    /// dotted path of the property an unsupported constraint is on.
+    field: String,
 }
 
-impl Warning {
-    fn into_value(self) -> Value {
-        object([
-            ("code", Value::str(self.code)),
-            ("message", Value::str(self.message)),
-            ("path", Value::str(self.path)),
-            ("method", Value::str(self.method)),
-            ("operation_id", Value::str(self.operation_id)),
-            ("field", Value::str(self.field)),
-        ])
+impl Finding {
+    fn new(code: &'static str, message: String, meta: &WriteOperation<'_>, field: &str) -> Finding {
+        Finding {
+            code,
+            message,
+            path: meta.path.to_owned(),
+            method: meta.method,
+            operation_id: meta.operation_id.clone(),
+            field: field.to_owned(),
+        }
     }
-}
 
-/// A schema keyword no rule was made from.
-struct Unsupported {
-    code: &'static str,
-    message: &'static str,
-    path: String,
-    method: &'static str,
-    operation_id: String,
-    field_path: String,
-}
-
-impl Unsupported {
-    fn into_value(self) -> Value {
+    /// As Kernite writes it, the field under `field_key` (`field` for a
+    /// warning, `field_path` for an unsupported constraint).
+    fn into_value(self, field_key: &str) -> Value {
         object([
             ("code", Value::str(self.code)),
             ("message", Value::str(self.message)),
             ("path", Value::str(self.path)),
             ("method", Value::str(self.method)),
             ("operation_id", Value::str(self.operation_id)),
-            ("field_path", Value::str(self.field_path)),
+            (field_key, Value::str(self.field)),
         ])
     }
 }
@@ -281,7 +269,7 @@ fn rules(
     object_type: &str,
     operation: &str,
     meta: &WriteOperation<'_>,
-    unsupported: &mut Vec<Unsupported>,
+    unsupported: &mut Vec<Finding>,
 ) -> Vec<Value> {
     let mut found = Constraints::default();
     walk(schema, meta, &mut found, unsupported, "");
@@ -337,18 +325,11 @@ fn walk(
     schema: &Map,
     meta: &WriteOperation<'_>,
     found: &mut Constraints,
-    unsupported: &mut Vec<Unsupported>,
+    unsupported: &mut Vec<Finding>,
     prefix: &str,
 ) {
-    let report = |unsupported: &mut Vec<Unsupported>, field_path: &str, message: &'static str| {
-        unsupported.push(Unsupported {
-            code: "unsupported_constraint",
-            message,
-            path: meta.path.to_owned(),
-            method: meta.method,
-            operation_id: meta.operation_id.clone(),
-            field_path: field_path.to_owned(),
-        });
+    let report = |unsupported: &mut Vec<Finding>, field_path: &str, message: &str| {
+        unsupported.push(Finding::new("unsupported_constraint", message.to_owned(), meta, field_path));
     };
     let here = prefix.trim_end_matches('.');
     for (keyword, message) in UNSUPPORTED_KEYWORDS {
@@ -396,15 +377,9 @@ fn walk(
 /// Kernite's answer to `POST /policy/generate`: its status and body, with
 /// `ctx_id` in the body.
 pub fn respond(payload: &Value, ctx_id: String) -> (u16, Value) {
-    let invalid = |error: &str| {
-        let data = object([("error", Value::str(error))]);
-        (400, super::body(ctx_id.clone(), "Invalid policy generation payload.", data))
-    };
-    let Value::Object(payload) = payload else { return invalid("Request body must be an object.") };
-    let options = match payload.get("options") {
-        None | Some(Value::Null) => &Map::default(),
-        Some(Value::Object(options)) => options,
-        Some(_) => return invalid("options must be an object when provided."),
+    let (payload, options) = match super::payload_and_options(payload) {
+        Ok(read) => read,
+        Err(error) => return super::invalid_payload(ctx_id, "Invalid policy generation payload.", error),
     };
     let default_mode = normalize_lower(Value::or_null(options.get("default_mode")).or(&Value::str("enforce")));
     let fail_on_unsupported = options.get("fail_on_unsupported").is_some_and(Value::is_truthy);

@@ -15,8 +15,8 @@ mod openapi;
 mod refs;
 pub mod starter;
 
-use crate::decision::Value;
 use crate::decision::value::object;
+use crate::decision::{Map, Value};
 
 /// Why a document cannot be read: Kernite's `OpenApiValidationError`, its
 /// message as Kernite words it.
@@ -33,4 +33,21 @@ impl OpenApiError {
 /// The body of Kernite's authoring answers: `ctx_id`, `message`, `data`.
 fn body(ctx_id: String, message: &str, data: Value) -> Value {
     object([("ctx_id", Value::str(ctx_id)), ("message", Value::str(message)), ("data", data)])
+}
+
+/// A request body's object and its `options` (an absent or `null` one is
+/// empty), or which of the two is not an object, in Kernite's words.
+fn payload_and_options(payload: &Value) -> Result<(&Map, &Map), &'static str> {
+    static NO_OPTIONS: std::sync::LazyLock<Map> = std::sync::LazyLock::new(Map::default);
+    let Value::Object(payload) = payload else { return Err("Request body must be an object.") };
+    match payload.get("options") {
+        None | Some(Value::Null) => Ok((payload, &NO_OPTIONS)),
+        Some(Value::Object(options)) => Ok((payload, options)),
+        Some(_) => Err("options must be an object when provided."),
+    }
+}
+
+/// Kernite's answer to a body it cannot read: 400, with the error.
+fn invalid_payload(ctx_id: String, message: &str, error: &str) -> (u16, Value) {
+    (400, body(ctx_id, message, object([("error", Value::str(error))])))
 }
