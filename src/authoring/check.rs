@@ -270,8 +270,11 @@ pub fn respond(payload: &Value, ctx_id: String) -> (u16, Value) {
     let given = |key: &str| Value::or_null(payload.get(key));
     match coverage(given("openapi"), given("mapping"), given("bundle"), strict) {
         Ok(report) => {
-            let passed = matches!(report.as_object().and_then(|r| r.get("valid")), Some(Value::Bool(true)));
-            let message = if passed { "Schema coverage check passed." } else { "Schema coverage check failed." };
+            let message = if super::report_is_valid(&report) {
+                "Schema coverage check passed."
+            } else {
+                "Schema coverage check failed."
+            };
             (200, super::body(ctx_id, message, report))
         }
         Err(error) => {

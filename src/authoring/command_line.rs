@@ -145,15 +145,13 @@ pub fn check(args: &CheckArgs) -> u8 {
         summary("warnings"),
         summary("strict"),
     );
-    let field = |map: &Value, key: &str| map.as_object().and_then(|m| m.get(key)).cloned().unwrap_or(Value::Null);
-    let violations = field(&report, "violations");
-    for violation in violations.as_sequence().unwrap_or_default().iter().take(10) {
+    let field = |map: &Value, key: &str| Value::or_null(map.as_object().and_then(|m| m.get(key))).clone();
+    for violation in field(&report, "violations").as_sequence().unwrap_or_default().iter().take(10) {
         let text = |key| crate::decision::python::to_str(&field(violation, key));
         println!("- {}: {}", text("code"), text("message"));
     }
     println!("Wrote {report_out}");
-    let valid = matches!(field(&report, "valid"), Value::Bool(true));
-    if valid { 0 } else { 1 }
+    if super::report_is_valid(&report) { 0 } else { 1 }
 }
 
 /// Runs `start` (or `scaffold`); the exit code.
@@ -257,16 +255,13 @@ fn join(directory: &str, name: &str) -> String {
 
 /// `PurePath.suffix`: the last dot and what follows it in the final
 /// component, unless the dot starts or ends the name.
-fn python_suffix(path: &str) -> &str {
-    let name = python_path_name(path);
+fn python_suffix(path: &str) -> String {
+    let path = python_path(path);
+    let name = path.rsplit('/').next().unwrap_or_default();
     match name.rfind('.') {
-        Some(i) if i > 0 && i < name.len() - 1 => &name[i..],
-        _ => "",
+        Some(i) if i > 0 && i < name.len() - 1 => name[i..].to_owned(),
+        _ => String::new(),
     }
-}
-
-fn python_path_name(path: &str) -> &str {
-    path.split('/').rfind(|part| !part.is_empty() && *part != ".").unwrap_or("")
 }
 
 #[cfg(test)]

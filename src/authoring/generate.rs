@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::openapi::{self, WriteOperation, slugify, str_strip};
+use super::openapi::{self, WriteOperation, slugify};
 use super::{OpenApiError, refs};
 use crate::decision::json::{self, Layout};
-use crate::decision::python::normalize_lower;
+use crate::decision::python::{normalize_lower, str_strip};
 use crate::decision::value::object;
 use crate::decision::{Map, Value};
 
@@ -40,7 +40,7 @@ impl Artifacts {
     /// Whether the report is valid (false only when unsupported constraints
     /// were found and asked to fail).
     pub fn valid(&self) -> bool {
-        matches!(self.report.as_object().and_then(|r| r.get("valid")), Some(Value::Bool(true)))
+        super::report_is_valid(&self.report)
     }
 
     /// The three objects under `bundle`, `mapping` and `report`, as Kernite nests them.

@@ -30,6 +30,11 @@ impl OpenApiError {
     }
 }
 
+/// Whether a generation or check report says `"valid": true`.
+fn report_is_valid(report: &Value) -> bool {
+    matches!(report.as_object().and_then(|r| r.get("valid")), Some(Value::Bool(true)))
+}
+
 /// The body of Kernite's authoring answers: `ctx_id`, `message`, `data`.
 fn body(ctx_id: String, message: &str, data: Value) -> Value {
     object([("ctx_id", Value::str(ctx_id)), ("message", Value::str(message)), ("data", data)])

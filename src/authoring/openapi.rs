@@ -6,7 +6,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::OpenApiError;
 use crate::decision::json::{self, Layout};
-use crate::decision::python::{normalize_lower, normalize_string, strip};
+use crate::decision::python::{normalize_lower, normalize_string};
 use crate::decision::{Map, Value};
 
 /// The HTTP methods that write, in the order Kernite looks for them.
@@ -218,15 +218,6 @@ fn write_operation<'d>(path: &'d str, method: &'static str, body: &'d Map, defau
         policy_key,
         extension_errors: errors,
         body,
-    }
-}
-
-/// Python's `str(value).strip()`, without the `or ""` of Kernite's usual
-/// normaliser: `None` is `"None"`.
-pub(super) fn str_strip(value: &Value) -> String {
-    match value {
-        Value::Str(s) => strip(s).to_owned(),
-        other => strip(&crate::decision::python::to_str(other)).to_owned(),
     }
 }
 

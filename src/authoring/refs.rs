@@ -8,8 +8,7 @@
 //! or [`MAX_DEPTH`] levels (Python itself fails near 1,000).
 
 use super::OpenApiError;
-use super::openapi::str_strip;
-use crate::decision::python::{to_int, to_str};
+use crate::decision::python::{str_strip, to_int, to_str};
 use crate::decision::{Map, Value};
 
 /// The most values one resolution may produce.
@@ -58,7 +57,7 @@ impl<'d> Resolver<'d> {
     }
 
     fn follow(&mut self, reference: &Value, depth: usize) -> Result<Value, OpenApiError> {
-        let reference = str_strip(reference);
+        let reference = str_strip(reference).to_string();
         if reference.is_empty() {
             return Err(OpenApiError::new("$ref must be a non-empty string."));
         }

@@ -42,6 +42,15 @@ pub fn normalize_string(value: &Value) -> Text {
     }
 }
 
+/// Python's `str(value).strip()`, without the `or ""` of [`normalize_string`]:
+/// `None` is `"None"`, `False` is `"False"`.
+pub fn str_strip(value: &Value) -> Text {
+    match value {
+        Value::Str(s) => Text::from(strip(s)),
+        other => Text::from(strip(&to_str(other))),
+    }
+}
+
 /// Like [`normalize_string`], then Python's `str.lower()` (full Unicode lowercasing).
 pub fn normalize_lower(value: &Value) -> Text {
     let mut s = normalize_string(value);
