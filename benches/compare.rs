@@ -192,6 +192,14 @@ impl Governance for Floor {
     ) -> Result<tonic::Response<governance_sidecar::proto::ConsistencyProof>, tonic::Status> {
         Err(tonic::Status::unimplemented("floor"))
     }
+    type ReplayEvidenceStream =
+        tokio_stream::Empty<Result<governance_sidecar::proto::ReplayEvidenceResponse, tonic::Status>>;
+    async fn replay_evidence(
+        &self,
+        _request: tonic::Request<governance_sidecar::proto::ReplayEvidenceRequest>,
+    ) -> Result<tonic::Response<Self::ReplayEvidenceStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
 }
 
 fn serve_floor(port: u16) {

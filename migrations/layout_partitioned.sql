@@ -69,6 +69,8 @@ CREATE TABLE governance_events (
     response_json_sha256 bytea,
     xact_id xid8 DEFAULT pg_current_xact_id(),
     caller text,
+    request_json text,
+    request_redacted_paths jsonb,
     -- id first: GetEvidence and the result's lookups go by id.
     CONSTRAINT governance_events_pkey PRIMARY KEY (id, created_at, workspace_id)
 ) PARTITION BY RANGE (created_at);

@@ -35,6 +35,9 @@ pub enum ServiceErrorCode {
     /// The call's deadline passed, or the mutation was cancelled by the
     /// statement timeout.
     DeadlineExceeded,
+    /// As much of this kind of work as the sidecar allows is running (a
+    /// replay); a retry once it ends may succeed.
+    Busy,
     /// PostgreSQL cannot be reached now; a retry may succeed.
     Unavailable,
     /// A fault of the sidecar or its database that a retry will not mend.
@@ -60,6 +63,7 @@ impl ServiceErrorCode {
             PermissionDenied => (Code::PermissionDenied, StatusCode::FORBIDDEN, false),
             FailedPrecondition => (Code::FailedPrecondition, StatusCode::BAD_REQUEST, false),
             DeadlineExceeded => (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT, false),
+            Busy => (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, false),
             Unavailable => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, true),
             Internal => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR, true),
         }

@@ -28,6 +28,7 @@ pub mod policies;
 pub mod postgres;
 pub mod proto;
 pub mod reload;
+pub mod replay;
 pub mod schema;
 pub mod secret_file;
 pub mod server;

@@ -169,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay(args) => Ok(governance_sidecar::replay::command_line::run(&args)),
         Command::Check(args) => Ok(command_line::check(&args).into()),
         Command::Start(args) => Ok(command_line::start(&args).into()),
     }

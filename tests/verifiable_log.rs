@@ -165,20 +165,38 @@ async fn verify_names_a_caller_rewritten_or_erased() {
 }
 
 #[tokio::test]
-async fn rows_written_without_a_caller_keep_version_1_entries_and_verify_beside_version_2_rows() {
+async fn verify_names_a_recorded_request_rewritten_or_its_masks_erased() {
+    let (f, key, ids, _) = honest_log("log-request").await;
+    let rewrite = "UPDATE governance_events SET request_json = replace(request_json, '\"amount\":5000', '\"amount\":50') \
+                   WHERE id = $1";
+    assert_eq!(f.db.execute(rewrite, &[&ids[1]]).await.unwrap(), 1, "the denied request asked for 5000");
+    let erase = r#"UPDATE governance_events SET request_redacted_paths = '["payload.amount"]' WHERE id = $1"#;
+    f.db.execute(erase, &[&ids[0]]).await.unwrap();
+    assert_named(&f, &key, &format!("evidence {} (log index 1): modified since it was sequenced", ids[1]));
+    assert_named(&f, &key, &format!("evidence {} (log index 0): modified since it was sequenced", ids[0]));
+}
+
+#[tokio::test]
+async fn rows_from_before_migrations_10_and_11_keep_their_entry_versions_and_verify_beside_version_3_rows() {
     let (f, verifier_key) = logged("log-versions").await;
     let ids = write_rows(&f).await;
-    // As a sidecar from before migration 10 writes: no caller column.
+    // As a sidecar from before migration 10 writes: no caller, no request.
     let older = "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
                  reason_codes, ctx_id, trace_hash, response_json) \
                  SELECT workspace_id, principal_id, object_type, operation, decision, reason_codes, ctx_id, \
                  trace_hash, response_json FROM governance_events WHERE id = $1 RETURNING id";
     let older_id: i64 = f.db.query_one(older, &[&ids[0]]).await.unwrap().get(0);
-    checkpoint_of_at_least(&f, 5).await;
+    // As a sidecar from before migration 11 writes: a caller, no request.
+    let old = "INSERT INTO governance_events (workspace_id, principal_id, object_type, operation, decision, \
+               reason_codes, ctx_id, trace_hash, response_json, caller) \
+               SELECT workspace_id, principal_id, object_type, operation, decision, reason_codes, ctx_id, \
+               trace_hash, response_json, caller FROM governance_events WHERE id = $1 RETURNING id";
+    let old_id: i64 = f.db.query_one(old, &[&ids[0]]).await.unwrap().get(0);
+    checkpoint_of_at_least(&f, 6).await;
     let (verified, discrepancies) = verify(&f.url, &verifier_key);
     assert!(verified, "{discrepancies}");
     let mut client = f.server.client().await;
-    for (id, version) in [(ids[0], entry::ENTRY_V2), (older_id, entry::ENTRY_V1)] {
+    for (id, version) in [(ids[0], entry::ENTRY_V3), (old_id, entry::ENTRY_V2), (older_id, entry::ENTRY_V1)] {
         let request = GetInclusionProofRequest { key: Some(Key::EvidenceId(id)), tree_size: None };
         let proof = client.get_inclusion_proof(request).await.unwrap().into_inner();
         assert!(proof.entry.starts_with(version), "evidence {id}");

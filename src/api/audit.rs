@@ -162,5 +162,7 @@ fn evidence_record(stored: StoredEvidence) -> proto::EvidenceRecord {
         response_json: stored.response_json,
         mutation_result: stored.mutation_result.as_ref().map(convert::mutation_result),
         caller: stored.caller,
+        request_json: stored.request_json,
+        request_redacted_paths: stored.request_redacted_paths,
     }
 }

@@ -94,6 +94,12 @@ pub enum ApiError {
     /// A bug: the authoring tool panicked (the panic is in the log).
     #[error("the policy tool failed before answering")]
     AuthoringPanicked,
+    #[error("the candidate bundle is not a valid policy bundle: {0}")]
+    BadCandidate(String),
+    #[error("another replay is running on this sidecar: try again when it ends, or run `governance-sidecar replay`")]
+    ReplayRunning,
+    #[error("the replay failed: {0}")]
+    ReplayFailed(String),
     /// Not authenticated, or outside the caller's grants (`gate.rs`).
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -117,7 +123,10 @@ impl ServiceError for ApiError {
             | ApiError::BadAuditRequest(_)
             | ApiError::IdentifierTooLong { .. }
             | ApiError::BodyUnreadable
+            | ApiError::BadCandidate(_)
             | ApiError::NotJson => ServiceErrorCode::BadRequest,
+            ApiError::ReplayRunning => ServiceErrorCode::Busy,
+            ApiError::ReplayFailed(_) => ServiceErrorCode::Internal,
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
             ApiError::NoPolicyBundle | ApiError::NotGoverned(_) => ServiceErrorCode::FailedPrecondition,
             ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,

@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::gate::{Credentials, Identification};
-use super::{ApiError, GovernanceApi, audit, evaluate, execute, log};
+use super::{ApiError, GovernanceApi, audit, evaluate, execute, log, replay};
 use crate::access::Operation;
 use crate::error::grpc_code_name;
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
@@ -69,12 +69,22 @@ impl proto::governance_server::Governance for GovernanceApi {
         self.grpc("GetConsistencyProof", request, async |_, request| log::get_consistency_proof(self, request).await)
             .await
     }
+
+    type ReplayEvidenceStream = replay::ReplayStream;
+
+    async fn replay_evidence(
+        &self,
+        request: Request<proto::ReplayEvidenceRequest>,
+    ) -> Result<Response<Self::ReplayEvidenceStream>, Status> {
+        self.grpc("ReplayEvidence", request, async |call, request| replay::replay_evidence(self, request, call).await)
+            .await
+    }
 }
 
 /// Each method of `governance.v1.Governance` and the operation a caller must
 /// be granted to call it: the common path reads it, and so does admission,
 /// which refuses a caller its grants exclude before reading the message.
-const METHODS: [(&str, Operation); 7] = [
+const METHODS: [(&str, Operation); 8] = [
     ("Evaluate", Operation::Decide),
     ("ExecuteWithEvidence", Operation::Execute),
     ("GetEvidence", Operation::Read),
@@ -82,6 +92,7 @@ const METHODS: [(&str, Operation); 7] = [
     ("GetInclusionProof", Operation::Read),
     ("GetCheckpoint", Operation::Log),
     ("GetConsistencyProof", Operation::Log),
+    ("ReplayEvidence", Operation::Read),
 ];
 
 /// The operation a method (`Evaluate`, or its path `/governance.v1.Governance/Evaluate`) needs.

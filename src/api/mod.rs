@@ -29,6 +29,7 @@ mod gate;
 mod grpc;
 pub(crate) mod http;
 mod log;
+mod replay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub struct GovernanceApi {
     decider: Decider,
     /// Who may call, and what each caller may do (`gate.rs`).
     gate: Gate,
+    /// One ReplayEvidence at a time (`replay.rs`).
+    replays: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for GovernanceApi {
@@ -85,6 +88,7 @@ impl Default for GovernanceApi {
             request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
             decider: Decider::default(),
             gate: Gate::default(),
+            replays: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }

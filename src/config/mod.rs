@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::authoring::command_line::{CheckArgs, GenerateArgs, StartArgs};
 use crate::defaults::*;
+pub use crate::replay::command_line::ReplayArgs;
 use crate::schema::layout::EvidenceLayout;
 use crate::telemetry::LogFormat;
 use crate::vocabulary::Mode;
@@ -119,6 +120,11 @@ pub enum Command {
         #[command(flatten)]
         upkeep: UpkeepArgs,
     },
+    /// Re-decide recorded evidence under a candidate policy bundle and compare (read-only, on one
+    /// snapshot): the counts per scope of unchanged decisions and flips, every flip, and the rows it
+    /// cannot compare, each in its own class. Exit 0; 1 when --fail-on finds what it names; 2 when the
+    /// replay cannot be made.
+    Replay(Box<ReplayArgs>),
     /// Kernite's policy artifact utilities (`kernite policy`).
     Policy {
         #[command(subcommand)]

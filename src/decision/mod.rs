@@ -12,6 +12,7 @@ mod evaluate;
 pub mod json;
 mod map;
 pub(crate) mod python;
+pub mod reads;
 pub mod record;
 pub mod request;
 mod rules;
@@ -19,6 +20,7 @@ mod trace;
 pub mod validate;
 pub mod value;
 
+pub use reads::Reads;
 pub use record::{Decision, DecisionRecord, Reason};
 pub use request::{ErrorCode, FieldError, NormalizedRequest, PolicyContextInput, Validation};
 pub use trace::ctx_id_of;

@@ -135,6 +135,62 @@ impl NormalizedRequest {
         ])
     }
 
+    /// The request in canonical JSON: exactly the `input` its trace_hash
+    /// hashes, and what evidence stores for replay.
+    pub fn to_canonical_json(&self) -> String {
+        let mut out = String::with_capacity(512);
+        super::trace::write_input(&mut out, self);
+        out
+    }
+
+    /// Reads back a request stored as [`Self::to_value`] wrote it (the
+    /// evidence's copy): every field present, of its type, nothing else.
+    /// Not Kernite's validation: a stored request is already normalised,
+    /// and normalising it again could change it.
+    pub fn from_stored(value: Value) -> Result<NormalizedRequest, String> {
+        let Value::Object(mut request) = value else { return Err("the request is not an object".into()) };
+        let mut take = |field: &str| request.shift_remove(field).ok_or_else(|| format!("{field} is missing"));
+        let text = |value: Value, field: &str| match value {
+            Value::Str(text) => Ok(text),
+            _ => Err(format!("{field} is not a string")),
+        };
+        let map = |value: Value, field: &str| match value {
+            Value::Object(map) => Ok(map),
+            _ => Err(format!("{field} is not an object")),
+        };
+        let workspace_id = text(take("workspace_id")?, "workspace_id")?;
+        let mut principal = map(take("principal")?, "principal")?;
+        let object_type = text(take("object_type")?, "object_type")?;
+        let operation = text(take("operation")?, "operation")?;
+        let payload = map(take("payload")?, "payload")?;
+        let resource = map(take("resource")?, "resource")?;
+        let context = map(take("context")?, "context")?;
+        let idempotency_key = match take("idempotency_key")? {
+            Value::Null => None,
+            key => Some(text(key, "idempotency_key")?),
+        };
+        if let Some(extra) = request.keys().next() {
+            return Err(format!("{extra} is not a request field"));
+        }
+        let mut part =
+            |field: &str| principal.shift_remove(field).ok_or_else(|| format!("principal.{field} is missing"));
+        let principal = Principal {
+            kind: text(part("type")?, "principal.type")?,
+            id: text(part("id")?, "principal.id")?,
+            attributes: map(part("attributes")?, "principal.attributes")?,
+        };
+        Ok(NormalizedRequest {
+            workspace_id,
+            principal,
+            object_type,
+            operation,
+            payload,
+            resource,
+            context,
+            idempotency_key,
+        })
+    }
+
     /// The request as Kernite hashes it: `policy_context` is not part of it.
     pub fn to_value(&self) -> Value {
         object([
@@ -241,5 +297,41 @@ impl Validation {
             map.insert("policy_context".into(), policy_context.to_value());
         }
         value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::json::{Dialect, parse, parse_as};
+
+    #[test]
+    fn a_stored_request_reads_back_to_the_same_canonical_text() {
+        let body = parse(
+            r#"{"workspace_id": " W ", "principal": {"type": "user", "id": "u", "attributes": {"z": 1, "a": [1.0, 1e+20]}},
+                "object_type": "Invoice", "operation": " Create ", "resource": {"big": 123456789012345678901234567890},
+                "payload": {"amount": 1.5e-07, "name": "é\u2028\"", "nested": {"k": null}}, "context": {}}"#,
+        )
+        .unwrap();
+        let request = crate::decision::validate(body, Some("key-1")).unwrap().unwrap().request;
+        let stored = request.to_canonical_json();
+        let read = NormalizedRequest::from_stored(parse_as(&stored, Dialect::Python).unwrap()).unwrap();
+        assert_eq!(read.to_canonical_json(), stored);
+        assert_eq!(read.idempotency_key.as_deref(), Some("key-1"));
+        assert!(stored.contains("1e+20") && stored.contains("1.5e-07"), "{stored}");
+    }
+
+    #[test]
+    fn a_stored_request_missing_a_field_or_with_one_too_many_is_refused_by_name() {
+        let stored = |text: &str| NormalizedRequest::from_stored(parse(text).unwrap()).unwrap_err();
+        assert_eq!(stored(r#"{"workspace_id": "w"}"#), "principal is missing");
+        let whole = r#""workspace_id": "w", "principal": {"type": "t", "id": "i", "attributes": {}}, "object_type": "o",
+            "operation": "p", "payload": {}, "resource": {}, "context": {}, "idempotency_key": null"#;
+        assert!(NormalizedRequest::from_stored(parse(&format!("{{{whole}}}")).unwrap()).is_ok());
+        assert_eq!(stored(&format!(r#"{{{whole}, "policy_context": {{}}}}"#)), "policy_context is not a request field");
+        assert_eq!(
+            stored(&format!("{{{}}}", whole.replace(r#""payload": {}"#, r#""payload": []"#))),
+            "payload is not an object"
+        );
     }
 }

@@ -87,14 +87,44 @@ pub fn evaluate_rules(rules: &[Map], payload: &Map) -> Result<RulesOutcome, Unan
     Ok(outcome)
 }
 
-fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Result<(), Unanswerable> {
+/// The payload paths a list of rules reads, as its rules would look them up
+/// (dotted, payload-relative), read the way [`evaluate_rules`] reads the
+/// rules; a rule Kernite could not read is an error, as it is when deciding.
+pub fn paths_read(rules: &[Map]) -> Result<Vec<Text>, Unanswerable> {
+    let mut paths = Vec::new();
+    for rule in rules {
+        with_rule(rule, |rule| {
+            match rule.kind.as_str() {
+                "required_fields" => {
+                    let fields = python_iter(rule.fields.or(&EMPTY_LIST), "rule_definition.fields")?;
+                    paths.extend(fields.iter().map(to_str));
+                }
+                "max_value" | "allowed_values" => paths.extend(rule.field_path.clone()),
+                // An unsupported rule denies without reading the payload.
+                _ => {}
+            }
+            Ok(())
+        })?;
+    }
+    Ok(paths)
+}
+
+/// Reads one rule as Kernite does, and hands it to `use_rule`.
+fn with_rule<T>(rule: &Map, use_rule: impl FnOnce(&Rule<'_>) -> Result<T, Unanswerable>) -> Result<T, Unanswerable> {
     fields!(rule.iter() => rule_key, rule_definition, rule_reason_code = "reason_code",
         rule_reason_message = "reason_message");
     let definition = match Value::or_null(rule_definition) {
         v if !v.is_truthy() => Cow::Owned(Map::default()),
         v => python_dict(v, "rule_definition")?,
     };
-    let rule = Rule::read(rule_key, rule_reason_code, rule_reason_message, &definition);
+    use_rule(&Rule::read(rule_key, rule_reason_code, rule_reason_message, &definition))
+}
+
+fn evaluate_rule(rule: &Map, payload: &Map, outcome: &mut RulesOutcome) -> Result<(), Unanswerable> {
+    with_rule(rule, |rule| evaluate_read_rule(rule, payload, outcome))
+}
+
+fn evaluate_read_rule(rule: &Rule<'_>, payload: &Map, outcome: &mut RulesOutcome) -> Result<(), Unanswerable> {
     let event = match rule.check(payload)? {
         Some(failure) => rule.failed(failure, &mut outcome.reasons),
         None => rule.event(RuleStatus::Passed, Text::const_new("Rule passed"), None, Map::default()),

@@ -96,7 +96,7 @@ fn write_record(out: &mut String, trace: &TraceInput<'_>) {
 }
 
 /// The normalised request, as [`NormalizedRequest::to_value`] in canonical form.
-fn write_input(out: &mut String, input: &NormalizedRequest) {
+pub(super) fn write_input(out: &mut String, input: &NormalizedRequest) {
     out.push_str("{\"context\":");
     write_object(out, &input.context, Layout::Canonical);
     out.push_str(",\"idempotency_key\":");

@@ -48,6 +48,11 @@ pub struct StoredEvidence {
     pub mutation_result: Option<MutationResult>,
     /// The authenticated caller; `None` on rows written before it was recorded.
     pub caller: Option<String>,
+    /// The request as decided, canonical JSON, secrets masked; `None` on
+    /// rows written before it was recorded (migration 11).
+    pub request_json: Option<String>,
+    /// Where secrets were masked in `request_json`.
+    pub request_redacted_paths: Vec<String>,
 }
 
 /// Filters of a listing; `workspace_id` is required.
@@ -95,7 +100,8 @@ const COLUMNS: &str = "e.id, (extract(epoch FROM e.created_at) * 1000000)::bigin
      e.ctx_id, e.trace_hash, e.idempotency_key, e.outcome, coalesce(e.mutation_name, '') AS mutation_name, e.mode, \
      e.error_sqlstate, e.redacted_paths::text AS redacted_paths, e.policy_bundle_sha256, e.policy_key, \
      e.policy_version, e.response_json::text AS response_json, e.caller, r.rows_affected, \
-     r.returning_rows::text AS returning_rows \
+     r.returning_rows::text AS returning_rows, e.request_json, \
+     e.request_redacted_paths::text AS request_redacted_paths \
      FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id";
 
 impl EvidenceStore {
@@ -193,8 +199,10 @@ impl EvidenceStore {
 /// writes (an unknown mode, outcome or decision) is an error, not a default.
 fn stored(row: &Row) -> Result<StoredEvidence, EvidenceError> {
     let id: i64 = row.try_get("id")?;
+    // A JSON array of strings; NULL (a column newer than the row) is none.
     let strings = |column: &str| -> Result<Vec<String>, EvidenceError> {
-        Ok(serde_json::from_str(row.try_get(column)?).unwrap_or_default())
+        let text: Option<&str> = row.try_get(column)?;
+        Ok(text.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default())
     };
     let word = |column: &str| -> Result<&str, EvidenceError> { Ok(row.try_get(column)?) };
     let known = |word: UnknownWord| EvidenceError::UnknownStoredWord { evidence_id: id, word };
@@ -221,6 +229,8 @@ fn stored(row: &Row) -> Result<StoredEvidence, EvidenceError> {
         response_json: row.try_get("response_json")?,
         mutation_result: stored_result(row.try_get("rows_affected")?, row.try_get("returning_rows")?),
         caller: row.try_get("caller")?,
+        request_json: row.try_get("request_json")?,
+        request_redacted_paths: strings("request_redacted_paths")?,
     })
 }
 

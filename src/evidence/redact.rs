@@ -10,10 +10,15 @@
 //!   wildcard): any object entry with a matching key, anywhere, and the
 //!   `current` value of a rule on a field whose name matches.
 //!
+//! The request's stored copy (what `replay` re-decides) is masked by the
+//! same rules: the value at each payload path, and any object entry with a
+//! matching key in the payload, resource, context and principal attributes
+//! (never the identifiers: replay reads the scope from them).
+//!
 //! The `trace_hash` is computed before this, over the unredacted input, so
 //! it stays equal to Kernite's.
 
-use crate::decision::{Map, Value};
+use crate::decision::{Map, NormalizedRequest, Value};
 
 /// What a masked value is replaced with.
 pub const MASK: &str = "[REDACTED]";
@@ -79,6 +84,34 @@ impl Redactor {
         Redacted { value, masked }
     }
 
+    /// Masks the request's stored copy; `None` when nothing is masked (the
+    /// common case, and the only one without a copy of the request).
+    pub fn redact_request(&self, request: &NormalizedRequest) -> Option<Redacted> {
+        if self.payload_paths.is_empty() && self.key_patterns.is_empty() {
+            return None;
+        }
+        let mut value = request.to_value();
+        let mut masked = Vec::new();
+        let request_map = value.as_object_mut().expect("a request renders as an object");
+        if let Some(Value::Object(payload)) = request_map.get_mut("payload") {
+            for path in &self.payload_paths {
+                mask_path(payload, path, &mut masked);
+            }
+        }
+        for field in ["payload", "resource", "context"] {
+            let at = At { parent: None, step: Step::Key(field) };
+            self.mask_keys(request_map.get_mut(field).expect("every request has it"), Some(&at), &mut masked);
+        }
+        if let Some(Value::Object(principal)) = request_map.get_mut("principal") {
+            let principal_at = At { parent: None, step: Step::Key("principal") };
+            let at = At { parent: Some(&principal_at), step: Step::Key("attributes") };
+            self.mask_keys(principal.get_mut("attributes").expect("every principal has them"), Some(&at), &mut masked);
+        }
+        masked.sort();
+        masked.dedup();
+        (!masked.is_empty()).then_some(Redacted { value, masked })
+    }
+
     /// Masks RETURNING rows by key name.
     pub fn redact_rows(&self, rows: &[Map]) -> Vec<Map> {
         let mut masked = Vec::new();
@@ -132,6 +165,25 @@ impl Redactor {
             }
             _ => {}
         }
+    }
+}
+
+/// Masks the value at a payload path (`["card", "number"]`), whatever it is,
+/// naming it `payload.card.number`.
+fn mask_path(payload: &mut Map, path: &[String], masked: &mut Vec<String>) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut map = payload;
+    for key in parents {
+        match map.get_mut(key) {
+            Some(Value::Object(inner)) => map = inner,
+            _ => return,
+        }
+    }
+    if let Some(value) = map.get_mut(last)
+        && !value.is_null()
+    {
+        *value = Value::str(MASK);
+        masked.push(format!("payload.{}", path.join(".")));
     }
 }
 
@@ -278,6 +330,31 @@ mod tests {
             redacted.masked,
             ["data.policy.api_key", "data.reasons[0].details.current", "data.reasons[2].details.current"]
         );
+    }
+
+    #[test]
+    fn the_requests_copy_is_masked_in_its_maps_but_never_in_its_identifiers() {
+        let body = parse(
+            r#"{"workspace_id": "w", "principal": {"type": "user", "id": "u", "attributes": {"api_key": "k-1"}},
+                "object_type": "invoice", "operation": "create",
+                "payload": {"card": {"number": "4111"}, "amount": 5, "items": [{"password": "p"}]},
+                "context": {"session_token": "s-1"}}"#,
+        )
+        .unwrap();
+        let validation = crate::decision::validate(body, None).unwrap().unwrap();
+        let redacted = redactor().redact_request(&validation.request).expect("something is masked");
+        let text = crate::decision::json::to_string(&redacted.value, crate::decision::json::Layout::Canonical);
+        for secret in ["4111", "k-1", "s-1", "\"p\""] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains(r#""amount":5"#) && text.contains(r#""workspace_id":"w""#), "{text}");
+        assert_eq!(
+            redacted.masked,
+            ["context.session_token", "payload.card", "payload.items[0].password", "principal.attributes.api_key"]
+        );
+        assert!(Redactor::default().redact_request(&validation.request).is_none());
+        let nothing_secret = Redactor::new(&["payload.cvv".into()], &[]).unwrap();
+        assert!(nothing_secret.redact_request(&validation.request).is_none());
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub(super) struct EvidenceRow<'w> {
     policy_version: Option<i64>,
     trace_id: Option<&'w str>,
     caller: &'w str,
+    /// The normalised request, canonical JSON, secrets masked: what replay re-decides.
+    request_json: String,
+    /// JSON array of the request paths redaction masked in it.
+    request_redacted_paths: String,
     /// SHA-256 of the response as PostgreSQL will print it, for the
     /// verifiable log: taken here from the value in hand, so that the log's
     /// sequencer need not have PostgreSQL print every response again.
@@ -134,6 +138,13 @@ impl<'w> EvidenceRow<'w> {
             _ => json::to_string(&redacted.value, Layout::Response),
         };
         let request = write.request;
+        let (request_json, request_masked) = match redactor.redact_request(request) {
+            None => (request.to_canonical_json(), Vec::new()),
+            Some(redacted) => (json::to_string(&redacted.value, Layout::Canonical), redacted.masked),
+        };
+        let paths = |masked: Vec<String>| {
+            json::to_string(&Value::Array(masked.into_iter().map(Value::str).collect()), Layout::Canonical)
+        };
         Ok(EvidenceRow {
             write,
             workspace_id: request.workspace_id.as_str(),
@@ -148,15 +159,14 @@ impl<'w> EvidenceRow<'w> {
             mutation_name: &write.mutation.name,
             request_fingerprint: write.fingerprint.as_str(),
             mode: write.mode.as_str(),
-            redacted_paths: json::to_string(
-                &Value::Array(redacted.masked.into_iter().map(Value::str).collect()),
-                Layout::Canonical,
-            ),
+            redacted_paths: paths(redacted.masked),
             policy_bundle_sha256: write.policy_bundle,
             policy_key: write.decision.and_then(DecisionRecord::policy_key).map(str::to_owned),
             policy_version: write.decision.and_then(DecisionRecord::policy_version),
             trace_id: write.trace_id,
             caller: write.caller,
+            request_json,
+            request_redacted_paths: paths(request_masked),
             response_json_sha256: Sha256Digest(Sha256::digest(super::jsonb::text(&redacted.value)).into()),
         })
     }
@@ -188,6 +198,8 @@ impl<'w> EvidenceRow<'w> {
             &self.trace_id,
             &self.response_json_sha256,
             &self.caller,
+            &self.request_json,
+            &self.request_redacted_paths,
         ]
     }
 }
@@ -197,7 +209,7 @@ impl<'w> EvidenceRow<'w> {
 /// text parameter needs. (The database adds `id`, `created_at` and
 /// `xact_id`; the log's entry, `log/entry.rs`, reads them all, and a test
 /// there checks it names every column here.)
-pub const COLUMNS: [(&str, &str); 22] = [
+pub const COLUMNS: [(&str, &str); 24] = [
     ("workspace_id", ""),
     ("principal_id", ""),
     ("object_type", ""),
@@ -220,6 +232,8 @@ pub const COLUMNS: [(&str, &str); 22] = [
     ("trace_id", ""),
     ("response_json_sha256", ""),
     ("caller", ""),
+    ("request_json", ""),
+    ("request_redacted_paths", "::text::jsonb"),
 ];
 
 /// How many parameters the evidence INSERT takes.

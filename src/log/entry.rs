@@ -1,12 +1,14 @@
 //! The bytes a log leaf commits to: a canonical, versioned encoding of one
 //! evidence row as stored, which anyone can recompute from a plain SELECT.
 //!
-//! Two versions (docs/verifiable-log.md, "The entry", says the same, and a
-//! test below holds its SELECT to [`ENTRY_COLUMNS`]): a row that records its
-//! caller (migration 10) has a v2 entry, which commits to it; a row without
-//! one, written before callers were recorded, keeps its v1 entry. Either is
-//! its version line ([`ENTRY_V1`], [`ENTRY_V2`]), then for each of its
-//! fields (v1: the first 25 of [`FIELDS`]; v2: all 26), in order, either the
+//! Three versions (docs/verifiable-log.md, "The entry", says the same, and a
+//! test below holds its SELECT to [`ENTRY_COLUMNS`]): a row that records the
+//! request it decided (migration 11) has a v3 entry, which commits to it and
+//! to where it was masked; a row without one that records its caller
+//! (migration 10) has a v2 entry; an older row keeps its v1 entry. Each is
+//! its version line ([`ENTRY_V1`], [`ENTRY_V2`], [`ENTRY_V3`]), then for each
+//! of its fields (v1: the first 25 of [`FIELDS`]; v2: 26; v3: all 28), in
+//! order, either the
 //! byte `0x00` (SQL NULL) or the byte `0x01`, the length of the value's UTF-8
 //! bytes as a 4-byte big-endian integer, and those bytes. Each value is the
 //! text [`ENTRY_COLUMNS`] selects: PostgreSQL's own text output of the stored
@@ -23,13 +25,19 @@ pub const ENTRY_V1: &[u8] = b"governance-sidecar evidence entry v1\n";
 /// The first bytes of every v2 entry: a row with a caller.
 pub const ENTRY_V2: &[u8] = b"governance-sidecar evidence entry v2\n";
 
+/// The first bytes of every v3 entry: a row with the request it decided.
+pub const ENTRY_V3: &[u8] = b"governance-sidecar evidence entry v3\n";
+
 /// How many of [`FIELDS`] a v1 entry encodes.
 const V1_FIELDS: usize = 25;
+/// How many of [`FIELDS`] a v2 entry encodes: v1's and the caller.
+const V2_FIELDS: usize = 26;
 
 /// The fields an entry encodes, in order: every column of the evidence row
 /// that carries meaning, then the mutation's result (NULL when there is
-/// none), then (v2 only) the caller.
-pub const FIELDS: [&str; 26] = [
+/// none), then (v2 and v3) the caller, then (v3 only) the request as stored
+/// and where it was masked.
+pub const FIELDS: [&str; 28] = [
     "id",
     "created_at_us",
     "xact_id",
@@ -56,6 +64,8 @@ pub const FIELDS: [&str; 26] = [
     "rows_affected",
     "returning_rows",
     "caller",
+    "request_json",
+    "request_redacted_paths",
 ];
 
 /// The select list around the response digest's expression.
@@ -77,7 +87,8 @@ macro_rules! concat_fields {
     e.trace_id,
     r.rows_affected::text AS rows_affected,
     r.returning_rows::text AS returning_rows,
-    e.caller"
+    e.caller, e.request_json,
+    e.request_redacted_paths::text AS request_redacted_paths"
         )
     };
 }
@@ -118,13 +129,16 @@ pub fn encode<'a>(version: &[u8], values: impl IntoIterator<Item = Option<&'a st
 }
 
 /// The entry of a row selected with [`ENTRY_COLUMNS`], read by column
-/// name: v2 when the row names its caller, else v1.
+/// name: v3 when the row holds its request, else v2 when it names its
+/// caller, else v1.
 pub fn from_row(row: &Row) -> Result<Vec<u8>, tokio_postgres::Error> {
     let values = FIELDS.iter().map(|field| row.try_get::<_, Option<&str>>(*field)).collect::<Result<Vec<_>, _>>()?;
-    Ok(match values[V1_FIELDS] {
-        None => encode(ENTRY_V1, values.into_iter().take(V1_FIELDS)),
-        Some(_) => encode(ENTRY_V2, values),
-    })
+    let (version, fields) = match (values[V2_FIELDS], values[V1_FIELDS]) {
+        (Some(_), _) => (ENTRY_V3, FIELDS.len()),
+        (None, Some(_)) => (ENTRY_V2, V2_FIELDS),
+        (None, None) => (ENTRY_V1, V1_FIELDS),
+    };
+    Ok(encode(version, values.into_iter().take(fields)))
 }
 
 /// The leaf hash of an entry: RFC 6962's `SHA-256(0x00 || entry)`.
@@ -149,11 +163,11 @@ mod tests {
     }
 
     #[test]
-    fn the_two_versions_differ_in_their_first_line_and_v2_ends_with_the_caller() {
-        assert_eq!(ENTRY_V1.len(), ENTRY_V2.len());
-        assert_ne!(ENTRY_V1, ENTRY_V2);
-        assert_eq!(FIELDS[V1_FIELDS], "caller");
-        assert_eq!(FIELDS.len(), V1_FIELDS + 1);
+    fn the_versions_differ_in_their_first_line_and_each_extends_the_one_before() {
+        assert!(ENTRY_V1.len() == ENTRY_V2.len() && ENTRY_V2.len() == ENTRY_V3.len());
+        assert!(ENTRY_V1 != ENTRY_V2 && ENTRY_V2 != ENTRY_V3 && ENTRY_V1 != ENTRY_V3);
+        assert_eq!(FIELDS[V1_FIELDS..V2_FIELDS], ["caller"]);
+        assert_eq!(FIELDS[V2_FIELDS..], ["request_json", "request_redacted_paths"]);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0009_retention_records_what_it_removed.sql"),
     },
     Migration { version: 10, name: "caller", sql: include_str!("../../migrations/0010_caller.sql") },
+    Migration { version: 11, name: "request", sql: include_str!("../../migrations/0011_request.sql") },
 ];
 
 pub fn latest_version() -> i32 {

@@ -33,14 +33,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from client import generate_stubs, with_token
 
 # Version 1: rows written before callers were recorded (25 fields);
-# version 2: rows that name their caller, which is the 26th field.
-ENTRY_VERSIONS = {b"governance-sidecar evidence entry v1\n": 25, b"governance-sidecar evidence entry v2\n": 26}
+# version 2: rows that name their caller, which is the 26th field;
+# version 3: rows that hold the request they decided (fields 27 and 28).
+ENTRY_VERSIONS = {b"governance-sidecar evidence entry v1\n": 25, b"governance-sidecar evidence entry v2\n": 26,
+                  b"governance-sidecar evidence entry v3\n": 28}
 FIELDS = [
     "id", "created_at_us", "xact_id", "workspace_id", "principal_id", "object_type", "operation",
     "decision", "reason_codes", "ctx_id", "trace_hash", "idempotency_key", "response_json_sha256", "outcome",
     "mutation_name", "request_fingerprint", "error_sqlstate", "mode", "redacted_paths",
     "policy_bundle_sha256", "policy_key", "policy_version", "trace_id", "rows_affected", "returning_rows",
-    "caller",
+    "caller", "request_json", "request_redacted_paths",
 ]
 
 
@@ -156,7 +158,7 @@ def decode_entry(entry):
     version = next((v for v in ENTRY_VERSIONS if entry.startswith(v)), None)
     if version is None:
         fail("the entry does not start with a known version line")
-    at, values = len(version), {"caller": None}
+    at, values = len(version), {"caller": None, "request_json": None, "request_redacted_paths": None}
     for field in FIELDS[:ENTRY_VERSIONS[version]]:
         tag = entry[at]
         at += 1
@@ -211,9 +213,14 @@ def main():
         # GetEvidence returns the response as PostgreSQL prints it: the entry holds its SHA-256.
         response_digest = hashlib.sha256(record.response_json.encode()).hexdigest()
         caller = record.caller if record.HasField("caller") else None
+        request = record.request_json if record.HasField("request_json") else None
         if int(fields["id"]) != evidence_id or fields["decision"] != record.decision \
-                or fields["response_json_sha256"] != response_digest or fields["caller"] != caller:
+                or fields["response_json_sha256"] != response_digest or fields["caller"] != caller \
+                or fields["request_json"] != request:
             fail(f"evidence {evidence_id}: the entry is not the stored row")
+        if not proof.entry.startswith(b"governance-sidecar evidence entry v3\n") \
+                or json.loads(request)["payload"]["amount"] not in (250, 5000, 300):
+            fail(f"evidence {evidence_id}: a row written now must commit to the request it decided")
         leaf = leaf_hash(proof.entry)
         if leaf != proof.leaf_hash:
             fail(f"evidence {evidence_id}: the leaf hash is not SHA-256(0x00 || entry)")
