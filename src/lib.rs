@@ -7,7 +7,8 @@
 //! [`schema`] migrates it, [`log`] makes the evidence a verifiable log, and
 //! [`upkeep`] keeps the partitioned layout's months. The operator's inputs:
 //! [`policies`] (which policies decide) and [`mutations`] (which writes
-//! callers may ask for). The words they share are in [`vocabulary`]; what
+//! callers may ask for); [`policy_tests`] runs an operator's tests of their
+//! policies. The words they share are in [`vocabulary`]; what
 //! each error becomes on the wire, in [`error`]; every setting's default, in
 //! [`defaults`]. [`config`] and [`server`] wire them together.
 //! `docs/architecture.md` follows one call through these files.
@@ -25,6 +26,7 @@ pub mod log;
 pub mod metrics;
 pub mod mutations;
 pub mod policies;
+pub mod policy_tests;
 pub mod postgres;
 pub mod proto;
 pub mod reload;

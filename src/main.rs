@@ -19,6 +19,7 @@ use governance_sidecar::log::sequencer;
 use governance_sidecar::log::verify::{self, VerifySettings};
 use governance_sidecar::mutations::Registry;
 use governance_sidecar::policies::{OperationMap, PolicyBundle};
+use governance_sidecar::policy_tests;
 use governance_sidecar::postgres::DatabaseTarget;
 use governance_sidecar::postgres::local_postgres::LocalPostgres;
 use governance_sidecar::schema::layout::{self, EvidenceLayout};
@@ -162,6 +163,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command: Some(PolicyCommand::Generate(args)) } => Ok(command_line::generate(&args).into()),
+        Command::Policy { command: Some(PolicyCommand::Test(args)) } => {
+            Ok(policy_tests::command_line::test(&args).into())
+        }
         Command::Policy { command: None } => {
             // Clap's own help of `policy`, as `policy --help` prints it.
             Cli::try_parse_from(["governance-sidecar", "policy", "--help"]).map(drop).unwrap_or_else(|help| {

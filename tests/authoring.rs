@@ -2,7 +2,8 @@
 //! byte for byte with Kernite 0.1.6 itself: over the HTTP routes of the real
 //! server and on the command line of the real binary, for every case of the
 //! corpus in `tests/authoring/` (made by `make_corpus.py` from real-world
-//! OpenAPI documents and hand-made edge cases).
+//! OpenAPI documents and hand-made edge cases). One difference is ours, on
+//! purpose: `start` also writes `policy.tests.json` ([`take_our_starter_tests`]).
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::process::Command;
 use common::TestServer;
 use common::http::post_json;
 use governance_sidecar::api::GovernanceApi;
+use governance_sidecar::authoring::starter;
 use governance_sidecar::config::ServerSettings;
 use governance_sidecar::decision::Value;
 use governance_sidecar::decision::json;
@@ -162,6 +164,7 @@ fn run_cli_case(name: &str, cli: &Value, directory: &Path) -> Vec<String> {
         .flat_map(|m| m.iter())
         .map(|(path, content)| (path.to_string(), content.as_str().unwrap().to_owned()))
         .collect();
+    differences.extend(take_our_starter_tests(name, &arguments, &expected, &mut written));
     if written.keys().ne(expected.keys()) {
         differences.push(format!("{name}: wrote {:?} instead of {:?}", written.keys(), expected.keys()));
     }
@@ -189,6 +192,33 @@ fn run_cli_case(name: &str, cli: &Value, directory: &Path) -> Vec<String> {
             && ours != content
         {
             differences.push(format!("{name}: {path} {}", first_difference(content, ours)));
+        }
+    }
+    differences
+}
+
+/// Our one deliberate addition to Kernite's files: `start` (and `scaffold`)
+/// also writes the starter policy's tests, `policy.tests.json`, beside
+/// Kernite's `policy.json`. Each must be there, as `starter::files` has it;
+/// it is then taken out of what was written, so that every other file is
+/// compared with Kernite's, byte for byte, and no other extra file passes.
+fn take_our_starter_tests(
+    name: &str,
+    arguments: &[&str],
+    expected: &BTreeMap<String, String>,
+    written: &mut BTreeMap<String, String>,
+) -> Vec<String> {
+    if !matches!(arguments.first(), Some(&("start" | "scaffold"))) {
+        return Vec::new();
+    }
+    let ours = starter::files().into_iter().find(|(file, _)| *file == starter::TESTS_FILE).unwrap().1;
+    let mut differences = Vec::new();
+    for policy in expected.keys().filter(|path| Path::new(path).file_name().is_some_and(|f| f == "policy.json")) {
+        let tests = Path::new(policy).with_file_name(starter::TESTS_FILE).to_string_lossy().into_owned();
+        match written.remove(&tests) {
+            Some(content) if content == ours => {}
+            Some(_) => differences.push(format!("{name}: {tests} is not the starter's tests")),
+            None => differences.push(format!("{name}: {tests} was not written beside {policy}")),
         }
     }
     differences

@@ -737,6 +737,7 @@ fn the_configuration_page_gives_every_flag_and_default_the_help_shows() {
     let serve_flags: Vec<&str> =
         serve_help.split("\n      --").skip(1).map(|o| o.split([' ', '\n', '<', '[']).next().unwrap()).collect();
     assert_rows_for_every_flag(&["dev"], "dev", &serve_flags);
+    assert_rows_for_every_flag(&["policy", "test"], "policy test", &[]);
 }
 
 #[test]
@@ -770,6 +771,7 @@ fn the_pages_show_the_files_the_tests_run() {
     assert_shown_whole("docs/clients.md", "js", "examples/node/invoice.js");
     assert_shown_whole("docs/evidence.md", "toml", "deploy/examples/invoice/mutations.toml");
     assert_shown_whole("docs/policy-bundles.md", "json", "deploy/examples/invoice/policy-bundle.json");
+    assert_shown_whole("docs/policy-tests.md", "json", "deploy/examples/invoice/policy.tests.json");
 }
 
 /// The examples' pinned packages are those `tests/interop/setup.sh` installs to run them.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::authoring::command_line::{CheckArgs, GenerateArgs, StartArgs};
 use crate::defaults::*;
+pub use crate::policy_tests::command_line::TestArgs;
 pub use crate::replay::command_line::ReplayArgs;
 use crate::schema::layout::EvidenceLayout;
 use crate::telemetry::LogFormat;
@@ -134,7 +135,8 @@ pub enum Command {
     /// check` does: exit 0 when covered, 1 when not, 2 when an input cannot be read.
     #[command(infer_long_args = true, args_override_self = true)]
     Check(CheckArgs),
-    /// Write Kernite's starter bundle (policy, requests, guard, README), as `kernite start`.
+    /// Write Kernite's starter bundle (policy, requests, guard, README), as `kernite start`, with
+    /// tests of its policy for `policy test`.
     #[command(alias = "scaffold", infer_long_args = true, args_override_self = true)]
     Start(StartArgs),
 }
@@ -147,6 +149,10 @@ pub enum PolicyCommand {
     /// document cannot be read.
     #[command(infer_long_args = true, args_override_self = true)]
     Generate(GenerateArgs),
+    /// Run policy tests (`*.tests.json`) against a policy bundle or one policy, deciding each case as
+    /// `serve` would: exit 0 when every case passes, 1 when one fails, 2 when a test file or the
+    /// policies are malformed or no test file is found.
+    Test(TestArgs),
 }
 
 /// The partitioned layout's upkeep (`src/upkeep.rs`), for `serve` (hourly)
