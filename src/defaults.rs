@@ -48,6 +48,10 @@ pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
 /// Group-commit transactions in flight at once (see `evidence/group_commit.rs`):
 /// one makes the largest batches, which cost PostgreSQL least per write.
 pub const DEFAULT_GROUP_COMMIT: usize = 1;
+/// The largest request an evidence row keeps for replay (its canonical JSON):
+/// every pooled connection keeps a buffer as large as the largest statement
+/// it has sent, so what one row may hold bounds what the pool holds.
+pub const DEFAULT_MAX_RECORDED_REQUEST_BYTES: usize = 64 * 1024;
 /// Key-name patterns masked anywhere in stored evidence (`evidence/redact.rs`).
 pub const DEFAULT_KEY_PATTERNS: &[&str] =
     &["password", "passwd", "secret", "*_secret", "token", "*_token", "api_key", "authorization", "card_number", "cvv"];
@@ -63,6 +67,12 @@ pub const DEFAULT_LOG_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_MAX_TRANSACTION_AGE: Duration = Duration::from_secs(120);
 /// `verify`: rows not yet sequenced are a discrepancy once older than this.
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
+
+// ---- replay
+/// How many evidence rows a replay reads per second at most, by default: on
+/// the 2-core bench machine, a replay at this pace beside ExecuteWithEvidence
+/// at 8 callers took under 5% of its throughput (docs/performance.md, "Replay").
+pub const DEFAULT_REPLAY_ROWS_PER_SECOND: u32 = 5_000;
 
 // ---- floors: polling faster than these only burns CPU
 pub const MIN_TLS_RELOAD_MS: u64 = 100;

@@ -173,7 +173,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay(args) => Ok(governance_sidecar::replay::command_line::run(&args)),
+        Command::Replay { database, replay } => {
+            Ok(governance_sidecar::replay::command_line::run(database.required(), &replay))
+        }
         Command::Check(args) => Ok(command_line::check(&args).into()),
         Command::Start(args) => Ok(command_line::start(&args).into()),
     }

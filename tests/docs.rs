@@ -738,6 +738,8 @@ fn the_configuration_page_gives_every_flag_and_default_the_help_shows() {
         serve_help.split("\n      --").skip(1).map(|o| o.split([' ', '\n', '<', '[']).next().unwrap()).collect();
     assert_rows_for_every_flag(&["dev"], "dev", &serve_flags);
     assert_rows_for_every_flag(&["policy", "test"], "policy test", &[]);
+    let database_flags = ["database-url", "database-url-file", "database-ca-file"];
+    assert_rows_for_every_flag(&["replay"], "replay", &database_flags);
 }
 
 #[test]

@@ -516,6 +516,22 @@ fn the_authoring_page_prints_what_it_says() {
     }
 }
 
+/// docs/replay.md, run as written: decisions recorded by `dev`, a candidate
+/// bundle's tests failing, the replay naming the flip and failing its gate,
+/// and the bundle in force reproducing every row.
+#[test]
+fn the_replay_page_prints_what_it_says() {
+    let page = repository().join("docs/replay.md");
+    let steps = pages::steps(&page, true);
+    assert!(steps.len() >= 5, "{} steps in docs/replay.md", steps.len());
+    let scratch = common::postgres::scratch_dir("docs-replay");
+    let binary = Path::new(common::dev::BINARY);
+    let mut session = pages::Session::new(page, repository().to_owned(), &scratch, binary, &[]);
+    for step in &steps {
+        session.run(step);
+    }
+}
+
 /// docs/production.md, run as written against a private, empty PostgreSQL.
 #[test]
 fn the_production_recipe_prints_what_it_says() {

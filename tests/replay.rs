@@ -304,7 +304,7 @@ async fn a_request_masked_where_the_candidate_reads_is_undecidable_and_names_the
 }
 
 #[tokio::test]
-async fn caller_policy_rows_rows_not_enforced_and_rows_from_before_migration_11_have_classes_of_their_own() {
+async fn caller_policy_rows_rows_not_enforced_and_rows_without_a_kept_request_have_classes_of_their_own() {
     let r = recorded().await;
     // The fixture's requests carry their own policy_context, which this sidecar allows.
     let own_policies = call(common::evidence::invoice_request(5000, "USD"), None, "create_invoice");
@@ -318,6 +318,14 @@ async fn caller_policy_rows_rows_not_enforced_and_rows_from_before_migration_11_
                  SELECT workspace_id, principal_id, object_type, operation, decision, reason_codes, ctx_id, \
                  trace_hash, response_json, policy_bundle_sha256 FROM governance_events WHERE id = $1 RETURNING id";
     let unrecorded: i64 = r.db.query_one(older, &[&enforced]).await.unwrap().get(0);
+    // A request over --max-recorded-request-bytes (64 KiB by default) is decided and evidenced, not kept.
+    let padding = "x".repeat(70_000);
+    let too_large = r
+        .write("ws_a", &format!(r#"{{"amount": 10, "currency": "USD", "memo": "{padding}"}}"#), "create_invoice")
+        .await;
+    let kept: Option<String> =
+        r.db.query_one("SELECT request_json FROM governance_events WHERE id = $1", &[&too_large]).await.unwrap().get(0);
+    assert_eq!(kept, None);
 
     let replayed = replay(&r.url, &bundle_with_limit("replay-classes", "10000"), &[]);
     assert_eq!(replayed.code, 0, "{}", replayed.stderr);
@@ -325,10 +333,12 @@ async fn caller_policy_rows_rows_not_enforced_and_rows_from_before_migration_11_
     assert_eq!(replayed.row(observed)["class"], "not_enforced");
     assert_eq!(replayed.row(observed)["detail"], "recorded in observe mode");
     assert_eq!(replayed.row(unrecorded)["class"], "unrecorded");
+    assert_eq!(replayed.row(too_large)["class"], "unrecorded");
+    assert!(replayed.row(too_large)["detail"].as_str().unwrap().contains("--max-recorded-request-bytes"));
     assert_eq!(replayed.row(enforced)["class"], "denied_to_approved");
     let total = replayed.summary();
     for (class, count) in
-        [("caller_policy", 1), ("not_enforced", 1), ("unrecorded", 1), ("denied_to_approved", 1), ("rows", 4)]
+        [("caller_policy", 1), ("not_enforced", 1), ("unrecorded", 2), ("denied_to_approved", 1), ("rows", 5)]
     {
         assert_eq!(total[class], count, "{class}: {total}");
     }
@@ -412,6 +422,27 @@ async fn the_grpc_call_streams_the_rows_and_the_summary_and_refuses_bad_requests
 
     let no_workspace = ReplayEvidenceRequest { workspace_id: String::new(), ..request.clone() };
     assert_eq!(client.replay_evidence(no_workspace).await.unwrap_err().code(), Code::InvalidArgument);
+    for (workspace, object_type) in [("ws\0a", ""), ("ws_a", "invoice\0")] {
+        let nul = ReplayEvidenceRequest {
+            workspace_id: workspace.into(),
+            object_type: object_type.into(),
+            ..request.clone()
+        };
+        let status = client.replay_evidence(nul).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("NUL character"), "{}", status.message());
+    }
+    // A bound beyond PostgreSQL's years selects what the edge selects: nothing after the end of time.
+    let far = prost_types::Timestamp { seconds: i64::MAX, nanos: 999_999_999 };
+    let beyond = ReplayEvidenceRequest { since: Some(far), ..request.clone() };
+    let mut stream = client.replay_evidence(beyond).await.unwrap().into_inner();
+    let mut rows_after_the_end = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(Event::Summary(summary)) = message.event {
+            rows_after_the_end = summary.total.map(|total| total.rows);
+        }
+    }
+    assert_eq!(rows_after_the_end, Some(0));
     let not_a_bundle = ReplayEvidenceRequest { candidate_bundle: Some(b"{}".to_vec()), ..request };
     let status = client.replay_evidence(not_a_bundle).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

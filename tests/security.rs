@@ -26,8 +26,8 @@ use governance_sidecar::config::{ListenSettings, ServerSettings, TlsFiles, TlsSe
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::{
     EvaluateRequest, ExecuteWithEvidenceRequest, GetCheckpointRequest, GetEvidenceRequest, GetInclusionProofRequest,
-    IdempotencyRef, ListEvidenceRequest, MutationCall, evaluate_request, execute_with_evidence_request,
-    get_evidence_request, get_inclusion_proof_request,
+    IdempotencyRef, ListEvidenceRequest, MutationCall, ReplayEvidenceRequest, evaluate_request,
+    execute_with_evidence_request, get_evidence_request, get_inclusion_proof_request, replay_evidence_response,
 };
 use governance_sidecar::schema::layout::EvidenceLayout;
 use governance_sidecar::upkeep::Upkeep;
@@ -318,6 +318,39 @@ async fn another_tenants_evidence_is_not_found_by_any_key_and_cannot_be_listed()
     assert_eq!(checkpoint.unwrap_err().code(), Code::PermissionDenied);
     let checkpoint = client.get_checkpoint(as_caller(GetCheckpointRequest::default(), Some("logger-token"))).await;
     assert_eq!(checkpoint.unwrap_err().code(), Code::NotFound, "no checkpoint yet, but the call was let through");
+}
+
+#[tokio::test]
+async fn a_replay_is_a_read_in_the_callers_own_workspace_and_nothing_else() {
+    let (f, _) = secured("replay", ServerSettings::default()).await;
+    let mut client = client(&f).await;
+    client
+        .execute_with_evidence(as_caller(write("ws_a", "k-replayed", "create_invoice"), Some("billing-token")))
+        .await
+        .unwrap();
+    let replay = |workspace: &str| ReplayEvidenceRequest { workspace_id: workspace.into(), ..Default::default() };
+    // No token, another tenant's workspace, a caller without `read`, a workspace left out.
+    for (request, token, code) in [
+        (replay("ws_a"), None, Code::Unauthenticated),
+        (replay("ws_a"), Some("other-token"), Code::PermissionDenied),
+        (replay("ws_a"), Some("writer-token"), Code::PermissionDenied),
+        (replay("ws_a"), Some("logger-token"), Code::PermissionDenied),
+        (replay(""), Some("billing-token"), Code::InvalidArgument),
+    ] {
+        let status = client.replay_evidence(as_caller(request, token)).await.unwrap_err();
+        assert_eq!(status.code(), code, "{token:?}: {}", status.message());
+    }
+    // Billing reads its own workspace's evidence, re-decided under the sidecar's bundle.
+    let mut stream =
+        client.replay_evidence(as_caller(replay("ws_a"), Some("billing-token"))).await.unwrap().into_inner();
+    let mut total = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(replay_evidence_response::Event::Summary(summary)) = message.event {
+            total = summary.total;
+        }
+    }
+    let total = total.expect("a summary");
+    assert_eq!((total.rows, total.same_bundle, total.reproduced), (1, 1, 1));
 }
 
 #[tokio::test]

@@ -122,12 +122,10 @@ fn evidence_listing(
         0 => DEFAULT_PAGE_SIZE,
         n => (n as usize).min(MAX_PAGE_SIZE),
     };
-    let micros =
-        |t: prost_types::Timestamp| t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000);
     let filter = EvidenceFilter {
         workspace_id: storable_text(request.workspace_id, "workspace_id")?,
-        since_micros: request.since.map(micros),
-        until_micros: request.until.map(micros),
+        since_micros: request.since.map(convert::timestamp_micros),
+        until_micros: request.until.map(convert::timestamp_micros),
         decision,
         object_type: non_empty(request.object_type, "object_type")?,
         operation: non_empty(request.operation, "operation")?,

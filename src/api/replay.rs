@@ -2,8 +2,9 @@
 //! cannot run the command line, streaming what the command prints.
 //!
 //! One replay runs at a time on a sidecar (a second is RESOURCE_EXHAUSTED),
-//! on one pooled connection, within the call's deadline (`--request-timeout-ms`
-//! at most: the command line has no such bound). The caller must be granted
+//! on one pooled connection, at the default pace (the writes this sidecar
+//! serves come first), within the call's deadline (`--request-timeout-ms` at
+//! most: the command line has no such bound). The caller must be granted
 //! `read` in the workspace, which the request must name.
 
 use std::ops::ControlFlow;
@@ -14,13 +15,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::call::Call;
+use super::convert::{storable_text, timestamp_micros};
 use super::deadline::Deadline;
 use super::{ApiError, GovernanceApi};
 use crate::policies::PolicyBundle;
 use crate::postgres::Lease;
 use crate::proto::{self, replay_evidence_response::Event};
 use crate::replay::report::Counts;
-use crate::replay::run::{Judged, Pages, Progress, ReplayError};
+use crate::replay::run::{Judged, Pace, Pages, Progress, ReplayError};
 use crate::replay::{Class, Judge, Selection, Tally, replay};
 
 /// The stream a ReplayEvidence call answers with.
@@ -38,19 +40,22 @@ pub(super) async fn replay_evidence(
     if request.workspace_id.is_empty() {
         return Err(ApiError::BadAuditRequest("workspace_id is required".into()));
     }
-    call.may_in(&request.workspace_id)?;
+    let workspace_id = storable_text(request.workspace_id, "workspace_id")?;
+    call.may_in(&workspace_id)?;
     let candidate = match &request.candidate_bundle {
         Some(bytes) => Arc::new(PolicyBundle::parse(bytes).map_err(|e| ApiError::BadCandidate(e.to_string()))?),
         None => api.decider.policies.as_ref().ok_or(ApiError::NoPolicyBundle)?.current(),
     };
-    let non_empty = |text: String| (!text.is_empty()).then_some(text);
-    let micros = |at: prost_types::Timestamp| at.seconds * 1_000_000 + i64::from(at.nanos / 1_000);
+    let scope = |text: String, field: &str| match text.is_empty() {
+        true => Ok(None),
+        false => storable_text(text, field).map(Some),
+    };
     let selection = Selection {
-        workspace_id: Some(request.workspace_id),
-        since_micros: request.since.map(micros),
-        until_micros: request.until.map(micros),
-        object_type: non_empty(request.object_type),
-        operation: non_empty(request.operation),
+        workspace_id: Some(workspace_id),
+        since_micros: request.since.map(timestamp_micros),
+        until_micros: request.until.map(timestamp_micros),
+        object_type: scope(request.object_type, "object_type")?,
+        operation: scope(request.operation, "operation")?,
         sample: (request.sample > 0).then_some(request.sample),
         seed: request.seed,
     };
@@ -80,7 +85,8 @@ impl Streamed {
         let candidate_sha256 = candidate.sha256.clone();
         let replayed = deadline
             .bound(async {
-                replay(lease.client(), &selection, Judge::new(candidate), &mut self).await.map_err(ApiError::from)
+                let pace = Pace::default();
+                replay(lease.client(), &selection, pace, Judge::new(candidate), &mut self).await.map_err(ApiError::from)
             })
             .await;
         let last = match replayed {
@@ -112,7 +118,7 @@ impl Pages for Streamed {
                 return ControlFlow::Break(());
             }
         }
-        let progress = message(Event::Progress(proto::ReplayProgress { done, total }));
+        let progress = message(Event::Progress(proto::ReplayProgress { done, total: total.unwrap_or_default() }));
         match self.sender.send(Ok(progress)).await {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
@@ -160,8 +166,7 @@ fn replayed_row(judged: &Judged) -> proto::ReplayedRow {
 
 fn summary(tally: &Tally, candidate_sha256: String) -> proto::ReplaySummary {
     let scopes = tally
-        .scopes
-        .iter()
+        .scopes()
         .map(|((object_type, operation), counts)| replay_counts(object_type, operation, counts))
         .collect();
     proto::ReplaySummary { candidate_sha256, total: Some(replay_counts("", "", &tally.total)), scopes }

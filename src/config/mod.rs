@@ -125,7 +125,12 @@ pub enum Command {
     /// snapshot): the counts per scope of unchanged decisions and flips, every flip, and the rows it
     /// cannot compare, each in its own class. Exit 0; 1 when --fail-on finds what it names; 2 when the
     /// replay cannot be made.
-    Replay(Box<ReplayArgs>),
+    Replay {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        replay: Box<ReplayArgs>,
+    },
     /// Kernite's policy artifact utilities (`kernite policy`).
     Policy {
         #[command(subcommand)]
@@ -363,6 +368,13 @@ pub struct ServeArgs {
          in flight; 0 writes each call in its own.",
         DEFAULT_GROUP_COMMIT))]
     pub group_commit: Option<usize>,
+
+    #[arg(long, env = "GOVERNANCE_MAX_RECORDED_REQUEST_BYTES", help = defaulted(
+        "The largest request an evidence row keeps for `replay` (its canonical JSON, in bytes); a larger one is \
+         decided and evidenced, but not kept. Each pooled connection holds a buffer as large as the largest \
+         row it has written.",
+        DEFAULT_MAX_RECORDED_REQUEST_BYTES))]
+    pub max_recorded_request_bytes: Option<usize>,
 
     // ---- the partitioned layout's upkeep (see `maintain`)
     #[command(flatten)]

@@ -109,6 +109,9 @@ impl ServeArgs {
             writes: WriteSettings {
                 group_commit: set.group_commit.unwrap_or(DEFAULT_GROUP_COMMIT),
                 key_lifetime: set.upkeep.key_lifetime(),
+                max_recorded_request_bytes: set
+                    .max_recorded_request_bytes
+                    .unwrap_or(DEFAULT_MAX_RECORDED_REQUEST_BYTES),
             },
             upkeep: set.upkeep.resolve(),
             migrate: set.migrate.unwrap_or(false),

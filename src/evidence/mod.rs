@@ -43,7 +43,7 @@ pub use idempotency::MAX_IDEMPOTENCY_KEY_BYTES;
 pub use returning::MutationResult;
 pub use row::COLUMNS as EVIDENCE_COLUMNS;
 
-use crate::defaults::{DEFAULT_GROUP_COMMIT, DEFAULT_KEY_LIFETIME};
+use crate::defaults::{DEFAULT_GROUP_COMMIT, DEFAULT_KEY_LIFETIME, DEFAULT_MAX_RECORDED_REQUEST_BYTES};
 use crate::mutations::Registry;
 use crate::postgres::{DatabaseSettings, Pool, failure};
 use crate::schema::{layout, migrate};
@@ -61,11 +61,17 @@ pub struct WriteSettings {
     /// How long a claimed idempotency key is replayed in the partitioned
     /// layout (the reference layout keeps keys for ever).
     pub key_lifetime: Duration,
+    /// The largest request a row keeps for replay; a larger one is not kept.
+    pub max_recorded_request_bytes: usize,
 }
 
 impl Default for WriteSettings {
     fn default() -> WriteSettings {
-        WriteSettings { group_commit: DEFAULT_GROUP_COMMIT, key_lifetime: DEFAULT_KEY_LIFETIME }
+        WriteSettings {
+            group_commit: DEFAULT_GROUP_COMMIT,
+            key_lifetime: DEFAULT_KEY_LIFETIME,
+            max_recorded_request_bytes: DEFAULT_MAX_RECORDED_REQUEST_BYTES,
+        }
     }
 }
 
@@ -80,6 +86,8 @@ pub struct EvidenceStore {
     /// How long a key is replayed: for ever, unless the layout is the partitioned one.
     key_lifetime: KeyLifetime,
     redactor: Redactor,
+    /// The largest request a row keeps ([`WriteSettings::max_recorded_request_bytes`]).
+    max_recorded_request_bytes: usize,
     /// Woken when a call finds no database to write to, so that health
     /// says so at once rather than at its next check.
     unavailable: tokio::sync::Notify,
@@ -147,6 +155,7 @@ impl EvidenceStore {
             group_commit,
             key_lifetime,
             redactor,
+            max_recorded_request_bytes: writes.max_recorded_request_bytes,
             unavailable: tokio::sync::Notify::new(),
         })
     }

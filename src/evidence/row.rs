@@ -39,10 +39,11 @@ pub(super) struct EvidenceRow<'w> {
     policy_version: Option<i64>,
     trace_id: Option<&'w str>,
     caller: &'w str,
-    /// The normalised request, canonical JSON, secrets masked: what replay re-decides.
-    request_json: String,
-    /// JSON array of the request paths redaction masked in it.
-    request_redacted_paths: String,
+    /// The normalised request, canonical JSON, secrets masked: what replay
+    /// re-decides; `None` when it is larger than the operator keeps.
+    request_json: Option<String>,
+    /// JSON array of the request paths redaction masked in it (with it).
+    request_redacted_paths: Option<String>,
     /// SHA-256 of the response as PostgreSQL will print it, for the
     /// verifiable log: taken here from the value in hand, so that the log's
     /// sequencer need not have PostgreSQL print every response again.
@@ -104,10 +105,15 @@ impl<'a> Ending<'a> {
 }
 
 impl<'w> EvidenceRow<'w> {
-    /// The columns of `write`: its decision (or the skip), with secrets masked.
+    /// The columns of `write`: its decision (or the skip), with secrets masked,
+    /// and its request when that is at most `max_request_bytes` long.
     /// A request holding text PostgreSQL cannot store (U+0000) is refused
     /// here, before a connection is taken, naming the field.
-    pub fn new(write: &'w GovernedWrite<'w>, redactor: &Redactor) -> Result<EvidenceRow<'w>, EvidenceError> {
+    pub fn new(
+        write: &'w GovernedWrite<'w>,
+        redactor: &Redactor,
+        max_request_bytes: usize,
+    ) -> Result<EvidenceRow<'w>, EvidenceError> {
         let (reason_codes, ctx_id, trace_hash, response) = match write.decision {
             Some(record) => (
                 Value::Array(record.reason_codes.iter().cloned().map(Value::Str).collect()),
@@ -165,8 +171,8 @@ impl<'w> EvidenceRow<'w> {
             policy_version: write.decision.and_then(DecisionRecord::policy_version),
             trace_id: write.trace_id,
             caller: write.caller,
-            request_json,
-            request_redacted_paths: paths(request_masked),
+            request_redacted_paths: (request_json.len() <= max_request_bytes).then(|| paths(request_masked)),
+            request_json: Some(request_json).filter(|json| json.len() <= max_request_bytes),
             response_json_sha256: Sha256Digest(Sha256::digest(super::jsonb::text(&redacted.value)).into()),
         })
     }
@@ -330,6 +336,7 @@ mod tests {
                 "{column} in {sql}"
             );
         }
-        assert!(sql.contains("VALUES ($3, $4,") && sql.ends_with(&format!("${})", 3 + INSERT_PARAMS - 1)), "{sql}");
+        let (last, cast) = (3 + INSERT_PARAMS - 1, COLUMNS[INSERT_PARAMS - 1].1);
+        assert!(sql.contains("VALUES ($3, $4,") && sql.ends_with(&format!("${last}{cast})")), "{sql}");
     }
 }

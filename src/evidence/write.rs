@@ -43,7 +43,7 @@ impl EvidenceStore {
     async fn execute_with_retries(&self, write: GovernedWrite<'_>) -> Result<Execution, EvidenceError> {
         idempotency::check_key(write.request)?;
         write.mutation.check_caller_params(write.caller_params)?;
-        let row = EvidenceRow::new(&write, &self.redactor)?;
+        let row = EvidenceRow::new(&write, &self.redactor, self.max_recorded_request_bytes)?;
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -13,18 +13,17 @@ use std::time::{Duration, Instant};
 
 use super::judge::{Class, Judge};
 use super::report::{self, Tally};
-use super::run::{Judged, Pages, Progress, replay};
+use super::run::{Judged, Pace, Pages, Progress, replay};
 use super::selection::Selection;
-use crate::config::DatabaseArgs;
 use crate::policies::PolicyBundle;
+use crate::postgres::DatabaseTarget;
 
 /// How many rows of each class set aside are named on stdout (all are in `--jsonl`).
 const NAMED_PER_CLASS: usize = 20;
 
+/// `replay`'s own flags (the database's are `serve`'s, beside them in `Command::Replay`).
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
     /// The candidate policy bundle (kernite.policy.bundle.v1) to re-decide the evidence under.
     #[arg(long)]
     pub policy_bundle: PathBuf,
@@ -50,6 +49,10 @@ pub struct ReplayArgs {
     /// The sample's seed: the same seed over the same evidence draws the same rows.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Read at most this many rows per second (0: as fast as they can be judged): on a host shared with
+    /// production writes, any CPU a replay takes slows them.
+    #[arg(long, default_value_t = crate::defaults::DEFAULT_REPLAY_ROWS_PER_SECOND)]
+    pub max_rows_per_second: u32,
     /// Write each row not unchanged, then a summary, as JSON Lines to this file (`-`: stdout, instead of the text).
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
@@ -131,14 +134,16 @@ fn postgres_message(error: &tokio_postgres::Error) -> String {
     error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
 }
 
-/// Runs the command; every failure to replay is exit 2, after its message.
-pub fn run(args: &ReplayArgs) -> ExitCode {
-    let replayed = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(replay_command(args)));
+/// Runs the command against `database` (an error when none was named);
+/// every failure to replay is exit 2, after its message.
+pub fn run(database: anyhow::Result<DatabaseTarget>, args: &ReplayArgs) -> ExitCode {
+    // Reading, like judging, takes only CPU nothing else wants: a replay
+    // beside production writes on the same host makes room for them.
+    super::run::yield_this_thread_to_other_work();
+    let replayed = database.and_then(|database| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(replay_command(&database, args))
+    });
     match replayed {
         Ok(code) => code,
         Err(error) => {
@@ -148,7 +153,7 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
     }
 }
 
-async fn replay_command(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+async fn replay_command(database: &DatabaseTarget, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.policy_bundle)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.policy_bundle.display()))?;
     let candidate = PolicyBundle::parse(&bytes)
@@ -163,7 +168,7 @@ async fn replay_command(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let text = args.jsonl.as_deref().is_none_or(|path| path.as_os_str() != "-");
 
-    let client = args.database.required()?.connect_once().await?;
+    let client = database.connect_once().await?;
     let mut selection = Selection {
         workspace_id: args.workspace.clone(),
         object_type: args.object_type.clone(),
@@ -188,7 +193,9 @@ async fn replay_command(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         unnamed: 0,
         write_error: None,
     };
-    let tally = replay(&client, &selection, Judge::new(Arc::new(candidate)), &mut printer).await?;
+    let pace = Pace::rows_per_second(args.max_rows_per_second);
+    let tally = replay(&client, &selection, pace, Judge::new(Arc::new(candidate)), &mut printer).await?;
+    printer.show(Progress { done: tally.total.rows, total: args.sample.map(|_| tally.total.rows) });
     if let Some(error) = printer.write_error {
         anyhow::bail!("writing --jsonl: {error}");
     }
@@ -243,12 +250,20 @@ impl Pages for Printer {
                 self.unnamed += 1;
             }
         }
-        if self.shown.elapsed() >= Duration::from_secs(1) || progress.done == progress.total {
+        if self.shown.elapsed() >= Duration::from_secs(1) {
             self.shown = Instant::now();
-            let rate = progress.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            eprintln!("replay: {} of {} rows ({rate:.0} rows/s)", progress.done, progress.total);
+            self.show(progress);
         }
         ControlFlow::Continue(())
+    }
+}
+
+impl Printer {
+    /// `replay: 120000 rows (5000 rows/s)`, or `… of 300000 rows` for a sample.
+    fn show(&self, progress: Progress) {
+        let rate = progress.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let of = progress.total.map(|total| format!(" of {total}")).unwrap_or_default();
+        eprintln!("replay: {}{of} rows ({rate:.0} rows/s)", progress.done);
     }
 }
 

@@ -27,7 +27,8 @@ pub enum Class {
     CallerPolicy,
     /// Recorded in observe or skip mode: the decision gated nothing.
     NotEnforced,
-    /// Written before requests were recorded (migration 11).
+    /// No request kept: written before requests were recorded (migration
+    /// 11), or larger than the operator keeps.
     Unrecorded,
     /// The candidate does not govern the row's scope: the sidecar would
     /// refuse its mutation unless marked `ungoverned`.
@@ -119,7 +120,10 @@ impl Judge {
     }
 
     pub fn judge(&mut self, row: &RecordedRow) -> Verdict {
-        let Some(stored) = &row.request_json else { return Verdict::only(Class::Unrecorded, None) };
+        let Some(stored) = &row.request_json else {
+            let why = "no request kept: written before migration 11, or larger than --max-recorded-request-bytes";
+            return Verdict::only(Class::Unrecorded, Some(why.to_owned()));
+        };
         if row.mode != Mode::Enforce {
             return Verdict::only(Class::NotEnforced, Some(format!("recorded in {} mode", row.mode)));
         }
@@ -132,7 +136,7 @@ impl Judge {
                 Ok(request) => request,
                 Err(why) => return Verdict::only(Class::Unanswerable, Some(format!("the stored request: {why}"))),
             };
-        let candidate = std::sync::Arc::clone(&self.candidate);
+        let Judge { candidate, reads: reads_of_scope } = self;
         let resolution = candidate.resolve(&request.object_type, &request.operation);
         let Some(mode) = resolution.mode else {
             let scope = format!("the candidate does not govern {}/{}", request.object_type, request.operation);
@@ -141,7 +145,7 @@ impl Judge {
         if !row.request_redacted_paths.is_empty() {
             let scope = (request.object_type.clone(), request.operation.clone());
             let reads =
-                self.reads.entry(scope).or_insert_with(|| Reads::of(resolution.context).map_err(|e| e.to_string()));
+                reads_of_scope.entry(scope).or_insert_with(|| Reads::of(resolution.context).map_err(|e| e.to_string()));
             match reads {
                 Err(why) => return Verdict::only(Class::Unanswerable, Some(why.clone())),
                 Ok(reads) => {

@@ -23,5 +23,5 @@ pub mod selection;
 
 pub use judge::{Class, Judge, Verdict};
 pub use report::Tally;
-pub use run::{ReplayError, replay};
+pub use run::{Pace, ReplayError, replay};
 pub use selection::{RecordedRow, Selection};

@@ -53,15 +53,30 @@ impl Counts {
 /// Counts per scope, and in all.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    pub scopes: BTreeMap<(String, String), Counts>,
+    /// By object type, then operation: looked up by the row's own strings,
+    /// with no copy of them but for a scope's first row.
+    by_scope: BTreeMap<String, BTreeMap<String, Counts>>,
     pub total: Counts,
 }
 
 impl Tally {
     pub fn add(&mut self, row: &RecordedRow, verdict: &Verdict) {
         self.total.add(verdict);
-        let scope = (row.object_type.clone(), row.operation.clone());
-        self.scopes.entry(scope).or_default().add(verdict);
+        if !self.by_scope.contains_key(&row.object_type) {
+            self.by_scope.insert(row.object_type.clone(), BTreeMap::new());
+        }
+        let operations = self.by_scope.get_mut(&row.object_type).expect("inserted above");
+        if !operations.contains_key(&row.operation) {
+            operations.insert(row.operation.clone(), Counts::default());
+        }
+        operations.get_mut(&row.operation).expect("inserted above").add(verdict);
+    }
+
+    /// Each scope's counts, in object type then operation order.
+    pub fn scopes(&self) -> impl Iterator<Item = ((&str, &str), &Counts)> {
+        self.by_scope.iter().flat_map(|(object_type, operations)| {
+            operations.iter().map(move |(operation, counts)| ((object_type.as_str(), operation.as_str()), counts))
+        })
     }
 
     /// The table people read: one line per scope, one column per class
@@ -83,7 +98,7 @@ impl Tally {
                 .collect(),
         ];
         let scopes =
-            self.scopes.iter().map(|((object_type, operation), counts)| (format!("{object_type}/{operation}"), counts));
+            self.scopes().map(|((object_type, operation), counts)| (format!("{object_type}/{operation}"), counts));
         for (name, counts) in scopes.chain(std::iter::once(("all".to_owned(), &self.total))) {
             let cells = shown.iter().map(|&class| counts.of(class).to_string());
             lines.push(std::iter::once(name).chain(std::iter::once(counts.rows.to_string())).chain(cells).collect());
@@ -108,8 +123,7 @@ impl Tally {
     /// The summary as JSON: the candidate, the counts in all and per scope.
     pub fn to_json(&self, candidate_sha256: &str) -> serde_json::Value {
         let scopes: Vec<serde_json::Value> = self
-            .scopes
-            .iter()
+            .scopes()
             .map(|((object_type, operation), counts)| {
                 json!({"object_type": object_type, "operation": operation, "counts": counts.to_json()})
             })

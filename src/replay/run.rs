@@ -1,10 +1,16 @@
 //! The replay's driver: one read-only snapshot, pages of rows read while
 //! the previous page is judged, verdicts handed to the caller page by page.
 //!
-//! Judging runs on a thread of its own at the lowest CPU priority, so that
-//! on a shared host the writes being governed come first: the reading side
-//! is paced by it (two pages in flight at most), and with it the PostgreSQL
-//! backend that serves the pages.
+//! A replay reads at most so many rows per second ([`Pace`]): on a shared
+//! host any CPU it takes, even CPU nothing else seemed to want, slows the
+//! writes beside it (docs/performance.md, "Replay").
+//!
+//! Judging runs on a thread of its own in the kernel's idle scheduling class
+//! (it runs only when no other thread wants the CPU), so that on a shared
+//! host the writes being governed come first: the reading side is paced by
+//! it (two pages in flight at most), and with it the PostgreSQL backend that
+//! serves the pages. The command line puts its reading thread in that class
+//! too.
 
 use std::ops::ControlFlow;
 
@@ -19,6 +25,49 @@ use crate::evidence::EvidenceError;
 /// Pages read ahead of the judge, and judged pages not yet taken.
 const PAGES_IN_FLIGHT: usize = 2;
 
+/// How fast a replay may read: at most so many rows per second, or as fast
+/// as the judge takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    RowsPerSecond(std::num::NonZeroU32),
+    Unlimited,
+}
+
+impl Pace {
+    /// `0` is unlimited.
+    pub fn rows_per_second(rows: u32) -> Pace {
+        std::num::NonZeroU32::new(rows).map_or(Pace::Unlimited, Pace::RowsPerSecond)
+    }
+}
+
+impl Default for Pace {
+    fn default() -> Pace {
+        Pace::rows_per_second(crate::defaults::DEFAULT_REPLAY_ROWS_PER_SECOND)
+    }
+}
+
+/// Keeps the reading to its pace: after each page, waits until the rows read
+/// so far are due.
+struct Pacer {
+    pace: Pace,
+    started: tokio::time::Instant,
+    rows: u64,
+}
+
+impl Pacer {
+    fn new(pace: Pace) -> Pacer {
+        Pacer { pace, started: tokio::time::Instant::now(), rows: 0 }
+    }
+
+    async fn read(&mut self, rows: usize) {
+        self.rows += rows as u64;
+        if let Pace::RowsPerSecond(per_second) = self.pace {
+            let due = std::time::Duration::from_secs_f64(self.rows as f64 / f64::from(per_second.get()));
+            tokio::time::sleep_until(self.started + due).await;
+        }
+    }
+}
+
 /// A row and what the candidate makes of it.
 #[derive(Debug, Clone)]
 pub struct Judged {
@@ -30,8 +79,9 @@ pub struct Judged {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub done: u64,
-    /// The selection's rows (the sample's size, when sampled).
-    pub total: u64,
+    /// The sample's size; `None` for a whole selection, which is not counted
+    /// first (counting is a scan of its own, at no pace).
+    pub total: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +110,12 @@ pub trait Pages: Send {
 pub async fn replay(
     client: &Client,
     selection: &Selection,
+    pace: Pace,
     judge: Judge,
     pages: &mut impl Pages,
 ) -> Result<Tally, ReplayError> {
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-    let replayed = replay_in_snapshot(client, selection, judge, pages).await;
+    let replayed = replay_in_snapshot(client, selection, pace, judge, pages).await;
     let ended = client.batch_execute(if replayed.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
     let tally = replayed?;
     ended?;
@@ -74,6 +125,7 @@ pub async fn replay(
 async fn replay_in_snapshot(
     client: &Client,
     selection: &Selection,
+    pace: Pace,
     judge: Judge,
     pages: &mut impl Pages,
 ) -> Result<Tally, ReplayError> {
@@ -81,10 +133,7 @@ async fn replay_in_snapshot(
         Some(size) => Some(selection.sample_ids(client, size).await?),
         None => None,
     };
-    let total = match &sample {
-        Some(ids) => ids.len() as u64,
-        None => selection.count(client).await?,
-    };
+    let total = sample.as_ref().map(|ids| ids.len() as u64);
     let (page_sender, page_receiver) = mpsc::channel::<Vec<RecordedRow>>(PAGES_IN_FLIGHT);
     let (judged_sender, mut judged_receiver) = mpsc::channel::<Vec<Judged>>(PAGES_IN_FLIGHT);
     let judging = std::thread::Builder::new()
@@ -93,24 +142,27 @@ async fn replay_in_snapshot(
         .map_err(|e| ReplayError::Judge(e.to_string()))?;
 
     let read = async move {
+        let mut pacer = Pacer::new(pace);
         match &sample {
             Some(ids) => {
                 for chunk in ids.chunks(PAGE_ROWS as usize) {
                     let rows = selection.rows_of(client, chunk).await?;
+                    let count = rows.len();
                     if page_sender.send(rows).await.is_err() {
                         break;
                     }
+                    pacer.read(count).await;
                 }
             }
             None => {
-                let mut after = i64::MIN;
+                selection.open(client).await?;
                 loop {
-                    let rows = selection.page_after(client, after).await?;
-                    let Some(last) = rows.last() else { break };
-                    after = last.id;
-                    if page_sender.send(rows).await.is_err() {
+                    let rows = selection.next_page(client).await?;
+                    let count = rows.len();
+                    if count == 0 || page_sender.send(rows).await.is_err() {
                         break;
                     }
+                    pacer.read(count).await;
                 }
             }
         }
@@ -145,7 +197,7 @@ async fn replay_in_snapshot(
 
 /// The judging thread: pages in, verdicts out, until either side closes.
 fn judge_pages(mut judge: Judge, mut pages: mpsc::Receiver<Vec<RecordedRow>>, judged: mpsc::Sender<Vec<Judged>>) {
-    lower_this_threads_priority();
+    yield_this_thread_to_other_work();
     while let Some(rows) = pages.blocking_recv() {
         let page = rows
             .into_iter()
@@ -160,14 +212,19 @@ fn judge_pages(mut judge: Judge, mut pages: mpsc::Receiver<Vec<RecordedRow>>, ju
     }
 }
 
-/// The lowest CPU priority (nice 19) for the calling thread alone: on
-/// Linux a thread's nice value is its own (setpriority(2), NOTES).
+/// Puts the calling thread alone in Linux's `SCHED_IDLE` class: it runs
+/// only on CPU no other thread wants, and yields it the moment one does
+/// (sched(7)). On Linux the policy, like the nice value, is a thread's own.
+/// Where the class is refused, the lowest nice value (19) instead.
 #[allow(unsafe_code)]
-fn lower_this_threads_priority() {
-    // SAFETY: gettid and setpriority take and return plain integers and
-    // touch no memory of ours; a failure leaves the priority as it was.
+pub fn yield_this_thread_to_other_work() {
+    // SAFETY: sched_setscheduler reads the parameter struct it is given
+    // (ours, on the stack) and gettid and setpriority take plain integers;
+    // a failure leaves the thread as it was.
     unsafe {
-        let thread = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, 19);
+        let parameter = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &parameter) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+        }
     }
 }

@@ -1,12 +1,21 @@
-//! Which rows a replay reads, and reading them: in pages by id, on the one
-//! read-only snapshot [`super::run`] opens, so writers are never blocked
-//! and rows committed meanwhile are not half-seen.
+//! Which rows a replay reads, and reading them: through a cursor, a page at
+//! a time, on the one read-only snapshot [`super::run`] opens, so writers
+//! are never blocked and rows committed meanwhile are not half-seen.
+//!
+//! The cursor has no ORDER BY: over most of the table PostgreSQL reads it
+//! sequentially, through a small ring of buffers of its own, rather than
+//! page by page through the id index into the shared buffers, where a
+//! replay of a large table would push out the pages the writes beside it
+//! need. Rows come in the table's order, which is close to id order.
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use crate::evidence::EvidenceError;
 use crate::vocabulary::{Mode, RecordedDecision};
+
+/// The cursor [`Selection::open`] declares.
+const CURSOR: &str = "governance_replay_rows";
 
 /// Rows per page: large enough that a round trip is a small part of a page's
 /// work, small enough that a page of large requests stays a few megabytes.
@@ -55,9 +64,10 @@ impl RecordedRow {
     fn read(row: &Row) -> Result<RecordedRow, EvidenceError> {
         let id: i64 = row.try_get("id")?;
         let known = |word| EvidenceError::UnknownStoredWord { evidence_id: id, word };
+        // A JSON array of strings, most often empty.
         let strings = |column: &str| -> Result<Vec<String>, EvidenceError> {
             let text: Option<&str> = row.try_get(column)?;
-            Ok(text.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default())
+            Ok(text.filter(|text| *text != "[]").and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default())
         };
         Ok(RecordedRow {
             id,
@@ -112,22 +122,21 @@ impl Selection {
         Conditions { sql, params }
     }
 
-    /// How many rows the selection holds (before sampling).
-    pub async fn count(&self, client: &Client) -> Result<u64, EvidenceError> {
+    /// Declares the cursor over the whole selection, in the open transaction.
+    pub async fn open(&self, client: &Client) -> Result<(), EvidenceError> {
         let conditions = self.conditions(0);
-        let sql = format!("SELECT count(*) AS n FROM governance_events e WHERE TRUE{}", conditions.sql);
-        Ok(client.query_one(&sql, &conditions.params).await?.try_get::<_, i64>("n")? as u64)
-    }
-
-    /// The page of rows after id `after`, in id order; empty at the end.
-    pub async fn page_after(&self, client: &Client, after: i64) -> Result<Vec<RecordedRow>, EvidenceError> {
-        let conditions = self.conditions(1);
         let sql = format!(
-            "SELECT {COLUMNS} FROM governance_events e WHERE e.id > $1{} ORDER BY e.id LIMIT {PAGE_ROWS}",
+            "DECLARE {CURSOR} NO SCROLL CURSOR FOR SELECT {COLUMNS} FROM governance_events e WHERE TRUE{}",
             conditions.sql
         );
-        let params: Vec<&(dyn ToSql + Sync)> = std::iter::once(&after as _).chain(conditions.params).collect();
-        client.query(&sql, &params).await?.iter().map(RecordedRow::read).collect()
+        client.execute(&sql, &conditions.params).await?;
+        Ok(())
+    }
+
+    /// The cursor's next page; empty at the end.
+    pub async fn next_page(&self, client: &Client) -> Result<Vec<RecordedRow>, EvidenceError> {
+        let rows = client.query(&format!("FETCH {PAGE_ROWS} FROM {CURSOR}"), &[]).await?;
+        rows.iter().map(RecordedRow::read).collect()
     }
 
     /// The rows of `ids` (a page of a sample), in id order.
