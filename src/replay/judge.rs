@@ -230,3 +230,112 @@ fn new_decision(record: &DecisionRecord, mode: Mode) -> NewDecision {
         trace_hash: record.trace_hash.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The invoice bundle with its limit at `max`, its scope in `mode`.
+    fn candidate(max: u32, mode: &str) -> Judge {
+        let bundle = format!(
+            r#"{{"schema_version": "kernite.policy.bundle.v1",
+                "policies": [{{"policy_key": "invoice_create", "effect": "allow", "rules": [
+                    {{"rule_key": "max_amount", "rule_definition": {{"type": "max_value", "field": "amount", "max": {max}}}}}]}}],
+                "operation_map": [{{"object_type": "invoice", "operation": "create", "policy_key": "invoice_create",
+                                    "mode": "{mode}"}}]}}"#
+        );
+        Judge::new(Arc::new(PolicyBundle::parse(bundle.as_bytes()).unwrap()))
+    }
+
+    /// A row recorded in enforce mode under another bundle.
+    fn row(amount: u32, decision: RecordedDecision, reason_codes: &[&str]) -> RecordedRow {
+        let body = format!(
+            r#"{{"workspace_id": "w", "principal": {{"type": "user", "id": "u"}}, "object_type": "invoice",
+                "operation": "create", "payload": {{"amount": {amount}}}}}"#
+        );
+        let request = decision::validate(crate::decision::json::parse(&body).unwrap(), None).unwrap().unwrap().request;
+        RecordedRow {
+            id: 1,
+            created_at_micros: 0,
+            workspace_id: "w".into(),
+            object_type: "invoice".into(),
+            operation: "create".into(),
+            decision,
+            mode: Mode::Enforce,
+            reason_codes: reason_codes.iter().map(|c| c.to_string()).collect(),
+            trace_hash: String::new(),
+            policy_bundle_sha256: Some("sha256:recorded".into()),
+            request_json: Some(request.to_canonical_json()),
+            request_redacted_paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_flip_is_named_by_what_happens_to_the_write_and_what_decided_it() {
+        let verdict = candidate(100, "enforce").judge(&row(500, RecordedDecision::Approved, &[]));
+        assert_eq!(verdict.class, Class::ApprovedToDenied);
+        let new = verdict.new.unwrap();
+        assert_eq!(new.decided_by, ["invoice_create/max_amount (max_amount_denied)"]);
+        assert_eq!(verdict.reproduced, None, "another bundle decided it");
+        let verdict = candidate(1000, "enforce").judge(&row(500, RecordedDecision::Denied, &["max_amount_denied"]));
+        assert_eq!(
+            (verdict.class, verdict.new.unwrap().decided_by),
+            (Class::DeniedToApproved, vec!["invoice_create".into()])
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_stops_enforcing_lets_a_denied_write_through() {
+        for mode in ["observe", "skip"] {
+            let verdict = candidate(100, mode).judge(&row(500, RecordedDecision::Denied, &["max_amount_denied"]));
+            assert_eq!(verdict.class, Class::DeniedToApproved, "{mode}");
+        }
+        let skipped = candidate(100, "skip").judge(&row(500, RecordedDecision::Denied, &["x"])).new.unwrap();
+        assert_eq!((skipped.decision, skipped.mode), (RecordedDecision::Skipped, Mode::Skip));
+    }
+
+    #[test]
+    fn the_same_outcome_for_other_reasons_is_unchanged_but_counted() {
+        let verdict = candidate(100, "enforce").judge(&row(500, RecordedDecision::Denied, &["currency_denied"]));
+        assert_eq!((verdict.class, verdict.reasons_changed), (Class::Unchanged, true));
+        let verdict = candidate(100, "enforce").judge(&row(500, RecordedDecision::Denied, &["max_amount_denied"]));
+        assert_eq!((verdict.class, verdict.reasons_changed), (Class::Unchanged, false));
+    }
+
+    #[test]
+    fn rows_that_cannot_be_compared_are_set_aside_before_anything_is_decided() {
+        let mut judge = candidate(100, "enforce");
+        let mut unrecorded = row(500, RecordedDecision::Approved, &[]);
+        unrecorded.request_json = None;
+        assert_eq!(judge.judge(&unrecorded).class, Class::Unrecorded);
+        let mut observed = row(500, RecordedDecision::Approved, &[]);
+        observed.mode = Mode::Observe;
+        assert_eq!(judge.judge(&observed).class, Class::NotEnforced);
+        let mut own_policies = row(500, RecordedDecision::Approved, &[]);
+        own_policies.policy_bundle_sha256 = None;
+        assert_eq!(judge.judge(&own_policies).class, Class::CallerPolicy);
+        let mut elsewhere = row(500, RecordedDecision::Approved, &[]);
+        elsewhere.request_json =
+            elsewhere.request_json.map(|json| json.replace(r#""operation":"create""#, r#""operation":"void""#));
+        assert_eq!(judge.judge(&elsewhere).class, Class::Ungoverned);
+        let mut masked = row(500, RecordedDecision::Approved, &[]);
+        masked.request_redacted_paths = vec!["payload.amount".into()];
+        let verdict = judge.judge(&masked);
+        assert_eq!((verdict.class, verdict.new), (Class::Undecidable, None));
+    }
+
+    #[test]
+    fn under_the_bundle_that_decided_it_a_row_reproduces_its_trace_hash_or_says_it_does_not() {
+        let mut judge = candidate(1000, "enforce");
+        let sha256 = judge.candidate().sha256.clone();
+        let mut recorded = row(500, RecordedDecision::Approved, &[]);
+        recorded.policy_bundle_sha256 = Some(sha256);
+        let first = judge.judge(&recorded);
+        recorded.trace_hash = first.new.unwrap().trace_hash;
+        assert_eq!(judge.judge(&recorded).reproduced, Some(true));
+        recorded.trace_hash = "sha256:forged".into();
+        assert_eq!(judge.judge(&recorded).reproduced, Some(false));
+    }
+}
