@@ -255,7 +255,7 @@ mod tests {
             r#"{{"workspace_id": "w", "principal": {{"type": "user", "id": "u"}}, "object_type": "invoice",
                 "operation": "create", "payload": {{"amount": {amount}}}}}"#
         );
-        let request = decision::validate(crate::decision::json::parse(&body).unwrap(), None).unwrap().unwrap().request;
+        let request = decision::validate(decision::json::parse(&body).unwrap(), None).unwrap().unwrap().request;
         RecordedRow {
             id: 1,
             created_at_micros: 0,
