@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 
 use super::judge::{Judge, Verdict};
 use super::report::Tally;
-use super::selection::{PAGE_ROWS, RecordedRow, Selection};
+use super::selection::{RecordedRow, Selection};
 use crate::evidence::EvidenceError;
 
 /// Pages read ahead of the judge, and judged pages not yet taken.
@@ -129,11 +129,8 @@ async fn replay_in_snapshot(
     judge: Judge,
     pages: &mut impl Pages,
 ) -> Result<Tally, ReplayError> {
-    let sample = match selection.sample {
-        Some(size) => Some(selection.sample_ids(client, size).await?),
-        None => None,
-    };
-    let total = sample.as_ref().map(|ids| ids.len() as u64);
+    let mut reading = selection.start(client).await?;
+    let total = reading.sample_size();
     let (page_sender, page_receiver) = mpsc::channel::<Vec<RecordedRow>>(PAGES_IN_FLIGHT);
     let (judged_sender, mut judged_receiver) = mpsc::channel::<Vec<Judged>>(PAGES_IN_FLIGHT);
     let judging = std::thread::Builder::new()
@@ -143,28 +140,13 @@ async fn replay_in_snapshot(
 
     let read = async move {
         let mut pacer = Pacer::new(pace);
-        match &sample {
-            Some(ids) => {
-                for chunk in ids.chunks(PAGE_ROWS as usize) {
-                    let rows = selection.rows_of(client, chunk).await?;
-                    let count = rows.len();
-                    if page_sender.send(rows).await.is_err() {
-                        break;
-                    }
-                    pacer.read(count).await;
-                }
+        loop {
+            let rows = reading.next_page(selection, client).await?;
+            let count = rows.len();
+            if count == 0 || page_sender.send(rows).await.is_err() {
+                break;
             }
-            None => {
-                selection.open(client).await?;
-                loop {
-                    let rows = selection.next_page(client).await?;
-                    let count = rows.len();
-                    if count == 0 || page_sender.send(rows).await.is_err() {
-                        break;
-                    }
-                    pacer.read(count).await;
-                }
-            }
+            pacer.read(count).await;
         }
         Ok::<_, ReplayError>(())
     };

@@ -17,9 +17,15 @@ use crate::vocabulary::{Mode, RecordedDecision};
 /// The cursor [`Selection::open`] declares.
 const CURSOR: &str = "governance_replay_rows";
 
-/// Rows per page: large enough that a round trip is a small part of a page's
-/// work, small enough that a page of large requests stays a few megabytes.
-pub const PAGE_ROWS: i64 = 2_000;
+/// Rows per page at most: enough that a round trip is a small part of a
+/// page's work.
+const PAGE_ROWS: usize = 2_000;
+/// The first page's rows, before the rows' size is known.
+const FIRST_PAGE_ROWS: usize = 256;
+/// About how many bytes of requests a page holds: pages of large requests
+/// hold fewer rows, so that the few pages in flight stay a few megabytes
+/// (a row's request may be as large as `--max-recorded-request-bytes`).
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The rows to replay; every field narrows the selection.
 #[derive(Debug, Clone, Default)]
@@ -122,8 +128,21 @@ impl Selection {
         Conditions { sql, params }
     }
 
-    /// Declares the cursor over the whole selection, in the open transaction.
-    pub async fn open(&self, client: &Client) -> Result<(), EvidenceError> {
+    /// Starts reading, in the open transaction: draws the sample, or
+    /// declares the cursor over the whole selection.
+    pub async fn start(&self, client: &Client) -> Result<Reading, EvidenceError> {
+        let source = match self.sample {
+            Some(size) => Source::Sample { ids: self.sample_ids(client, size).await?, next: 0 },
+            None => {
+                self.declare_cursor(client).await?;
+                Source::Cursor
+            }
+        };
+        Ok(Reading { source, rows_per_page: FIRST_PAGE_ROWS })
+    }
+
+    /// Declares the cursor over the whole selection.
+    async fn declare_cursor(&self, client: &Client) -> Result<(), EvidenceError> {
         let conditions = self.conditions(0);
         let sql = format!(
             "DECLARE {CURSOR} NO SCROLL CURSOR FOR SELECT {COLUMNS} FROM governance_events e WHERE TRUE{}",
@@ -133,14 +152,8 @@ impl Selection {
         Ok(())
     }
 
-    /// The cursor's next page; empty at the end.
-    pub async fn next_page(&self, client: &Client) -> Result<Vec<RecordedRow>, EvidenceError> {
-        let rows = client.query(&format!("FETCH {PAGE_ROWS} FROM {CURSOR}"), &[]).await?;
-        rows.iter().map(RecordedRow::read).collect()
-    }
-
     /// The rows of `ids` (a page of a sample), in id order.
-    pub async fn rows_of(&self, client: &Client, ids: &[i64]) -> Result<Vec<RecordedRow>, EvidenceError> {
+    async fn rows_of(&self, client: &Client, ids: &[i64]) -> Result<Vec<RecordedRow>, EvidenceError> {
         let conditions = self.conditions(1);
         let sql =
             format!("SELECT {COLUMNS} FROM governance_events e WHERE e.id = ANY($1){} ORDER BY e.id", conditions.sql);
@@ -150,7 +163,7 @@ impl Selection {
 
     /// A uniform sample of `size` ids of the selection, sorted: reservoir
     /// sampling over the selection's ids, read as a stream.
-    pub async fn sample_ids(&self, client: &Client, size: u64) -> Result<Vec<i64>, EvidenceError> {
+    async fn sample_ids(&self, client: &Client, size: u64) -> Result<Vec<i64>, EvidenceError> {
         use futures_util::TryStreamExt as _;
         let conditions = self.conditions(0);
         let sql = format!("SELECT e.id FROM governance_events e WHERE TRUE{}", conditions.sql);
@@ -163,6 +176,63 @@ impl Selection {
         let mut ids = reservoir.items;
         ids.sort_unstable();
         Ok(ids)
+    }
+}
+
+/// A selection being read, a page at a time, each page sized by the last.
+pub struct Reading {
+    source: Source,
+    rows_per_page: usize,
+}
+
+enum Source {
+    /// Through the cursor [`Selection::start`] declared.
+    Cursor,
+    /// A sample's ids, sorted, and where the next page starts.
+    Sample { ids: Vec<i64>, next: usize },
+}
+
+impl Reading {
+    /// The sample's size; `None` for a whole selection (not counted first).
+    pub fn sample_size(&self) -> Option<u64> {
+        match &self.source {
+            Source::Cursor => None,
+            Source::Sample { ids, .. } => Some(ids.len() as u64),
+        }
+    }
+
+    /// The next page of rows; empty at the end.
+    pub async fn next_page(
+        &mut self,
+        selection: &Selection,
+        client: &Client,
+    ) -> Result<Vec<RecordedRow>, EvidenceError> {
+        let rows = match &mut self.source {
+            Source::Cursor => {
+                let rows = client.query(&format!("FETCH {} FROM {CURSOR}", self.rows_per_page), &[]).await?;
+                rows.iter().map(RecordedRow::read).collect::<Result<Vec<_>, _>>()?
+            }
+            Source::Sample { ids, next } => {
+                let page = &ids[*next..ids.len().min(*next + self.rows_per_page)];
+                *next += page.len();
+                match page {
+                    [] => Vec::new(),
+                    page => selection.rows_of(client, page).await?,
+                }
+            }
+        };
+        self.rows_per_page = rows_fitting(&rows);
+        Ok(rows)
+    }
+}
+
+/// How many rows like `page`'s the next page may hold: [`PAGE_BYTES`] of
+/// them, between 16 and [`PAGE_ROWS`].
+fn rows_fitting(page: &[RecordedRow]) -> usize {
+    let bytes: usize = page.iter().map(|row| row.request_json.as_ref().map_or(0, String::len) + 256).sum();
+    match page.len() {
+        0 => FIRST_PAGE_ROWS,
+        rows => (PAGE_BYTES / (bytes / rows).max(1)).clamp(16, PAGE_ROWS),
     }
 }
 
@@ -214,6 +284,28 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_of_large_requests_hold_fewer_rows() {
+        let row = |request_bytes: usize| RecordedRow {
+            id: 1,
+            created_at_micros: 0,
+            workspace_id: String::new(),
+            object_type: String::new(),
+            operation: String::new(),
+            decision: RecordedDecision::Approved,
+            mode: Mode::Enforce,
+            reason_codes: Vec::new(),
+            trace_hash: String::new(),
+            policy_bundle_sha256: None,
+            request_json: Some("x".repeat(request_bytes)),
+            request_redacted_paths: Vec::new(),
+        };
+        assert_eq!(rows_fitting(&[]), FIRST_PAGE_ROWS);
+        assert_eq!(rows_fitting(&vec![row(1_000); 10]), PAGE_ROWS, "small requests: a whole page");
+        assert_eq!(rows_fitting(&vec![row(64 * 1024); 10]), PAGE_BYTES / (64 * 1024 + 256));
+        assert_eq!(rows_fitting(&vec![row(16 << 20); 2]), 16, "never fewer than 16");
+    }
 
     #[test]
     fn a_reservoir_keeps_every_item_when_the_sample_is_larger_than_the_selection() {
