@@ -95,6 +95,8 @@ impl Streamed {
                 Ok(message(Event::Summary(summary(&tally, candidate_sha256))))
             }
             Err(error) => {
+                // The call's own log line was written when its stream began: this one says how it ended.
+                tracing::warn!(error = %error.message(), "ReplayEvidence ended before its summary");
                 // Cut short (its snapshot may still be open): the connection is not reused.
                 lease.discard();
                 Err(Status::from(error))
