@@ -6,7 +6,13 @@
 #    and 1.33;
 #  - checkov finds nothing in the rendered manifests or the Dockerfile (a
 #    skipped check must say why in the resource's annotations);
-#  - docker-compose.yml parses and every file it mounts exists.
+#  - docker-compose.yml parses and every file it mounts exists;
+#  - deploy/gateway: Envoy's bootstrap by Envoy itself (`--mode validate`:
+#    strict parsing, typed configs, references); the Istio overlay's
+#    Kubernetes objects as above, its Istio objects against Istio's CRD
+#    schemas (strict, CEL rules), the mesh config against Istio's MeshConfig
+#    proto, and the examples agreeing with each other and the sidecar's
+#    listen address (gateway/validate.py).
 # Usage: deploy/validate.sh [WORK_DIR]   (default target/deploy-validate)
 # Run by tests/deploy.rs, so by `cargo test`.
 set -euo pipefail
@@ -56,3 +62,21 @@ for name, service in compose["services"].items():
         assert os.path.exists(os.path.join(base, build["context"], build["dockerfile"])), f"{name}: no Dockerfile"
 print(f"docker-compose.yml: {len(compose['services'])} services, mounts and build context exist")
 PY
+
+gateway=$here/gateway
+"$bin/envoy" --mode validate --log-level warn -c "$gateway/envoy/envoy.yaml" > "$out/envoy-validate.log" 2>&1 \
+  || { cat "$out/envoy-validate.log" >&2; echo "deploy/gateway/envoy/envoy.yaml: Envoy refuses it" >&2; exit 1; }
+echo "envoy.yaml: $("$bin/envoy" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/Clean' | cut -d/ -f1 | sed 's/^/Envoy /') --mode validate: OK"
+
+kubectl kustomize "$gateway/istio" > "$out/istio-rendered.yaml"
+echo "rendered $(grep -c '^kind:' "$out/istio-rendered.yaml") resources from deploy/gateway/istio"
+for version in 1.29 1.33; do
+  # Istio's kinds are only warned about here (no Kubernetes schema): validate.py checks them.
+  "$bin/kubernetes-validate" --strict --quiet --no-warn --kubernetes-version "$version" "$out/istio-rendered.yaml"
+done
+echo "deploy/gateway/istio: Kubernetes objects valid against the Kubernetes 1.29 and 1.33 schemas (strict)"
+checkov --framework kubernetes -f "$out/istio-rendered.yaml"
+echo "checkov: no findings in deploy/gateway/istio"
+"$bin/python" "$gateway/validate.py" istio "$out/istio-rendered.yaml"
+"$bin/python" "$gateway/validate.py" mesh
+"$bin/python" "$gateway/validate.py" consistency "$out/istio-rendered.yaml"

@@ -22,6 +22,7 @@ pub mod decision;
 pub mod defaults;
 pub mod error;
 pub mod evidence;
+pub mod gateway;
 pub mod log;
 pub mod metrics;
 pub mod mutations;

@@ -14,11 +14,12 @@ use governance_sidecar::decision::json::{self, Layout};
 use governance_sidecar::decision::{self, Answer};
 use governance_sidecar::evidence::EvidenceStore;
 use governance_sidecar::evidence::redact::Redactor;
+use governance_sidecar::gateway::{Gateway, GatewaySettings};
 use governance_sidecar::log::checkpoint::LogVerifier;
 use governance_sidecar::log::sequencer;
 use governance_sidecar::log::verify::{self, VerifySettings};
 use governance_sidecar::mutations::Registry;
-use governance_sidecar::policies::{OperationMap, PolicyBundle};
+use governance_sidecar::policies::{OperationMap, PolicyBundle, PolicySource};
 use governance_sidecar::policy_tests;
 use governance_sidecar::postgres::DatabaseTarget;
 use governance_sidecar::postgres::local_postgres::LocalPostgres;
@@ -315,10 +316,42 @@ async fn api_for(settings: &ServerSettings, dev: &DevSetup) -> anyhow::Result<Go
     if let (Some(source), Some(policies)) = (&source, &settings.policies) {
         Arc::clone(source).watch(policies.poll);
     }
+    let api = match &settings.gateway {
+        Some(gateway_settings) => api.with_gateway(gateway(settings, gateway_settings, source.as_deref())?),
+        None => api,
+    };
     Ok(match source {
         Some(source) => api.with_policies(source, settings.allow_request_policies),
         None => api.allowing_request_policies(settings.allow_request_policies),
     })
+}
+
+/// The gateway over the operation map's routes. It needs what a check
+/// does: the routes, the operator's bundle, which must govern every route
+/// (a route nothing governs would be refused on every request), and the
+/// database its evidence goes to.
+fn gateway(
+    settings: &ServerSettings,
+    gateway: &GatewaySettings,
+    policies: Option<&PolicySource>,
+) -> anyhow::Result<Gateway> {
+    let Some(map) = &settings.evidence.operation_map else {
+        anyhow::bail!("the gateway needs --operation-map: its routes, as `policy generate` writes them");
+    };
+    let Some(policies) = policies else {
+        anyhow::bail!("the gateway needs --policy-bundle: its checks are decided by the operator's policies");
+    };
+    if settings.database.is_none() {
+        anyhow::bail!("the gateway needs a database: every check commits its evidence before it is answered");
+    }
+    let gateway = Gateway::new(gateway.clone(), &OperationMap::load(map)?)?;
+    let bundle = policies.current();
+    let ungoverned = gateway.routes_ungoverned_by(&bundle).join(", ");
+    if !ungoverned.is_empty() {
+        anyhow::bail!("the policy bundle does not govern these routes of the operation map: {ungoverned}");
+    }
+    tracing::info!(routes = gateway.route_count(), "answering proxies' checks (Envoy ext_authz, forward-auth)");
+    Ok(gateway)
 }
 
 /// Who may call: the callers file's callers, else a client certificate's

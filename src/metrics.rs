@@ -93,6 +93,15 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// A proxy's check (`api/check.rs`): which front end asked (`envoy`,
+/// `forward_auth`) and what it was answered (`allowed`, `denied`,
+/// `unmapped_allowed`, `unmapped_denied`, `refused`, `fail_open`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    pub front: &'static str,
+    pub answer: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -113,6 +122,8 @@ pub struct Metrics {
     pool_waiters: Gauge,
     bundle_reloads: Family<ReloadLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
+    gateway_checks: Family<GatewayLabels, Counter>,
+    gateway_fail_open: Counter,
     log_leader: Gauge,
     log_sequenced_rows: Counter,
     log_checkpoint_size: Gauge,
@@ -144,6 +155,7 @@ impl Metrics {
         let (pool_connections, pool_idle, pool_waiters) = (Gauge::default(), Gauge::default(), Gauge::default());
         let bundle_reloads = Family::<ReloadLabels, Counter>::default();
         let refusals = Family::<RefusalLabels, Counter>::default();
+        let (gateway_checks, gateway_fail_open) = (Family::<GatewayLabels, Counter>::default(), Counter::default());
         let (log_leader, log_checkpoint_size, log_lag_rows) = (Gauge::default(), Gauge::default(), Gauge::default());
         let (log_sequenced_rows, log_lag_seconds) = (Counter::default(), Gauge::<f64, AtomicU64>::default());
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -181,6 +193,16 @@ impl Metrics {
             refusals.clone(),
         );
         registry.register(
+            "gateway_checks",
+            "Proxies' checks (Envoy ext_authz, forward-auth), by front end and answer",
+            gateway_checks.clone(),
+        );
+        registry.register(
+            "gateway_fail_open",
+            "Approved requests passed without their evidence row because PostgreSQL was unreachable (--gateway-failure open)",
+            gateway_fail_open.clone(),
+        );
+        registry.register(
             "log_sequencer_leader",
             "1 while this sidecar sequences the verifiable log (one per database does)",
             log_leader.clone(),
@@ -215,6 +237,8 @@ impl Metrics {
             pool_waiters,
             bundle_reloads,
             refusals,
+            gateway_checks,
+            gateway_fail_open,
             log_leader,
             log_sequenced_rows,
             log_checkpoint_size,
@@ -278,6 +302,14 @@ impl Metrics {
     }
 
     /// Sets the pool gauges (read when scraped).
+    pub fn gateway_check(&self, front: &'static str, answer: &'static str) {
+        self.gateway_checks.get_or_create(&GatewayLabels { front, answer }).inc();
+    }
+
+    pub fn gateway_fail_open(&self) {
+        self.gateway_fail_open.inc();
+    }
+
     pub fn pool(&self, connections: usize, idle: usize, waiters: usize) {
         self.pool_connections.set(connections as i64);
         self.pool_idle.set(idle as i64);

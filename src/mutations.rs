@@ -147,6 +147,21 @@ pub struct Mutation {
 }
 
 impl Mutation {
+    /// A write of nothing but its evidence, in the scope `object_type`/`operation`:
+    /// what a gateway's check records (`crate::gateway`). The registry never
+    /// holds one (a registered mutation has statements).
+    pub fn evidence_only(name: &str, object_type: &str, operation: &str) -> Mutation {
+        Mutation {
+            name: name.to_owned(),
+            object_type: object_type.to_owned(),
+            operation: operation.to_owned(),
+            mode: None,
+            ungoverned: false,
+            params: Vec::new(),
+            statements: Vec::new(),
+        }
+    }
+
     /// Whether a parameter takes this built-in (the evidence id forces the
     /// mutation to wait for the evidence row).
     pub(crate) fn uses_builtin(&self, builtin: Builtin) -> bool {

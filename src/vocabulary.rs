@@ -127,6 +127,28 @@ words! {
     }
 }
 
+words! {
+    /// What becomes of a request whose route the operation map does not
+    /// govern (not in it, or listed with `"governed": false`).
+    Unmapped as "unmapped-route policy" {
+        /// Denied (403), without an evidence row: there is no scope to decide.
+        Deny = "deny",
+        /// Passed, without an evidence row, and counted.
+        Allow = "allow",
+    }
+}
+
+words! {
+    /// What becomes of an approved request whose evidence cannot be
+    /// committed (PostgreSQL unreachable). A denied one is always denied.
+    FailureMode as "failure mode" {
+        /// Denied (503): no request passes without its row.
+        Closed = "closed",
+        /// Passed without a row, and counted (`governance_gateway_fail_open_total`).
+        Open = "open",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

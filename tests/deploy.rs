@@ -161,3 +161,35 @@ fn the_kubernetes_mutation_registry_is_the_invoice_example() {
     assert_eq!(copy, example, "deploy/kubernetes/mutations.toml drifted from the invoice example");
     assert!(Registry::parse(&copy).unwrap().get("create_invoice").is_some());
 }
+
+/// The `args:` of the sidecar in deploy/gateway/istio/sidecar-gateway.yaml.
+fn istio_overlay_sidecar_args() -> Vec<String> {
+    let patch = std::fs::read_to_string(deploy().join("gateway/istio/sidecar-gateway.yaml")).unwrap();
+    let args = patch.split("\n          args:\n").nth(1).expect("the sidecar's args");
+    args.lines().map_while(|line| line.strip_prefix("            - ")).map(str::to_owned).collect()
+}
+
+#[test]
+fn the_istio_overlay_turns_the_gateway_on_with_the_mounted_bundles_routes() {
+    let args = istio_overlay_sidecar_args();
+    assert_eq!(args[..3], ["serve", "--config", "/etc/governance/config/sidecar.toml"], "the base's args first");
+    let mut arguments: Vec<String> = vec!["governance-sidecar".into()];
+    arguments.extend(args.into_iter().map(|arg| {
+        // The mounted files, as they are in this repository.
+        arg.replace("/etc/governance/config/", &deploy().join("kubernetes/").display().to_string())
+    }));
+    arguments.push("--database-url=postgresql://governance_sidecar@127.0.0.1/app".into());
+    arguments.extend(image_environment_as_flags());
+    let Some(Command::Serve(args)) = Cli::try_parse_from(&arguments).unwrap().command else { unreachable!() };
+    let settings = args.resolve().expect("the overlay's sidecar flags");
+    assert!(settings.listen.address.ip().is_loopback(), "istio-proxy reaches the sidecar on loopback");
+    assert_eq!(settings.listen.address.port(), 50051, "mesh-config.yaml and service-entry.yaml name 50051");
+    let gateway = settings.gateway.expect("the overlay turns the gateway on");
+    assert_eq!(gateway.principal, governance_sidecar::gateway::PrincipalSource::parse("xfcc").unwrap());
+    // The operation map is the mounted bundle (deploy/kubernetes/policy-bundle.json).
+    let map = settings.evidence.operation_map.expect("--operation-map");
+    assert_eq!(map, Path::new("/etc/governance/policy/policy-bundle.json"));
+    let text = std::fs::read_to_string(deploy().join("kubernetes/policy-bundle.json")).unwrap();
+    let operations = governance_sidecar::policies::OperationMap::parse(&text).unwrap();
+    governance_sidecar::gateway::Gateway::new(gateway, &operations).expect("a gateway over the bundle's routes");
+}

@@ -55,6 +55,23 @@ where
     F: Fn(GovernanceClient<Channel>, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send,
 {
+    load_with(port, connections, callers, GovernanceClient::new, call, sample).await
+}
+
+/// [`load`] with any service's client, made from a connection by `client`.
+pub async fn load_with<C, F, Fut>(
+    port: u16,
+    connections: usize,
+    callers: usize,
+    client: fn(Channel) -> C,
+    call: F,
+    sample: impl Fn() + Send + 'static,
+) -> Measured
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
     let mut channels = Vec::new();
     for _ in 0..connections {
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
@@ -67,7 +84,7 @@ where
     let started = Instant::now();
     let mut tasks = Vec::new();
     for caller in 0..callers {
-        let client = GovernanceClient::new(channels[caller % connections].clone());
+        let client = client(channels[caller % connections].clone());
         let (call, stop, sequence, failed) = (call.clone(), stop.clone(), sequence.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut latency_us = histogram();

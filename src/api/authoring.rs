@@ -41,5 +41,5 @@ async fn off_the_workers(respond: impl FnOnce() -> (u16, Value) + Send + 'static
     .await
     .map_err(|_| ApiError::AuthoringPanicked)?;
     let status = StatusCode::from_u16(status).expect("Kernite's statuses are valid");
-    Ok(Answered { status, body })
+    Ok(Answered { status, body, headers: Vec::new() })
 }

@@ -100,6 +100,18 @@ pub enum ApiError {
     ReplayRunning,
     #[error("the replay failed: {0}")]
     ReplayFailed(String),
+    #[error(
+        "this sidecar's gateway is not configured (the operator may start it with --gateway-workspace, \
+         --gateway-principal and --operation-map)"
+    )]
+    GatewayNotConfigured,
+    /// A route of the operation map whose scope the bundle in force does
+    /// not mention (the bundle was replaced since start-up).
+    #[error("the route `{0}` is not governed: the policy bundle in force does not mention its scope")]
+    RouteNotGoverned(String),
+    /// A proxy's request that cannot be read as a Kernite request (`crate::gateway`).
+    #[error(transparent)]
+    Untranslatable(#[from] crate::gateway::Untranslatable),
     /// Not authenticated, or outside the caller's grants (`gate.rs`).
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -128,7 +140,11 @@ impl ServiceError for ApiError {
             ApiError::ReplayRunning => ServiceErrorCode::Busy,
             ApiError::ReplayFailed(_) => ServiceErrorCode::Internal,
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
-            ApiError::NoPolicyBundle | ApiError::NotGoverned(_) => ServiceErrorCode::FailedPrecondition,
+            ApiError::NoPolicyBundle | ApiError::NotGoverned(_) | ApiError::GatewayNotConfigured => {
+                ServiceErrorCode::FailedPrecondition
+            }
+            ApiError::Untranslatable(error) => error.error_code(),
+            ApiError::RouteNotGoverned(_) => ServiceErrorCode::PermissionDenied,
             ApiError::BodyTooLarge(_) => ServiceErrorCode::PayloadTooLarge,
             ApiError::NotJsonContentType | ApiError::NotGrpcContentType => ServiceErrorCode::UnsupportedMediaType,
             ApiError::HostNotAllowed(_) => ServiceErrorCode::MisdirectedRequest,

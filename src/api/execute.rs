@@ -131,8 +131,8 @@ fn write_call(body: Value, idempotency_key: Option<String>) -> Result<WriteCall,
     Ok(WriteCall { body: request, idempotency_key, mutation: name.into_string(), caller_params })
 }
 
-/// Counts what a governed write did to the evidence table.
-fn count(result: &Result<Execution, EvidenceError>) {
+/// Counts what a governed write (or a gateway's check) did to the evidence table.
+pub(super) fn count(result: &Result<Execution, EvidenceError>) {
     match result {
         Ok(execution) if execution.replayed => metrics().replay(),
         Ok(execution) if execution.mutation_applied => metrics().evidence_row(Outcome::Applied),

@@ -10,9 +10,11 @@ use tracing::Instrument as _;
 use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::gate::{Credentials, Identification};
-use super::{ApiError, GovernanceApi, audit, evaluate, execute, log, replay};
+use super::{ApiError, GovernanceApi, audit, check, evaluate, execute, log, replay};
 use crate::access::Operation;
 use crate::error::grpc_code_name;
+use crate::proto::envoy::service::auth::v3::authorization_server::Authorization;
+use crate::proto::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use crate::proto::{self, EvaluateRequest, EvaluateResponse, ExecuteWithEvidenceRequest, ExecuteWithEvidenceResponse};
 
 #[tonic::async_trait]
@@ -81,10 +83,19 @@ impl proto::governance_server::Governance for GovernanceApi {
     }
 }
 
-/// Each method of `governance.v1.Governance` and the operation a caller must
-/// be granted to call it: the common path reads it, and so does admission,
-/// which refuses a caller its grants exclude before reading the message.
-const METHODS: [(&str, Operation); 8] = [
+#[tonic::async_trait]
+impl Authorization for GovernanceApi {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        self.grpc("Check", request, async |call, request| check::check(self, request, call).await).await
+    }
+}
+
+/// Each method of `governance.v1.Governance` (and Envoy's
+/// `envoy.service.auth.v3.Authorization/Check`) and the operation a caller
+/// must be granted to call it: the common path reads it, and so does
+/// admission, which refuses a caller its grants exclude before reading the
+/// message. A check writes evidence: it is an `execute`.
+const METHODS: [(&str, Operation); 9] = [
     ("Evaluate", Operation::Decide),
     ("ExecuteWithEvidence", Operation::Execute),
     ("GetEvidence", Operation::Read),
@@ -93,6 +104,7 @@ const METHODS: [(&str, Operation); 8] = [
     ("GetCheckpoint", Operation::Log),
     ("GetConsistencyProof", Operation::Log),
     ("ReplayEvidence", Operation::Read),
+    ("Check", Operation::Execute),
 ];
 
 /// The operation a method (`Evaluate`, or its path `/governance.v1.Governance/Evaluate`) needs.

@@ -10,6 +10,7 @@
 //! | `POST /policy/check`, `/v1/policy/check` | Kernite's coverage report of an OpenAPI document (200, or 400) |
 //! | `GET /health` | `{"status": "ok"}` |
 //! | `POST /v1/execute-with-evidence` | `{"request": …, "mutation": {"name", "params"}}` → the governed write |
+//! | `GET\|POST /v1/forward-auth` | a proxy's check of the request in `X-Forwarded-Method`/`-Uri` (`check.rs`): 200, or a denial |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
 //!
 //! As in Kernite: the key comes from the `Idempotency-Key` header, an empty
@@ -34,7 +35,7 @@ use super::call::{CTX_ID_HEADER, Call};
 use super::deadline::Deadline;
 use super::error::{ApiError, http_error};
 use super::gate::Credentials;
-use super::{GovernanceApi, authoring, evaluate, execute};
+use super::{GovernanceApi, authoring, check, evaluate, execute};
 use crate::access::Operation;
 use crate::decision::json::{self, Dialect, Layout};
 use crate::decision::value::object;
@@ -51,6 +52,7 @@ pub(crate) fn router(api: GovernanceApi, limits: BodyLimits, hosts: HostGate, se
         .route("/validate/execute", post(validate))
         .route("/v1/validate/execute", post(validate))
         .route("/v1/execute-with-evidence", post(execute_with_evidence))
+        .route("/v1/forward-auth", get(forward_auth).post(forward_auth))
         .route("/policy/generate", post(policy_generate))
         .route("/v1/policy/generate", post(policy_generate))
         .route("/policy/check", post(policy_check))
@@ -82,15 +84,17 @@ struct Reading {
     dialect: Dialect,
 }
 
-/// What a handler answers: Kernite's status and body text.
+/// What a handler answers: Kernite's status and body text (and, for a
+/// proxy's check, the decision's headers).
 pub(super) struct Answered {
     pub status: StatusCode,
     pub body: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Answered {
     fn ok(body: String) -> Answered {
-        Answered { status: StatusCode::OK, body }
+        Answered { status: StatusCode::OK, body, headers: Vec::new() }
     }
 }
 
@@ -178,6 +182,26 @@ async fn policy_check(State(state): State<HttpState>, request: Request) -> Respo
         .await
 }
 
+/// `GET|POST /v1/forward-auth`: nginx's `auth_request`, Caddy's
+/// `forward_auth` and Traefik's `ForwardAuth` ask here (`check.rs`). Its body,
+/// if any, is the original request's: read as bytes, whatever its type.
+async fn forward_auth(State(state): State<HttpState>, request: Request) -> Response {
+    let limit = state.limits.request;
+    state
+        .call_with(
+            "GET /v1/forward-auth",
+            Operation::Execute,
+            limit,
+            request,
+            |_| Ok(()),
+            async |call, headers, body| {
+                let verdict = check::forward_auth(&state.api, headers, &body, call).await;
+                Ok(Answered { status: verdict.status, body: verdict.body, headers: verdict.headers })
+            },
+        )
+        .await
+}
+
 impl HttpState {
     fn request_reading(&self) -> Reading {
         Reading { limit: self.limits.request, dialect: Dialect::Strict }
@@ -187,10 +211,8 @@ impl HttpState {
         Reading { limit: self.limits.document, dialect: Dialect::Python }
     }
 
-    /// What every HTTP call goes through: its span, its caller (`gate.rs`),
-    /// its admission, the body read as JSON, the handler, and the answer (200
-    /// with the handler's JSON, or the error's status and body) carrying
-    /// `x-ctx-id` when known.
+    /// What every JSON call goes through: [`Self::call_with`], its body
+    /// declared and read as JSON.
     async fn call(
         &self,
         method: &'static str,
@@ -199,34 +221,59 @@ impl HttpState {
         request: Request,
         handler: impl AsyncFnOnce(&Call, &HeaderMap, Value) -> Result<Answered, ApiError>,
     ) -> Response {
+        let accept = browsers::check_json_content_type;
+        self.call_with(method, operation, reading.limit, request, accept, async |call, headers, bytes| {
+            handler(call, headers, parse_json(&bytes, reading.dialect)?).await
+        })
+        .await
+    }
+
+    /// What every HTTP call goes through: its span, its caller (`gate.rs`),
+    /// whether its headers are acceptable (`accept`), its admission, its body
+    /// read up to `limit`, the handler, and the answer (the handler's, or the
+    /// error's status and body) carrying `x-ctx-id` when known.
+    async fn call_with(
+        &self,
+        method: &'static str,
+        operation: Operation,
+        limit: usize,
+        request: Request,
+        accept: impl FnOnce(&HeaderMap) -> Result<(), ApiError>,
+        handler: impl AsyncFnOnce(&Call, &HeaderMap, Bytes) -> Result<Answered, ApiError>,
+    ) -> Response {
         let (parts, body) = request.into_parts();
         let headers = &parts.headers;
         let deadline = Deadline::within(self.api.request_timeout);
         let call = Call::start(method, operation, traceparent(headers), deadline);
         let work = async {
             call.identify(&self.api.gate, Credentials::of(headers, &parts.extensions))?;
-            browsers::check_json_content_type(headers)?;
+            accept(headers)?;
             // Admitted by the size it declares (a chunked body, by the most it may be).
             let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-            let declared = declared.unwrap_or(reading.limit).min(reading.limit);
+            let declared = declared.unwrap_or(limit).min(limit);
             let _admitted = self.api.admission.admit(declared).await;
-            let body = read_json(body, reading).await?;
+            let body = read_body(body, limit).await?;
             handler(&call, headers, body).instrument(call.span().clone()).await
         };
         let result = call.deadline().bound(work).await;
         let ctx_id = call.answered_ctx_id(&result).and_then(|c| HeaderValue::from_str(&c).ok());
-        let (status, body, failure) = match result {
-            Ok(Answered { status, body }) => (status, body, None),
+        let (status, body, headers, failure) = match result {
+            Ok(Answered { status, body, headers }) => (status, body, headers, None),
             Err(error) => {
                 let failure = error.failure();
                 let (status, body) = http_error(error);
-                (status, json::to_string(&body, Layout::Response), failure)
+                (status, json::to_string(&body, Layout::Response), Vec::new(), failure)
             }
         };
         call.finish(Cow::Owned(status.as_u16().to_string()), failure.as_deref());
         let mut response = json_text_response(status, body);
         if let Some(ctx_id) = ctx_id {
             response.headers_mut().insert(CTX_ID_HEADER, ctx_id);
+        }
+        for (name, value) in headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -241,19 +288,22 @@ pub(super) fn error_response(error: ApiError) -> Response {
     json_response(status, &body)
 }
 
+/// The body, up to `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        match error.into_inner().downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => ApiError::BodyTooLarge(limit),
+            None => ApiError::BodyUnreadable,
+        }
+    })
+}
+
 /// The body as JSON, as Kernite reads it: empty is `{}`.
-async fn read_json(body: Body, Reading { limit, dialect }: Reading) -> Result<Value, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|error| match error
-        .into_inner()
-        .downcast_ref::<http_body_util::LengthLimitError>(
-    ) {
-        Some(_) => ApiError::BodyTooLarge(limit),
-        None => ApiError::BodyUnreadable,
-    })?;
+fn parse_json(bytes: &[u8], dialect: Dialect) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Ok(Value::Object(Map::default()));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::NotJson)?;
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::NotJson)?;
     json::parse_as(text, dialect).map_err(|_| ApiError::NotJson)
 }
 

@@ -7,7 +7,8 @@
 //! `execute::govern`, …) that the transports call with the service: `evaluate.rs` (Evaluate, `POST /v1/execute`,
 //! `POST /v1/validate/execute`), `execute.rs` (ExecuteWithEvidence) and
 //! `audit.rs` (GetEvidence, ListEvidence), `log.rs` (GetCheckpoint,
-//! GetInclusionProof, GetConsistencyProof). Operations never call each
+//! GetInclusionProof, GetConsistencyProof), `replay.rs` (ReplayEvidence),
+//! `check.rs` (Envoy's Check and forward-auth, for proxies). Operations never call each
 //! other: the decision steps they share (policies, validation, decision) are
 //! `decide.rs`. What every call goes through, span, metrics and ctx_id,
 //! is `call.rs`; how many calls and request bytes run at once, decided
@@ -19,6 +20,7 @@ mod audit;
 mod authoring;
 pub(crate) mod browsers;
 mod call;
+mod check;
 mod convert;
 mod deadline;
 mod decide;
@@ -47,9 +49,11 @@ use crate::defaults::{
     DEFAULT_REQUEST_TIMEOUT_MS, MAX_RESPONSE_BYTES,
 };
 use crate::evidence::{EvidenceError, EvidenceStore};
+use crate::gateway::Gateway;
 use crate::log::LogReader;
 use crate::log::sequencer::LogState;
 use crate::policies::PolicySource;
+use crate::proto::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use crate::proto::governance_server::GovernanceServer;
 
 /// The `governance.v1.Governance` service, over gRPC and HTTP.
@@ -72,6 +76,8 @@ pub struct GovernanceApi {
     gate: Gate,
     /// One ReplayEvidence at a time (`replay.rs`).
     replays: Arc<tokio::sync::Semaphore>,
+    /// The proxies' checks (`check.rs`), when the operator configured them.
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl Default for GovernanceApi {
@@ -89,6 +95,7 @@ impl Default for GovernanceApi {
             decider: Decider::default(),
             gate: Gate::default(),
             replays: Arc::new(tokio::sync::Semaphore::new(1)),
+            gateway: None,
         }
     }
 }
@@ -139,6 +146,24 @@ impl GovernanceApi {
     /// refused unless `allow_request_policies`, and then used instead.
     pub fn with_policies(self, policies: Arc<PolicySource>, allow_request_policies: bool) -> GovernanceApi {
         GovernanceApi { decider: Decider { policies: Some(policies), allow_request_policies }, ..self }
+    }
+
+    /// Answer proxies' checks (Envoy's ext_authz, forward-auth) through `gateway`.
+    pub fn with_gateway(self, gateway: Gateway) -> GovernanceApi {
+        GovernanceApi { gateway: Some(Arc::new(gateway)), ..self }
+    }
+
+    /// Envoy's `Authorization` service, behind the same admission and gate as Governance.
+    pub(crate) fn authorization_service(
+        self,
+        max_message_bytes: usize,
+        hosts: HostGate,
+    ) -> AdmittedGrpc<AuthorizationServer<GovernanceApi>> {
+        let (admission, gate, request_timeout) = (Arc::clone(&self.admission), self.gate.clone(), self.request_timeout);
+        let server = AuthorizationServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        AdmittedGrpc::new(server, admission, hosts, gate, request_timeout)
     }
 
     /// Callers are identified, and their grants enforced, by `gate`.

@@ -19,7 +19,7 @@ pub use crate::policy_tests::command_line::TestArgs;
 pub use crate::replay::command_line::ReplayArgs;
 use crate::schema::layout::EvidenceLayout;
 use crate::telemetry::LogFormat;
-use crate::vocabulary::Mode;
+use crate::vocabulary::{FailureMode, Mode, Unmapped};
 
 mod settings;
 
@@ -433,6 +433,33 @@ pub struct ServeArgs {
         "Key-name patterns masked anywhere in stored evidence, comma-separated, case-insensitive, `*` wildcard.",
         DEFAULT_KEY_PATTERNS.join(",")))]
     pub redact_keys: Option<Vec<String>>,
+
+    // ---- gateway (docs/gateway.md)
+    /// Answer proxies' checks (Envoy's ext_authz `Check`, `GET|POST /v1/forward-auth`), reading a request's
+    /// workspace from `header:NAME`, `path:PARAMETER` or `value:WORKSPACE`. Needs --gateway-principal,
+    /// --operation-map (the routes), --policy-bundle and a database.
+    #[arg(long, env = "GOVERNANCE_GATEWAY_WORKSPACE")]
+    pub gateway_workspace: Option<String>,
+
+    /// Where a checked request's principal comes from: `header:NAME` (a header the proxy sets from what it
+    /// verified), `xfcc` (the URI SAN of the peer Envoy verified, from x-forwarded-client-cert) or `jwt:CLAIM`
+    /// (a claim of a payload Envoy's jwt_authn verified).
+    #[arg(long, env = "GOVERNANCE_GATEWAY_PRINCIPAL")]
+    pub gateway_principal: Option<String>,
+
+    /// The checked request's `principal.type`. [default: `service` with `xfcc`, else `user`]
+    #[arg(long, env = "GOVERNANCE_GATEWAY_PRINCIPAL_TYPE")]
+    pub gateway_principal_type: Option<String>,
+
+    #[arg(long, env = "GOVERNANCE_GATEWAY_UNMAPPED", value_parser = str::parse::<Unmapped>, help = defaulted(
+        "A checked request no governed route of the operation map matches: `deny` (403) or `allow`; \
+         neither writes evidence.", Unmapped::Deny))]
+    pub gateway_unmapped: Option<Unmapped>,
+
+    #[arg(long, env = "GOVERNANCE_GATEWAY_FAILURE", value_parser = str::parse::<FailureMode>, help = defaulted(
+        "An approved check whose evidence cannot be committed (PostgreSQL unreachable): `closed` denies it (503), \
+         `open` passes it, counted in governance_gateway_fail_open_total.", FailureMode::Closed))]
+    pub gateway_failure: Option<FailureMode>,
 
     // ---- verifiable log
     /// The verifiable log's Ed25519 signer key (`PRIVATE+KEY+<origin>+…`, made by `log-key`),

@@ -12,6 +12,7 @@ use clap::CommandFactory as _;
 use super::{Cli, DatabaseArgs, ServeArgs, UpkeepArgs};
 use crate::defaults::*;
 use crate::evidence::WriteSettings;
+use crate::gateway::{GatewaySettings, PrincipalSource, WorkspaceSource};
 use crate::log::sequencer::LogKeeping;
 use crate::postgres::libpq::{Environment, ProcessEnvironment};
 use crate::postgres::{DatabaseSettings, DatabaseTarget};
@@ -136,12 +137,48 @@ impl ServeArgs {
                     .redact_keys
                     .unwrap_or_else(|| DEFAULT_KEY_PATTERNS.iter().map(|k| (*k).to_owned()).collect()),
             },
+            gateway: gateway_settings(
+                set.gateway_workspace,
+                set.gateway_principal,
+                set.gateway_principal_type,
+                set.gateway_unmapped,
+                set.gateway_failure,
+            )?,
             log: set.log_signing_key_file.map(|signing_key_file| LogKeeping {
                 signing_key_file,
                 interval: ms(set.log_interval_ms.unwrap_or(DEFAULT_LOG_INTERVAL_MS).max(MIN_LOG_INTERVAL_MS)),
             }),
         })
     }
+}
+
+/// The gateway's settings: none unless `--gateway-workspace` is given, and
+/// then `--gateway-principal` too; the other gateway flags need both.
+fn gateway_settings(
+    workspace: Option<String>,
+    principal: Option<String>,
+    principal_type: Option<String>,
+    unmapped: Option<crate::vocabulary::Unmapped>,
+    failure: Option<crate::vocabulary::FailureMode>,
+) -> anyhow::Result<Option<GatewaySettings>> {
+    let Some(workspace) = workspace else {
+        if principal.is_some() || principal_type.is_some() || unmapped.is_some() || failure.is_some() {
+            anyhow::bail!("the gateway's settings need --gateway-workspace, which turns the gateway on");
+        }
+        return Ok(None);
+    };
+    let principal =
+        principal.context("the gateway needs --gateway-principal: where a request's principal comes from")?;
+    if principal_type.as_deref().is_some_and(str::is_empty) {
+        anyhow::bail!("--gateway-principal-type is empty");
+    }
+    Ok(Some(GatewaySettings {
+        workspace: WorkspaceSource::parse(&workspace)?,
+        principal: PrincipalSource::parse(&principal)?,
+        principal_type,
+        unmapped: unmapped.unwrap_or(crate::vocabulary::Unmapped::Deny),
+        failure: failure.unwrap_or(crate::vocabulary::FailureMode::Closed),
+    }))
 }
 
 /// The URL given directly, else the one in `file` (surrounding whitespace
@@ -205,6 +242,8 @@ pub struct ServerSettings {
     /// Who may call, and what each may do; none: see [`crate::access`].
     pub callers: Option<CallersSettings>,
     pub evidence: EvidenceSettings,
+    /// Proxies' checks (`crate::gateway`), when turned on.
+    pub gateway: Option<GatewaySettings>,
     /// The verifiable log, when this sidecar has the key to sign it.
     pub log: Option<LogKeeping>,
 }

@@ -7,7 +7,7 @@ use super::returning::MutationResult;
 use crate::decision::json::{Layout, write_object, write_value};
 use crate::decision::{DecisionRecord, Map, NormalizedRequest, Value};
 use crate::mutations::Mutation;
-use crate::vocabulary::{Decision, Mode};
+use crate::vocabulary::{Decision, Mode, RecordedDecision};
 
 /// One governed write, ready to commit.
 pub struct GovernedWrite<'a> {
@@ -44,6 +44,20 @@ pub struct Execution {
     pub mutation_applied: bool,
     pub result: Option<MutationResult>,
     pub replayed: bool,
+    /// A replay's recorded decision, as the earlier call was answered
+    /// (`None` for a new row): a gateway answers a retried check with it.
+    pub recorded: Option<RecordedAnswer>,
+}
+
+/// The decision an evidence row records, as its caller was answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedAnswer {
+    pub decision: RecordedDecision,
+    pub ctx_id: String,
+    pub trace_hash: String,
+    pub reason_codes: Vec<String>,
+    /// Kernite's response as stored (secrets masked).
+    pub response_json: String,
 }
 
 /// What makes two calls "the same request": the SHA-256 of the whole body

@@ -46,10 +46,11 @@ use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 
 use super::EvidenceError;
-use super::governed::{Execution, GovernedWrite};
+use super::governed::{Execution, GovernedWrite, RecordedAnswer};
 use super::returning::stored_result;
 use super::row::{self, Ending, EvidenceRow};
-use crate::decision::NormalizedRequest;
+use crate::decision::json;
+use crate::decision::{NormalizedRequest, Value};
 use crate::vocabulary::Outcome;
 
 /// Longest idempotency key accepted, in bytes.
@@ -170,6 +171,7 @@ pub(super) async fn replay(
     let (workspace_id, key) = (request.workspace_id.as_str(), request.idempotency_key.as_deref());
     let sql = format!(
         "SELECT e.id, e.request_fingerprint, e.caller, r.rows_affected, r.returning_rows::text AS returning_rows, \
+         e.decision, e.ctx_id, e.trace_hash, e.reason_codes::text AS reason_codes, e.response_json::text AS response_json, \
          (extract(epoch FROM now() - e.created_at) * 1000000)::bigint AS age_micros \
          FROM governance_events e LEFT JOIN governance_mutation_results r ON r.evidence_id = e.id {KEY_HOLDER}"
     );
@@ -191,7 +193,27 @@ pub(super) async fn replay(
         return Err(EvidenceError::KeyReused { evidence_id: Some(evidence_id) });
     }
     let result = stored_result(row.try_get("rows_affected")?, row.try_get("returning_rows")?);
-    Ok(Execution { evidence_id, mutation_applied: result.is_some(), result, replayed: true })
+    let recorded = recorded_answer(&row)?;
+    Ok(Execution { evidence_id, mutation_applied: result.is_some(), result, replayed: true, recorded: Some(recorded) })
+}
+
+/// The decision the holder of a key records, read by column name.
+fn recorded_answer(row: &tokio_postgres::Row) -> Result<RecordedAnswer, EvidenceError> {
+    let decision: &str = row.try_get("decision")?;
+    let decision =
+        decision.parse().map_err(|_| EvidenceError::Unexpected("an evidence row records an unknown decision"))?;
+    let reason_codes: &str = row.try_get("reason_codes")?;
+    let reason_codes = match json::parse(reason_codes) {
+        Ok(Value::Array(codes)) => codes.iter().filter_map(|code| code.as_str().map(str::to_owned)).collect(),
+        _ => return Err(EvidenceError::Unexpected("an evidence row's reason codes are not a JSON array")),
+    };
+    Ok(RecordedAnswer {
+        decision,
+        ctx_id: row.try_get("ctx_id")?,
+        trace_hash: row.try_get("trace_hash")?,
+        reason_codes,
+        response_json: row.try_get("response_json")?,
+    })
 }
 
 /// Deletes the claim on a key whose lifetime has ended (the condition is

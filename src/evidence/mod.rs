@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::EvidenceError;
-pub use governed::{Execution, Fingerprint, GovernedWrite};
+pub use governed::{Execution, Fingerprint, GovernedWrite, RecordedAnswer};
 pub use idempotency::MAX_IDEMPOTENCY_KEY_BYTES;
 pub use returning::MutationResult;
 pub use row::COLUMNS as EVIDENCE_COLUMNS;

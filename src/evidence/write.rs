@@ -82,7 +82,8 @@ impl EvidenceStore {
     }
 
     /// The write, in as few round trips as its dependencies allow, by one of
-    /// three strategies: a decision that writes nothing is one autocommitted
+    /// three strategies: a decision that writes nothing (or a gateway's check,
+    /// whose mutation has no statements) is one autocommitted
     /// INSERT ([`Self::write_evidence_only`]); so is a write whose mutation can
     /// be composed into one statement with it ([`Self::write_one_statement`],
     /// shared by concurrent callers in group commits); any other write is a
@@ -91,7 +92,8 @@ impl EvidenceStore {
         let write = row.write;
         // Bound before a connection is taken: a caller's bad parameter costs the
         // database nothing. (The evidence id, if used, is bound again once known.)
-        let values = if write.allows_write() { Some(bind(row, 0)?) } else { None };
+        let writes = write.allows_write() && !write.mutation.statements.is_empty();
+        let values = if writes { Some(bind(row, 0)?) } else { None };
         match (values, self.one_statement.get(&write.mutation.name)) {
             (None, _) => self.write_evidence_only(row).await,
             (Some(values), Some(one_statement)) => self.write_one_statement(one_statement, row, &values).await,
@@ -105,9 +107,13 @@ impl EvidenceStore {
         client
             .guard(async {
                 match idempotency::claim(&*client, row, Claiming::NotApplied).await? {
-                    Claim::Inserted(evidence_id) => {
-                        Ok(Execution { evidence_id, mutation_applied: false, result: None, replayed: false })
-                    }
+                    Claim::Inserted(evidence_id) => Ok(Execution {
+                        evidence_id,
+                        mutation_applied: false,
+                        result: None,
+                        replayed: false,
+                        recorded: None,
+                    }),
                     Claim::Taken => idempotency::replay(&*client, row.write, self.key_lifetime).await,
                 }
             })
@@ -180,7 +186,7 @@ impl EvidenceStore {
         let statement = client.prepare_typed_cached(INSERT_RESULT, &[]).await?;
         let workspace_id = write.request.workspace_id.as_str();
         transaction.commit_with_execute(&statement, &[&evidence_id, &workspace_id, &rows_affected, &returning]).await?;
-        Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
+        Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false, recorded: None })
     }
 
     /// An approved write as one statement: queued for a group commit, or
@@ -207,9 +213,13 @@ impl EvidenceStore {
             None => self.write_alone(one_statement, &params).await?,
         };
         match written {
-            Some((evidence_id, result)) => {
-                Ok(Execution { evidence_id, mutation_applied: true, result: Some(result), replayed: false })
-            }
+            Some((evidence_id, result)) => Ok(Execution {
+                evidence_id,
+                mutation_applied: true,
+                result: Some(result),
+                replayed: false,
+                recorded: None,
+            }),
             None => {
                 let client = self.pool.get().await?;
                 client.guard(idempotency::replay(&*client, row.write, self.key_lifetime)).await

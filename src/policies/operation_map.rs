@@ -20,6 +20,9 @@ pub struct MappedOperation {
     pub path: String,
     pub object_type: String,
     pub operation: String,
+    /// `false` when the map lists the operation as not governed (`"governed":
+    /// false`); absent means governed, as every entry Kernite writes is.
+    pub governed: bool,
 }
 
 /// The operations of a map, by `operation_id`.
@@ -56,6 +59,11 @@ impl OperationMap {
                 path: text("path")?,
                 object_type: text("object_type")?,
                 operation: text("operation")?,
+                governed: match entry.get("governed") {
+                    None => true,
+                    Some(Value::Bool(governed)) => *governed,
+                    Some(_) => bail!("entry {index}: `governed` is not true or false"),
+                },
             };
             if by_id.insert(id.clone(), operation).is_some() {
                 bail!("operation_id `{id}` is listed twice");
@@ -66,6 +74,13 @@ impl OperationMap {
 
     pub fn get(&self, operation_id: &str) -> Option<&MappedOperation> {
         self.by_id.get(operation_id)
+    }
+
+    /// Every operation with its `operation_id`, in the order of the ids.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MappedOperation)> {
+        let mut operations: Vec<_> = self.by_id.iter().map(|(id, operation)| (id.as_str(), operation)).collect();
+        operations.sort_unstable_by_key(|(id, _)| *id);
+        operations.into_iter()
     }
 }
 

@@ -99,8 +99,9 @@ fn routes(
         .with_admission(limits.concurrency_limit, limits.max_request_bytes_in_flight, limits.max_message_bytes)
         .with_request_timeout(limits.request_timeout);
     let governance = api.clone().grpc_service(limits.max_message_bytes, hosts.clone());
+    let authorization = api.clone().authorization_service(limits.max_message_bytes, hosts.clone());
     let mut grpc = tonic::service::Routes::builder();
-    grpc.add_service(health).add_service(governance);
+    grpc.add_service(health).add_service(governance).add_service(authorization);
     if settings.listen.reflection {
         grpc.add_service(reflection().build_v1()?).add_service(reflection().build_v1alpha()?);
     }
