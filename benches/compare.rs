@@ -8,14 +8,19 @@
 //! invoice registry (e.g. `benches/invoice-two-round-trips.toml`); `BENCH_ONLY` (e.g. `engine,evaluate`)
 //! runs some of the three parts (`engine`, `evaluate`, `execute`) while tuning one;
 //! `BENCH_CALLERS` (e.g. `8`) and `BENCH_PLACEMENTS` (`unpinned`, `pinned`) narrow
-//! the ExecuteWithEvidence loads, e.g. to profile one of them.
+//! the ExecuteWithEvidence loads, e.g. to profile one of them; `BENCH_SETUP_SQL`
+//! is run on the database once it is migrated (to try a storage setting).
 //!
 //! - engine: validate + evaluate + hash in-process, next to Kernite's
 //!   `execute_request` on the same requests (`benches/kernite_reference.py`),
 //!   both handed a parsed request and both handed the JSON text;
 //! - Evaluate over gRPC, 8 connections x 16 streams, next to a tonic server whose
 //!   handler does nothing, driven by the same load generator;
-//! - ExecuteWithEvidence (the invoice mutation) at 1, 8 and 32 callers, next to
+//! - ExecuteWithEvidence (the invoice mutation) at 1, 8 and 32 callers, decided
+//!   by the operator's bundle (the request's policy moved into a bundle file,
+//!   the request carrying no `policy_context`: the path every production write
+//!   takes once writes fail closed), and beside it by the request's own policy
+//!   (`BENCH_PATHS`: `bundle`, `request`), next to
 //!   pgbench running the reference transaction against the same database (the
 //!   response JSON bound as a parameter, as a real writer binds it, and as a
 //!   constant), and at 8 callers next to the seed's Python recipe (Kernite
@@ -34,7 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use governance_sidecar::decision::{Answer, execute, json};
+use governance_sidecar::decision::value::object;
+use governance_sidecar::decision::{Answer, Value, execute, json};
 use governance_sidecar::proto::governance_client::GovernanceClient;
 use governance_sidecar::proto::governance_server::{Governance, GovernanceServer};
 use governance_sidecar::proto::{
@@ -123,10 +129,10 @@ fn kernite(name: &str) -> Option<[(f64, f64, f64); 2]> {
     Some([figures("parsed")?, figures("text")?])
 }
 
-fn json_value_to_f64(value: &governance_sidecar::decision::Value) -> Option<f64> {
+fn json_value_to_f64(value: &Value) -> Option<f64> {
     match value {
-        governance_sidecar::decision::Value::Float(f) => Some(*f),
-        governance_sidecar::decision::Value::Int(n) => Some(*n as f64),
+        Value::Float(f) => Some(*f),
+        Value::Int(n) => Some(*n as f64),
         _ => None,
     }
 }
@@ -435,6 +441,32 @@ fn main() {
             Command::new(SIDECAR).args(["migrate", "--database-url", &url]).env("RUST_LOG", "warn").status().unwrap();
         assert!(status.success());
         psql(&url, &std::fs::read_to_string(format!("{ROOT}/deploy/examples/invoice/schema.sql")).unwrap());
+        if let Ok(sql) = std::env::var("BENCH_SETUP_SQL") {
+            psql(&url, &sql);
+        }
+        // The bundle path: the request's policy as the operator's bundle, the request without it.
+        let bundle_file =
+            std::env::temp_dir().join(format!("governance-sidecar-bench-bundle-{}.json", std::process::id()));
+        let without_policy = {
+            let Value::Object(mut request) = json::parse(&approved).unwrap() else { panic!() };
+            let context = request.shift_remove("policy_context").expect("the bench's request carries its policy");
+            let policies = context.as_object().and_then(|c| c.get("selected_policies")).cloned().unwrap();
+            let bundle = object([
+                ("schema_version", Value::str("kernite.policy.bundle.v1")),
+                ("policies", policies),
+                (
+                    "operation_map",
+                    Value::Array(vec![object([
+                        ("object_type", Value::str("invoice")),
+                        ("operation", Value::str("create")),
+                        ("policy_key", Value::str("invoice_create")),
+                    ])]),
+                ),
+            ]);
+            std::fs::write(&bundle_file, json::to_string(&bundle, json::Layout::Response)).unwrap();
+            Arc::new(json::to_string(&Value::Object(request), json::Layout::Response))
+        };
+        let bundle_arg = bundle_file.display().to_string();
 
         let body = json::parse(&approved).unwrap();
         let Answer::Decided(decided) = execute(body, Some("bench-0")).unwrap() else { panic!() };
@@ -449,99 +481,113 @@ fn main() {
             if !chosen("BENCH_PLACEMENTS", placement) {
                 continue;
             }
-            place(&dir, pinned);
-            let ewe_port = free_port();
-            let sidecar = Arc::new(spawn_sidecar(
-                ewe_port,
-                &["--database-url", &url, "--mutations", &mutations, "--pool-size", "32"],
-            ));
-            // The sidecar's own connections are forked backends: pin them too.
-            place(&dir, pinned);
-            for callers in [1usize, 8, 32].into_iter().filter(|n| chosen("BENCH_CALLERS", &n.to_string())) {
-                let peak = Arc::new(AtomicU64::new(0));
-                let sampler = {
-                    let (sidecar, peak) = (sidecar.clone(), peak.clone());
-                    move || {
-                        peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
+            for (path, request) in [("bundle", &without_policy), ("request", &approved)] {
+                if !chosen("BENCH_PATHS", path) {
+                    continue;
+                }
+                place(&dir, pinned);
+                let ewe_port = free_port();
+                let mut flags = vec!["--database-url", &url, "--mutations", &mutations, "--pool-size", "32"];
+                if path == "bundle" {
+                    flags.extend(["--policy-bundle", &bundle_arg]);
+                }
+                let sidecar = Arc::new(spawn_sidecar(ewe_port, &flags));
+                // The sidecar's own connections are forked backends: pin them too.
+                place(&dir, pinned);
+                for callers in [1usize, 8, 32].into_iter().filter(|n| chosen("BENCH_CALLERS", &n.to_string())) {
+                    let peak = Arc::new(AtomicU64::new(0));
+                    let sampler = {
+                        let (sidecar, peak) = (sidecar.clone(), peak.clone());
+                        move || {
+                            peak.fetch_max(sidecar.rss_kib(), Ordering::Relaxed);
+                        }
+                    };
+                    checkpoint(&url);
+                    let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
+                    // Keys unique to this load: a key of an earlier load would replay.
+                    let call = invoice_call(request.clone(), format!("bench-{path}-{placement}-{callers}"));
+                    let measured = runtime.block_on(load(ewe_port, callers.min(8), callers, call, sampler));
+                    let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
+                    let (client_us, cpu_us, postgres_us) = (
+                        per_call(own_cpu() - before.0),
+                        per_call(sidecar.cpu() - before.1),
+                        per_call(postgres_cpu(&dir) - before.2),
+                    );
+                    assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
+                    if !pinned {
+                        memory.push(format!(
+                            "{callers} caller(s) {:.1} MiB",
+                            peak.load(Ordering::Relaxed) as f64 / 1024.0
+                        ));
                     }
-                };
-                checkpoint(&url);
-                let before = (own_cpu(), sidecar.cpu(), postgres_cpu(&dir));
-                // Keys unique to this load: a key of an earlier load would replay.
-                let call = invoice_call(approved.clone(), format!("bench-{placement}-{callers}"));
-                let measured = runtime.block_on(load(ewe_port, callers.min(8), callers, call, sampler));
-                let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / measured.ok.max(1) as f64;
-                let (client_us, cpu_us, postgres_us) = (
-                    per_call(own_cpu() - before.0),
-                    per_call(sidecar.cpu() - before.1),
-                    per_call(postgres_cpu(&dir) - before.2),
-                );
-                assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
-                if !pinned {
-                    memory.push(format!("{callers} caller(s) {:.1} MiB", peak.load(Ordering::Relaxed) as f64 / 1024.0));
-                }
-                let mut references = Vec::new();
-                for json in [Json::Bound, Json::Constant] {
-                    checkpoint(&url);
-                    let before = (children_cpu(), postgres_cpu(&dir));
-                    let (tps, transactions) = pgbench(&url, callers, &response_json, json, &dir);
-                    // Let the postmaster reap pgbench's backends, whose CPU it then holds.
-                    std::thread::sleep(Duration::from_millis(300));
-                    let per_tx = |spent: Duration| spent.as_secs_f64() * 1e6 / transactions.max(1) as f64;
-                    references.push((tps, per_tx(children_cpu() - before.0), per_tx(postgres_cpu(&dir) - before.1)));
-                }
-                let [(bound, bound_client_us, bound_postgres_us), (constant, _, constant_postgres_us)] = references[..]
-                else {
-                    unreachable!()
-                };
-                let target = match callers {
-                    1 => "p99 no worse".to_owned(),
-                    8 => "≥ 1.0× pinned; PostgreSQL ≤ 1.0×".to_owned(),
-                    _ => "≥ 1.0× pinned; PostgreSQL ≤ 1.0×; p99 < 10 ms".to_owned(),
-                };
-                row(&[
-                    format!("ExecuteWithEvidence, {callers} caller(s), {placement}"),
-                    format!(
-                        "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms; CPU µs/call: sidecar {cpu_us:.0}, PostgreSQL \
-                         {postgres_us:.0}, load generator {client_us:.0}",
-                        measured.rate(),
-                        measured.p(0.5) / 1000.0,
-                        measured.p(0.99) / 1000.0
-                    ),
-                    format!(
-                        "pgbench, JSON bound: {bound:.0} tx/s, CPU µs/tx PostgreSQL {bound_postgres_us:.0}, pgbench \
-                         {bound_client_us:.0}; JSON constant: {constant:.0} tx/s, PostgreSQL {constant_postgres_us:.0}"
-                    ),
-                    format!(
-                        "{:.2}× (PostgreSQL CPU {:.2}× bound, {:.2}× constant)",
-                        measured.rate() / bound,
-                        postgres_us / bound_postgres_us,
-                        postgres_us / constant_postgres_us
-                    ),
-                    target,
-                ]);
-                if callers == 8 {
-                    checkpoint(&url);
-                    let before = (children_cpu(), postgres_cpu(&dir));
-                    if let Some((rate, calls, p99_ms)) = python_recipe(&url, 8) {
+                    let mut references = Vec::new();
+                    for json in [Json::Bound, Json::Constant] {
+                        checkpoint(&url);
+                        let before = (children_cpu(), postgres_cpu(&dir));
+                        let (tps, transactions) = pgbench(&url, callers, &response_json, json, &dir);
+                        // Let the postmaster reap pgbench's backends, whose CPU it then holds.
                         std::thread::sleep(Duration::from_millis(300));
-                        let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / calls.max(1) as f64;
-                        let (python_us, python_postgres_us) =
-                            (per_call(children_cpu() - before.0), per_call(postgres_cpu(&dir) - before.1));
-                        row(&[
-                            format!("  beside: the Python recipe, 8 threads, {placement}"),
-                            format!("sidecar {:.0} tx/s", measured.rate()),
-                            format!(
-                                "Kernite in-process + psycopg: {rate:.0} tx/s, p99 {p99_ms:.2} ms; CPU µs/call \
+                        let per_tx = |spent: Duration| spent.as_secs_f64() * 1e6 / transactions.max(1) as f64;
+                        references.push((
+                            tps,
+                            per_tx(children_cpu() - before.0),
+                            per_tx(postgres_cpu(&dir) - before.1),
+                        ));
+                    }
+                    let [(bound, bound_client_us, bound_postgres_us), (constant, _, constant_postgres_us)] =
+                        references[..]
+                    else {
+                        unreachable!()
+                    };
+                    let target = match callers {
+                        1 => "p99 no worse".to_owned(),
+                        8 => "≥ 1.0× pinned; PostgreSQL ≤ 1.0×".to_owned(),
+                        _ => "≥ 1.0× pinned; PostgreSQL ≤ 1.0×; p99 < 10 ms".to_owned(),
+                    };
+                    row(&[
+                        format!("ExecuteWithEvidence, {callers} caller(s), {placement}, {path} policy"),
+                        format!(
+                            "{:.0} tx/s, p50 {:.2} ms, p99 {:.2} ms; CPU µs/call: sidecar {cpu_us:.0}, PostgreSQL \
+                         {postgres_us:.0}, load generator {client_us:.0}",
+                            measured.rate(),
+                            measured.p(0.5) / 1000.0,
+                            measured.p(0.99) / 1000.0
+                        ),
+                        format!(
+                            "pgbench, JSON bound: {bound:.0} tx/s, CPU µs/tx PostgreSQL {bound_postgres_us:.0}, pgbench \
+                         {bound_client_us:.0}; JSON constant: {constant:.0} tx/s, PostgreSQL {constant_postgres_us:.0}"
+                        ),
+                        format!(
+                            "{:.2}× (PostgreSQL CPU {:.2}× bound, {:.2}× constant)",
+                            measured.rate() / bound,
+                            postgres_us / bound_postgres_us,
+                            postgres_us / constant_postgres_us
+                        ),
+                        target,
+                    ]);
+                    if callers == 8 && path == "bundle" {
+                        checkpoint(&url);
+                        let before = (children_cpu(), postgres_cpu(&dir));
+                        if let Some((rate, calls, p99_ms)) = python_recipe(&url, 8) {
+                            std::thread::sleep(Duration::from_millis(300));
+                            let per_call = |spent: Duration| spent.as_secs_f64() * 1e6 / calls.max(1) as f64;
+                            let (python_us, python_postgres_us) =
+                                (per_call(children_cpu() - before.0), per_call(postgres_cpu(&dir) - before.1));
+                            row(&[
+                                format!("  beside: the Python recipe, 8 threads, {placement}"),
+                                format!("sidecar {:.0} tx/s", measured.rate()),
+                                format!(
+                                    "Kernite in-process + psycopg: {rate:.0} tx/s, p99 {p99_ms:.2} ms; CPU µs/call \
                                  Python {python_us:.0}, PostgreSQL {python_postgres_us:.0}"
-                            ),
-                            format!("{:.2}×", measured.rate() / rate),
-                            "≥ 1.5× pinned".into(),
-                        ]);
+                                ),
+                                format!("{:.2}×", measured.rate() / rate),
+                                "≥ 1.5× pinned".into(),
+                            ]);
+                        }
                     }
                 }
+                drop(sidecar);
             }
-            drop(sidecar);
         }
         place(&dir, false);
     }

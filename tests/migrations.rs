@@ -107,3 +107,39 @@ async fn evidence_is_append_only_except_through_the_purge_function() {
     f.execute(call(invoice_request(250, "USD"), Some("k-after"), "create_invoice")).await.unwrap();
     assert!(f.db.batch_execute("DELETE FROM governance_events").await.is_err());
 }
+
+/// The compression of a table's `response_json` and `request_json` columns
+/// (`l` for lz4, as pg_attribute spells it), by table.
+async fn column_compression(client: &tokio_postgres::Client) -> Vec<(String, String, String)> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text, a.attcompression::text FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relname LIKE 'governance_events%' AND c.relkind IN ('r', 'p') \
+               AND a.attname IN ('response_json', 'request_json') ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect()
+}
+
+#[tokio::test]
+async fn the_large_columns_are_compressed_with_lz4_and_a_row_written_after_says_so() {
+    let f = fixture().await;
+    let compression = column_compression(&f.db).await;
+    assert_eq!(compression.len(), 2, "{compression:?}");
+    assert!(compression.iter().all(|(_, _, method)| method == "l"), "{compression:?}");
+    // A row whose request is large enough to be compressed stores it with lz4.
+    let mut request: serde_json::Value = serde_json::from_str(&invoice_request(250, "USD")).unwrap();
+    request["payload"]["memo"] = serde_json::Value::String("lz4 or pglz? ".repeat(400));
+    let executed = f.execute(call(request.to_string(), Some("lz4-1"), "create_invoice")).await.unwrap();
+    let stored =
+        f.db.query_one(
+            "SELECT pg_column_compression(request_json) AS request FROM governance_events WHERE id = $1",
+            &[&executed.evidence_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.get::<_, Option<String>>("request").as_deref(), Some("lz4"));
+}

@@ -27,6 +27,18 @@ async fn partitioned(upkeep: Upkeep) -> Fixture {
 async fn a_new_database_has_this_month_and_three_ahead_and_writes_replay_and_read_back_as_before() {
     let f = partitioned(Upkeep::default()).await;
     assert_eq!(layout::detect(&f.db).await.unwrap(), EvidenceLayout::Partitioned);
+    // The parent's lz4 (migration 12, set again by the conversion) holds for every partition.
+    let compression =
+        f.db.query(
+            "SELECT c.relname::text, a.attcompression::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relname LIKE 'governance_events%' AND c.relkind IN ('r', 'p') \
+               AND a.attname IN ('response_json', 'request_json')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(compression.len() >= 2 * 5, "the parent and its four partitions: {compression:?}");
+    assert!(compression.iter().all(|row| row.get::<_, String>(1) == "l"), "{compression:?}");
     for table in ["governance_events", "governance_mutation_results"] {
         let expected: Vec<String> = futures_util::future::join_all((0..=3).map(|m| month(&f, table, m))).await;
         assert_eq!(partitions(&f, table).await, expected);

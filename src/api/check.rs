@@ -66,6 +66,19 @@ impl Front {
     }
 }
 
+/// A passing answer carries every header of [`ALL_HEADERS`], those without
+/// a value empty: a proxy that copies headers from the answer (Caddy's
+/// `copy_headers`, nginx's `auth_request_set`) then clears a client's own
+/// copy instead of forwarding it, or (Caddy 2.6) its placeholder's text.
+fn with_every_header(mut headers: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    for name in ALL_HEADERS {
+        if !headers.iter().any(|(set, _)| *set == name) {
+            headers.push((name, String::new()));
+        }
+    }
+    headers
+}
+
 /// What a check answers the proxy.
 pub(super) struct Verdict {
     /// Whether the request passes to the upstream.
@@ -100,8 +113,12 @@ async fn govern(
         Translation::Unmapped { what } => return Ok(unmapped(gateway.unmapped, what)),
     };
     let store = api.store()?;
-    let fingerprint = Fingerprint::of(&body, &route.name, &Map::default());
     let bundle = api.decider.policies.as_ref().map(|policies| policies.current()).ok_or(ApiError::NoPolicyBundle)?;
+    // The key is the client's to choose (a proxy may keep its x-request-id):
+    // a retry replays its recorded decision only under the bundle that made
+    // it; under a newer bundle the same key is a conflict (409), so a
+    // tightened bundle cannot be sidestepped by replaying an old approval.
+    let fingerprint = Fingerprint::of(&body, &format!("{}\n{}", route.name, bundle.sha256), &Map::default());
     let validation = validate(body, idempotency_key.as_deref())?;
     call.may_in(&validation.request.workspace_id)?;
     let bundle_mode =
@@ -177,6 +194,7 @@ fn decided(execution: &Execution, record: Option<&DecisionRecord>, mode: Mode) -
     }
     headers.push((EVIDENCE_ID_HEADER, execution.evidence_id.to_string()));
     if passes {
+        let headers = with_every_header(headers);
         let verdict = Verdict { passes, status: StatusCode::OK, code: tonic::Code::Ok, headers, body: String::new() };
         return (verdict, "allowed");
     }
@@ -199,6 +217,7 @@ fn fail_open(record: Option<&DecisionRecord>) -> Verdict {
         headers.push((CTX_ID_HEADER, record.ctx_id.to_string()));
         headers.push((TRACE_HASH_HEADER, record.trace_hash.clone()));
     }
+    let headers = with_every_header(headers);
     Verdict { passes: true, status: StatusCode::OK, code: tonic::Code::Ok, headers, body: String::new() }
 }
 
@@ -207,6 +226,7 @@ fn unmapped(policy: Unmapped, what: String) -> (Verdict, &'static str) {
     let headers = vec![(DECISION_HEADER, "unmapped".to_owned())];
     match policy {
         Unmapped::Allow => {
+            let headers = with_every_header(headers);
             let verdict =
                 Verdict { passes: true, status: StatusCode::OK, code: tonic::Code::Ok, headers, body: String::new() };
             (verdict, "unmapped_allowed")
@@ -312,12 +332,14 @@ fn into_check_response(verdict: Verdict) -> CheckResponse {
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
         ..HeaderValueOption::default()
     };
-    let set: Vec<&str> = verdict.headers.iter().map(|(key, _)| *key).collect();
+    // A header without a value is one the upstream must not get from the client either.
+    let headers: Vec<_> = verdict.headers.into_iter().filter(|(_, value)| !value.is_empty()).collect();
+    let set: Vec<&str> = headers.iter().map(|(key, _)| *key).collect();
     let status =
         crate::proto::google::rpc::Status { code: verdict.code as i32, message: String::new(), details: Vec::new() };
     let http_response = if verdict.passes {
         HttpResponse::OkResponse(OkHttpResponse {
-            headers: verdict.headers.into_iter().map(header).collect(),
+            headers: headers.into_iter().map(header).collect(),
             // A client's own header of these names must not reach the upstream as ours.
             headers_to_remove: ALL_HEADERS
                 .iter()
@@ -327,7 +349,7 @@ fn into_check_response(verdict: Verdict) -> CheckResponse {
             ..OkHttpResponse::default()
         })
     } else {
-        let mut headers: Vec<HeaderValueOption> = verdict.headers.into_iter().map(header).collect();
+        let mut headers: Vec<HeaderValueOption> = headers.into_iter().map(header).collect();
         if !verdict.body.is_empty() {
             headers.push(header(("content-type", "application/json; charset=utf-8".to_owned())));
         }

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 10, name: "caller", sql: include_str!("../../migrations/0010_caller.sql") },
     Migration { version: 11, name: "request", sql: include_str!("../../migrations/0011_request.sql") },
+    Migration {
+        version: 12,
+        name: "evidence_compression",
+        sql: include_str!("../../migrations/0012_evidence_compression.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
