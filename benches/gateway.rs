@@ -98,12 +98,16 @@ async fn measure(port: u16, callers: usize, call: Call, round: usize) -> Measure
                     async move {
                         if call == Call::Evaluate {
                             let body = evaluate_request::Body::RequestJson(approved.as_ref().clone());
-                            client.evaluate(EvaluateRequest { body: Some(body), idempotency_key: None }).await.is_ok()
+                            client
+                                .evaluate(EvaluateRequest { body: Some(body), idempotency_key: None, answer_form: 0 })
+                                .await
+                                .is_ok()
                         } else {
                             let request = ExecuteWithEvidenceRequest {
                                 body: Some(execute_with_evidence_request::Body::RequestJson(denied.as_ref().clone())),
                                 idempotency_key: Some(format!("{prefix}-{n}")),
                                 mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+                                answer_form: 0,
                             };
                             let answered = client.execute_with_evidence(request).await;
                             answered.is_ok_and(|r| r.into_inner().evidence_id > 0)

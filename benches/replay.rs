@@ -123,6 +123,7 @@ fn main() {
                 body: Some(execute_with_evidence_request::Body::RequestJson(body(&request, n))),
                 idempotency_key: Some(format!("seed-{n}")),
                 mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+                answer_form: 0,
             };
             client.execute_with_evidence(call).await.unwrap();
         }

@@ -141,7 +141,7 @@ fn main() {
             move |mut client: GovernanceClient<Channel>, _| {
                 let request = EvaluateRequest {
                     body: Some(evaluate_request::Body::RequestJson(text.as_ref().clone())),
-                    idempotency_key: Some("soak".into()),
+                    idempotency_key: Some("soak".into()), answer_form: 0,
                 };
                 async move { client.evaluate(request).await.is_ok() }
             }
@@ -150,7 +150,7 @@ fn main() {
             let request = ExecuteWithEvidenceRequest {
                 body: Some(execute_with_evidence_request::Body::RequestJson(text.as_ref().clone())),
                 idempotency_key: Some(format!("soak-{n}")),
-                mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+                mutation: Some(MutationCall { name: "create_invoice".into(), params: None }), answer_form: 0,
             };
             async move { client.execute_with_evidence(request).await.is_ok_and(|answer| answer.get_ref().mutation_applied) }
         };

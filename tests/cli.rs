@@ -53,7 +53,7 @@ fn dev_serves_the_invoice_example_with_its_own_postgres() {
             .execute_with_evidence(ExecuteWithEvidenceRequest {
                 body: Some(Body::RequestJson(body.into())),
                 idempotency_key: Some("cli-dev-1".into()),
-                mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+                mutation: Some(MutationCall { name: "create_invoice".into(), params: None }), answer_form: 0,
             })
             .await
             .unwrap()
@@ -113,7 +113,13 @@ fn the_probe_listener_serves_health_and_nothing_else() {
     let on_probes = runtime.block_on(async {
         use governance_sidecar::proto::{EvaluateRequest, evaluate_request::Body, governance_client::GovernanceClient};
         let mut client = GovernanceClient::connect(format!("http://{probes}")).await.unwrap();
-        client.evaluate(EvaluateRequest { body: Some(Body::RequestJson("{}".into())), idempotency_key: None }).await
+        client
+            .evaluate(EvaluateRequest {
+                body: Some(Body::RequestJson("{}".into())),
+                idempotency_key: None,
+                answer_form: 0,
+            })
+            .await
     });
     assert_eq!(on_probes.unwrap_err().code(), tonic::Code::Unimplemented, "Governance is not on the probe port");
 

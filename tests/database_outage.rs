@@ -38,6 +38,7 @@ fn note_call() -> ExecuteWithEvidenceRequest {
         body: Some(execute_with_evidence_request::Body::RequestJson(NOTE.into())),
         idempotency_key: None,
         mutation: Some(MutationCall { name: "create_note".into(), params: None }),
+        answer_form: 0,
     }
 }
 
@@ -96,8 +97,11 @@ async fn an_outage_fails_fast_flips_health_and_recovers_without_a_restart() {
     assert!(started.elapsed() < Duration::from_secs(3), "fails fast: {:?}", started.elapsed());
     wait_for_health(&mut health, ServingStatus::NotServing).await;
     assert_eq!(governance_health(&mut health, "").await, ServingStatus::Serving, "the server as a whole still serves");
-    let evaluate =
-        EvaluateRequest { body: Some(evaluate_request::Body::RequestJson(NOTE.into())), idempotency_key: None };
+    let evaluate = EvaluateRequest {
+        body: Some(evaluate_request::Body::RequestJson(NOTE.into())),
+        idempotency_key: None,
+        answer_form: 0,
+    };
     assert!(client.evaluate(evaluate).await.is_ok(), "Evaluate needs no database");
 
     postgres.set_running(true);

@@ -127,6 +127,7 @@ fn note_call(key: &str) -> ExecuteWithEvidenceRequest {
         body: Some(Body::RequestJson(body.into())),
         idempotency_key: Some(key.into()),
         mutation: Some(MutationCall { name: "create_note".into(), params: None }),
+        answer_form: 0,
     }
 }
 

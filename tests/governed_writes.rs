@@ -313,6 +313,7 @@ async fn typed_requests_work_end_to_end_too() {
         })),
         idempotency_key: Some("typed-1".into()),
         mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+        answer_form: 0,
     };
     let response = f.execute(request).await.unwrap();
     assert!(response.mutation_applied);
@@ -409,4 +410,32 @@ async fn a_decision_carrying_nan_is_stored_although_jsonb_has_no_nan() {
             .unwrap()
             .get(0);
     assert_eq!(stored, "NaN", "stored as the string \"NaN\"");
+}
+
+#[tokio::test]
+async fn the_decision_in_the_answer_takes_the_form_the_caller_asks_for() {
+    use governance_sidecar::proto::AnswerForm;
+    let f = fixture().await;
+    let typed = ExecuteWithEvidenceRequest {
+        answer_form: AnswerForm::Typed.into(),
+        ..call(invoice_request(250, "USD"), Some("form-typed"), "create_invoice")
+    };
+    let answer = f.execute(typed).await.unwrap();
+    let decision = answer.decision.unwrap();
+    assert!(answer.mutation_applied && decision.response_json.is_empty() && decision.policy.is_some());
+    let kernite = ExecuteWithEvidenceRequest {
+        answer_form: AnswerForm::KerniteJson.into(),
+        ..call(invoice_request(5000, "USD"), Some("form-json"), "create_invoice")
+    };
+    let answer = f.execute(kernite).await.unwrap();
+    let decision = answer.decision.unwrap();
+    assert!(!answer.mutation_applied && decision.reasons.is_empty());
+    assert!(decision.response_json.contains(r#""decision": "denied""#), "{}", decision.response_json);
+    // The stored evidence is the same whatever the answer's form.
+    let stored: String =
+        f.db.query_one("SELECT response_json::text FROM governance_events WHERE id = $1", &[&answer.evidence_id])
+            .await
+            .unwrap()
+            .get(0);
+    assert!(stored.contains(&decision.ctx_id));
 }

@@ -81,11 +81,16 @@ fn typed_invoice(amount: f64) -> EvaluateRequest {
             policy_context: Some(invoice_policy_struct()),
         })),
         idempotency_key: Some("key-1".into()),
+        answer_form: 0,
     }
 }
 
 fn json_request(json: String, idempotency_key: Option<&str>) -> EvaluateRequest {
-    EvaluateRequest { body: Some(Body::RequestJson(json)), idempotency_key: idempotency_key.map(str::to_owned) }
+    EvaluateRequest {
+        body: Some(Body::RequestJson(json)),
+        idempotency_key: idempotency_key.map(str::to_owned),
+        answer_form: 0,
+    }
 }
 
 async fn server() -> TestServer {
@@ -226,7 +231,8 @@ async fn malformed_bodies_are_invalid_argument_and_the_server_keeps_serving() {
         Some(Body::RequestJson(format!(r#"{{"payload": {{"x": 1{}}}}}"#, "0".repeat(5000)))),
         None,
     ] {
-        let status = client.evaluate(EvaluateRequest { body, idempotency_key: None }).await.unwrap_err();
+        let status =
+            client.evaluate(EvaluateRequest { body, idempotency_key: None, answer_form: 0 }).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     }
     let mut nan_payload = typed_invoice(1.0);
@@ -357,4 +363,44 @@ async fn typed_structs_nested_past_protobufs_limit_are_refused_by_the_decoder() 
     let status = client.evaluate(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{}", status.message());
     assert!(client.evaluate(typed_invoice(1.0)).await.is_ok(), "the server keeps serving");
+}
+
+#[tokio::test]
+async fn the_answer_carries_the_forms_of_the_decision_the_caller_asks_for() {
+    use governance_sidecar::proto::AnswerForm;
+    let server = server().await;
+    let mut client = server.client().await;
+    let mut ask = async |amount: &str, form: AnswerForm| {
+        let request = EvaluateRequest { answer_form: form.into(), ..json_request(invoice_request_json(amount), None) };
+        client.evaluate(request).await.unwrap().into_inner()
+    };
+    // The default is both forms, as before the field existed, and so is BOTH.
+    let default = ask("5000", AnswerForm::Unspecified).await;
+    let both = ask("5000", AnswerForm::Both).await;
+    for answer in [&default, &both] {
+        assert_eq!(answer.decision(), Decision::Denied);
+        assert_eq!(answer.reason_codes, ["amount_too_high"]);
+        assert!(answer.response_json.contains(r#""decision": "denied""#), "{}", answer.response_json);
+    }
+    // Typed: every typed field, no JSON.
+    let typed = ask("5000", AnswerForm::Typed).await;
+    assert_eq!(
+        (typed.decision(), typed.reason_codes.as_slice()),
+        (Decision::Denied, &["amount_too_high".to_owned()][..])
+    );
+    assert!(!typed.reasons.is_empty() && typed.policy.is_some() && !typed.message.is_empty());
+    assert!(typed.response_json.is_empty());
+    // Kernite's JSON: the response, with the decision, ctx_id and trace_hash beside it.
+    let kernite = ask("5000", AnswerForm::KerniteJson).await;
+    assert_eq!(kernite.decision(), Decision::Denied);
+    assert!(kernite.ctx_id.starts_with("ctx_") && kernite.trace_hash.starts_with("sha256:"));
+    assert!(kernite.response_json.contains(&kernite.ctx_id) && kernite.response_json.contains(&kernite.trace_hash));
+    assert!(kernite.reason_codes.is_empty() && kernite.reasons.is_empty() && kernite.policy.is_none());
+    // Each form is smaller on the wire than both.
+    use prost::Message as _;
+    assert!(typed.encoded_len() < both.encoded_len() && kernite.encoded_len() < both.encoded_len());
+    // An unknown form is read as both.
+    let unknown = EvaluateRequest { answer_form: 99, ..json_request(invoice_request_json("5000"), None) };
+    let answer = client.evaluate(unknown).await.unwrap().into_inner();
+    assert!(!answer.reason_codes.is_empty() && !answer.response_json.is_empty(), "{answer:?}");
 }

@@ -19,8 +19,11 @@ fn with_payload(payload: &str) -> String {
 }
 
 async fn evaluate(server: &TestServer, json: String, timeout: Option<Duration>) -> Result<Decision, tonic::Status> {
-    let mut request =
-        tonic::Request::new(EvaluateRequest { body: Some(Body::RequestJson(json)), idempotency_key: None });
+    let mut request = tonic::Request::new(EvaluateRequest {
+        body: Some(Body::RequestJson(json)),
+        idempotency_key: None,
+        answer_form: 0,
+    });
     if let Some(timeout) = timeout {
         request.set_timeout(timeout);
     }
@@ -129,7 +132,11 @@ async fn a_flood_of_idle_and_half_open_connections_leaves_every_call_answered() 
     for _ in 0..calls {
         let started = std::time::Instant::now();
         let answer = client
-            .evaluate(EvaluateRequest { body: Some(Body::RequestJson(with_payload("{}"))), idempotency_key: None })
+            .evaluate(EvaluateRequest {
+                body: Some(Body::RequestJson(with_payload("{}"))),
+                idempotency_key: None,
+                answer_form: 0,
+            })
             .await;
         assert!(answer.is_ok(), "{answer:?}");
         slowest = slowest.max(started.elapsed());

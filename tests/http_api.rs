@@ -279,6 +279,7 @@ async fn browsers_cannot_drive_the_http_routes() {
         body: Some(governance_sidecar::proto::execute_with_evidence_request::Body::RequestJson(request_json)),
         idempotency_key: Some("page".into()),
         mutation: Some(governance_sidecar::proto::MutationCall { name: "create_invoice".into(), params: None }),
+        answer_form: 0,
     });
     let as_text: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain")];
     let answer = request(server.address, "POST", grpc_path, &as_text, &message).await;
@@ -294,6 +295,7 @@ async fn browsers_cannot_drive_the_http_routes() {
     let evaluate = governance_sidecar::proto::EvaluateRequest {
         body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson("{}".into())),
         idempotency_key: None,
+        answer_form: 0,
     };
     let refused = rebound_client.evaluate(evaluate).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");

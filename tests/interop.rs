@@ -688,7 +688,7 @@ fn spans_reach_an_otlp_collector_continuing_the_callers_trace() {
         let mut request = tonic::Request::new(ExecuteWithEvidenceRequest {
             body: Some(Body::RequestJson(body.into())),
             idempotency_key: Some("otel-1".into()),
-            mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+            mutation: Some(MutationCall { name: "create_invoice".into(), params: None }), answer_form: 0,
         });
         let traceparent = format!("00-{trace_id}-{caller_span}-01");
         request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());

@@ -47,6 +47,7 @@ async fn the_concurrency_limit_queues_governance_calls_but_never_health_checks()
     let evaluate = governance_sidecar::proto::EvaluateRequest {
         body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson(invoice_request(1, "USD"))),
         idempotency_key: None,
+        answer_form: 0,
     };
     server.client().await.evaluate(evaluate).await.unwrap();
     let evaluated_at = std::time::Instant::now();
@@ -140,6 +141,7 @@ async fn one_connection_has_at_most_its_stream_limit_of_calls_open_at_once() {
     let evaluate = governance_sidecar::proto::EvaluateRequest {
         body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson(invoice_request(1, "USD"))),
         idempotency_key: None,
+        answer_form: 0,
     };
     client.evaluate(evaluate).await.unwrap();
     let started = std::time::Instant::now();

@@ -77,7 +77,8 @@ fn hostile_bodies() -> Vec<String> {
 
 async fn grpc_pass(client: &mut GovernanceClient<Channel>, bodies: &[String], pass: usize) {
     for (n, body) in bodies.iter().enumerate() {
-        let request = EvaluateRequest { body: Some(Body::RequestJson(body.clone())), idempotency_key: None };
+        let request =
+            EvaluateRequest { body: Some(Body::RequestJson(body.clone())), idempotency_key: None, answer_form: 0 };
         let evaluated = client.evaluate(request).await.map(|_| ());
         let key = format!("mem-{pass}-{n}");
         let executed = client.execute_with_evidence(call(body.clone(), Some(&key), "create_invoice")).await;

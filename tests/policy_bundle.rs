@@ -139,6 +139,7 @@ fn evaluate(amount: i64, policy_context: Option<&str>) -> EvaluateRequest {
             r#"{{"workspace_id": "ws_1", "principal": {{"type": "user", "id": "usr_42"}}, "object_type": "invoice", "operation": "create", "payload": {{"amount": {amount}}}{context}}}"#
         ))),
         idempotency_key: None,
+        answer_form: 0,
     }
 }
 

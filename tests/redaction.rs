@@ -72,6 +72,7 @@ async fn secrets_are_masked_before_storage_while_trace_hash_stays_kernites() {
         .evaluate(governance_sidecar::proto::EvaluateRequest {
             body: Some(governance_sidecar::proto::evaluate_request::Body::RequestJson(request_with_secrets())),
             idempotency_key: Some("k-secret".into()),
+            answer_form: 0,
         })
         .await
         .unwrap()

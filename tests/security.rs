@@ -112,11 +112,16 @@ fn write(workspace: &str, key: &str, mutation: &str) -> ExecuteWithEvidenceReque
         body: Some(execute_with_evidence_request::Body::RequestJson(body(workspace, 10))),
         idempotency_key: Some(key.to_owned()),
         mutation: Some(MutationCall { name: mutation.into(), params: None }),
+        answer_form: 0,
     }
 }
 
 fn evaluate(workspace: &str) -> EvaluateRequest {
-    EvaluateRequest { body: Some(evaluate_request::Body::RequestJson(body(workspace, 10))), idempotency_key: None }
+    EvaluateRequest {
+        body: Some(evaluate_request::Body::RequestJson(body(workspace, 10))),
+        idempotency_key: None,
+        answer_form: 0,
+    }
 }
 
 fn get(key: get_evidence_request::Key) -> GetEvidenceRequest {
@@ -420,6 +425,7 @@ async fn a_mutation_whose_scope_the_bundle_does_not_govern_is_refused() {
         body: Some(execute_with_evidence_request::Body::RequestJson(archive.into())),
         idempotency_key: None,
         mutation: Some(MutationCall { name: "archive_invoice".into(), params: None }),
+        answer_form: 0,
     };
     let status = client(&f).await.execute_with_evidence(as_caller(call, Some("other-token"))).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");

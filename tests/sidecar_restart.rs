@@ -40,6 +40,7 @@ fn invoice_call(key: &str) -> ExecuteWithEvidenceRequest {
         body: Some(Body::RequestJson(body.into())),
         idempotency_key: Some(key.into()),
         mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+        answer_form: 0,
     }
 }
 

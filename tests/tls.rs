@@ -41,7 +41,7 @@ async fn start(files: TlsFiles, reload: Duration) -> TestServer {
 
 fn evaluate_request() -> EvaluateRequest {
     let body = r#"{"workspace_id": "w", "principal": {"type": "user", "id": "u"}, "object_type": "invoice", "operation": "create", "payload": {}}"#;
-    EvaluateRequest { body: Some(Body::RequestJson(body.into())), idempotency_key: None }
+    EvaluateRequest { body: Some(Body::RequestJson(body.into())), idempotency_key: None, answer_form: 0 }
 }
 
 /// Whether an Evaluate call succeeds over TLS trusting `ca`, presenting `identity`.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governance_sidecar::proto::governance_client::GovernanceClient;
-use governance_sidecar::proto::{ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request};
+use governance_sidecar::proto::{AnswerForm, ExecuteWithEvidenceRequest, MutationCall, execute_with_evidence_request};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
@@ -120,6 +120,18 @@ where
     Measured { ok: latency_us.len(), failed: failed.load(Ordering::Relaxed), elapsed, latency_us }
 }
 
+/// The answer form the benches' writes ask for: `BENCH_ANSWER_FORM` (`both`,
+/// `typed`, `kernite_json`), else the default (both).
+pub fn answer_form() -> i32 {
+    let form = match std::env::var("BENCH_ANSWER_FORM").as_deref() {
+        Ok("typed") => AnswerForm::Typed,
+        Ok("kernite_json") => AnswerForm::KerniteJson,
+        Ok("both") => AnswerForm::Both,
+        _ => AnswerForm::Unspecified,
+    };
+    form.into()
+}
+
 /// An approved invoice write, keyed `<prefix>-<n>`.
 pub fn invoice_call(
     text: Arc<String>,
@@ -130,6 +142,7 @@ pub fn invoice_call(
             body: Some(execute_with_evidence_request::Body::RequestJson(text.as_ref().clone())),
             idempotency_key: Some(format!("{prefix}-{n}")),
             mutation: Some(MutationCall { name: "create_invoice".into(), params: None }),
+            answer_form: answer_form(),
         };
         Box::pin(async move {
             match client.execute_with_evidence(request).await {

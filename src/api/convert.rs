@@ -151,13 +151,33 @@ fn reason(reason: &Reason) -> proto::Reason {
 }
 
 /// The typed answer; it takes the record, whose rendered text it moves into `response_json`.
-pub(super) fn evaluate_response(record: DecisionRecord) -> proto::EvaluateResponse {
+/// The decision as the caller asked to be answered (`answer_form`): typed,
+/// as Kernite's JSON, or both (an unknown form is read as both).
+pub(super) fn evaluate_response(record: DecisionRecord, form: i32) -> proto::EvaluateResponse {
+    match proto::AnswerForm::try_from(form).unwrap_or_default() {
+        proto::AnswerForm::Unspecified | proto::AnswerForm::Both => typed_response(record, true),
+        proto::AnswerForm::Typed => typed_response(record, false),
+        proto::AnswerForm::KerniteJson => proto::EvaluateResponse {
+            decision: decision(record.decision).into(),
+            trace_hash: record.trace_hash.clone(),
+            ctx_id: record.ctx_id.to_string(),
+            response_json: record.into_response_json(),
+            ..proto::EvaluateResponse::default()
+        },
+    }
+}
+
+fn decision(decision: Decision) -> proto::Decision {
+    match decision {
+        Decision::Approved => proto::Decision::Approved,
+        Decision::Denied => proto::Decision::Denied,
+    }
+}
+
+/// Every typed field, and Kernite's JSON response too if `with_json`.
+fn typed_response(record: DecisionRecord, with_json: bool) -> proto::EvaluateResponse {
     proto::EvaluateResponse {
-        decision: match record.decision {
-            Decision::Approved => proto::Decision::Approved,
-            Decision::Denied => proto::Decision::Denied,
-        }
-        .into(),
+        decision: decision(record.decision).into(),
         reason_codes: record.reason_codes.iter().map(Text::to_string).collect(),
         reasons: record.reasons.iter().map(reason).collect(),
         policy_selection_reason_code: record.policy_selection_reason_code.to_string(),
@@ -172,7 +192,7 @@ pub(super) fn evaluate_response(record: DecisionRecord) -> proto::EvaluateRespon
         idempotency_key: record.idempotency_key.as_ref().map(Text::to_string),
         previous_trace_hash: record.previous_trace_hash.as_ref().map(Text::to_string),
         combining_algorithm: record.combining_algorithm.to_string(),
-        response_json: record.into_response_json(),
+        response_json: if with_json { record.into_response_json() } else { String::new() },
     }
 }
 

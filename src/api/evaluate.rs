@@ -20,7 +20,7 @@ pub(super) fn evaluate(
     let body = convert::request_body(request.body)?;
     let record = decide_body(api, body, request.idempotency_key.as_deref(), call)?;
     call.deadline().check()?;
-    Ok(convert::evaluate_response(record))
+    Ok(convert::evaluate_response(record, request.answer_form))
 }
 
 /// `POST /v1/execute`: Kernite's response body.

@@ -49,7 +49,7 @@ pub(super) async fn execute_with_evidence(
         None => Map::default(),
     };
     let write = WriteCall { body, idempotency_key: request.idempotency_key, mutation: mutation.name, caller_params };
-    Ok(govern(api, write, call).await?.into_proto())
+    Ok(govern(api, write, call).await?.into_proto(request.answer_form))
 }
 
 /// `POST /v1/execute-with-evidence`: `{"request": {Kernite's body},
@@ -147,10 +147,11 @@ pub(super) fn count(result: &Result<Execution, EvidenceError>) {
 }
 
 impl Governed {
-    fn into_proto(self) -> ExecuteWithEvidenceResponse {
+    /// The answer, its decision in the caller's `answer_form`.
+    fn into_proto(self, answer_form: i32) -> ExecuteWithEvidenceResponse {
         let execution = &self.execution;
         ExecuteWithEvidenceResponse {
-            decision: self.record.map(convert::evaluate_response),
+            decision: self.record.map(|record| convert::evaluate_response(record, answer_form)),
             evidence_id: execution.evidence_id,
             mutation_applied: execution.mutation_applied,
             mutation_result: execution.result.as_ref().map(convert::mutation_result),

@@ -153,6 +153,7 @@ pub fn call(json: String, key: Option<&str>, mutation: &str) -> ExecuteWithEvide
         body: Some(Body::RequestJson(json)),
         idempotency_key: key.map(str::to_owned),
         mutation: Some(MutationCall { name: mutation.into(), params: None }),
+        answer_form: 0,
     }
 }
 
