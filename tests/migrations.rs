@@ -143,3 +143,30 @@ async fn the_large_columns_are_compressed_with_lz4_and_a_row_written_after_says_
         .unwrap();
     assert_eq!(stored.get::<_, Option<String>>("request").as_deref(), Some("lz4"));
 }
+
+#[tokio::test]
+async fn the_result_table_checks_no_foreign_key_and_every_result_still_has_its_row() {
+    let f = fixture().await;
+    let foreign_keys = f
+        .count("SELECT count(*) FROM pg_constraint WHERE conrelid = 'governance_mutation_results'::regclass AND contype = 'f'")
+        .await;
+    assert_eq!(foreign_keys, 0, "migration 13 drops the result table's foreign key");
+    let executed = f.execute(call(invoice_request(250, "USD"), Some("no-fk-1"), "create_invoice")).await.unwrap();
+    f.execute(call(invoice_request(5000, "USD"), Some("no-fk-2"), "create_invoice")).await.unwrap();
+    // The one result (the denied write has none) belongs to the approved write's row.
+    assert_eq!(f.count("SELECT count(*) FROM governance_mutation_results").await, 1);
+    let orphans = f
+        .count(
+            "SELECT count(*) FROM governance_mutation_results r \
+             WHERE NOT EXISTS (SELECT 1 FROM governance_events e WHERE e.id = r.evidence_id)",
+        )
+        .await;
+    assert_eq!(orphans, 0);
+    let joined = f
+        .count(&format!(
+            "SELECT count(*) FROM governance_mutation_results WHERE evidence_id = {}",
+            executed.evidence_id
+        ))
+        .await;
+    assert_eq!(joined, 1);
+}

@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "evidence_compression",
         sql: include_str!("../../migrations/0012_evidence_compression.sql"),
     },
+    Migration {
+        version: 13,
+        name: "result_without_foreign_key",
+        sql: include_str!("../../migrations/0013_result_without_foreign_key.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
