@@ -559,7 +559,7 @@ fn main() {
                     assert_eq!(measured.failed, 0, "failed ExecuteWithEvidence calls");
                     if !pinned {
                         memory.push(format!(
-                            "{callers} caller(s) {:.1} MiB",
+                            "{callers} caller(s), {path} policy {:.1} MiB",
                             peak.load(Ordering::Relaxed) as f64 / 1024.0
                         ));
                     }
