@@ -94,12 +94,13 @@ pub(super) struct Verdict {
 
 /// The check of `request`: decided, its evidence committed, answered.
 pub(super) async fn verdict(api: &GovernanceApi, request: &HttpRequest<'_>, call: &Call, front: Front) -> Verdict {
-    let (verdict, answer) = match govern(api, request, call).await {
-        Ok(verdict) => verdict,
-        Err(error) => (refusal(error), "refused"),
-    };
-    metrics().gateway_check(front.as_str(), answer);
-    verdict
+    match govern(api, request, call).await {
+        Ok((verdict, answer)) => {
+            metrics().gateway_check(front.as_str(), answer);
+            verdict
+        }
+        Err(error) => refused(front, error),
+    }
 }
 
 async fn govern(
@@ -250,8 +251,10 @@ fn unmapped(policy: Unmapped, what: String) -> (Verdict, &'static str) {
     }
 }
 
-/// A check that could not be decided or recorded: denied with the error's status.
-fn refusal(error: ApiError) -> Verdict {
+/// A check that could not be read, decided or recorded: counted, and denied
+/// with the error's status.
+fn refused(front: Front, error: ApiError) -> Verdict {
+    metrics().gateway_check(front.as_str(), "refused");
     let code = error.error_code();
     let (status, body) = http_error(error);
     Verdict {
@@ -267,9 +270,8 @@ fn refusal(error: ApiError) -> Verdict {
 pub(super) async fn check(api: &GovernanceApi, request: CheckRequest, call: &Call) -> Result<CheckResponse, ApiError> {
     let http = request.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
     let Some(http) = http else {
-        metrics().gateway_check(Front::Envoy.as_str(), "refused");
         let missing = crate::gateway::Untranslatable::NoOriginalRequest("no attributes.request.http");
-        return Ok(into_check_response(refusal(missing.into())));
+        return Ok(into_check_response(refused(Front::Envoy, missing.into())));
     };
     // Envoy sends `header_map` instead of `headers` when told to encode raw headers.
     let from_header_map: HashMap<String, String>;
@@ -294,10 +296,7 @@ pub(super) async fn check(api: &GovernanceApi, request: CheckRequest, call: &Cal
     let body = if http.raw_body.is_empty() { http.body.as_bytes() } else { http.raw_body.as_slice() };
     let jwt_payloads = match jwt_payloads(&request) {
         Ok(payloads) => payloads,
-        Err(error) => {
-            metrics().gateway_check(Front::Envoy.as_str(), "refused");
-            return Ok(into_check_response(refusal(error)));
-        }
+        Err(error) => return Ok(into_check_response(refused(Front::Envoy, error))),
     };
     let request = HttpRequest {
         method: &http.method,
@@ -370,10 +369,7 @@ fn into_check_response(verdict: Verdict) -> CheckResponse {
 pub(super) async fn forward_auth(api: &GovernanceApi, headers: &http::HeaderMap, body: &[u8], call: &Call) -> Verdict {
     let (method, uri) = match original_request(headers) {
         Ok(original) => original,
-        Err(error) => {
-            metrics().gateway_check(Front::ForwardAuth.as_str(), "refused");
-            return refusal(error.into());
-        }
+        Err(error) => return refused(Front::ForwardAuth, error.into()),
     };
     let request = HttpRequest {
         method,
