@@ -35,19 +35,9 @@ fn toolchains() -> &'static Path {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(repository().join("target"));
         let dir = target.join("interop");
         let output = Command::new("bash").arg(repository().join("tests/interop/setup.sh")).arg(&dir).output().unwrap();
-        assert_success("tests/interop/setup.sh", &output);
+        common::assert_success("tests/interop/setup.sh", &output);
         dir
     })
-}
-
-fn assert_success(what: &str, output: &Output) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Runs a client program against a fresh sidecar and returns what it printed.
@@ -82,7 +72,7 @@ fn run_client(program: &Path, script: &str) -> String {
         .args(["--token", &token])
         .output()
         .unwrap();
-    assert_success(script, &output);
+    common::assert_success(script, &output);
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -114,7 +104,7 @@ fn kernites_own_endpoint_tests_pass_against_the_sidecar() {
         .current_dir(&kernite)
         .output()
         .unwrap();
-    assert_success("Kernite's test_cli_endpoints.py", &output);
+    common::assert_success("Kernite's test_cli_endpoints.py", &output);
     let printed = String::from_utf8_lossy(&output.stdout);
     println!("{printed}");
     assert!(printed.contains("5 passed"), "{printed}");
@@ -133,7 +123,7 @@ fn python_verifies_the_evidence_log_with_the_public_key_and_no_code_of_ours() {
         .args(["--public-key", public_key.trim(), "--token", &token])
         .output()
         .unwrap();
-    assert_success("tests/interop/python/log_verifier.py", &output);
+    common::assert_success("tests/interop/python/log_verifier.py", &output);
     let printed = String::from_utf8(output.stdout).unwrap();
     println!("{printed}");
     assert!(printed.contains("rows (approved and denied) proven in the signed tree"), "{printed}");
@@ -559,7 +549,7 @@ fn clients_page_step(program: &str) -> pages::Step {
 
 /// Compares what an example printed with what docs/clients.md says it prints.
 fn assert_prints_what_the_clients_page_says(program: &str, output: &Output) {
-    assert_success(program, output);
+    common::assert_success(program, output);
     let step = clients_page_step(program);
     let printed = pages::printed_lines(&format!(
         "{}{}",
@@ -590,7 +580,7 @@ fn the_python_example_prints_what_the_clients_page_says() {
         .arg("governance/v1/governance.proto")
         .output()
         .unwrap();
-    assert_success("grpc_tools.protoc", &generated);
+    common::assert_success("grpc_tools.protoc", &generated);
     let sidecar = DevSidecar::start("python-example");
     let output = Command::new(&python)
         .arg("invoice.py")

@@ -87,6 +87,17 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Panics unless a finished command succeeded, showing what it printed.
+pub fn assert_success(what: &str, output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A verifiable-log key pair in this test's scratch directory: (signer key file, verifier key).
 pub fn log_key_pair(name: &str) -> (std::path::PathBuf, String) {
     let (signer, verifier) = governance_sidecar::log::checkpoint::generate_key("test.example/evidence").unwrap();
