@@ -531,6 +531,8 @@ async fn a_retry_with_the_same_request_id_replays_the_decision_and_another_reque
     let other = check(&f, create("req-retry-1", 300)).await;
     other.assert_refused(Code::AlreadyExists, 409);
     assert_eq!(other.json()["code"], "ALREADY_EXISTS", "{}", other.body);
+    // The denial reaches the proxy's client: it names no other request's row.
+    assert!(!other.body.contains("evidence id"), "{}", other.body);
     assert_eq!(row_count(&f.db).await, 2, "a reused id wrote a row");
 
     // Without an x-request-id, every check is a request of its own.
@@ -708,6 +710,22 @@ async fn the_principal_may_come_from_the_forwarded_client_certificate() {
     let row = only_row(&f.db).await;
     assert_eq!(row.principal, "spiffe://cluster.local/ns/web/sa/frontend");
     assert_eq!(row.request["principal"]["type"], "service", "{}", row.request);
+
+    // Istio's sidecars append their element to the client's header: a client
+    // leaving a quote open would fold it into its own forged one. Refused, 401, no row.
+    let forged = concat!(
+        r#"URI=spiffe://cluster.local/ns/prod/sa/admin;X=""#,
+        r#",By=spiffe://cluster.local/ns/billing/sa/api;Hash=9c1e;Subject="";URI=spiffe://cluster.local/ns/web/sa/frontend"#
+    );
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-request-id", "req-xfcc-2"),
+        ("x-workspace-id", "ws_gateway"),
+        ("x-forwarded-client-cert", forged),
+    ];
+    let answer = check(&f, envoy("POST", "/invoices", &headers, &invoice(5, "USD"))).await;
+    answer.assert_refused(Code::Unauthenticated, 401);
+    assert_eq!(row_count(&f.db).await, 1, "a forged certificate header wrote a row");
 }
 
 // ---- 5. the database away -------------------------------------------------------------
@@ -908,6 +926,24 @@ async fn a_request_that_cannot_be_read_one_way_is_denied_with_its_status_and_no_
         (
             "body and query disagree",
             envoy("POST", "/invoices?amount=5", &client("req-bad-10", "ws_gateway"), &good),
+            Code::InvalidArgument,
+            400,
+        ),
+        (
+            "an empty segment",
+            envoy("POST", "//invoices", &client("req-bad-11", "ws_gateway"), &good),
+            Code::InvalidArgument,
+            400,
+        ),
+        (
+            "a path parameter (`;`), which some servers strip",
+            envoy("POST", "/invoices;jsessionid=1", &client("req-bad-12", "ws_gateway"), &good),
+            Code::InvalidArgument,
+            400,
+        ),
+        (
+            "a sign before a percent-encoding's digits",
+            envoy("POST", "/invoices?note=%+5", &client("req-bad-13", "ws_gateway"), &good),
             Code::InvalidArgument,
             400,
         ),

@@ -342,13 +342,7 @@ fn envoy() -> &'static Path {
             let installed = Instant::now();
             let run = |command: &mut Command| {
                 let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-                assert!(
-                    output.status.success(),
-                    "installing {pin}: {command:?} failed ({}):\n{}{}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
+                common::assert_success(&format!("installing {pin}: {command:?}"), &output);
             };
             run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
             run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", &pin]));
@@ -578,6 +572,10 @@ async fn exercise(kind: Kind, name: &str) {
     // No principal: the sidecar refuses to decide (401 passes both proxies).
     let anonymous = proxy.send("POST", "/invoices?currency=USD", &[("X-Workspace-Id", "ws_gateway")], invoice).await;
     assert_eq!(anonymous.status, 401, "{}", explain(&format!("anonymous: {:?} {}", anonymous.headers, anonymous.body)));
+    // A second principal header: which one the application reads is not clear, so refused (400; nginx 500).
+    let twice =
+        proxy.send("POST", "/invoices?currency=USD", &client_headers(&[("X-User-Id", "usr_admin")]), invoice).await;
+    assert_eq!(twice.status, expected, "{}", explain(&format!("two principals: {:?} {}", twice.headers, twice.body)));
     assert_eq!(application.seen().len(), 1, "an untranslatable request reached the application");
     assert_eq!(evidence_count(&f.db).await, before, "an untranslatable request wrote evidence");
 

@@ -160,9 +160,9 @@ async fn govern(
                 Err(error.into())
             }
         }
-        Err(EvidenceError::KeyReused { .. }) if !call.caller().can_read(&validation.request.workspace_id) => {
-            Err(EvidenceError::KeyReused { evidence_id: None }.into())
-        }
+        // The denial reaches the proxy's client, who may not read the
+        // workspace's evidence whatever the proxy may: no other row's id.
+        Err(EvidenceError::KeyReused { .. }) => Err(EvidenceError::KeyReused { evidence_id: None }.into()),
         Err(error) => Err(error.into()),
     }
 }
@@ -273,22 +273,26 @@ pub(super) async fn check(api: &GovernanceApi, request: CheckRequest, call: &Cal
         let missing = crate::gateway::Untranslatable::NoOriginalRequest("no attributes.request.http");
         return Ok(into_check_response(refused(Front::Envoy, missing.into())));
     };
-    // Envoy sends `header_map` instead of `headers` when told to encode raw headers.
-    let from_header_map: HashMap<String, String>;
+    // Envoy sends `header_map` instead of `headers` when told to encode raw
+    // headers; a repeated header's values are joined with commas, as in `headers`.
+    let mut from_header_map: HashMap<String, String> = HashMap::new();
     let headers = match (&http.headers, &http.header_map) {
         (headers, Some(map)) if headers.is_empty() => {
-            from_header_map = map
-                .headers
-                .iter()
-                .filter_map(|h| {
-                    let value = if h.raw_value.is_empty() {
-                        Some(h.value.clone())
-                    } else {
-                        String::from_utf8(h.raw_value.clone()).ok()
-                    };
-                    Some((h.key.to_ascii_lowercase(), value?))
-                })
-                .collect();
+            for header in &map.headers {
+                let value = if header.raw_value.is_empty() {
+                    header.value.as_str()
+                } else {
+                    let Ok(value) = std::str::from_utf8(&header.raw_value) else { continue };
+                    value
+                };
+                from_header_map
+                    .entry(header.key.to_ascii_lowercase())
+                    .and_modify(|joined| {
+                        joined.push(',');
+                        joined.push_str(value);
+                    })
+                    .or_insert_with(|| value.to_owned());
+            }
             &from_header_map
         }
         (headers, _) => headers,

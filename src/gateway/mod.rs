@@ -89,6 +89,8 @@ pub enum Untranslatable {
     NoWorkspace(String),
     #[error("the request names no principal ({0})")]
     NoPrincipal(String),
+    #[error("the header `{0}` is sent more than once, or as a list: which value the upstream reads is not clear")]
+    RepeatedHeader(String),
     #[error("the proxy did not say which request it asks about: {0}")]
     NoOriginalRequest(&'static str),
 }
@@ -153,7 +155,8 @@ impl Gateway {
             ("operation", Value::str(&route.operation)),
             ("payload", Value::Object(payload)),
         ]);
-        let idempotency_key = request.headers.get(REQUEST_ID_HEADER).map(str::to_owned);
+        // An empty id is no id: otherwise every such request of a workspace would share one key.
+        let idempotency_key = request.headers.one(REQUEST_ID_HEADER)?.filter(|id| !id.is_empty()).map(str::to_owned);
         Ok(Translation::Governed { route: Arc::clone(route), body, idempotency_key })
     }
 }
@@ -225,13 +228,21 @@ mod tests {
         let gateway = gateway("value:acme", "header:x-user-id");
         let h = headers(&[("x-user-id", "u1")]);
         for (method, uri) in
-            [("GET", "/invoices"), ("POST", "/invoices/1/void"), ("POST", "/invoices/"), ("POST", "/other")]
+            [("GET", "/invoices"), ("POST", "/invoices/1/void"), ("POST", "/Invoices"), ("POST", "/other")]
         {
             assert!(
                 matches!(translate(&gateway, method, uri, &h, None).unwrap(), Translation::Unmapped { .. }),
                 "{method} {uri}"
             );
         }
+    }
+
+    #[test]
+    fn a_trailing_slash_takes_the_route_and_an_empty_request_id_is_no_key() {
+        let gateway = gateway("value:acme", "header:x-user-id");
+        let h = headers(&[("x-user-id", "u1"), ("x-request-id", "")]);
+        let (route, _, key) = governed(translate(&gateway, "POST", "/invoices/", &h, None).unwrap());
+        assert_eq!((route.name.as_str(), key), ("POST /invoices", None));
     }
 
     #[test]
@@ -259,6 +270,9 @@ mod tests {
             object([("type", Value::str("service")), ("id", Value::str("spiffe://cluster.local/ns/b/sa/client"))])
         );
         assert_eq!(body["payload"], object([("ws", Value::str("acme-eu")), ("id", Value::str("7"))]));
+        // Validation would trim ` acme`, the upstream would not: refused.
+        let error = translate(&gateway, "DELETE", "/workspaces/acme%20/invoices/7", &h, None).unwrap_err();
+        assert!(matches!(error, Untranslatable::BadPath(_)), "{error:?}");
     }
 
     #[test]
@@ -277,6 +291,13 @@ mod tests {
         assert!(matches!(refused("DELETE", "/invoices/a%2Fb", None), Untranslatable::BadPath(_)));
         assert!(matches!(refused("DELETE", "/invoices/%zz", None), Untranslatable::BadPath(_)));
         assert!(matches!(refused("POST", "/invoices?a=%zz", None), Untranslatable::BadQuery(_)));
+        let twice = headers(&[("x-workspace-id", "acme"), ("x-user-id", "u1"), ("x-user-id", "admin")]);
+        let error = translate(&gateway, "POST", "/invoices", &twice, None).unwrap_err();
+        assert_eq!(error, Untranslatable::RepeatedHeader("x-user-id".into()));
+        // How Envoy's map passes a repeated header.
+        let joined = headers(&[("x-workspace-id", "acme"), ("x-user-id", "u1,admin")]);
+        let error = translate(&gateway, "POST", "/invoices", &joined, None).unwrap_err();
+        assert_eq!(error, Untranslatable::RepeatedHeader("x-user-id".into()));
         let anonymous = headers(&[("x-workspace-id", "acme")]);
         let error = translate(&gateway, "POST", "/invoices", &anonymous, None).unwrap_err();
         assert_eq!(error.error_code(), ServiceErrorCode::Unauthenticated);

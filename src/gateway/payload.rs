@@ -3,8 +3,10 @@
 //! server could read two ways is refused rather than guessed.
 //!
 //! - The path is split on `/` before each segment is percent-decoded, so an
-//!   encoded `/` never makes a segment; `.`, `..`, an encoded `/` or `\`, and
-//!   bad encodings are refused.
+//!   encoded `/` never makes a segment; `.`, `..`, an empty segment (`//`,
+//!   though a trailing `/` is kept for the route to match), a `;` (a path
+//!   parameter, which some servers strip), an encoded `/` or `\`, and bad
+//!   encodings are refused.
 //! - The payload is the JSON body (any non-empty body must be a JSON object,
 //!   whatever its `content-type` says: many servers parse JSON regardless),
 //!   with the path's parameters and the query's, as strings; a query name
@@ -26,8 +28,16 @@ pub(super) fn path_segments(path: &str) -> Result<Vec<String>, Untranslatable> {
     if rest.is_empty() {
         return Ok(Vec::new());
     }
+    let count = rest.split('/').count();
     rest.split('/')
-        .map(|segment| {
+        .enumerate()
+        .map(|(index, segment)| {
+            if segment.is_empty() && index + 1 < count {
+                return Err(bad("an empty segment"));
+            }
+            if segment.contains(';') {
+                return Err(bad("a `;` in a segment"));
+            }
             let decoded = percent_decode(segment, false).ok_or_else(|| bad("a bad percent-encoding"))?;
             if decoded == "." || decoded == ".." {
                 return Err(bad("a `.` or `..` segment"));
@@ -53,7 +63,7 @@ pub(super) fn payload(request: &HttpRequest<'_>, parameters: Map, query: &str) -
 }
 
 fn body(request: &HttpRequest<'_>) -> Result<Map, Untranslatable> {
-    if request.headers.get(PARTIAL_BODY_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if request.headers.get(PARTIAL_BODY_HEADER)?.is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(Untranslatable::PartialBody);
     }
     let Some(bytes) = request.body.filter(|b| !b.is_empty()) else { return Ok(Map::default()) };
@@ -68,6 +78,8 @@ fn body(request: &HttpRequest<'_>) -> Result<Map, Untranslatable> {
 /// The query's parameters in order, a repeated name's values gathered.
 fn query_parameters(query: &str) -> Result<Vec<(String, Value)>, Untranslatable> {
     let mut parameters: Vec<(String, Value)> = Vec::new();
+    // Where each name is in `parameters`: thousands of names cost no more than their length.
+    let mut positions: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |text: &str| {
@@ -75,10 +87,13 @@ fn query_parameters(query: &str) -> Result<Vec<(String, Value)>, Untranslatable>
                 .ok_or_else(|| Untranslatable::BadQuery(format!("a bad percent-encoding in `{pair}`")))
         };
         let (name, value) = (decode(name)?, Value::str(decode(value)?));
-        match parameters.iter_mut().find(|(known, _)| *known == name) {
-            Some((_, Value::Array(values))) => values.push(value),
-            Some((_, first)) => *first = Value::Array(vec![first.clone(), value]),
-            None => parameters.push((name, value)),
+        match positions.get(&name).map(|&position| &mut parameters[position].1) {
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![std::mem::replace(first, Value::Null), value]),
+            None => {
+                positions.insert(name.clone(), parameters.len());
+                parameters.push((name, value));
+            }
         }
     }
     Ok(parameters)
@@ -113,7 +128,7 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     while index < bytes.len() {
         match bytes[index] {
             b'%' => {
-                let hex = bytes.get(index + 1..index + 3)?;
+                let hex = bytes.get(index + 1..index + 3).filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))?;
                 decoded.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 index += 3;
             }
@@ -143,14 +158,16 @@ mod tests {
         assert_eq!(parameters[1].1, Value::str("x y!"));
         assert_eq!(parameters[2].1, Value::str(""));
         assert!(query_parameters("a=%4").is_err() && query_parameters("a=%ff").is_err());
+        assert!(query_parameters("a=%+5").is_err() && query_parameters("a=%-5").is_err());
     }
 
     #[test]
     fn segments_are_decoded_after_the_split() {
         assert_eq!(path_segments("/").unwrap(), Vec::<String>::new());
         assert_eq!(path_segments("/a%20b/c").unwrap(), ["a b", "c"]);
-        assert_eq!(path_segments("/a//b").unwrap(), ["a", "", "b"]);
-        for bad in ["a", "/%2e%2e/x", "/./x", "/a%5cb", "/%"] {
+        assert_eq!(path_segments("/a/b/").unwrap(), ["a", "b", ""]);
+        assert_eq!(path_segments("/a%3Bb").unwrap(), ["a;b"]);
+        for bad in ["a", "/%2e%2e/x", "/./x", "/a%5cb", "/%", "/a//b", "//a", "/a;v=1/b", "/a/b;", "/a%+5"] {
             assert!(path_segments(bad).is_err(), "{bad}");
         }
     }

@@ -2,6 +2,7 @@
 //! for every front end: Envoy's `CheckRequest` and a forward-auth request
 //! are both read into an [`HttpRequest`] by `api/check.rs`.
 
+use super::Untranslatable;
 use crate::decision::Map;
 
 /// The request a proxy asks about.
@@ -32,12 +33,38 @@ pub enum Headers<'a> {
 }
 
 impl<'a> Headers<'a> {
-    /// The value of the header `name` (lower case), if present and text.
-    pub fn get(&self, name: &str) -> Option<&'a str> {
+    /// The value of the header `name` (lower case), if present and text. A
+    /// header sent more than once is refused: the sidecar and the upstream
+    /// could each read another of its values. (Envoy's map joins a repeated
+    /// header's values with commas: see [`Headers::one`].)
+    pub fn get(&self, name: &str) -> Result<Option<&'a str>, Untranslatable> {
+        let repeated = || Untranslatable::RepeatedHeader(name.to_owned());
         match *self {
-            Headers::Envoy(map) => map.get(name).map(String::as_str),
-            Headers::Http(map) => map.get(name).and_then(|value| value.to_str().ok()),
-            Headers::Pairs(pairs) => pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str()),
+            Headers::Envoy(map) => Ok(map.get(name).map(String::as_str)),
+            Headers::Http(map) => {
+                let mut values = map.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (_, Some(_)) => Err(repeated()),
+                    (value, None) => Ok(value.and_then(|value| value.to_str().ok())),
+                }
+            }
+            Headers::Pairs(pairs) => {
+                let mut values = pairs.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str());
+                match (values.next(), values.next()) {
+                    (_, Some(_)) => Err(repeated()),
+                    (value, None) => Ok(value),
+                }
+            }
+        }
+    }
+
+    /// The one value of the header `name`, which must not be a list: a comma
+    /// is refused too, since Envoy passes a repeated header's values joined
+    /// by commas (and HTTP reads a comma-separated value as several).
+    pub fn one(&self, name: &str) -> Result<Option<&'a str>, Untranslatable> {
+        match self.get(name)? {
+            Some(value) if value.contains(',') => Err(Untranslatable::RepeatedHeader(name.to_owned())),
+            value => Ok(value),
         }
     }
 }

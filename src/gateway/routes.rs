@@ -5,7 +5,10 @@
 //! the decoded segment, a `{parameter}` segment takes any non-empty one.
 //! When several templates match, the one with a literal segment where the
 //! others have a parameter, earliest, wins (OpenAPI's rule: `/invoices/mine`
-//! before `/invoices/{id}`).
+//! before `/invoices/{id}`). A path with a trailing `/` takes the route
+//! without it unless a template has the `/` too: many servers route both
+//! alike, so such a request is decided, never passed as unmapped. Literal
+//! segments compare exactly, case included.
 
 use std::sync::Arc;
 
@@ -83,6 +86,13 @@ impl Routes {
 
     /// The route `method` and the decoded `segments` take, with the values of its parameters.
     pub fn find(&self, method: &str, segments: &[String]) -> Option<(&Arc<Route>, Map)> {
+        self.find_exact(method, segments).or_else(|| match segments.split_last() {
+            Some((last, rest)) if last.is_empty() => self.find_exact(method, rest),
+            _ => None,
+        })
+    }
+
+    fn find_exact(&self, method: &str, segments: &[String]) -> Option<(&Arc<Route>, Map)> {
         let candidates =
             self.0.iter().filter(|r| r.method.eq_ignore_ascii_case(method) && matches(&r.segments, segments));
         let route = candidates.max_by(|a, b| literal_mask(&a.segments).cmp(&literal_mask(&b.segments)))?;
@@ -101,13 +111,17 @@ fn template_segments(template: &str) -> anyhow::Result<Vec<Segment>> {
     if rest.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(rest
-        .split('/')
+    rest.split('/')
         .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) if !name.is_empty() && !name.contains(['{', '}']) => Segment::Parameter(name.to_owned()),
-            _ => Segment::Literal(segment.to_owned()),
+            Some(name) if !name.is_empty() && !name.contains(['{', '}']) => Ok(Segment::Parameter(name.to_owned())),
+            // `{id}.json` or `{name}:void`: a parameter inside a segment, which would
+            // otherwise be a literal no request matches, the route silently unmapped.
+            _ if segment.contains(['{', '}']) => {
+                bail!("the path `{template}` has a parameter inside the segment `{segment}`, which the gateway does not match: give it a segment of its own, or mark the operation \"governed\": false")
+            }
+            _ => Ok(Segment::Literal(segment.to_owned())),
         })
-        .collect())
+        .collect()
 }
 
 fn matches(template: &[Segment], segments: &[String]) -> bool {
@@ -154,5 +168,18 @@ mod tests {
         assert_eq!(find(&["invoices", "7"]).as_deref(), Some("read"));
         assert_eq!(find(&["invoices", ""]), None);
         assert_eq!(find(&["invoices"]), None);
+        assert_eq!(find(&["invoices", "7", ""]).as_deref(), Some("read"), "a trailing / takes the route without it");
+        assert_eq!(find(&["Invoices", "7"]), None, "literal segments compare exactly");
+    }
+
+    #[test]
+    fn a_parameter_inside_a_segment_is_refused_at_start() {
+        for path in ["/invoices/{id}.json", "/invoices/{id}:void", "/x/{a}{b}", "/x/{"] {
+            let map = format!(
+                r#"{{"operations": [{{"operation_id": "a", "method": "get", "path": "{path}", "object_type": "x", "operation": "a"}}]}}"#
+            );
+            let error = Routes::new(&OperationMap::parse(&map).unwrap()).unwrap_err();
+            assert!(error.to_string().contains("inside the segment"), "{path}: {error}");
+        }
     }
 }

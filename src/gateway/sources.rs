@@ -2,11 +2,15 @@
 //! says the mesh puts where (`--gateway-workspace`, `--gateway-principal`).
 //!
 //! The principal must come from something the proxy vouches for, never from
-//! what a client may set at will: Envoy replaces `x-forwarded-client-cert`
-//! with the verified peer certificate's identity (its default,
-//! `SANITIZE_SET` in Istio), and `jwt_authn` passes on only payloads it
-//! verified. A header source is as trustworthy as the proxy's handling of
-//! that header (`docs/gateway.md`).
+//! what a client may set at will. Envoy adds to `x-forwarded-client-cert`
+//! an element for the peer certificate it verified, last: Istio's sidecars
+//! append it to what the client sent (`APPEND_FORWARD`), its gateways
+//! replace the client's header (`SANITIZE_SET`). So the principal is the
+//! last element's one `URI`, and a header that could be read two ways (a
+//! quote left open, which would fold the proxy's element into a client's,
+//! or two `URI`s in the last element) names no principal. `jwt_authn`
+//! passes on only payloads it verified. A header source is as trustworthy
+//! as the proxy's handling of that header (`docs/gateway.md`).
 
 use anyhow::bail;
 
@@ -51,8 +55,12 @@ impl WorkspaceSource {
 
     pub(super) fn read(&self, request: &HttpRequest<'_>, parameters: &Map) -> Result<String, Untranslatable> {
         let found = match self {
-            WorkspaceSource::Header(name) => request.headers.get(name).map(str::trim).map(str::to_owned),
+            WorkspaceSource::Header(name) => request.headers.one(name)?.map(str::trim).map(str::to_owned),
             WorkspaceSource::PathParameter(name) => match parameters.get(name.as_str()) {
+                // Validation would trim it, and the upstream would not: one workspace read two ways.
+                Some(Value::Str(value)) if value.trim() != value.as_str() => {
+                    return Err(Untranslatable::BadPath(format!("the workspace `{value}` has surrounding spaces")));
+                }
                 Some(Value::Str(value)) => Some(value.to_string()),
                 _ => None,
             },
@@ -92,8 +100,8 @@ impl PrincipalSource {
 
     pub(super) fn read(&self, request: &HttpRequest<'_>) -> Result<String, Untranslatable> {
         let found = match self {
-            PrincipalSource::Header(name) => request.headers.get(name).map(str::trim).map(str::to_owned),
-            PrincipalSource::ClientCertificate => request.headers.get(XFCC_HEADER).and_then(xfcc_uri),
+            PrincipalSource::Header(name) => request.headers.one(name)?.map(str::trim).map(str::to_owned),
+            PrincipalSource::ClientCertificate => request.headers.get(XFCC_HEADER)?.and_then(xfcc_uri),
             PrincipalSource::JwtClaim(claim) => {
                 request.jwt_payloads.iter().find_map(|payload| match payload.get(claim.as_str()) {
                     Some(Value::Str(value)) => Some(value.to_string()),
@@ -126,16 +134,23 @@ fn header_name(name: &str) -> anyhow::Result<String> {
 /// The `URI` of the last element of an `x-forwarded-client-cert` value:
 /// elements are separated by commas, their pairs by semicolons, and a
 /// value may be quoted (a `Subject` holds commas), with `\"` inside.
+/// `None` unless the quoting closes and the last element has one `URI`.
 fn xfcc_uri(value: &str) -> Option<String> {
-    let elements = split_unquoted(value, ',');
+    let elements = split_unquoted(value, ',')?;
     let last = elements.last()?;
-    split_unquoted(last, ';').into_iter().find_map(|pair| {
+    let mut uris = split_unquoted(last, ';')?.into_iter().filter_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         key.trim().eq_ignore_ascii_case("uri").then(|| unquote(value.trim()))
-    })
+    });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) => Some(uri),
+        _ => None,
+    }
 }
 
-fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+/// `text` split on `separator` outside quotes; `None` if a quote or an
+/// escape is left open at the end.
+fn split_unquoted(text: &str, separator: char) -> Option<Vec<&str>> {
     let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
     for (index, c) in text.char_indices() {
         match c {
@@ -150,7 +165,7 @@ fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
         }
     }
     parts.push(&text[start..]);
-    parts
+    (!quoted && !escaped).then_some(parts)
 }
 
 fn unquote(value: &str) -> String {
@@ -172,6 +187,25 @@ mod tests {
         assert_eq!(xfcc_uri(&two).as_deref(), Some("spiffe://cluster.local/ns/c/sa/edge"));
         assert_eq!(xfcc_uri("By=spiffe://x;Hash=1"), None);
         assert_eq!(xfcc_uri(r#"URI="spiffe://q\"x""#).as_deref(), Some("spiffe://q\"x"));
+    }
+
+    #[test]
+    fn a_client_cannot_fold_the_proxys_element_into_its_own() {
+        // Istio's sidecars append their element to the client's header (APPEND_FORWARD).
+        let proxy =
+            r#",By=spiffe://cluster.local/ns/a/sa/api;Hash=1;Subject="";URI=spiffe://cluster.local/ns/x/sa/attacker"#;
+        for forged in [
+            r#"URI=spiffe://cluster.local/ns/prod/sa/admin;X=""#,
+            r#"URI=spiffe://cluster.local/ns/prod/sa/admin;X="\"#,
+            r#"X="a\"#,
+        ] {
+            let header = format!("{forged}{proxy}");
+            assert_eq!(xfcc_uri(&header), None, "{header}");
+        }
+        // A client's well-formed element is ignored: the proxy's, last, is the principal.
+        let header = format!("URI=spiffe://cluster.local/ns/prod/sa/admin{proxy}");
+        assert_eq!(xfcc_uri(&header).as_deref(), Some("spiffe://cluster.local/ns/x/sa/attacker"));
+        assert_eq!(xfcc_uri("URI=spiffe://a;URI=spiffe://b"), None);
     }
 
     #[test]
