@@ -1,6 +1,7 @@
 //! The evidence schema: migrations applied once under concurrent start-ups,
-//! newer schemas and bad mutation statements refused at start-up, and
-//! evidence tables that only the purge function can delete from.
+//! newer schemas and bad mutation statements refused at start-up, evidence
+//! tables that only the purge function can delete from, and a purge that
+//! removes a write whole or not at all.
 
 mod common;
 
@@ -169,4 +170,69 @@ async fn the_result_table_checks_no_foreign_key_and_every_result_still_has_its_r
         ))
         .await;
     assert_eq!(joined, 1);
+}
+
+/// A purge without a log checkpoint, racing a write that commits while it
+/// runs, removes that write whole or keeps it whole: never its row without
+/// its result (migration 15; before it, the purge's two statements each took
+/// a snapshot of their own, and the second deleted a row whose result the
+/// first had not seen).
+#[tokio::test]
+async fn a_purge_racing_a_write_never_leaves_a_result_without_its_row() {
+    let f = fixture().await;
+    let old = f.execute(call(invoice_request(250, "USD"), Some("race-old"), "create_invoice")).await.unwrap();
+    let writer = connect(&f.url).await;
+    let purger = connect(&f.url).await;
+
+    // The writer holds the old result's row lock, so the purge waits on it
+    // mid-way; meanwhile the writer adds a row (older than the cutoff) and its result.
+    writer.batch_execute("BEGIN").await.unwrap();
+    writer
+        .execute("SELECT 1 FROM governance_mutation_results WHERE evidence_id = $1 FOR UPDATE", &[&old.evidence_id])
+        .await
+        .unwrap();
+    let copied: i64 = writer
+        .query_one(
+            "INSERT INTO governance_events SELECT (jsonb_populate_record(NULL::governance_events, to_jsonb(e) \
+               || jsonb_build_object('id', nextval('governance_events_id_seq'), 'idempotency_key', NULL))).* \
+             FROM governance_events e WHERE id = $1 RETURNING id",
+            &[&old.evidence_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    writer
+        .execute(
+            "INSERT INTO governance_mutation_results SELECT (jsonb_populate_record(NULL::governance_mutation_results, \
+               to_jsonb(r) || jsonb_build_object('evidence_id', $2::bigint))).* \
+             FROM governance_mutation_results r WHERE evidence_id = $1",
+            &[&old.evidence_id, &copied],
+        )
+        .await
+        .unwrap();
+    let purge = tokio::spawn(async move {
+        purger.query_one("SELECT governance_purge_before(now() + interval '1 minute')", &[]).await.map(|_| ())
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE wait_event_type = 'Lock' AND query LIKE '%governance_purge_before%'";
+    let started = std::time::Instant::now();
+    while f.count(waiting).await == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the purge never waited on the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    writer.batch_execute("COMMIT").await.unwrap();
+    purge.await.unwrap().unwrap();
+
+    let orphans = f
+        .count(
+            "SELECT count(*) FROM governance_mutation_results r \
+             WHERE NOT EXISTS (SELECT 1 FROM governance_events e WHERE e.id = r.evidence_id)",
+        )
+        .await;
+    assert_eq!(orphans, 0, "a result outlived its row");
+    let kept = f.count(&format!("SELECT count(*) FROM governance_events WHERE id = {copied}")).await;
+    let kept_result =
+        f.count(&format!("SELECT count(*) FROM governance_mutation_results WHERE evidence_id = {copied}")).await;
+    assert_eq!(kept, kept_result, "the racing write was split: row {kept}, result {kept_result}");
+    assert_eq!(f.count(&format!("SELECT count(*) FROM governance_events WHERE id = {}", old.evidence_id)).await, 0);
 }

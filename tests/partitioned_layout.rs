@@ -23,22 +23,51 @@ async fn partitioned(upkeep: Upkeep) -> Fixture {
     fixture_in(EvidenceLayout::Partitioned, upkeep, None).await
 }
 
+/// The compression of every partition's large columns (`l` for lz4), by table.
+async fn partition_compression(db: &tokio_postgres::Client) -> Vec<(String, String)> {
+    let rows = db
+        .query(
+            "SELECT c.relname::text, a.attcompression::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relname LIKE 'governance_events%' AND c.relkind IN ('r', 'p') \
+               AND a.attname IN ('response_json', 'request_json') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+/// A database converted before migration 12 kept pglz on the partitions it
+/// had then, since a parent's setting reaches only partitions created after
+/// it: migration 14 sets every one.
+#[tokio::test]
+async fn migration_14_compresses_partitions_that_kept_pglz_with_lz4() {
+    let f = partitioned(Upkeep::default()).await;
+    let mut owner = connect(&f.url).await;
+    for (table, _) in partition_compression(&f.db).await {
+        owner
+            .batch_execute(&format!(
+                "ALTER TABLE {table} ALTER COLUMN response_json SET COMPRESSION pglz, \
+                 ALTER COLUMN request_json SET COMPRESSION pglz"
+            ))
+            .await
+            .unwrap();
+    }
+    owner.batch_execute("DELETE FROM governance_schema_migrations WHERE version >= 14").await.unwrap();
+    assert_eq!(migrate::migrate(&mut owner).await.unwrap(), [14, 15]);
+    let compression = partition_compression(&f.db).await;
+    assert!(compression.len() >= 2 * 5, "the parent and its four partitions: {compression:?}");
+    assert!(compression.iter().all(|(_, method)| method == "l"), "{compression:?}");
+}
+
 #[tokio::test]
 async fn a_new_database_has_this_month_and_three_ahead_and_writes_replay_and_read_back_as_before() {
     let f = partitioned(Upkeep::default()).await;
     assert_eq!(layout::detect(&f.db).await.unwrap(), EvidenceLayout::Partitioned);
     // The parent's lz4 (migration 12, set again by the conversion) holds for every partition.
-    let compression =
-        f.db.query(
-            "SELECT c.relname::text, a.attcompression::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             WHERE c.relname LIKE 'governance_events%' AND c.relkind IN ('r', 'p') \
-               AND a.attname IN ('response_json', 'request_json')",
-            &[],
-        )
-        .await
-        .unwrap();
+    let compression = partition_compression(&f.db).await;
     assert!(compression.len() >= 2 * 5, "the parent and its four partitions: {compression:?}");
-    assert!(compression.iter().all(|row| row.get::<_, String>(1) == "l"), "{compression:?}");
+    assert!(compression.iter().all(|(_, method)| method == "l"), "{compression:?}");
     for table in ["governance_events", "governance_mutation_results"] {
         let expected: Vec<String> = futures_util::future::join_all((0..=3).map(|m| month(&f, table, m))).await;
         assert_eq!(partitions(&f, table).await, expected);

@@ -69,6 +69,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "result_without_foreign_key",
         sql: include_str!("../../migrations/0013_result_without_foreign_key.sql"),
     },
+    Migration {
+        version: 14,
+        name: "every_partition_compressed",
+        sql: include_str!("../../migrations/0014_every_partition_compressed.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "retention_in_one_snapshot",
+        sql: include_str!("../../migrations/0015_retention_in_one_snapshot.sql"),
+    },
 ];
 
 pub fn latest_version() -> i32 {
