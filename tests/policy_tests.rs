@@ -320,6 +320,16 @@ fn the_junit_report_parses_with_a_suite_per_file_and_counts_that_match() {
 }
 
 #[test]
+fn a_junit_report_that_cannot_be_written_exits_2_printing_nothing_on_stdout() {
+    let scratch = tempfile::tempdir().unwrap();
+    write_tests(scratch.path(), "tests/one.tests.json", APPROVED);
+    let ran = test_with_invoice_bundle(&["--junit", "no-such-directory/report.xml", "tests"], scratch.path());
+    assert_eq!(ran.code, Some(2), "{ran:?}");
+    assert_eq!(ran.stdout, "", "{ran:?}");
+    assert!(ran.stderr.contains("no-such-directory/report.xml"), "{ran:?}");
+}
+
+#[test]
 fn no_test_file_found_or_an_unreadable_path_exits_2() {
     let scratch = tempfile::tempdir().unwrap();
     std::fs::create_dir(scratch.path().join("empty")).unwrap();

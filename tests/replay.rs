@@ -15,7 +15,7 @@ use common::dev::BINARY;
 use common::evidence::{call, database, store_writing};
 use common::postgres::{connect, fresh_database};
 use governance_sidecar::api::GovernanceApi;
-use governance_sidecar::config::ServerSettings;
+use governance_sidecar::config::{Limits, ServerSettings};
 use governance_sidecar::evidence::WriteSettings;
 use governance_sidecar::policies;
 use governance_sidecar::proto::{ReplayEvidenceRequest, replay_evidence_response::Event};
@@ -67,6 +67,10 @@ struct Recorded {
 /// A sidecar deciding writes with the example's bundle (and, for requests
 /// that bring their own, the caller's policies), its evidence in a fresh database.
 async fn recorded() -> Recorded {
+    recorded_with(ServerSettings::default()).await
+}
+
+async fn recorded_with(settings: ServerSettings) -> Recorded {
     let url = fresh_database().await;
     let mut db = connect(&url).await;
     migrate::migrate(&mut db).await.unwrap();
@@ -76,7 +80,7 @@ async fn recorded() -> Recorded {
     let store = store_writing(database(&url), WriteSettings::default(), REGISTRY).await;
     let policies = Arc::new(policies::load(&recorded_bundle()).unwrap());
     let api = GovernanceApi::with_evidence(store).with_policies(policies, true);
-    let server = TestServer::start(ServerSettings::default(), api).await;
+    let server = TestServer::start(settings, api).await;
     Recorded { server, url, db }
 }
 
@@ -377,6 +381,10 @@ async fn a_candidate_that_is_no_bundle_or_a_time_postgresql_cannot_read_exits_2_
     let bad_gate = replay(&r.url, &recorded_bundle(), &["--fail-on", "everything"]);
     assert_eq!(bad_gate.code, 2, "{}", bad_gate.stderr);
     assert!(bad_gate.lines.is_empty());
+    // A sample of nothing would pass every gate having tested nothing.
+    let no_sample = replay(&r.url, &recorded_bundle(), &["--sample", "0"]);
+    assert_eq!(no_sample.code, 2, "{}", no_sample.stderr);
+    assert!(no_sample.lines.is_empty());
 }
 
 #[tokio::test]
@@ -443,6 +451,10 @@ async fn the_grpc_call_streams_the_rows_and_the_summary_and_refuses_bad_requests
         }
     }
     assert_eq!(rows_after_the_end, Some(0));
+    let too_large = ReplayEvidenceRequest { sample: 100_001, ..request.clone() };
+    let status = client.replay_evidence(too_large).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("sample must be at most 100000"), "{}", status.message());
     let not_a_bundle = ReplayEvidenceRequest { candidate_bundle: Some(b"{}".to_vec()), ..request };
     let status = client.replay_evidence(not_a_bundle).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -487,6 +499,54 @@ async fn a_replay_holding_its_snapshot_blocks_no_writer_and_sees_none_of_their_r
     }
     assert_eq!(total.unwrap().rows, 3_000, "the rows written after the snapshot are not in it");
     assert_eq!(r.db.query_one("SELECT count(*) FROM governance_events", &[]).await.unwrap().get::<_, i64>(0), 3_005);
+}
+
+/// A caller that starts a replay and never reads it, its connection alive,
+/// keeps the slot only until the call's deadline (the sidecar's
+/// `--request-timeout-ms`) ends the replay: then another caller may replay.
+#[tokio::test]
+async fn a_caller_that_stops_reading_frees_the_replay_slot_at_its_deadline() {
+    let limits = Limits { request_timeout: std::time::Duration::from_secs(3), ..Limits::default() };
+    let settings = ServerSettings { limits, ..ServerSettings::default() };
+    let r = recorded_with(settings).await;
+    let first = r.write("ws_a", r#"{"amount": 5, "currency": "USD"}"#, "create_invoice").await;
+    // Megabytes of rows: more than HTTP/2's windows and the stream's buffer hold unread.
+    copies_of(&r, first, 20_000).await;
+    r.write("ws_b", r#"{"amount": 5, "currency": "USD"}"#, "create_invoice").await;
+    // HTTP/2's smallest windows, so that the stream's buffer fills while the caller does not read.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", r.server.address))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = governance_sidecar::proto::governance_client::GovernanceClient::new(channel);
+    let request = ReplayEvidenceRequest { workspace_id: "ws_a".into(), include_unchanged: true, ..Default::default() };
+    let unread = client.replay_evidence(request).await.unwrap().into_inner();
+
+    // Another caller, on a connection of its own (the unread stream holds the first one's window).
+    let mut another = r.server.client().await;
+    let other = ReplayEvidenceRequest { workspace_id: "ws_b".into(), ..Default::default() };
+    let started = std::time::Instant::now();
+    let mut stream = loop {
+        match another.replay_evidence(other.clone()).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(started.elapsed() < std::time::Duration::from_secs(15), "the unread replay kept the slot");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    let mut rows = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(Event::Summary(summary)) = message.event {
+            rows = summary.total.map(|total| total.rows);
+        }
+    }
+    assert_eq!(rows, Some(1));
+    drop(unread);
 }
 
 /// The conformance corpus's decided requests, each with its Kernite name,

@@ -31,6 +31,15 @@ pub(super) type ReplayStream = ReceiverStream<Result<proto::ReplayEvidenceRespon
 /// Stream messages waiting for the caller to read them.
 const STREAM_BUFFER: usize = 64;
 
+/// The largest `sample` a call may ask for: the draw holds every id it
+/// keeps, and a replay over gRPC must end within its deadline anyway (the
+/// command line has no such bound).
+const MAX_SAMPLE: u64 = 100_000;
+
+/// How long the last message (the summary, or why there is none) may wait
+/// for a caller that has stopped reading: the replay's slot is freed before.
+const LAST_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(super) async fn replay_evidence(
     api: &GovernanceApi,
     request: proto::ReplayEvidenceRequest,
@@ -42,8 +51,17 @@ pub(super) async fn replay_evidence(
     }
     let workspace_id = storable_text(request.workspace_id, "workspace_id")?;
     call.may_in(&workspace_id)?;
-    let candidate = match &request.candidate_bundle {
-        Some(bytes) => Arc::new(PolicyBundle::parse(bytes).map_err(|e| ApiError::BadCandidate(e.to_string()))?),
+    if request.sample > MAX_SAMPLE {
+        return Err(ApiError::BadAuditRequest(format!("sample must be at most {MAX_SAMPLE} over gRPC")));
+    }
+    // The slot first: a second caller's candidate is not even parsed.
+    let permit = Arc::clone(&api.replays).try_acquire_owned().map_err(|_| ApiError::ReplayRunning)?;
+    let candidate = match request.candidate_bundle {
+        // Off the runtime's threads: a large bundle takes a while to check.
+        Some(bytes) => match tokio::task::spawn_blocking(move || PolicyBundle::parse(&bytes)).await {
+            Ok(parsed) => Arc::new(parsed.map_err(|e| ApiError::BadCandidate(e.to_string()))?),
+            Err(_) => return Err(ApiError::BadCandidate("the candidate could not be checked".into())),
+        },
         None => api.decider.policies.as_ref().ok_or(ApiError::NoPolicyBundle)?.current(),
     };
     let scope = |text: String, field: &str| match text.is_empty() {
@@ -59,7 +77,6 @@ pub(super) async fn replay_evidence(
         sample: (request.sample > 0).then_some(request.sample),
         seed: request.seed,
     };
-    let permit = Arc::clone(&api.replays).try_acquire_owned().map_err(|_| ApiError::ReplayRunning)?;
     let lease = store.pool().get().await.map_err(crate::evidence::EvidenceError::from)?;
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     let stream = Streamed { sender, include_unchanged: request.include_unchanged };
@@ -80,7 +97,7 @@ impl Streamed {
         selection: Selection,
         candidate: Arc<PolicyBundle>,
         deadline: Deadline,
-        _one_at_a_time: OwnedSemaphorePermit,
+        one_at_a_time: OwnedSemaphorePermit,
     ) {
         let candidate_sha256 = candidate.sha256.clone();
         let replayed = deadline
@@ -102,7 +119,11 @@ impl Streamed {
                 Err(Status::from(error))
             }
         };
-        let _ = self.sender.send(last).await;
+        // A caller that stopped reading must not keep the slot, nor this task.
+        drop(one_at_a_time);
+        if tokio::time::timeout(LAST_MESSAGE_WAIT, self.sender.send(last)).await.is_err() {
+            tracing::warn!("ReplayEvidence's caller stopped reading: the stream ends without its last message");
+        }
     }
 }
 

@@ -29,6 +29,15 @@ use crate::vocabulary::Mode;
 
 pub const SCHEMA_VERSION: &str = "kernite.policy.bundle.v1";
 
+/// The most JSON values a bundle's scopes may select in all, a policy
+/// counted once for every scope that selects it. Each scope holds a resolved
+/// copy of its policies, so this bounds the memory a bundle takes whatever
+/// its size on disk: a replay's candidate comes from a caller, and a small
+/// file naming one large policy from many scopes would otherwise take
+/// gigabytes. Five hundred scopes each selecting ten policies of a hundred
+/// values are half of it.
+pub const MAX_SELECTED_VALUES: usize = 1_000_000;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BundleError {
     #[error("not valid JSON: {0}")]
@@ -87,6 +96,20 @@ impl PolicyBundle {
             let key = scope_key(entry, &field)?;
             let scope = entries.entry(key).or_default();
             scope.add(entry, &field, &policies)?;
+        }
+
+        let sizes: HashMap<&str, usize> =
+            policies.iter().map(|(key, policy)| (key.as_str(), policy.values().map(value_count).sum())).collect();
+        let selected: usize =
+            entries.values().flat_map(|entry| &entry.policy_keys).map(|key| sizes[key.as_str()]).sum();
+        if selected > MAX_SELECTED_VALUES {
+            return Err(invalid(
+                "operation_map",
+                format!(
+                    "its scopes select {selected} JSON values of policy in all, counting a policy once per scope \
+                     that selects it: at most {MAX_SELECTED_VALUES}"
+                ),
+            ));
         }
 
         let mut scopes = HashMap::with_capacity(entries.len());
@@ -208,6 +231,15 @@ fn scope_key(entry: &Map, field: &str) -> Result<(String, String), BundleError> 
     Ok((part("object_type")?, part("operation")?))
 }
 
+/// How many JSON values `value` holds, itself included.
+fn value_count(value: &Value) -> usize {
+    1 + match value {
+        Value::Array(items) => items.iter().map(value_count).sum(),
+        Value::Object(map) => map.values().map(value_count).sum(),
+        _ => 0,
+    }
+}
+
 /// The `policy_context` Kernite would be given, validated by the engine.
 fn resolved_context(
     governed: bool,
@@ -243,6 +275,29 @@ mod tests {
          "policy_key": null, "mode": "enforce"}
       ]
     }"#;
+
+    #[test]
+    fn a_bundle_whose_scopes_select_too_much_policy_is_refused_before_resolving() {
+        // One policy of ~2,000 values, selected by 600 scopes: 1.2 million in all.
+        let fields: Vec<String> = (0..2_000).map(|i| format!("\"f{i}\"")).collect();
+        let policy = format!(
+            r#"{{"policy_key": "big", "policy_version": 1, "effect": "allow",
+                "rules": [{{"rule_key": "r", "rule_definition": {{"type": "required_fields", "fields": [{}]}}}}]}}"#,
+            fields.join(",")
+        );
+        let entries: Vec<String> = (0..600)
+            .map(|i| format!(r#"{{"object_type": "o{i}", "operation": "create", "policy_key": "big"}}"#))
+            .collect();
+        let bundle = format!(
+            r#"{{"schema_version": "{SCHEMA_VERSION}", "policies": [{policy}], "operation_map": [{}]}}"#,
+            entries.join(",")
+        );
+        let error = PolicyBundle::parse(bundle.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("at most 1000000"), "{error}");
+        // The same policy from 400 scopes is within the bound.
+        let fewer = bundle.replacen(&entries[400..].join(","), "", 1).replace(",]", "]");
+        assert_eq!(PolicyBundle::parse(fewer.as_bytes()).unwrap().scope_count(), 400);
+    }
 
     #[test]
     fn a_scope_gets_its_policies_governance_and_mode() {

@@ -49,13 +49,14 @@ impl TestArgs {
 pub fn test(args: &TestArgs) -> u8 {
     match tested_files(args) {
         Ok(files) => {
-            print!("{}", report::text(&files));
+            // The report file first: on 2, nothing is printed on stdout.
             if let Some(path) = &args.junit
                 && let Err(problem) = write(path, &junit::report(&files))
             {
                 eprintln!("{problem}");
                 return 2;
             }
+            print!("{}", report::text(&files));
             if Summary::of(&files).failed == 0 { 0 } else { 1 }
         }
         Err(problems) => {

@@ -43,8 +43,8 @@ pub struct ReplayArgs {
     /// Only this operation (as stored).
     #[arg(long)]
     pub operation: Option<String>,
-    /// Replay at most this many rows, drawn uniformly at random from the selection.
-    #[arg(long)]
+    /// Replay at most this many rows, drawn uniformly at random from the selection (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sample: Option<u64>,
     /// The sample's seed: the same seed over the same evidence draws the same rows.
     #[arg(long, default_value_t = 1)]
@@ -103,8 +103,10 @@ impl TimeBound {
         };
         let (digits, suffix) = text.split_at(text.len() - text.chars().last().map_or(0, char::len_utf8));
         match (digits.parse::<u64>(), suffix.chars().next().and_then(unit)) {
+            // Sent to PostgreSQL as microseconds, which must fit an i64.
             (Ok(count), Some(seconds)) => count
                 .checked_mul(seconds)
+                .filter(|&s| s <= i64::MAX as u64 / 1_000_000)
                 .map(|s| TimeBound::Ago(Duration::from_secs(s)))
                 .ok_or_else(|| format!("{text} is too long ago")),
             _ if text.trim().is_empty() => Err("give a time or an age such as 7d".into()),
@@ -117,7 +119,8 @@ impl TimeBound {
         let row = match self {
             TimeBound::Ago(age) => {
                 let sql = "SELECT (extract(epoch FROM now()) * 1000000)::bigint - $1::bigint AS micros";
-                client.query_one(sql, &[&(age.as_micros() as i64)]).await
+                let micros = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
+                client.query_one(sql, &[&micros]).await
             }
             TimeBound::At(text) => {
                 let sql = "SELECT (extract(epoch FROM $1::text::timestamptz) * 1000000)::bigint AS micros";
@@ -186,6 +189,7 @@ async fn replay_command(database: &DatabaseTarget, args: &ReplayArgs) -> anyhow:
 
     let mut printer = Printer {
         jsonl,
+        text,
         started: Instant::now(),
         shown: Instant::now(),
         named: Vec::new(),
@@ -222,6 +226,8 @@ async fn replay_command(database: &DatabaseTarget, args: &ReplayArgs) -> anyhow:
 /// each class set aside), and progress on stderr once a second.
 struct Printer {
     jsonl: Option<Box<dyn std::io::Write + Send>>,
+    /// Whether the text report is printed: the rows it names are kept only then.
+    text: bool,
     started: Instant,
     shown: Instant,
     named: Vec<String>,
@@ -241,6 +247,9 @@ impl Pages for Printer {
             {
                 self.write_error = Some(error);
                 return ControlFlow::Break(());
+            }
+            if !self.text {
+                continue;
             }
             let count = &mut self.named_per_class[verdict.class as usize];
             if verdict.class.is_flip() || verdict.reproduced == Some(false) || *count < NAMED_PER_CLASS {
@@ -304,5 +313,7 @@ mod tests {
         assert_eq!(TimeBound::parse("yesterday"), Ok(TimeBound::At("yesterday".into())));
         assert!(TimeBound::parse("").is_err());
         assert!(TimeBound::parse("99999999999999999w").is_err());
+        // Fits in seconds, not in the microseconds PostgreSQL is sent.
+        assert!(TimeBound::parse("9999999999999w").is_err());
     }
 }
