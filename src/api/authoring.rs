@@ -5,6 +5,7 @@
 //! answer's `ctx_id` is the call's, in its log line and `x-ctx-id` header.
 
 use axum::http::StatusCode;
+use tokio::sync::Semaphore;
 
 use super::call::Call;
 use super::error::ApiError;
@@ -33,8 +34,17 @@ fn answer_id(call: &Call) -> String {
     ctx_id
 }
 
+/// Authoring calls run one at a time, the others waiting within their
+/// deadline: a document may take its whole `$ref` budget of memory and
+/// seconds of CPU, and a call whose deadline passes leaves its blocking work
+/// running to its end, so such work must never pile up.
+static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
+
 async fn off_the_workers(respond: impl FnOnce() -> (u16, Value) + Send + 'static) -> Result<Answered, ApiError> {
+    let permit = ONE_AT_A_TIME.acquire().await.map_err(|_| ApiError::AuthoringPanicked)?;
     let (status, body) = tokio::task::spawn_blocking(move || {
+        // Held until the work ends, whether or not the caller still waits.
+        let _permit = permit;
         let (status, body) = respond();
         (status, json::to_string(&body, Layout::Response))
     })

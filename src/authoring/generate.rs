@@ -59,6 +59,8 @@ pub fn artifacts(openapi: &Value, default_mode: &str, fail_on_unsupported: bool)
     let mut policies: BTreeMap<String, Value> = BTreeMap::new();
     let mut governed_scopes: BTreeSet<(String, String)> = BTreeSet::new();
     let mut operation_map: Vec<Value> = Vec::with_capacity(operations.len());
+    // One budget for the whole document: every operation's schema counts.
+    let mut budget = refs::Budget::default();
 
     for meta in &operations {
         let warn = |code: &'static str, message: String, field: &str| Finding::new(code, message, meta, field);
@@ -83,7 +85,7 @@ pub fn artifacts(openapi: &Value, default_mode: &str, fail_on_unsupported: bool)
         if meta.governed && meta.mode != "skip" {
             let key = policy_key.unwrap_or_else(|| generated_policy_key(meta));
             let mut key = crate::decision::python::strip(&key).to_owned();
-            let (schema, schema_warnings) = request_schema(meta.body, openapi)?;
+            let (schema, schema_warnings) = request_schema(meta.body, openapi, &mut budget)?;
             for message in schema_warnings {
                 warnings.push(warn("unsupported_openapi_shape", message.to_owned(), "requestBody"));
             }
@@ -228,10 +230,14 @@ impl Finding {
 /// The operation's `application/json` request schema with its references
 /// resolved, or the warnings that say why there is none. A reference that
 /// cannot be resolved fails the whole generation, as in Kernite.
-fn request_schema(operation: &Map, document: &Value) -> Result<(Option<Map>, Vec<&'static str>), OpenApiError> {
+fn request_schema(
+    operation: &Map,
+    document: &Value,
+    budget: &mut refs::Budget,
+) -> Result<(Option<Map>, Vec<&'static str>), OpenApiError> {
     let request_body = match operation.get("requestBody") {
         None | Some(Value::Null) => return Ok((None, Vec::new())),
-        Some(body) => refs::resolve(body, document)?,
+        Some(body) => refs::resolve(body, document, budget)?,
     };
     // The resolved body holds no reference any more: its schema is resolved too.
     let schema = (|| {
@@ -396,5 +402,39 @@ pub fn respond(payload: &Value, ctx_id: String) -> (u16, Value) {
             };
             (200, super::body(ctx_id, message, artifacts.into_value()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A document whose request body resolves to about a million values
+    /// (eighteen levels of two references each), named by `operations` POSTs.
+    fn fanning_out(operations: usize) -> Value {
+        let mut levels: Vec<String> =
+            (0..18).map(|k| format!(r##""l{k}": [{{"$ref": "#/l{n}"}}, {{"$ref": "#/l{n}"}}]"##, n = k + 1)).collect();
+        levels.push(r#""l18": 0"#.to_owned());
+        let body = r##""rb": {"content": {"application/json": {"schema": {"type": "object",
+            "properties": {"p": {"enum": [{"$ref": "#/l0"}]}}}}}}"##;
+        let paths: Vec<String> = (0..operations)
+            .map(|i| format!(r##""/p{i}": {{"post": {{"requestBody": {{"$ref": "#/rb"}}}}}}"##))
+            .collect();
+        let text = format!(
+            r#"{{"openapi": "3.0.0", "info": {{"title": "t", "version": "1"}}, {}, {body}, "paths": {{{}}}}}"#,
+            levels.join(", "),
+            paths.join(", ")
+        );
+        json::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn the_reference_budget_is_the_whole_documents() {
+        if let Err(error) = artifacts(&fanning_out(1), "enforce", false) {
+            panic!("{error}");
+        }
+        // Each operation alone is within the budget; the two together are not.
+        let error = artifacts(&fanning_out(2), "enforce", false).err().expect("over the budget");
+        assert!(error.to_string().contains("more than 2000000 values"), "{error}");
     }
 }

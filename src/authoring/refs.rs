@@ -4,35 +4,45 @@
 //!
 //! Kernite copies every referenced subtree in full, so a document whose
 //! references fan out can resolve to far more than its own size. Python would
-//! grind on; here a resolution stops with an error past [`MAX_NODES`] values
-//! or [`MAX_DEPTH`] levels (Python itself fails near 1,000).
+//! grind on; here the resolutions of one document share a [`Budget`] and stop
+//! with an error past [`MAX_NODES`] values in all, or [`MAX_DEPTH`] levels
+//! (Python itself fails near 1,000). In all: a document with thousands of
+//! operations each naming one large schema would otherwise be resolved, and
+//! copied, thousands of times.
 
 use super::OpenApiError;
 use crate::decision::python::{str_strip, to_int, to_str};
 use crate::decision::{Map, Value};
 
-/// The most values one resolution may produce.
+/// The most values the resolutions of one document may produce in all.
 pub const MAX_NODES: usize = 2_000_000;
 /// The deepest a resolved value may be.
 pub const MAX_DEPTH: usize = 1_000;
 
-/// `value` with every `$ref` replaced by what it points to in `document`.
-pub fn resolve(value: &Value, document: &Value) -> Result<Value, OpenApiError> {
-    let mut resolver = Resolver { document, chain: Vec::new(), nodes: 0 };
-    resolver.resolve(value, 0)
-}
-
-struct Resolver<'d> {
-    document: &'d Value,
-    /// The references being followed, outermost first.
-    chain: Vec<String>,
+/// The values one document's resolutions have produced so far.
+#[derive(Debug, Default)]
+pub struct Budget {
     nodes: usize,
 }
 
-impl<'d> Resolver<'d> {
+/// `value` with every `$ref` replaced by what it points to in `document`,
+/// its values counted against `budget`.
+pub fn resolve(value: &Value, document: &Value, budget: &mut Budget) -> Result<Value, OpenApiError> {
+    let mut resolver = Resolver { document, chain: Vec::new(), budget };
+    resolver.resolve(value, 0)
+}
+
+struct Resolver<'d, 'b> {
+    document: &'d Value,
+    /// The references being followed, outermost first.
+    chain: Vec<String>,
+    budget: &'b mut Budget,
+}
+
+impl<'d> Resolver<'d, '_> {
     fn resolve(&mut self, value: &'d Value, depth: usize) -> Result<Value, OpenApiError> {
-        self.nodes += 1;
-        if self.nodes > MAX_NODES || depth > MAX_DEPTH {
+        self.budget.nodes += 1;
+        if self.budget.nodes > MAX_NODES || depth > MAX_DEPTH {
             return Err(OpenApiError::new(format!(
                 "Resolving $ref produces more than {MAX_NODES} values or {MAX_DEPTH} levels; \
                  this sidecar stops there."
@@ -110,7 +120,9 @@ mod tests {
 
     fn resolved(document: &str, value: &str) -> Result<String, String> {
         let document = parse(document).unwrap();
-        resolve(&parse(value).unwrap(), &document).map(|v| to_string(&v, Layout::Response)).map_err(|e| e.to_string())
+        resolve(&parse(value).unwrap(), &document, &mut Budget::default())
+            .map(|v| to_string(&v, Layout::Response))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
