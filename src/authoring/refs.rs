@@ -10,6 +10,8 @@
 //! operations each naming one large schema would otherwise be resolved, and
 //! copied, thousands of times.
 
+use std::collections::HashSet;
+
 use super::OpenApiError;
 use crate::decision::python::{str_strip, to_int, to_str};
 use crate::decision::{Map, Value};
@@ -28,14 +30,16 @@ pub struct Budget {
 /// `value` with every `$ref` replaced by what it points to in `document`,
 /// its values counted against `budget`.
 pub fn resolve(value: &Value, document: &Value, budget: &mut Budget) -> Result<Value, OpenApiError> {
-    let mut resolver = Resolver { document, chain: Vec::new(), budget };
+    let mut resolver = Resolver { document, chain: Vec::new(), following: HashSet::new(), budget };
     resolver.resolve(value, 0)
 }
 
 struct Resolver<'d, 'b> {
     document: &'d Value,
-    /// The references being followed, outermost first.
+    /// The references being followed, outermost first (for the cycle's message).
     chain: Vec<String>,
+    /// The same, to find a cycle without reading the whole chain at every step.
+    following: HashSet<String>,
     budget: &'b mut Budget,
 }
 
@@ -71,14 +75,20 @@ impl<'d> Resolver<'d, '_> {
         if reference.is_empty() {
             return Err(OpenApiError::new("$ref must be a non-empty string."));
         }
-        if self.chain.contains(&reference) {
+        if self.following.contains(&reference) {
             let cycle = self.chain.join(" -> ");
             return Err(OpenApiError::new(format!("Ref cycle detected: {cycle} -> {reference}")));
         }
+        // Each step along the pointer is work too: a long pointer followed a
+        // million times must spend the budget, not only the values it yields.
+        self.budget.nodes += reference.matches('/').count();
         let target = pointed_at(self.document, &reference)?;
+        self.following.insert(reference.clone());
         self.chain.push(reference);
         let resolved = self.resolve(target, depth + 1);
-        self.chain.pop();
+        if let Some(reference) = self.chain.pop() {
+            self.following.remove(&reference);
+        }
         resolved
     }
 }
