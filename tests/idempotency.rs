@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use common::evidence::{BOTH_PATHS, call, fixture, invoice_request};
 use tonic::Code;
 
@@ -105,4 +108,44 @@ async fn a_mutations_own_unique_violation_is_an_error_not_a_replay() {
             .map(|r| r.get(0))
             .collect();
     assert_eq!(outcomes, ["applied", "error"]);
+}
+
+/// A retry after the operator's bundle changed its decision is refused, not
+/// answered with the new decision beside the old write; a retry the new
+/// bundle decides alike still replays.
+#[tokio::test]
+async fn a_retry_decided_otherwise_by_a_reloaded_bundle_is_refused_and_writes_nothing() {
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/invoice/policy-bundle.json");
+    let original = std::fs::read_to_string(&bundle).unwrap();
+    let path = common::scratch("idempotency-reload").join("policy-bundle.json");
+    std::fs::write(&path, &original).unwrap();
+    let policies = Arc::new(governance_sidecar::policies::load(&path).unwrap());
+    let f = common::evidence::fixture_serving(
+        governance_sidecar::schema::layout::EvidenceLayout::Reference,
+        Default::default(),
+        None,
+        Default::default(),
+        |api| api.with_policies(Arc::clone(&policies), true),
+    )
+    .await;
+    let write = |amount: i64, key: &'static str| call(bundle_request(amount), Some(key), "create_invoice");
+    let first = f.execute(write(500, "reload-1")).await.unwrap();
+    assert!(first.mutation_applied);
+    f.execute(write(50, "reload-2")).await.unwrap();
+
+    std::fs::write(&path, original.replace(r#""max": 1000"#, r#""max": 100"#)).unwrap();
+    policies.reload();
+    let refused = f.execute(write(500, "reload-1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+    assert!(refused.message().contains("decided under another policy bundle"), "{}", refused.message());
+    let alike = f.execute(write(50, "reload-2")).await.unwrap();
+    assert!(alike.replayed, "{alike:?}");
+    assert_eq!(f.count("SELECT count(*) FROM governance_events").await, 2);
+}
+
+/// An invoice as a request decided by the operator's bundle: no policies of its own.
+fn bundle_request(amount: i64) -> String {
+    format!(
+        r#"{{"workspace_id": "ws_1", "principal": {{"type": "user", "id": "usr_42"}}, "object_type": "invoice", "operation": "create", "payload": {{"amount": {amount}, "currency": "USD"}}}}"#
+    )
 }

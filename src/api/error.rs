@@ -98,6 +98,11 @@ pub enum ApiError {
     BadCandidate(String),
     #[error("another replay is running on this sidecar: try again when it ends, or run `governance-sidecar replay`")]
     ReplayRunning,
+    #[error(
+        "the idempotency key's write was decided under another policy bundle, which this one decides otherwise: \
+         its row is what happened (GetEvidence by the key reads it)"
+    )]
+    DecidedOtherwiseSince,
     #[error("the replay failed: {0}")]
     ReplayFailed(String),
     #[error(
@@ -138,6 +143,7 @@ impl ServiceError for ApiError {
             | ApiError::BadCandidate(_)
             | ApiError::NotJson => ServiceErrorCode::BadRequest,
             ApiError::ReplayRunning => ServiceErrorCode::Busy,
+            ApiError::DecidedOtherwiseSince => ServiceErrorCode::AlreadyExists,
             ApiError::ReplayFailed(_) => ServiceErrorCode::Internal,
             ApiError::EvidenceNotFound => ServiceErrorCode::NotFound,
             ApiError::NoPolicyBundle | ApiError::NotGoverned(_) | ApiError::GatewayNotConfigured => {
@@ -251,12 +257,17 @@ impl ApiError {
     /// What the caller is told, and a failure's log line says: bounded to
     /// [`MAX_MESSAGE_BYTES`], since messages can quote what the caller sent.
     pub(crate) fn message(&self) -> String {
-        truncate(self.to_string(), MAX_MESSAGE_BYTES)
+        match self {
+            // Why the database cannot be reached names hosts, users and
+            // databases: the operator's to read, in the call's log line.
+            ApiError::Evidence(EvidenceError::Unavailable(_)) => "the database is unavailable: try again".to_owned(),
+            _ => truncate(self.to_string(), MAX_MESSAGE_BYTES),
+        }
     }
 
-    /// A failure on the sidecar's side: its message, for the call's log line.
+    /// A failure on the sidecar's side: the whole of it, for the call's log line.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.error_code().is_failure().then(|| self.message())
+        self.error_code().is_failure().then(|| truncate(self.to_string(), MAX_MESSAGE_BYTES))
     }
 }
 

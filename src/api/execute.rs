@@ -112,7 +112,17 @@ async fn govern(api: &GovernanceApi, write: WriteCall, call: &Call) -> Result<Go
         }
         error => error,
     });
-    Ok(Governed { record, mode, execution: execution? })
+    let execution = execution?;
+    // A replay answers with the decision made now, which under the bundle
+    // that decided the row is the recorded one. Under another bundle it may
+    // differ, and an answer joining today's decision to the write the row
+    // recorded would say what did not happen.
+    if let (true, Some(recorded), Some(record)) = (execution.replayed, &execution.recorded, &record)
+        && recorded.trace_hash != record.trace_hash
+    {
+        return Err(ApiError::DecidedOtherwiseSince);
+    }
+    Ok(Governed { record, mode, execution })
 }
 
 /// The JSON body's parts: `request` is Kernite's body, `mutation.params` optional.
