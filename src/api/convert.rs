@@ -29,9 +29,11 @@ pub(super) fn storable_text(value: String, field: &str) -> Result<String, ApiErr
 /// years 1 to 9999: a filter's bound beyond them selects what the bound at
 /// the edge selects, where PostgreSQL would refuse the timestamp itself.
 pub(super) fn timestamp_micros(at: prost_types::Timestamp) -> i64 {
-    const YEAR_1: i64 = -62_135_596_800_000_000;
-    const YEAR_9999_END: i64 = 253_402_300_799_999_999;
-    at.seconds.saturating_mul(1_000_000).saturating_add(i64::from(at.nanos) / 1_000).clamp(YEAR_1, YEAR_9999_END)
+    use crate::evidence::audit::{EARLIEST_MICROS, LATEST_MICROS};
+    at.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(at.nanos) / 1_000)
+        .clamp(EARLIEST_MICROS, LATEST_MICROS)
 }
 
 pub(super) fn request_body(body: Option<proto::evaluate_request::Body>) -> Result<Value, ApiError> {

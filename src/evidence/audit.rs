@@ -83,13 +83,21 @@ impl PageToken {
         format!("v1.{}.{}", self.created_at_micros, self.id)
     }
 
+    /// The token, if it is one the sidecar could have made: a forged time
+    /// outside PostgreSQL's years is refused here, not by the database.
     pub fn decode(token: &str) -> Option<PageToken> {
         let mut parts = token.strip_prefix("v1.")?.splitn(2, '.');
-        let created_at_micros = parts.next()?.parse().ok()?;
+        let created_at_micros =
+            parts.next()?.parse().ok().filter(|micros| (EARLIEST_MICROS..=LATEST_MICROS).contains(micros))?;
         let id = parts.next()?.parse().ok()?;
         Some(PageToken { created_at_micros, id })
     }
 }
+
+/// The first and last microseconds (since the Unix epoch) of the years 1 to
+/// 9999, which every timestamp the sidecar reads or is given must fall within.
+pub const EARLIEST_MICROS: i64 = -62_135_596_800_000_000;
+pub const LATEST_MICROS: i64 = 253_402_300_799_999_999;
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 500;
@@ -255,7 +263,7 @@ mod tests {
     fn page_tokens_round_trip_and_garbage_is_refused() {
         let token = PageToken { created_at_micros: 1_795_000_000_123_456, id: 42 };
         assert_eq!(PageToken::decode(&token.encode()), Some(token));
-        for garbage in ["", "v1.", "v1.12", "v2.1.2", "v1.a.2", "v1.1.2.3"] {
+        for garbage in ["", "v1.", "v1.12", "v2.1.2", "v1.a.2", "v1.1.2.3", "v1.9223372036854775807.1"] {
             assert_eq!(PageToken::decode(garbage), None, "{garbage}");
         }
     }
