@@ -42,18 +42,11 @@ impl<'a> Headers<'a> {
         match *self {
             Headers::Envoy(map) => Ok(map.get(name).map(String::as_str)),
             Headers::Http(map) => {
-                let mut values = map.get_all(name).iter();
-                match (values.next(), values.next()) {
-                    (_, Some(_)) => Err(repeated()),
-                    (value, None) => Ok(value.and_then(|value| value.to_str().ok())),
-                }
+                Ok(at_most_one(map.get_all(name).iter()).ok_or_else(repeated)?.and_then(|value| value.to_str().ok()))
             }
             Headers::Pairs(pairs) => {
-                let mut values = pairs.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str());
-                match (values.next(), values.next()) {
-                    (_, Some(_)) => Err(repeated()),
-                    (value, None) => Ok(value),
-                }
+                at_most_one(pairs.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str()))
+                    .ok_or_else(repeated)
             }
         }
     }
@@ -66,5 +59,13 @@ impl<'a> Headers<'a> {
             Some(value) if value.contains(',') => Err(Untranslatable::RepeatedHeader(name.to_owned())),
             value => Ok(value),
         }
+    }
+}
+
+/// The one item of `items` (`Some(None)` for none), or `None` when there are several.
+fn at_most_one<T>(mut items: impl Iterator<Item = T>) -> Option<Option<T>> {
+    match (items.next(), items.next()) {
+        (_, Some(_)) => None,
+        (item, None) => Some(item),
     }
 }
